@@ -1,0 +1,32 @@
+# The README's two commands are `make demo` and `make test`; everything they need is installed here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/batcher plan jobs/example.toml
+
+test: install
+	$(BIN)/ruff check batcher tests bench scripts
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check batcher tests bench scripts
+	$(BIN)/ruff format --check batcher tests bench scripts
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) state/*.db state/*.db-wal state/*.db-shm
