@@ -1,0 +1,60 @@
+"""`batcher ingest`: check an input file and store its items as a new run."""
+
+from __future__ import annotations
+
+import click
+
+from batcher.cli import cli, db_option, handle_errors, json_option
+from batcher.output import print_json, print_table
+
+
+@cli.command()
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False),
+    help="Input JSONL (default: the spec's `input`).",
+)
+@click.option(
+    "--skip-invalid", is_flag=True, help="Set bad lines aside in a rejects file and store the rest."
+)
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False),
+    help="Where --skip-invalid writes bad lines [default state/rejects/run-N-rejects.jsonl].",
+)
+@db_option
+@json_option
+@handle_errors
+def ingest(job, input_path, skip_invalid, rejects, db, as_json):
+    """Check an input file against JOB and store its items as a new run.
+
+    Every bad line is reported as FILE:LINE with the reason. By default an input with any bad
+    line is refused whole, so nothing from it can be submitted.
+
+    \b
+    Examples:
+      batcher ingest jobs/example.toml
+      batcher ingest jobs/example.toml --input nightly.jsonl --skip-invalid
+    """
+    from batcher.ingest import ingest as ingest_input
+    from batcher.spec import load_spec
+    from batcher.store import open_store
+
+    spec = load_spec(job)
+    source = spec.input_file(input_path)
+    result = ingest_input(
+        open_store(db), spec, source, skip_invalid=skip_invalid, rejects_path=rejects
+    )
+    row = {
+        "run": result.run_id,
+        "items": result.n_items,
+        "rejected": result.n_rejected,
+        "rejects_file": result.rejects_path,
+        "input_sha256": result.input_sha256,
+    }
+    if as_json:
+        print_json(row)
+    else:
+        print_table([row], title=f"Ingested {source}")

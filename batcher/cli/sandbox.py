@@ -1,0 +1,40 @@
+"""`batcher sandbox`: serve the local stand-in for both providers' batch APIs."""
+
+from __future__ import annotations
+
+import click
+
+from batcher.cli import cli, handle_errors
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--replay",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSONL of recorded outputs to answer from.",
+)
+@click.option(
+    "--model-map",
+    metavar="JSON",
+    help='Requested model -> recorded model, e.g. \'{"gpt-5-nano": "gemma-2-2b-it"}\'.',
+)
+@click.option("--faults", metavar="SPEC", help="Faults to inject (see batcher.sandbox.faults).")
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Clock speed: 2 runs batches twice as fast.",
+)
+@handle_errors
+def sandbox(host, port, replay, model_map, faults, speed):
+    """Serve a local stand-in for the OpenAI and Anthropic batch APIs (foreground).
+
+    Point the SDKs at it with OPENAI_BASE_URL=http://HOST:PORT/v1 and
+    ANTHROPIC_BASE_URL=http://HOST:PORT; any API key is accepted.
+    """
+    from batcher.sandbox import serve
+
+    serve(host=host, port=port, replay=replay, model_map=model_map, faults=faults, speed=speed)

@@ -1,0 +1,91 @@
+"""The audit trail: what was submitted (per custom_id) and what was billed (per request)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+KINDS = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning")
+
+
+@dataclass
+class Ledger:
+    """Submission counts, batch counts and billed usage; read by GET /_sandbox/stats, /billed.
+
+    Token kinds: `input` is uncached input (OpenAI prompt_tokens - cached_tokens; Anthropic
+    input_tokens), `output` includes reasoning (as both providers bill it), `reasoning` is
+    the reasoning share of output.
+    """
+
+    batches: Counter = field(default_factory=Counter)
+    submissions: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    billed: list[dict] = field(default_factory=list)
+    totals: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+
+    def submitted(self, provider: str, custom_ids: list[str]) -> None:
+        self.batches[provider] += 1
+        self.submissions[provider].update(custom_ids)
+
+    def bill(
+        self,
+        provider: str,
+        batch_id: str,
+        custom_id: str,
+        model: str,
+        usage: dict,
+        kinds: dict[str, int],
+    ) -> None:
+        self.billed.append(
+            {
+                "provider": provider,
+                "batch_id": batch_id,
+                "custom_id": custom_id,
+                "model": model,
+                "usage": usage,
+                "tokens": kinds,
+            }
+        )
+        self.totals[model].update(kinds)
+
+    def stats(self) -> dict:
+        subs = {p: dict(c) for p, c in self.submissions.items()}
+        return {
+            "batches_created": {p: self.batches.get(p, 0) for p in ("openai", "anthropic")},
+            "submissions": {p: subs.get(p, {}) for p in ("openai", "anthropic")},
+            "duplicates": {
+                p: sorted(k for k, v in subs.get(p, {}).items() if v > 1)
+                for p in ("openai", "anthropic")
+            },
+            "requests_billed": len(self.billed),
+            "billed_tokens": {
+                m: {k: c.get(k, 0) for k in KINDS} for m, c in sorted(self.totals.items())
+            },
+        }
+
+
+def openai_kinds(usage: dict) -> dict[str, int]:
+    """Token kinds of an OpenAI chat/responses/embeddings usage object."""
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens", 0))
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    cached = details.get("cached_tokens", 0)
+    return {
+        "input": prompt - cached,
+        "cache_read": cached,
+        "cache_write_5m": 0,
+        "cache_write_1h": 0,
+        "output": usage.get("completion_tokens", usage.get("output_tokens", 0)),
+        "reasoning": out_details.get("reasoning_tokens", 0),
+    }
+
+
+def anthropic_kinds(usage: dict) -> dict[str, int]:
+    creation = usage.get("cache_creation") or {}
+    return {
+        "input": usage["input_tokens"],
+        "cache_read": usage["cache_read_input_tokens"],
+        "cache_write_5m": creation.get("ephemeral_5m_input_tokens", 0),
+        "cache_write_1h": creation.get("ephemeral_1h_input_tokens", 0),
+        "output": usage["output_tokens"],
+        "reasoning": 0,
+    }

@@ -1,0 +1,166 @@
+"""Requests as token sequences: counts and prefix identities for usage and cache accounting.
+
+A prompt is a tuple of parts: text (tokenized with the real offline cl100k tokenizer, cached
+by text in batcher.tokens) or an int (one special token framing a message, so a message costs
+its content plus 3 tokens, as OpenAI's counting recipe says). Prefix identities are chained
+hashes of 128-token chunks, memoized by the parts before them, so 10,000 requests sharing a
+2,000-token system prompt tokenize and hash it once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+from batcher import tokens
+
+IM_START, IM_END = 100264, 100265
+CHUNK = 128
+REPLY_PRIMING = 3  # every reply is primed with <|im_start|>assistant<|im_sep|>
+
+Part = str | int
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Hashes of each complete 128-token chunk of a prefix, plus the incomplete tail."""
+
+    hashes: tuple[int, ...]
+    tail: tuple[int, ...]
+    length: int
+
+    def extend(self, toks: tuple[int, ...]) -> Chain:
+        buf = self.tail + toks
+        hashes = list(self.hashes)
+        full = len(buf) - len(buf) % CHUNK
+        for start in range(0, full, CHUNK):
+            prev = hashes[-1] if hashes else 0
+            hashes.append(hash((prev, buf[start : start + CHUNK])))
+        return Chain(tuple(hashes), buf[full:], self.length + len(toks))
+
+
+def part_tokens(part: Part) -> tuple[int, ...]:
+    return (part,) if isinstance(part, int) else tokens.encode(part)
+
+
+def part_count(part: Part) -> int:
+    return 1 if isinstance(part, int) else tokens.count_tokens(part)
+
+
+@lru_cache(maxsize=200_000)
+def chain(parts: tuple[Part, ...]) -> Chain:
+    """The chunk chain of `parts` (memoized on every prefix of parts)."""
+    if not parts:
+        return Chain((), (), 0)
+    return chain(parts[:-1]).extend(part_tokens(parts[-1]))
+
+
+def count(parts: tuple[Part, ...]) -> int:
+    return sum(part_count(p) for p in parts)
+
+
+def text_of(content: object) -> str:
+    """Text of a message content: a string, or the text of a list of content blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for block in content:
+            if isinstance(block, dict):
+                texts.append(
+                    block.get("text")
+                    if isinstance(block.get("text"), str)
+                    else json.dumps(block, sort_keys=True)
+                )
+            else:
+                texts.append(str(block))
+        return "\n".join(texts)
+    return "" if content is None else json.dumps(content, sort_keys=True)
+
+
+def message_parts(role: str, content: object) -> tuple[Part, ...]:
+    return (IM_START, role, text_of(content), IM_END)
+
+
+def openai_parts(body: dict, endpoint: str) -> tuple[Part, ...]:
+    """The prompt of an OpenAI request body, in the order the provider caches it."""
+    parts: list[Part] = []
+    for key in ("tools", "response_format", "text"):
+        if body.get(key):
+            parts.append(json.dumps(body[key], sort_keys=True))
+    if endpoint == "/v1/responses":
+        if body.get("instructions"):
+            parts.extend(message_parts("system", body["instructions"]))
+        inp = body.get("input")
+        messages = [{"role": "user", "content": inp}] if isinstance(inp, str) else inp or []
+    elif endpoint == "/v1/completions":
+        messages = [{"role": "user", "content": body.get("prompt", "")}]
+    elif endpoint == "/v1/embeddings":
+        inp = body.get("input", "")
+        return (inp if isinstance(inp, str) else json.dumps(inp),)
+    else:
+        messages = body.get("messages") or []
+    for message in messages:
+        if isinstance(message, dict):
+            parts.extend(message_parts(str(message.get("role", "user")), message.get("content")))
+    return tuple(parts)
+
+
+def last_user_text(messages: list) -> str | None:
+    """Text of the last user message (what the replay responder matches on)."""
+    for message in reversed(messages or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return text_of(message.get("content"))
+    return None
+
+
+@dataclass(frozen=True)
+class Breakpoint:
+    """A cache_control marker: the prompt prefix of `end` parts is cacheable for `ttl`."""
+
+    end: int
+    ttl: str
+
+
+def _block_text(block: object) -> str:
+    if isinstance(block, dict) and isinstance(block.get("text"), str):
+        return block["text"]
+    if isinstance(block, dict):
+        return json.dumps({k: v for k, v in block.items() if k != "cache_control"}, sort_keys=True)
+    return str(block)
+
+
+def _mark(parts: list[Part], marks: list[Breakpoint], block: object) -> None:
+    control = block.get("cache_control") if isinstance(block, dict) else None
+    if isinstance(control, dict):
+        marks.append(Breakpoint(len(parts), str(control.get("ttl", "5m"))))
+
+
+def anthropic_parts(params: dict) -> tuple[tuple[Part, ...], list[Breakpoint]]:
+    """Prompt parts of Messages params (tools, system, messages) and their breakpoints."""
+    parts: list[Part] = []
+    marks: list[Breakpoint] = []
+    for tool in params.get("tools") or []:
+        parts.append(_block_text(tool))
+        _mark(parts, marks, tool)
+    system = params.get("system")
+    if isinstance(system, str) and system:
+        parts.extend(message_parts("system", system))
+    elif isinstance(system, list):
+        parts.extend((IM_START, "system"))
+        for block in system:
+            parts.append(_block_text(block))
+            _mark(parts, marks, block)
+        parts.append(IM_END)
+    for message in params.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else [content]
+        parts.extend((IM_START, str(message.get("role", "user"))))
+        for block in blocks:
+            parts.append(_block_text(block) if block is not None else "")
+            _mark(parts, marks, block)
+        parts.append(IM_END)
+    return tuple(parts), marks

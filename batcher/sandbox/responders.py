@@ -1,0 +1,233 @@
+"""Responders: what the sandbox answers. `deterministic` derives answers from the request;
+`replay` returns recorded outputs.
+
+Deterministic answers are stable: they come from a hash of model + request content.
+Constraints are honoured:
+
+- a JSON schema (OpenAI `response_format` `{type: json_schema}`, or Responses `text.format`)
+  gets a JSON instance of the schema;
+- a label list gets one of its labels. Convention: a line in the system or user text matching
+  `Allowed labels: a, b, c` (case-insensitive, comma-separated). If the prompt asks for JSON
+  (it contains `{"label"`), the answer is `{"label": "<one>"}`, else the bare label.
+
+A configurable per-model rate makes some answers malformed or wrong, decided per
+(model, request) so a rerun gives the same verdict: a label outside the set, broken JSON, or
+a schema instance missing a required field.
+
+Replay rows are JSON lines `{"user": "...", "outputs": {"<recorded model>": "text"}}`; a
+request matches a row by the text of its last user message, and the model map turns the
+requested model into the recorded one (unmapped models are looked up under their own name).
+A request with no row, or a row without that model, gets a per-request error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from batcher.sandbox.prompts import last_user_text, text_of
+
+LABELS_RE = re.compile(r"^[ \t]*allowed labels[ \t]*:[ \t]*(.+?)[ \t]*$", re.I | re.M)
+WANTS_JSON_RE = re.compile(r'\{\s*"label"', re.I)
+REASONING_RE = re.compile(r"^(o\d|gpt-5)")
+WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+    "november oscar papa quebec romeo sierra tango uniform victor whiskey xray"
+).split()
+
+
+@dataclass(frozen=True)
+class Query:
+    """The parts of a request a responder looks at, whichever provider it came from."""
+
+    model: str
+    system: str
+    user: str | None
+    digest: bytes
+    schema: dict | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+def make_query(
+    model: str, body: dict, system: str, messages: list, schema: dict | None = None
+) -> Query:
+    canonical = json.dumps(body, sort_keys=True, default=str)
+    digest = hashlib.blake2b(f"{model}\n{canonical}".encode(), digest_size=16).digest()
+    return Query(model, system, last_user_text(messages), digest, schema)
+
+
+def openai_query(body: dict, endpoint: str) -> Query:
+    if endpoint == "/v1/responses":
+        inp = body.get("input")
+        messages = [{"role": "user", "content": inp}] if isinstance(inp, str) else inp or []
+        fmt = (body.get("text") or {}).get("format") or {}
+        schema = fmt.get("schema") if fmt.get("type") == "json_schema" else None
+        return make_query(
+            body.get("model", ""), body, text_of(body.get("instructions")), messages, schema
+        )
+    messages = body.get("messages") or []
+    system = "\n".join(
+        text_of(m.get("content"))
+        for m in messages
+        if isinstance(m, dict) and m.get("role") in ("system", "developer")
+    )
+    fmt = body.get("response_format") or {}
+    schema = (
+        (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
+    )
+    return make_query(body.get("model", ""), body, system, messages, schema)
+
+
+def anthropic_query(params: dict) -> Query:
+    return make_query(
+        params.get("model", ""), params, text_of(params.get("system")), params.get("messages") or []
+    )
+
+
+def unit(digest: bytes, salt: str) -> float:
+    """A number in [0, 1) fixed by the request digest and a purpose."""
+    return (
+        int.from_bytes(hashlib.blake2b(digest + salt.encode(), digest_size=8).digest(), "big")
+        / 2**64
+    )
+
+
+def pick(digest: bytes, salt: str, n: int) -> int:
+    return int(unit(digest, salt) * n)
+
+
+def reasoning_tokens(query: Query) -> int:
+    """Reasoning models spend hidden tokens; a stable amount per request."""
+    return 64 * (1 + pick(query.digest, "reasoning", 4)) if REASONING_RE.match(query.model) else 0
+
+
+class DeterministicResponder:
+    """Stable answers from a hash of the request; `rate_for(model)` sets the malformed share."""
+
+    def __init__(self, rate_for: Callable[[str], float]) -> None:
+        self._rate_for = rate_for
+
+    def answer(self, query: Query) -> Reply:
+        bad = unit(query.digest, "malformed") < self._rate_for(query.model)
+        prompt = f"{query.system}\n{query.user or ''}"
+        labels = parse_labels(prompt)
+        if query.schema is not None:
+            return Reply(text=schema_answer(query, labels, bad))
+        if labels:
+            return Reply(text=label_answer(query, labels, bool(WANTS_JSON_RE.search(prompt)), bad))
+        count = 8 + pick(query.digest, "length", 40)
+        words = [WORDS[pick(query.digest, f"w{i}", len(WORDS))] for i in range(count)]
+        return Reply(text=f"Sandbox answer {query.digest.hex()[:8]}: {' '.join(words)}.")
+
+
+def parse_labels(text: str) -> list[str]:
+    match = LABELS_RE.search(text)
+    if not match:
+        return []
+    return [label.strip().strip("\"'`") for label in match.group(1).split(",") if label.strip()]
+
+
+def label_answer(query: Query, labels: list[str], as_json: bool, bad: bool) -> str:
+    label = labels[pick(query.digest, "label", len(labels))]
+    broken = bad and as_json and pick(query.digest, "how", 2) == 0
+    if bad and not broken:
+        label = f"not-{labels[0]}" if f"not-{labels[0]}" not in labels else "unlisted-label"
+    if not as_json:
+        return label
+    text = json.dumps({"label": label})
+    return text[:-2] if broken else text
+
+
+def schema_answer(query: Query, labels: list[str], bad: bool) -> str:
+    value = instance(query.schema or {}, query.digest, "$", labels)
+    if bad and isinstance(value, dict) and value and pick(query.digest, "how", 2) == 0:
+        value.pop(next(iter(value)))  # a required field goes missing
+        return json.dumps(value)
+    text = json.dumps(value)
+    return text[: max(1, len(text) // 2)] if bad else text
+
+
+def instance(schema: dict, digest: bytes, path: str, labels: list[str]) -> object:
+    """A value that validates against `schema` (the common JSON Schema subset)."""
+    if "enum" in schema:
+        return schema["enum"][pick(digest, path, len(schema["enum"]))]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return instance(schema[key][0], digest, path, labels)
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {
+            name: instance(sub, digest, f"{path}.{name}", labels) for name, sub in props.items()
+        }
+    if kind == "array":
+        size = max(int(schema.get("minItems", 1)), 1)
+        return [
+            instance(schema.get("items") or {}, digest, f"{path}[{i}]", labels) for i in range(size)
+        ]
+    if kind in ("integer", "number"):
+        low = int(schema.get("minimum", 0))
+        high = int(schema.get("maximum", low + 100))
+        return low + pick(digest, path, high - low + 1)
+    if kind == "boolean":
+        return pick(digest, path, 2) == 1
+    if kind == "null":
+        return None
+    if labels and path.endswith(".label"):
+        return labels[pick(digest, "label", len(labels))]
+    return f"{path.rsplit('.', 1)[-1]}-{digest.hex()[:6]}"
+
+
+class ReplayResponder:
+    """Recorded outputs, matched by the last user message and mapped model."""
+
+    def __init__(self, rows: dict[str, dict[str, str]], model_map: dict[str, str]) -> None:
+        self._rows = rows
+        self._stripped = {user.strip(): outputs for user, outputs in rows.items()}
+        self.model_map = dict(model_map)
+
+    @classmethod
+    def from_file(cls, path: str | Path, model_map: dict[str, str]) -> ReplayResponder:
+        rows: dict[str, dict[str, str]] = {}
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if not isinstance(row.get("user"), str) or not isinstance(row.get("outputs"), dict):
+                    raise ValueError(f"{path}:{number}: a replay row needs 'user' and 'outputs'")
+                rows[row["user"]] = row["outputs"]
+        return cls(rows, model_map)
+
+    def answer(self, query: Query) -> Reply:
+        recorded = self.model_map.get(query.model, query.model)
+        user = query.user or ""
+        outputs = self._rows.get(user) or self._stripped.get(user.strip())
+        if outputs is None:
+            return Reply(
+                error_type="invalid_request_error",
+                error_message=f"sandbox replay: no recorded row for this user message "
+                f"(starts {user[:60]!r})",
+            )
+        text = outputs.get(recorded)
+        if not isinstance(text, str):
+            return Reply(
+                error_type="invalid_request_error",
+                error_message=f"sandbox replay: no recorded output of {recorded!r} "
+                f"(requested {query.model!r})",
+            )
+        return Reply(text=text)

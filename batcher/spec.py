@@ -1,0 +1,276 @@
+"""Job specs: a TOML file in jobs/ loaded into a validated `JobSpec`.
+
+Every error is a SpecError that names the spec file, the key (dotted, as written in the
+TOML) and what is wrong. Values of the form `file:relative/path` are read relative to the
+spec's folder at load time, so the spec snapshot stored with a run holds the actual text.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from batcher.errors import SpecError, UsageError
+
+PROVIDERS = ("openai", "anthropic")
+
+HIGH_KEYWORDS = [
+    "analyze", "compare", "debug", "refactor", "architect", "design", "optimize",
+    "explain why", "trade-off", "reason",
+]  # fmt: skip
+LOW_KEYWORDS = [
+    "classify", "extract", "format", "convert", "translate", "summarize briefly",
+    "yes or no", "list the", "parse",
+]  # fmt: skip
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rule(_Strict):
+    """Send matching items to `tier`. Every condition given must hold; the first rule wins."""
+
+    tier: str
+    metadata: dict[str, str | int | float | bool] | None = None
+    prompt_regex: str | None = None
+    min_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+
+    @field_validator("prompt_regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+
+class Routing(_Strict):
+    classifier: str = "heuristic"  # or "fixed:TIER"
+    ladder: list[str] = ["nano", "mid", "frontier"]  # escalation order, cheapest first
+    rules: list[Rule] = []
+    high_keywords: list[str] = HIGH_KEYWORDS
+    low_keywords: list[str] = LOW_KEYWORDS
+    frontier_words: int = Field(default=200, ge=1)  # more words than this with one high keyword
+    nano_words: int = Field(default=50, ge=1)  # fewer words than this with one low keyword
+
+
+class Defaults(_Strict):
+    system: str | None = None
+    max_tokens: int = Field(default=1024, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    params: dict[str, Any] = {}  # passed through to the provider (e.g. response_format)
+
+
+class Validation(_Strict):
+    json_output: bool = Field(default=False, alias="json")
+    json_schema: dict[str, Any] | None = None
+    labels: list[str] | None = None
+    label_field: str | None = None  # where the label sits in a JSON answer (e.g. "label")
+    regex: str | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(value)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        return Rule._compiles(value)
+
+
+class Retry(_Strict):
+    max_attempts: int = Field(default=4, ge=1)  # all attempts of one item, every tier together
+    transient_retries: int = Field(default=2, ge=0)  # same-tier retries after errors or expiry
+
+
+class Batching(_Strict):
+    openai_max_lines: int = Field(default=50_000, ge=1, le=50_000)
+    openai_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1, le=200 * 1024 * 1024)
+    anthropic_max_requests: int = Field(default=100_000, ge=1, le=100_000)
+    anthropic_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, le=256 * 1024 * 1024)
+
+
+class Polling(_Strict):
+    interval_s: float = Field(default=30.0, gt=0)
+    max_interval_s: float = Field(default=300.0, gt=0)
+
+
+class PriceOverride(_Strict):
+    """Negotiated prices in USD per million tokens, standard (non-batch) rates."""
+
+    input_mtok: float = Field(ge=0)
+    output_mtok: float = Field(ge=0)
+    cache_read_mtok: float | None = Field(default=None, ge=0)
+    cache_write_mtok: float | None = Field(default=None, ge=0)
+    cache_write_1h_mtok: float | None = Field(default=None, ge=0)
+    batch_factor: float = Field(default=0.5, gt=0, le=1)  # batch price / standard price
+
+
+class Schedule(_Strict):
+    cron: str | None = None
+    every: str | None = None
+    tz: str = "UTC"
+    input: str | None = None
+
+
+class JobSpec(_Strict):
+    name: str
+    description: str = ""
+    tiers: dict[str, str]
+    prompts: dict[str, str] = {}  # named system prompts that items select with "system_ref"
+    input: str | None = None  # default input file
+    defaults: Defaults = Defaults()
+    routing: Routing = Routing()
+    validation: Validation = Validation()
+    retry: Retry = Retry()
+    batching: Batching = Batching()
+    polling: Polling = Polling()
+    max_usd: float | None = Field(default=None, gt=0)
+    pricing: dict[str, PriceOverride] = {}
+    schedule: Schedule | None = None
+    on_invalid: Literal["escalate", "fail"] = "escalate"
+
+    path: str = ""  # where the spec was loaded from (set by load_spec)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tier_models(cls, tiers: dict[str, str]) -> dict[str, str]:
+        if not tiers:
+            raise ValueError('name at least one tier, e.g. nano = "openai:gpt-5-nano"')
+        for tier, ref in tiers.items():
+            split_model_ref(ref, f"tiers.{tier}")
+        return tiers
+
+    @model_validator(mode="after")
+    def _tiers_exist(self) -> JobSpec:
+        known = set(self.tiers)
+        for tier in self.routing.ladder:
+            if tier not in known:
+                raise ValueError(f"routing.ladder names tier {tier!r}, not one of {sorted(known)}")
+        for i, rule in enumerate(self.routing.rules):
+            if rule.tier not in known:
+                raise ValueError(
+                    f"routing.rules[{i}].tier {rule.tier!r} is not one of {sorted(known)}"
+                )
+        classifier = self.routing.classifier
+        if classifier.startswith("fixed:") and classifier[6:] not in known:
+            raise ValueError(f"routing.classifier {classifier!r} names no tier of {sorted(known)}")
+        if classifier != "heuristic" and not classifier.startswith("fixed:"):
+            raise ValueError(f'routing.classifier {classifier!r}: use "heuristic" or "fixed:TIER"')
+        return self
+
+    @property
+    def frontier_tier(self) -> str:
+        """The tier that the baseline is priced on: the top of the escalation ladder."""
+        return self.routing.ladder[-1] if self.routing.ladder else next(reversed(self.tiers))
+
+    def model_of(self, tier: str) -> tuple[str, str]:
+        """(provider, model) of `tier`."""
+        return split_model_ref(self.tiers[tier], f"tiers.{tier}")
+
+    def input_file(self, override: str | None = None) -> str:
+        """The input to read: `override`, else the spec's `input` relative to the spec file."""
+        if override:
+            return override
+        if self.input:
+            return str(Path(self.path).parent / self.input)
+        raise UsageError(
+            f"{self.path}: no input given: pass --input FILE or set `input` in the spec"
+        )
+
+    def snapshot(self) -> str:
+        """The spec as JSON, with file: values already read, for storing with a run."""
+        return self.model_dump_json(by_alias=True)
+
+
+def split_model_ref(ref: str, key: str = "model") -> tuple[str, str]:
+    """'openai:gpt-5-nano' -> ('openai', 'gpt-5-nano'); ValueError naming `key` otherwise."""
+    provider, sep, model = ref.partition(":")
+    if not sep or not model or provider not in PROVIDERS:
+        raise ValueError(
+            f"{key} = {ref!r}: write PROVIDER:MODEL with PROVIDER one of {', '.join(PROVIDERS)}"
+        )
+    return provider, model
+
+
+def _read_file_refs(data: Any, base: Path, spec_path: Path, key: str = "") -> Any:
+    """Replace every "file:rel/path" string with the file's text (JSON files: parsed)."""
+    if isinstance(data, dict):
+        return {
+            k: _read_file_refs(v, base, spec_path, f"{key}.{k}" if key else k)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [_read_file_refs(v, base, spec_path, f"{key}[{i}]") for i, v in enumerate(data)]
+    if isinstance(data, str) and data.startswith("file:"):
+        target = base / data[5:]
+        try:
+            text = target.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(str(spec_path), key, f"cannot read {target}: {exc.strerror}") from exc
+        if target.suffix == ".json":
+            import orjson
+
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                raise SpecError(str(spec_path), key, f"{target} is not valid JSON: {exc}") from exc
+        return text
+    return data
+
+
+def _key_of(error: dict[str, Any]) -> str:
+    parts = []
+    for part in error["loc"]:
+        if isinstance(part, int):
+            parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
+
+
+def parse_spec(data: dict[str, Any], path: str = "<spec>") -> JobSpec:
+    """Validate an already-parsed spec mapping; SpecError on the first problem."""
+    try:
+        return JobSpec.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see jobs/example.toml)"
+        raise SpecError(path, _key_of(first), message) from None
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read and validate the TOML job spec at `path`. Raises SpecError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(str(path), "", f"cannot read the spec: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), "", f"not valid TOML: {exc}") from exc
+    data = _read_file_refs(data, path.parent, path)
+    return parse_spec(data, str(path))
+
+
+def spec_from_snapshot(snapshot: str) -> JobSpec:
+    """The JobSpec stored with a run (see JobSpec.snapshot)."""
+    return JobSpec.model_validate_json(snapshot)

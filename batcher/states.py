@@ -1,0 +1,157 @@
+"""The state machine of runs, items, attempts and batches: the only code that writes a status.
+
+Every status column changes through `set_status`, which refuses transitions that the table
+below does not allow by putting the allowed sources into the UPDATE's WHERE clause. That makes
+a change atomic and idempotent: applying the same transition twice changes nothing the second
+time, which is what crash recovery relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+
+class RunStatus(StrEnum):
+    CREATED = "created"  # items ingested, nothing planned yet
+    PLANNED = "planned"  # tiers, groups and batches laid out; nothing sent
+    RUNNING = "running"  # batches are being submitted, polled or reconciled
+    COMPLETED = "completed"  # every item reached a terminal status
+    FAILED = "failed"  # stopped on an error that needs a person; `resume` continues
+    CANCELLED = "cancelled"  # cancelled by the user; finished items are kept
+
+
+class ItemStatus(StrEnum):
+    PENDING = "pending"  # ingested, no attempt yet
+    QUEUED = "queued"  # has an attempt waiting in a planned batch
+    IN_FLIGHT = "in_flight"  # its current attempt is at the provider
+    SUCCEEDED = "succeeded"  # a valid answer is stored
+    FAILED = "failed"  # retries and escalations exhausted
+    CANCELLED = "cancelled"  # its run was cancelled before it finished
+
+
+class AttemptStatus(StrEnum):
+    PLANNED = "planned"  # placed in a batch that has not reached the provider
+    SUBMITTED = "submitted"  # its batch is at the provider
+    SUCCEEDED = "succeeded"  # answered and the answer passed validation
+    INVALID = "invalid"  # answered, but the answer failed validation (escalate)
+    ERRORED = "errored"  # the provider returned an error for this request (retry)
+    EXPIRED = "expired"  # the batch expired before this request ran (retry)
+    CANCELLED = "cancelled"  # its batch was cancelled before this request ran
+    REUSED = "reused"  # answered from an earlier identical request, at no cost
+
+
+class BatchStatus(StrEnum):
+    PLANNED = "planned"  # file written locally, nothing sent
+    SUBMITTING = "submitting"  # intent recorded; upload or create may have reached the provider
+    SUBMITTED = "submitted"  # the provider holds it; raw_status says where it is
+    ENDED = "ended"  # terminal at the provider (completed, failed, expired, cancelled)
+    RECONCILED = "reconciled"  # every result stored; nothing more to do
+    ABANDONED = "abandoned"  # never reached the provider (e.g. the run was cancelled first)
+
+
+RUN_TERMINAL = {RunStatus.COMPLETED, RunStatus.CANCELLED}
+ITEM_TERMINAL = {ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELLED}
+ATTEMPT_FINAL = {
+    AttemptStatus.SUCCEEDED,
+    AttemptStatus.INVALID,
+    AttemptStatus.ERRORED,
+    AttemptStatus.EXPIRED,
+    AttemptStatus.CANCELLED,
+    AttemptStatus.REUSED,
+}
+
+# target status -> the statuses it may be reached from
+TRANSITIONS: dict[str, dict[str, set[str]]] = {
+    "run": {
+        RunStatus.PLANNED: {RunStatus.CREATED, RunStatus.PLANNED},
+        RunStatus.RUNNING: {RunStatus.PLANNED, RunStatus.RUNNING, RunStatus.FAILED},
+        RunStatus.COMPLETED: {RunStatus.RUNNING},
+        RunStatus.FAILED: {RunStatus.PLANNED, RunStatus.RUNNING},
+        RunStatus.CANCELLED: {
+            RunStatus.CREATED,
+            RunStatus.PLANNED,
+            RunStatus.RUNNING,
+            RunStatus.FAILED,
+        },
+    },
+    "item": {
+        ItemStatus.QUEUED: {ItemStatus.PENDING, ItemStatus.IN_FLIGHT},
+        ItemStatus.IN_FLIGHT: {ItemStatus.QUEUED},
+        ItemStatus.SUCCEEDED: {ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.IN_FLIGHT},
+        ItemStatus.FAILED: {ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.IN_FLIGHT},
+        ItemStatus.CANCELLED: {ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.IN_FLIGHT},
+    },
+    "attempt": {
+        AttemptStatus.SUBMITTED: {AttemptStatus.PLANNED},
+        AttemptStatus.SUCCEEDED: {AttemptStatus.PLANNED, AttemptStatus.SUBMITTED},
+        AttemptStatus.INVALID: {AttemptStatus.SUBMITTED},
+        AttemptStatus.ERRORED: {AttemptStatus.PLANNED, AttemptStatus.SUBMITTED},
+        AttemptStatus.EXPIRED: {AttemptStatus.SUBMITTED},
+        AttemptStatus.CANCELLED: {AttemptStatus.PLANNED, AttemptStatus.SUBMITTED},
+        AttemptStatus.REUSED: {AttemptStatus.PLANNED},
+    },
+    "batch": {
+        BatchStatus.SUBMITTING: {BatchStatus.PLANNED},
+        BatchStatus.PLANNED: {BatchStatus.SUBMITTING},  # the create provably never happened
+        BatchStatus.SUBMITTED: {BatchStatus.SUBMITTING, BatchStatus.SUBMITTED},
+        BatchStatus.ENDED: {BatchStatus.SUBMITTED},
+        BatchStatus.RECONCILED: {BatchStatus.ENDED},
+        BatchStatus.ABANDONED: {BatchStatus.PLANNED, BatchStatus.SUBMITTING},
+    },
+}
+
+
+def allowed_sources(entity: str, to: str) -> set[str]:
+    """The statuses from which `entity` may move to `to` (empty when `to` is unknown)."""
+    return TRANSITIONS[entity].get(to, set())
+
+
+def set_status(
+    conn: Connection,
+    table: sa.Table,
+    to: str,
+    where: sa.ColumnElement[bool],
+    values: Mapping[str, Any] | None = None,
+) -> int:
+    """Move the rows of `table` matched by `where` to status `to`; returns how many moved.
+
+    Rows whose current status may not move to `to` are left alone, so a repeated call is a
+    no-op. `values` sets other columns in the same UPDATE (raw provider status, times, ids).
+    """
+    sources = allowed_sources(table.name, to)
+    if not sources:
+        raise ValueError(f"no transition of {table.name} leads to {to!r}")
+    stmt = (
+        sa.update(table)
+        .where(where, table.c.status.in_([str(s) for s in sources]))
+        .values(status=str(to), **dict(values or {}))
+    )
+    return conn.execute(stmt).rowcount
+
+
+def set_status_many(
+    conn: Connection,
+    table: sa.Table,
+    to: str,
+    rows: list[dict[str, Any]],
+    columns: list[str],
+) -> int:
+    """Move many rows, each identified by `rows[i]["_id"]`, to `to`, with per-row `columns`.
+
+    One executemany, for the bulk paths (reconciling a million results). Like `set_status`,
+    rows not in an allowed source status are skipped.
+    """
+    if not rows:
+        return 0
+    sources = [str(s) for s in allowed_sources(table.name, to)]
+    stmt = (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("_id"), table.c.status.in_(sources))
+        .values(status=str(to), **{c: sa.bindparam(c) for c in columns})
+    )
+    return conn.execute(stmt, rows).rowcount

@@ -1,0 +1,93 @@
+"""Opening the state database: URL resolution, SQLite tuning, and running migrations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy.engine import Engine
+
+from batcher.errors import StoreError
+from batcher.store.migrations import MIGRATIONS
+
+DEFAULT_STATE_DIR = "state"
+
+_migrations_table = sa.Table(
+    "schema_migrations",
+    sa.MetaData(),
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+
+def state_dir() -> Path:
+    """Where batch files and the default database live (`BATCHER_STATE_DIR`, else ./state)."""
+    return Path(os.environ.get("BATCHER_STATE_DIR", DEFAULT_STATE_DIR))
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The database URL: the argument, else `BATCHER_DB`, else SQLite in the state folder."""
+    url = url or os.environ.get("BATCHER_DB")
+    if url:
+        if "://" not in url:  # a bare path means a SQLite file
+            return f"sqlite:///{url}"
+        return url
+    return f"sqlite:///{state_dir() / 'batcher.db'}"
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001 - DBAPI types vary
+        cur = dbapi_conn.cursor()
+        # WAL lets readers (status, report) run while the engine writes; NORMAL is durable
+        # across process crashes, which is the failure we guard against.
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
+def create_engine(url: str | None = None) -> Engine:
+    """An engine for `url` (see `resolve_url`), without migrating."""
+    url = resolve_url(url)
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        _tune_sqlite(engine)
+    return engine
+
+
+def migrate(engine: Engine, upto: str | None = None) -> list[str]:
+    """Apply pending migrations (up to and including `upto`); returns the names applied."""
+    applied: list[str] = []
+    with engine.begin() as conn:
+        _migrations_table.create(conn, checkfirst=True)
+        done = set(conn.execute(sa.select(_migrations_table.c.name)).scalars())
+    for name, step in MIGRATIONS:
+        if name not in done:
+            with engine.begin() as conn:
+                step(Operations(MigrationContext.configure(conn)))
+                conn.execute(_migrations_table.insert().values(name=name))
+            applied.append(name)
+        if name == upto:
+            break
+    return applied
+
+
+def open_store(url: str | None = None) -> Engine:
+    """Open (creating and migrating when needed) the state database and return its engine.
+
+    Raises StoreError naming the URL when the database cannot be reached.
+    """
+    engine = create_engine(url)
+    try:
+        migrate(engine)
+    except sa.exc.OperationalError as exc:
+        shown = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"cannot open the state database {shown}: {exc.orig}") from exc
+    return engine

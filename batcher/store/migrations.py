@@ -1,0 +1,152 @@
+"""Append-only schema migrations, applied in order when the store opens.
+
+Each migration is a function that receives alembic `Operations` (portable DDL for SQLite and
+PostgreSQL) and runs in the same transaction as the row that records it in
+`schema_migrations`, so a crash leaves either both or neither. Never edit a migration that has
+shipped: add a new one at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from alembic.operations import Operations
+
+TZ = sa.DateTime(timezone=True)
+
+
+def _money(name: str) -> sa.Column:
+    return sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+
+
+def m001_initial(op: Operations) -> None:
+    op.create_table(
+        "run",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("job_name", sa.String, nullable=False),
+        sa.Column("spec_path", sa.String, nullable=False),
+        sa.Column("spec_json", sa.String, nullable=False),
+        sa.Column("input_path", sa.String, nullable=False),
+        sa.Column("input_sha256", sa.String, nullable=False),
+        sa.Column("status", sa.String, nullable=False),
+        sa.Column("n_items", sa.Integer, nullable=False),
+        sa.Column("n_rejected", sa.Integer, nullable=False),
+        sa.Column("error", sa.String),
+        sa.Column("created_at", TZ, nullable=False),
+        sa.Column("started_at", TZ),
+        sa.Column("finished_at", TZ),
+    )
+    for col in ("job_name", "input_sha256", "status"):
+        op.create_index(f"ix_run_{col}", "run", [col])
+
+    op.create_table(
+        "prompt",
+        sa.Column("hash", sa.String, primary_key=True),
+        sa.Column("text", sa.String, nullable=False),
+    )
+
+    op.create_table(
+        "item",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("run.id"), nullable=False),
+        sa.Column("line_no", sa.Integer, nullable=False),
+        sa.Column("custom_id", sa.String, nullable=False),
+        sa.Column("system_hash", sa.String, sa.ForeignKey("prompt.hash")),
+        sa.Column("request_json", sa.String, nullable=False),
+        sa.Column("metadata_json", sa.String),
+        sa.Column("explicit_model", sa.String),
+        sa.Column("explicit_tier", sa.String),
+        sa.Column("tier", sa.String),
+        sa.Column("route_reason", sa.String),
+        sa.Column("cache_group", sa.String),
+        sa.Column("est_input_tokens", sa.Integer),
+        sa.Column("status", sa.String, nullable=False),
+        sa.Column("output", sa.String),
+        sa.Column("final_attempt_id", sa.Integer),
+        sa.UniqueConstraint("run_id", "custom_id", name="uq_item_run_custom_id"),
+    )
+    op.create_index("ix_item_run_id", "item", ["run_id"])
+    op.create_index("ix_item_status", "item", ["status"])
+
+    op.create_table(
+        "batch",
+        sa.Column("id", sa.String, primary_key=True),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("run.id"), nullable=False),
+        sa.Column("round", sa.Integer, nullable=False),
+        sa.Column("provider", sa.String, nullable=False),
+        sa.Column("model", sa.String, nullable=False),
+        sa.Column("tier", sa.String, nullable=False),
+        sa.Column("status", sa.String, nullable=False),
+        sa.Column("raw_status", sa.String),
+        sa.Column("path", sa.String, nullable=False),
+        sa.Column("n_requests", sa.Integer, nullable=False),
+        sa.Column("n_bytes", sa.Integer, nullable=False),
+        sa.Column("provider_batch_id", sa.String),
+        sa.Column("input_file_id", sa.String),
+        sa.Column("output_file_id", sa.String),
+        sa.Column("error_file_id", sa.String),
+        sa.Column("n_succeeded", sa.Integer, nullable=False),
+        sa.Column("n_errored", sa.Integer, nullable=False),
+        sa.Column("n_expired", sa.Integer, nullable=False),
+        sa.Column("n_cancelled", sa.Integer, nullable=False),
+        sa.Column("error", sa.String),
+        sa.Column("created_at", TZ, nullable=False),
+        sa.Column("submitted_at", TZ),
+        sa.Column("ended_at", TZ),
+        sa.Column("reconciled_at", TZ),
+    )
+    for col in ("run_id", "status", "provider_batch_id"):
+        op.create_index(f"ix_batch_{col}", "batch", [col])
+
+    op.create_table(
+        "attempt",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("run.id"), nullable=False),
+        sa.Column("item_id", sa.Integer, sa.ForeignKey("item.id"), nullable=False),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("tier", sa.String, nullable=False),
+        sa.Column("provider", sa.String, nullable=False),
+        sa.Column("model", sa.String, nullable=False),
+        sa.Column("batch_id", sa.String, sa.ForeignKey("batch.id")),
+        sa.Column("custom_id", sa.String, nullable=False),
+        sa.Column("request_hash", sa.String, nullable=False),
+        sa.Column("status", sa.String, nullable=False),
+        sa.Column("output", sa.String),
+        sa.Column("verdict", sa.String),
+        sa.Column("error_code", sa.String),
+        sa.Column("error_message", sa.String),
+        *(
+            _money(name)
+            for name in (
+                "input_tokens",
+                "cache_read_tokens",
+                "cache_write_5m_tokens",
+                "cache_write_1h_tokens",
+                "output_tokens",
+                "reasoning_tokens",
+                "cost_pusd",
+                "standard_pusd",
+                "uncached_pusd",
+                "baseline_pusd",
+            )
+        ),
+        sa.Column("reused_from", sa.Integer),
+        sa.Column("finished_at", TZ),
+    )
+    for col in ("run_id", "item_id", "batch_id", "request_hash", "status"):
+        op.create_index(f"ix_attempt_{col}", "attempt", [col])
+
+
+def m002_run_lease_and_schedule(op: Operations) -> None:
+    """A lease so that one process drives a run; the schedule that started a run."""
+    op.add_column("run", sa.Column("lease_owner", sa.String))
+    op.add_column("run", sa.Column("lease_expires_at", TZ))
+    op.add_column("run", sa.Column("schedule_name", sa.String))
+    op.create_index("ix_run_schedule_name", "run", ["schedule_name"])
+
+
+MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
+    ("m001_initial", m001_initial),
+    ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
+]
