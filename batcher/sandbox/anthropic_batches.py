@@ -1,0 +1,175 @@
+"""Anthropic message batches: create-time validation, the batch object, and results."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from batcher import tokens
+from batcher.sandbox.caching import CacheControlError, anthropic_usage
+from batcher.sandbox.errors import ApiError
+from batcher.sandbox.ledger import anthropic_kinds
+from batcher.sandbox.lifecycle import Timeline
+from batcher.sandbox.prompts import anthropic_parts
+from batcher.sandbox.responders import anthropic_query
+from batcher.sandbox.state import SandboxState, new_id
+
+CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+OUTCOMES = ("succeeded", "errored", "canceled", "expired")
+
+
+def rfc3339(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def validate_create(body: dict, size: int, cfg) -> list[dict]:
+    """The batch's requests, or ApiError 400/413 as the service answers at create time."""
+    if size > cfg.anthropic_max_bytes:
+        raise ApiError(413, f"Request exceeds the maximum allowed size of "
+                       f"{cfg.anthropic_max_bytes} bytes.")
+    requests = body.get("requests")
+    if not isinstance(requests, list) or not requests:
+        raise ApiError(400, "requests: List should have at least 1 item after validation")
+    if len(requests) > cfg.anthropic_max_requests:
+        raise ApiError(400, f"requests: List should have at most {cfg.anthropic_max_requests} "
+                       f"items after validation, not {len(requests)}")
+    seen: set[str] = set()
+    for index, item in enumerate(requests):
+        _check_request(item, index, seen)
+    return requests
+
+
+def _check_request(item: object, index: int, seen: set[str]) -> None:
+    where = f"requests.{index}"
+    if not isinstance(item, dict):
+        raise ApiError(400, f"{where}: Input should be a valid dictionary")
+    custom_id = item.get("custom_id")
+    if not isinstance(custom_id, str) or not CUSTOM_ID_RE.match(custom_id):
+        raise ApiError(400, f"{where}.custom_id: String should match pattern "
+                       f"'^[a-zA-Z0-9_-]{{1,64}}$' (got {custom_id!r})")
+    if custom_id in seen:
+        raise ApiError(400, f"{where}.custom_id: Duplicate custom_id {custom_id!r}; custom_id "
+                       "must be unique within a batch.")
+    seen.add(custom_id)
+    params = item.get("params")
+    if not isinstance(params, dict):
+        raise ApiError(400, f"{where}.params: Field required")
+    if not isinstance(params.get("model"), str) or not params["model"]:
+        raise ApiError(400, f"{where}.params.model: Field required")
+    max_tokens = params.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise ApiError(400, f"{where}.params.max_tokens: Input should be greater than or equal "
+                       f"to 1 (got {max_tokens!r})")
+    if not isinstance(params.get("messages"), list) or not params["messages"]:
+        raise ApiError(400, f"{where}.params.messages: Field required")
+    if params.get("stream"):
+        raise ApiError(400, f"{where}.params.stream: Streaming is not supported in batches.")
+
+
+@dataclass
+class AnthropicBatch:
+    id: str
+    requests: list[dict]
+    timeline: Timeline
+    results: bytes = b""
+    counts: dict = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    materialized: bool = False
+
+    def due(self, now: float) -> bool:
+        return not self.materialized and now >= self.timeline.cutoff()
+
+    def materialize(self, state: SandboxState) -> None:
+        total = len(self.requests)
+        finished = self.timeline.finished_count(total)
+        rest = "expired" if self.timeline.outcome() == "expired" else "canceled"
+        lines = []
+        for index, item in enumerate(self.requests):
+            if index < finished:
+                at = self.timeline.finish_time(index, total)
+                result = run_request(state, self.id, item, at)
+            else:
+                result = {"type": rest}
+            self.counts[result["type"]] += 1
+            lines.append({"custom_id": item["custom_id"], "result": result})
+        random.Random(self.id).shuffle(lines)  # results come in no particular order
+        self.results = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        self.materialized = True
+
+    def to_json(self, now: float, base_url: str) -> dict:
+        t = self.timeline
+        status = t.anthropic_status(now)
+        ended = status == "ended"
+        counts = dict(self.counts) if ended else dict.fromkeys(OUTCOMES, 0)
+        return {
+            "id": self.id, "type": "message_batch", "processing_status": status,
+            "request_counts": {"processing": 0 if ended else len(self.requests), **counts},
+            "created_at": rfc3339(t.created), "expires_at": rfc3339(t.expires),
+            "ended_at": rfc3339(t.ended()) if ended else None,
+            "cancel_initiated_at": rfc3339(t.cancel_requested),
+            "archived_at": None,
+            "results_url": f"{base_url}/v1/messages/batches/{self.id}/results" if ended else None,
+        }
+
+
+def _errored(kind: str, message: str) -> dict:
+    return {"type": "errored", "error": {"type": "error", "error": {"type": kind,
+                                                                     "message": message}}}
+
+
+def run_request(state: SandboxState, batch_id: str, item: dict, at: float) -> dict:
+    """The result of one request processed at sandbox time `at`; bills it if it succeeded."""
+    params, custom_id = item["params"], item["custom_id"]
+    model = params["model"]
+    if state.faults.fire("request_error", "anthropic", model=model, key=(batch_id, custom_id)):
+        return _errored("api_error", "Internal server error (injected by the sandbox).")
+    parts, marks = anthropic_parts(params)
+    miss = state.faults.fire("cache_miss", "anthropic", model=model) is not None
+    try:
+        cache = anthropic_usage(state.anthropic_cache, model, parts, marks, at, miss)
+    except CacheControlError as exc:
+        return _errored("invalid_request_error", str(exc))
+    reply = state.responder.answer(anthropic_query(params))
+    if reply.text is None:
+        return _errored(reply.error_type or "invalid_request_error", reply.error_message or "")
+    text, out, cut = _clip(reply.text, params["max_tokens"])
+    usage = {"input_tokens": cache.input_tokens, "output_tokens": out,
+             "cache_creation_input_tokens": cache.write_5m + cache.write_1h,
+             "cache_read_input_tokens": cache.read,
+             "cache_creation": {"ephemeral_5m_input_tokens": cache.write_5m,
+                                "ephemeral_1h_input_tokens": cache.write_1h},
+             "service_tier": "batch"}
+    state.ledger.bill("anthropic", batch_id, custom_id, model, usage, anthropic_kinds(usage))
+    message = {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
+               "model": model, "content": [{"type": "text", "text": text}],
+               "stop_reason": "max_tokens" if cut else "end_turn", "stop_sequence": None,
+               "usage": usage}
+    return {"type": "succeeded", "message": message}
+
+
+def _clip(text: str, limit: int) -> tuple[str, int, bool]:
+    ids = tokens.encode(text)
+    if len(ids) <= limit:
+        return text, len(ids), False
+    return tokens.encoding().decode(list(ids[:limit])), limit, True
+
+
+def create_batch(state: SandboxState, requests: list[dict]) -> AnthropicBatch:
+    if state.faults.fire("invalid_batch", "anthropic"):
+        raise ApiError(400, "requests: the batch was rejected (injected by the sandbox).")
+    slow = state.faults.fire("slow", "anthropic")
+    expire = state.faults.fire("expire", "anthropic")
+    timeline = Timeline.plan(state.now(), len(requests), state.config,
+                             slow.factor if slow else 1.0, expire.after if expire else None)
+    # Anthropic has no separate validating/finalizing status: both count as in_progress.
+    batch = AnthropicBatch(new_id("msgbatch_"), requests, timeline)
+    state.ledger.submitted("anthropic", [r["custom_id"] for r in requests])
+    state.anthropic_batches[batch.id] = batch
+    state.pending.append(batch)
+    return batch

@@ -1,0 +1,62 @@
+"""The ASGI app: both providers' routes behind auth and HTTP fault injection, plus admin."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from batcher.sandbox import admin, anthropic_api, openai_api
+from batcher.sandbox.errors import ApiError, error_response, retry_headers
+from batcher.sandbox.state import SandboxState
+
+Handler = Callable[[Request, SandboxState], Awaitable[Response]]
+HTTP_FAULTS = (("http429", 429), ("http500", 500), ("http529", 529))
+
+
+def _check_auth(provider: str, request: Request, state: SandboxState) -> None:
+    if not state.config.require_auth:
+        return
+    bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    key = bearer or (request.headers.get("x-api-key", "") if provider == "anthropic" else "")
+    if not key:
+        raise ApiError(401, "Missing API key: send 'Authorization: Bearer <key>'"
+                       + (" or 'x-api-key'." if provider == "anthropic" else "."))
+
+
+def _http_fault(state: SandboxState, provider: str, route: str) -> None:
+    for kind, status in HTTP_FAULTS:
+        fault = state.faults.fire(kind, provider, route=route)
+        if fault is None:
+            continue
+        headers = retry_headers(fault.retry_after) if status == 429 else {}
+        message = {429: "Rate limit reached (injected by the sandbox).",
+                   500: "The server had an error (injected by the sandbox).",
+                   529: "Overloaded (injected by the sandbox)."}[status]
+        raise ApiError(status, message, headers=headers,
+                       code="rate_limit_exceeded" if status == 429 else None)
+
+
+def wrap(provider: str, route: str, handler: Handler, state: SandboxState):
+    async def endpoint(request: Request) -> Response:
+        try:
+            _check_auth(provider, request, state)
+            _http_fault(state, provider, route)
+            return await handler(request, state)
+        except ApiError as err:
+            return error_response(provider, err)
+    return endpoint
+
+
+def build_app(state: SandboxState) -> Starlette:
+    """The sandbox's ASGI app over `state`."""
+    routes = []
+    for provider, table in (("openai", openai_api.ROUTES), ("anthropic", anthropic_api.ROUTES)):
+        for method, path, route, handler in table:
+            routes.append(Route(path, wrap(provider, route, handler, state), methods=[method]))
+    for method, path, handler in admin.ROUTES:
+        routes.append(Route(path, admin.wrap(handler, state), methods=[method]))
+    return Starlette(routes=routes)

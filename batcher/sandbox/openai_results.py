@@ -1,0 +1,155 @@
+"""One OpenAI batch request -> one output or error line, with realistic usage."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+
+from batcher import tokens
+from batcher.sandbox.caching import openai_cached_tokens
+from batcher.sandbox.ledger import openai_kinds
+from batcher.sandbox.prompts import REPLY_PRIMING, count, openai_parts, part_count
+from batcher.sandbox.responders import Query, Reply, openai_query, reasoning_tokens
+
+CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS = (
+    "/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
+ENDPOINTS = (CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS)
+
+
+def _rid(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+def success_line(custom_id: str, body: dict) -> dict:
+    return {"id": _rid("batch_req_"), "custom_id": custom_id,
+            "response": {"status_code": 200, "request_id": _rid("req_"), "body": body},
+            "error": None}
+
+
+def http_error_line(custom_id: str, status: int, message: str, kind: str,
+                    code: str | None = None) -> dict:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"id": _rid("batch_req_"), "custom_id": custom_id,
+            "response": {"status_code": status, "request_id": _rid("req_"), "body": body},
+            "error": None}
+
+
+def batch_error_line(custom_id: str, code: str, message: str) -> dict:
+    return {"id": _rid("batch_req_"), "custom_id": custom_id, "response": None,
+            "error": {"code": code, "message": message}}
+
+
+def run_request(state, batch, line: dict, at: float) -> tuple[dict, dict | None]:
+    """The result line of one request processed at sandbox time `at`, and its usage if billed."""
+    body, custom_id = line["body"], line["custom_id"]
+    model = str(body.get("model", ""))
+    missing = _missing_input(batch.endpoint, body)
+    if missing:
+        return http_error_line(custom_id, 400, f"Missing required parameter: '{missing}'.",
+                               "invalid_request_error", "missing_required_parameter"), None
+    if state.faults.fire("request_error", "openai", model=model, key=(batch.id, custom_id)):
+        return http_error_line(custom_id, 500, "The server had an error while processing your "
+                               "request (injected by the sandbox).", "server_error"), None
+    if batch.endpoint == EMBEDDINGS:
+        result = _embedding(body, model)
+    else:
+        query = openai_query(body, batch.endpoint)
+        reply = state.responder.answer(query)
+        if reply.text is None:
+            return http_error_line(custom_id, 400, reply.error_message or "error",
+                                   reply.error_type or "invalid_request_error",
+                                   "sandbox_no_answer"), None
+        result = _completion(state, batch.endpoint, body, query, reply, at)
+    return success_line(custom_id, result), result["usage"]
+
+
+def _missing_input(endpoint: str, body: dict) -> str | None:
+    field = {CHAT: "messages", RESPONSES: "input", EMBEDDINGS: "input",
+             COMPLETIONS: "prompt"}[endpoint]
+    return None if body.get(field) else field
+
+
+def _limit(body: dict) -> int | None:
+    for key in ("max_completion_tokens", "max_output_tokens", "max_tokens"):
+        if isinstance(body.get(key), int):
+            return body[key]
+    return None
+
+
+def _clip(text: str, reasoning: int, limit: int | None) -> tuple[str, int, bool]:
+    """Text cut to what fits in `limit` after reasoning; (text, visible tokens, truncated)."""
+    visible = tokens.count_tokens(text)
+    if limit is None or visible + reasoning <= limit:
+        return text, visible, False
+    room = max(0, limit - reasoning)
+    ids = tokens.encode(text)[:room]
+    return tokens.encoding().decode(list(ids)), len(ids), True
+
+
+def _completion(state, endpoint: str, body: dict, query: Query, reply: Reply,
+                at: float) -> dict:
+    model = query.model
+    parts = openai_parts(body, endpoint)
+    prompt = count(parts) + (REPLY_PRIMING if endpoint == CHAT else 0)
+    ttl = state.config.openai_cache_ttl_s
+    if body.get("prompt_cache_retention") == "24h":
+        ttl = 86400.0
+    miss = state.faults.fire("cache_miss", "openai", model=model) is not None
+    cached = openai_cached_tokens(state.openai_cache, model, body.get("prompt_cache_key"),
+                                  parts, at, ttl, miss)
+    reasoning = reasoning_tokens(query)
+    text, visible, cut = _clip(reply.text or "", reasoning, _limit(body))
+    out = visible + reasoning
+    created = int(at)
+    if endpoint == RESPONSES:
+        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+                 "output_tokens": out, "output_tokens_details": {"reasoning_tokens": reasoning},
+                 "total_tokens": prompt + out}
+        return _response_body(model, text, usage, created, cut)
+    usage = {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out,
+             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+             "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
+                                           "accepted_prediction_tokens": 0,
+                                           "rejected_prediction_tokens": 0}}
+    finish = "length" if cut else "stop"
+    if endpoint == COMPLETIONS:
+        return {"id": _rid("cmpl-"), "object": "text_completion", "created": created,
+                "model": model, "usage": usage,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish,
+                             "logprobs": None}]}
+    return {"id": _rid("chatcmpl-"), "object": "chat.completion", "created": created,
+            "model": model, "service_tier": "default", "system_fingerprint": "fp_sandbox",
+            "usage": usage,
+            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
+                         "message": {"role": "assistant", "content": text, "refusal": None,
+                                     "annotations": []}}]}
+
+
+def _response_body(model: str, text: str, usage: dict, created: int, cut: bool) -> dict:
+    message = {"type": "message", "id": _rid("msg_"), "status": "completed",
+               "role": "assistant",
+               "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    return {"id": _rid("resp_"), "object": "response", "created_at": created,
+            "status": "incomplete" if cut else "completed", "model": model,
+            "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
+            "output": [message], "usage": usage, "error": None}
+
+
+def _embedding(body: dict, model: str) -> dict:
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    dims = int(body.get("dimensions") or 256)
+    data, prompt = [], 0
+    for index, item in enumerate(inputs):
+        text = item if isinstance(item, str) else str(item)
+        prompt += part_count(text)
+        seed = hashlib.blake2b(f"{model}\n{text}".encode(), digest_size=32).digest()
+        raw = [math.sin(seed[i % 32] + i) for i in range(dims)]
+        norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+        data.append({"object": "embedding", "index": index, "embedding": [v / norm for v in raw]})
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+
+
+def kinds_of(usage: dict) -> dict[str, int]:
+    return openai_kinds(usage)
