@@ -37,6 +37,8 @@ import random
 import threading
 from dataclasses import dataclass, field
 
+from batcher.errors import UsageError
+
 KINDS = {
     "http429",
     "http500",
@@ -63,7 +65,7 @@ _EXTRA = {
 }
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(UsageError, ValueError):
     """A --faults spec that does not parse; the message quotes the bad part."""
 
 

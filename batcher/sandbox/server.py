@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from batcher.errors import UsageError
 from batcher.sandbox.app import build_app
 from batcher.sandbox.config import SandboxConfig, parse_model_map
 from batcher.sandbox.faults import parse_faults
@@ -21,25 +22,45 @@ HOST = "127.0.0.1"
 
 def make_config(replay: str | None = None, model_map: str | dict | None = None,
                 faults: str = "", speed: float = 1.0, **fields: Any) -> SandboxConfig:
-    """A SandboxConfig from CLI-style options; raises ValueError/FaultSpecError on bad ones."""
-    mapping = model_map if isinstance(model_map, dict) else parse_model_map(model_map)
+    """A SandboxConfig from CLI-style options; raises SandboxOptionError on bad ones."""
+    faults = faults or ""
     parse_faults(faults)  # fail at start, not on the first request
-    return SandboxConfig(speed=speed, faults=faults, replay=replay, model_map=mapping).updated(
-        fields)
+    try:
+        mapping = model_map if isinstance(model_map, dict) else parse_model_map(model_map)
+        return SandboxConfig(speed=speed, faults=faults, replay=replay,
+                             model_map=mapping).updated(fields)
+    except (ValueError, OSError) as exc:
+        raise SandboxOptionError(str(exc)) from exc
+
+
+class SandboxOptionError(UsageError, ValueError):
+    """A sandbox option that cannot be used (the message quotes it)."""
+
+
+def open_state(config: SandboxConfig) -> SandboxState:
+    """The sandbox state; a replay file that cannot be read raises SandboxOptionError."""
+    try:
+        return SandboxState(config)
+    except (ValueError, OSError) as exc:
+        raise SandboxOptionError(f"replay file {config.replay!r}: {exc}") from exc
 
 
 def serve(port: int = 8765, replay: str | None = None, model_map: str | dict | None = None,
-          faults: str = "", speed: float = 1.0, log_level: str = "info") -> None:
-    """Serve on 127.0.0.1:`port` until interrupted (the `batcher sandbox` command)."""
-    state = SandboxState(make_config(replay, model_map, faults, speed))
-    uvicorn.run(build_app(state), host=HOST, port=port, log_level=log_level)
+          faults: str | None = "", speed: float = 1.0, host: str = HOST,
+          log_level: str = "info") -> None:
+    """Serve on `host`:`port` (loopback by default) until interrupted (`batcher sandbox`).
+
+    Raises SandboxOptionError / FaultSpecError for bad options, before binding.
+    """
+    state = open_state(make_config(replay, model_map, faults or "", speed))
+    uvicorn.run(build_app(state), host=host, port=port, log_level=log_level)
 
 
 class Sandbox:
     """A sandbox served from a background thread; a context manager that stops it on exit."""
 
     def __init__(self, config: SandboxConfig, port: int = 0) -> None:
-        self.state = SandboxState(config)
+        self.state = open_state(config)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, port))
