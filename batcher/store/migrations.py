@@ -146,7 +146,14 @@ def m002_run_lease_and_schedule(op: Operations) -> None:
     op.create_index("ix_run_schedule_name", "run", ["schedule_name"])
 
 
+def m003_attempt_batch_custom_id(op: Operations) -> None:
+    """Reconcile matches results by (batch, custom_id): one index probe each, and a custom_id
+    can never appear twice in one batch."""
+    op.create_index("ux_attempt_batch_custom_id", "attempt", ["batch_id", "custom_id"], unique=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
+    ("m003_attempt_batch_custom_id", m003_attempt_batch_custom_id),
 ]

@@ -86,6 +86,7 @@ class Attempt(SQLModel, table=True):
     """One submission of one item to one model. Retries and escalations add rows."""
 
     __tablename__ = "attempt"
+    __table_args__ = (sa.Index("ux_attempt_batch_custom_id", "batch_id", "custom_id", unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id", index=True)
