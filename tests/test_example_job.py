@@ -1,0 +1,114 @@
+"""The example job that `make demo` runs: its spec, its prompts and its generated input."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from genai_prices import Usage, calc_price
+
+from batcher.ingest import ingest
+from batcher.sandbox.responders import parse_labels
+from batcher.spec import load_spec
+from batcher.store import open_store
+from batcher.store.models import TABLES
+from batcher.tokens import count_tokens
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC_PATH = REPO / "jobs" / "example.toml"
+INPUT_PATH = REPO / "jobs" / "example-input.jsonl"
+CACHEABLE_MIN_TOKENS = 1024  # the smallest prompt either provider caches
+
+
+def _generator():
+    path = REPO / "scripts" / "make_example_input.py"
+    spec = importlib.util.spec_from_file_location("make_example_input", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(SPEC_PATH)
+
+
+def test_committed_input_is_what_the_generator_writes(tmp_path):
+    fresh = tmp_path / "tickets.jsonl"
+    _generator().main(["--output", str(fresh)])
+    assert fresh.read_bytes() == INPUT_PATH.read_bytes(), (
+        "jobs/example-input.jsonl is stale: run .venv/bin/python scripts/make_example_input.py"
+    )
+
+
+def test_generator_is_seeded():
+    gen = _generator()
+    assert gen.generate(50, seed=7) == gen.generate(50, seed=7)
+    assert gen.generate(50, seed=7) != gen.generate(50, seed=8)
+
+
+def test_spec_names_the_three_tiers_and_queues(spec):
+    assert Path(spec.input_file()).resolve() == INPUT_PATH
+    assert spec.tiers == {
+        "nano": "openai:gpt-5-nano",
+        "mid": "openai:gpt-5-mini",
+        "frontier": "anthropic:claude-sonnet-4-6",
+    }
+    assert spec.routing.ladder == ["nano", "mid", "frontier"]
+    assert spec.frontier_tier == "frontier"
+    assert set(spec.prompts) == {"billing", "technical", "account"}
+    assert spec.max_usd is not None and spec.max_usd <= 10
+    assert spec.validation.json_output and spec.validation.label_field == "label"
+
+
+@pytest.mark.parametrize("tier", ["nano", "mid", "frontier"])
+def test_tier_models_are_priced_offline(spec, tier):
+    provider, model = spec.model_of(tier)
+    price = calc_price(Usage(input_tokens=1000, output_tokens=100), model, provider_id=provider)
+    assert price.total_price > 0
+
+
+@pytest.mark.parametrize("name", ["billing", "technical", "account"])
+def test_prompt_is_cacheable_and_names_the_label_set(spec, name):
+    text = spec.prompts[name]
+    assert CACHEABLE_MIN_TOKENS < count_tokens(text) <= 1500
+    # The sandbox's responder (and a real model) answers within this exact list.
+    assert parse_labels(text) == spec.validation.labels
+    assert '{"label": "<one of the labels>"}' in text
+    assert len(re.findall(r"(?im)^allowed labels:", text)) == 1
+
+
+def test_prompts_differ_by_queue(spec):
+    assert len(set(spec.prompts.values())) == 3
+
+
+def test_example_input_ingests_without_problems(spec, sqlite_url):
+    engine = open_store(sqlite_url)
+    result = ingest(engine, spec, spec.input_file())
+    assert (result.n_items, result.n_rejected, result.rejects_path) == (400, 0, None)
+    item = TABLES["item"]
+    with engine.connect() as conn:
+        per_prompt = conn.execute(
+            sa.select(item.c.system_hash, sa.func.count()).group_by(item.c.system_hash)
+        ).all()
+    # Every ticket uses one of the three shared prompts, each shared by many tickets.
+    assert len(per_prompt) == 3
+    assert all(count >= 50 for _, count in per_prompt)
+
+
+def test_input_mixes_queues_priorities_and_request_kinds():
+    rows = _generator().generate()
+    queues = Counter(row["metadata"]["queue"] for row in rows)
+    assert set(queues) == {"billing", "technical", "account"}
+    assert all(row["system_ref"] == row["metadata"]["queue"] for row in rows)
+    priorities = Counter(row["metadata"]["priority"] for row in rows)
+    assert priorities["urgent"] > 0 and priorities["normal"] > priorities["urgent"]
+    starts = Counter(row["prompt"].split()[0] for row in rows)
+    # simple (classify/extract), complex (analyze/debug) and ordinary instructions all occur
+    assert starts["Classify"] + starts["Extract"] > 100
+    assert starts["Analyze"] + starts["Debug"] > 30
+    assert len(rows) - sum(starts[w] for w in ("Classify", "Extract", "Analyze", "Debug")) > 60
