@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 
-from batcher.providers.base import Request
+from batcher.providers.base import BatchState, Request, Result, Usage
+from batcher.providers.calls import (
+    CreateRefused,
+    CreateUncertain,
+    ProviderError,
+    RetryPolicy,
+    describe,
+    retry_after_of,
+    with_retries,
+)
+
+T = TypeVar("T")
 
 NAME = "anthropic"
 MAX_REQUESTS = 100_000
@@ -34,3 +50,220 @@ def render_params(request: Request) -> dict[str, Any]:
 def render_line(request: Request) -> bytes:
     """One line of the local batch file: a request of the Message Batches create call."""
     return orjson.dumps({"custom_id": request.custom_id, "params": render_params(request)}) + b"\n"
+
+
+# --- the batch client (engine side) -------------------------------------------------------
+
+OUTCOMES = {"succeeded": "succeeded", "errored": "errored", "canceled": "cancelled",
+            "expired": "expired"}  # fmt: skip
+FIND_SLACK_S = 300  # clock skew allowed between us and the provider when matching by time
+_INDEX_RE = re.compile(r"requests\.(\d+)")
+
+
+def usage_of(raw: dict[str, Any] | None) -> Usage | None:
+    """Provider-neutral usage of a Messages `usage` object; input counts every input token."""
+    if not raw:
+        return None
+    read = raw.get("cache_read_input_tokens") or 0
+    written = raw.get("cache_creation_input_tokens") or 0
+    creation = raw.get("cache_creation") or {}
+    w5m = creation.get("ephemeral_5m_input_tokens") or 0
+    w1h = creation.get("ephemeral_1h_input_tokens") or 0
+    if written and not (w5m or w1h):  # older answers give only the total: it is 5m writes
+        w5m = written
+    return Usage(
+        input_tokens=(raw.get("input_tokens") or 0) + read + w5m + w1h,
+        cache_read_tokens=read,
+        cache_write_5m_tokens=w5m,
+        cache_write_1h_tokens=w1h,
+        output_tokens=raw.get("output_tokens") or 0,
+    )
+
+
+def parse_result(row: dict[str, Any]) -> Result:
+    """One line of a batch's results as a Result."""
+    custom_id = row["custom_id"]
+    result = row.get("result") or {}
+    kind = result.get("type")
+    if kind == "succeeded":
+        message = result.get("message") or {}
+        texts = [b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text"]
+        text = "".join(texts) if texts else None
+        return Result(custom_id, "succeeded", text, usage_of(message.get("usage")))
+    if kind == "errored":
+        error = (result.get("error") or {}).get("error") or {}
+        return Result(
+            custom_id,
+            "errored",
+            error_code=error.get("type") or "errored",
+            error_message=error.get("message"),
+        )
+    outcome = OUTCOMES.get(kind, "errored")
+    return Result(custom_id, outcome, error_code=None if outcome != "errored" else str(kind))
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def state_of(batch: Any) -> BatchState:
+    """A MessageBatch of the SDK as a BatchState."""
+    c = batch.request_counts
+    finished = c.succeeded + c.errored + c.canceled + c.expired
+    return BatchState(
+        provider_batch_id=batch.id,
+        raw_status=batch.processing_status,
+        ended=batch.processing_status == "ended",
+        total=c.processing + finished,
+        done=finished,
+        created_at=_parse_time(batch.created_at),
+    )
+
+
+def read_requests(path: Path) -> list[dict[str, Any]]:
+    """The requests of a local batch file (one `{"custom_id", "params"}` a line)."""
+    with open(path, "rb") as f:
+        return [orjson.loads(line) for line in f if line.strip()]
+
+
+class AnthropicBatches:
+    """Anthropic Message Batches through the official SDK."""
+
+    name = NAME
+    max_requests = MAX_REQUESTS
+    max_bytes = MAX_BYTES
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        import anthropic as sdk  # the SDK; this module is batcher.providers.anthropic
+
+        self._sdk = sdk
+        self.policy = policy or RetryPolicy()
+        try:
+            # max_retries=0: a retried create would make a second, billed batch.
+            self.client = sdk.Anthropic(
+                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout
+            )
+        except sdk.AnthropicError as exc:
+            raise ProviderError(f"anthropic: {exc} (set ANTHROPIC_API_KEY)") from exc
+
+    def render_line(self, request: Request) -> bytes:
+        return render_line(request)
+
+    def _read(self, operation: str, call: Callable[[], T]) -> T:
+        return with_retries(
+            call,
+            provider=NAME,
+            operation=operation,
+            policy=self.policy,
+            connection_errors=(self._sdk.APIConnectionError,),
+        )
+
+    def submit(
+        self,
+        local_id: str,
+        path: Path,
+        model: str,
+        *,
+        input_file_id: str | None = None,
+        on_uploaded: Callable[[str], None] | None = None,
+    ) -> BatchState:
+        """Create the message batch from the local file (there is no upload step).
+
+        429 waits and asks again; other 4xx raise CreateRefused (with the request index as
+        `line` when the message names one); 5xx and lost answers raise CreateUncertain.
+        """
+        requests = read_requests(Path(path))
+        for attempt in range(self.policy.attempts):
+            try:
+                return state_of(self.client.messages.batches.create(requests=requests))
+            except self._sdk.APIStatusError as exc:
+                status = exc.status_code
+                if status == 429 and attempt + 1 < self.policy.attempts:
+                    time.sleep(self.policy.delay(attempt, retry_after_of(exc)))
+                    continue
+                message = describe(NAME, "batch create", exc)
+                if 400 <= status < 500 and status not in (408, 409):
+                    raise CreateRefused(message, status, [_create_error(exc)]) from exc
+                raise CreateUncertain(message, status) from exc
+            except self._sdk.APIConnectionError as exc:
+                raise CreateUncertain(describe(NAME, "batch create", exc)) from exc
+        raise CreateUncertain(f"anthropic batch create for {local_id}: rate limited throughout")
+
+    def find(self, local_id: str, *, created_after: datetime, n_requests: int) -> list[BatchState]:
+        """Batches created since `created_after` (less clock slack) with `n_requests` requests.
+
+        Message batches carry no metadata, so this matches on what the list offers; the
+        caller must treat more than one candidate as undecidable.
+        """
+        since = created_after.timestamp() - FIND_SLACK_S
+        found, cursor = [], None
+        while True:
+            kwargs = {"limit": 100} | ({"after_id": cursor} if cursor else {})
+            page = self._read(
+                "batch list", lambda kw=kwargs: self.client.messages.batches.list(**kw)
+            )
+            older = False
+            for batch in page.data:
+                state = state_of(batch)
+                if state.created_at is not None and state.created_at.timestamp() < since:
+                    older = True
+                elif state.total == n_requests:
+                    found.append(state)
+            if not page.data or not page.has_more or older:
+                return found
+            cursor = page.data[-1].id
+
+    def poll(self, provider_batch_id: str) -> BatchState:
+        return state_of(
+            self._read(
+                "batch retrieve",
+                lambda: self.client.messages.batches.retrieve(provider_batch_id),
+            )
+        )
+
+    def results(self, state: BatchState) -> Iterator[Result]:
+        """Stream the batch's results line by line (parsed with orjson, not the SDK models)."""
+        decoder = self._read(
+            "batch results",
+            lambda: self.client.messages.batches.results(state.provider_batch_id),
+        )
+        response = decoder.http_response
+        try:
+            for line in response.iter_lines():
+                if line.strip():
+                    yield parse_result(orjson.loads(line))
+        finally:
+            response.close()
+
+    def cancel(self, provider_batch_id: str) -> BatchState:
+        try:
+            batch = self._read(
+                "batch cancel",
+                lambda: self.client.messages.batches.cancel(provider_batch_id),
+            )
+        except ProviderError as exc:
+            if exc.status != 400:  # 400: already ended, nothing to cancel
+                raise
+            return self.poll(provider_batch_id)
+        return state_of(batch)
+
+
+def _create_error(exc: Any) -> dict[str, Any]:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    message = error.get("message") or str(exc)
+    index = _INDEX_RE.search(message)
+    return {
+        "code": error.get("type") or f"http_{exc.status_code}",
+        "message": message,
+        "line": int(index.group(1)) + 1 if index else None,
+    }

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 
-from batcher.providers.base import Request
+from batcher.providers.base import BatchState, Request, Result, Usage
+from batcher.providers.calls import (
+    CreateRefused,
+    CreateUncertain,
+    ProviderError,
+    RetryPolicy,
+    describe,
+    retry_after_of,
+    with_retries,
+)
+
+T = TypeVar("T")
 
 NAME = "openai"
 ENDPOINT = "/v1/chat/completions"
@@ -38,3 +53,226 @@ def render_line(request: Request) -> bytes:
     line = {"custom_id": request.custom_id, "method": "POST", "url": ENDPOINT}
     line["body"] = render_body(request)
     return orjson.dumps(line) + b"\n"
+
+
+# --- the batch client (engine side) -------------------------------------------------------
+
+OPENAI_ENDED = {"completed", "failed", "expired", "cancelled"}
+METADATA_KEY = "batcher_batch_id"  # carries the local batch id, so `find` can match it
+UNFINISHED = {"batch_expired": "expired", "batch_cancelled": "cancelled"}
+FIND_SLACK_S = 300  # clock skew allowed between us and the provider when matching by time
+
+
+def usage_of(raw: dict[str, Any] | None) -> Usage | None:
+    """Provider-neutral usage of a chat completions (or Responses) `usage` object."""
+    if not raw:
+        return None
+    details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details") or {}
+    out_details = raw.get("completion_tokens_details") or raw.get("output_tokens_details") or {}
+    return Usage(
+        input_tokens=raw.get("prompt_tokens", raw.get("input_tokens", 0)) or 0,
+        cache_read_tokens=details.get("cached_tokens") or 0,
+        cache_write_5m_tokens=details.get("cache_write_tokens") or 0,
+        output_tokens=raw.get("completion_tokens", raw.get("output_tokens", 0)) or 0,
+        reasoning_tokens=out_details.get("reasoning_tokens") or 0,
+    )
+
+
+def text_of(body: dict[str, Any]) -> str | None:
+    """The answer text of a chat completion (or Responses) body; None when there is none."""
+    choices = body.get("choices")
+    if choices:
+        return (choices[0].get("message") or {}).get("content")
+    parts = [
+        block.get("text", "")
+        for item in body.get("output") or []
+        for block in item.get("content") or []
+        if block.get("type") == "output_text"
+    ]
+    return "".join(parts) if parts else None
+
+
+def parse_result(row: dict[str, Any]) -> Result:
+    """One line of an output or error file as a Result."""
+    custom_id = row["custom_id"]
+    response = row.get("response") or {}
+    status = response.get("status_code")
+    if status == 200:
+        body = response.get("body") or {}
+        return Result(custom_id, "succeeded", text_of(body), usage_of(body.get("usage")))
+    error = row.get("error")
+    if error:
+        code = error.get("code")
+        outcome = UNFINISHED.get(code, "errored")
+        return Result(custom_id, outcome, error_code=code, error_message=error.get("message"))
+    body_error = (response.get("body") or {}).get("error") or {}
+    code = body_error.get("code") or body_error.get("type") or f"http_{status}"
+    return Result(custom_id, "errored", error_code=code, error_message=body_error.get("message"))
+
+
+def state_of(batch: Any) -> BatchState:
+    """A Batch object of the SDK as a BatchState."""
+    counts = batch.request_counts
+    errors = []
+    if batch.errors and batch.errors.data:
+        errors = [{"code": e.code, "message": e.message, "line": e.line} for e in batch.errors.data]
+    return BatchState(
+        provider_batch_id=batch.id,
+        raw_status=batch.status,
+        ended=batch.status in OPENAI_ENDED,
+        input_file_id=batch.input_file_id,
+        output_file_id=batch.output_file_id,
+        error_file_id=batch.error_file_id,
+        total=counts.total if counts else 0,
+        done=(counts.completed + counts.failed) if counts else 0,
+        errors=errors,
+        created_at=datetime.fromtimestamp(batch.created_at, UTC),
+    )
+
+
+class OpenAIBatches:
+    """OpenAI Files + Batches through the official SDK (any OpenAI-compatible base URL)."""
+
+    name = NAME
+    max_requests = MAX_REQUESTS
+    max_bytes = MAX_BYTES
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        import openai as sdk  # the SDK; this module is batcher.providers.openai
+
+        self._sdk = sdk
+        self.policy = policy or RetryPolicy()
+        try:
+            # max_retries=0: a retried create would make a second, billed batch.
+            self.client = sdk.OpenAI(
+                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout
+            )
+        except sdk.OpenAIError as exc:
+            raise ProviderError(f"openai: {exc} (set OPENAI_API_KEY)") from exc
+
+    def render_line(self, request: Request) -> bytes:
+        return render_line(request)
+
+    def _read(self, operation: str, call: Callable[[], T]) -> T:
+        return with_retries(
+            call,
+            provider=NAME,
+            operation=operation,
+            policy=self.policy,
+            connection_errors=(self._sdk.APIConnectionError,),
+        )
+
+    def upload(self, path: Path) -> str:
+        """Upload a batch input file; returns its file id. Repeating it costs nothing."""
+
+        def call() -> str:
+            with open(path, "rb") as f:
+                return self.client.files.create(file=(path.name, f), purpose="batch").id
+
+        return self._read("file upload", call)
+
+    def create(self, local_id: str, input_file_id: str) -> BatchState:
+        """Create the batch once. 429 waits and asks again (the service did nothing);
+        other 4xx raise CreateRefused; 5xx and lost answers raise CreateUncertain."""
+        for attempt in range(self.policy.attempts):
+            try:
+                batch = self.client.batches.create(
+                    input_file_id=input_file_id,
+                    endpoint=ENDPOINT,
+                    completion_window="24h",
+                    metadata={METADATA_KEY: local_id},
+                )
+                return state_of(batch)
+            except self._sdk.APIStatusError as exc:
+                status = exc.status_code
+                if status == 429 and attempt + 1 < self.policy.attempts:
+                    time.sleep(self.policy.delay(attempt, retry_after_of(exc)))
+                    continue
+                message = describe(NAME, "batch create", exc)
+                if 400 <= status < 500 and status not in (408, 409):
+                    raise CreateRefused(message, status, [_create_error(exc)]) from exc
+                raise CreateUncertain(message, status) from exc
+            except self._sdk.APIConnectionError as exc:
+                raise CreateUncertain(describe(NAME, "batch create", exc)) from exc
+        raise CreateUncertain(f"openai batch create for {local_id}: rate limited throughout")
+
+    def submit(
+        self,
+        local_id: str,
+        path: Path,
+        model: str,
+        *,
+        input_file_id: str | None = None,
+        on_uploaded: Callable[[str], None] | None = None,
+    ) -> BatchState:
+        """Upload `path` (unless `input_file_id` is already there) and create the batch."""
+        if input_file_id is None:
+            input_file_id = self.upload(Path(path))
+            if on_uploaded is not None:
+                on_uploaded(input_file_id)
+        return self.create(local_id, input_file_id)
+
+    def find(self, local_id: str, *, created_after: datetime, n_requests: int) -> list[BatchState]:
+        """Batches whose metadata carries `local_id`, created since `created_after`."""
+        since = created_after.timestamp() - FIND_SLACK_S
+        found, cursor = [], None
+        while True:
+            kwargs = {"limit": 100} | ({"after": cursor} if cursor else {})
+            page = self._read("batch list", lambda kw=kwargs: self.client.batches.list(**kw))
+            for batch in page.data:
+                if (batch.metadata or {}).get(METADATA_KEY) == local_id:
+                    found.append(state_of(batch))
+            if not page.data or not page.has_more or page.data[-1].created_at < since:
+                return found
+            cursor = page.data[-1].id
+
+    def poll(self, provider_batch_id: str) -> BatchState:
+        return state_of(
+            self._read("batch retrieve", lambda: self.client.batches.retrieve(provider_batch_id))
+        )
+
+    def results(self, state: BatchState) -> Iterator[Result]:
+        """Stream the output file, then the error file, line by line."""
+        for file_id in (state.output_file_id, state.error_file_id):
+            if file_id:
+                yield from self._stream(file_id)
+
+    def _stream(self, file_id: str) -> Iterator[Result]:
+        opened = self._read(
+            "file content",
+            lambda: self.client.files.with_streaming_response.content(file_id).__enter__(),
+        )
+        try:
+            for line in opened.iter_lines():
+                if line.strip():
+                    yield parse_result(orjson.loads(line))
+        finally:
+            opened.close()
+
+    def cancel(self, provider_batch_id: str) -> BatchState:
+        try:
+            batch = self._read(
+                "batch cancel", lambda: self.client.batches.cancel(provider_batch_id)
+            )
+        except ProviderError as exc:
+            if exc.status != 400:  # 400: already ended, nothing to cancel
+                raise
+            return self.poll(provider_batch_id)
+        return state_of(batch)
+
+
+def _create_error(exc: Any) -> dict[str, Any]:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    body = body.get("error", body) if isinstance(body, dict) else {}
+    return {
+        "code": body.get("code") or body.get("type") or f"http_{exc.status_code}",
+        "message": body.get("message") or str(exc),
+        "line": None,
+    }

@@ -1,0 +1,123 @@
+"""Calling a provider: bounded retries for reads, none for creates, and typed errors.
+
+The SDK clients are built with `max_retries=0`: their automatic retries would repeat a batch
+create whose answer was lost and bill it twice. Reads (retrieve, list, file content) are safe
+to repeat, so they go through `with_retries`, which waits through 429, 408, 409, 5xx and
+connection errors, honouring the server's `retry-after-ms` / `retry-after` headers.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from batcher.errors import BatcherError
+
+T = TypeVar("T")
+RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
+
+
+class ProviderError(BatcherError):
+    """A provider call failed for good (after retries, or with an error retrying cannot fix)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class CreateRefused(ProviderError):
+    """The provider answered a batch create with a client error: no batch was made.
+
+    `errors` are [{"code", "message", "line"}] as for a batch that failed validation.
+    """
+
+    def __init__(self, message: str, status: int | None, errors: list[dict[str, Any]]):
+        super().__init__(message, status)
+        self.errors = errors
+
+
+class CreateUncertain(ProviderError):
+    """A batch create got no clear answer (5xx, timeout, lost connection): the batch may
+    exist. Look it up with `find` before creating again."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long reads keep trying: `attempts` calls, backoff from `base_s` doubling to `cap_s`."""
+
+    attempts: int = 8
+    base_s: float = 0.5
+    cap_s: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.cap_s * 4)
+        backoff = min(self.cap_s, self.base_s * 2**attempt)
+        return backoff * (0.75 + random.random() / 2)  # jitter: clients do not retry in step
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status of an SDK error, None for connection errors and others."""
+    return getattr(exc, "status_code", None)
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """Seconds the server asked us to wait, from `retry-after-ms` or `retry-after`."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except ValueError:  # an HTTP date: fall back to our own backoff
+        return None
+    return None
+
+
+def is_transient(exc: BaseException, connection_errors: tuple[type[BaseException], ...]) -> bool:
+    """True for errors a repeat may cure: rate limits, server errors, lost connections."""
+    if isinstance(exc, connection_errors):
+        return True
+    return status_of(exc) in RETRYABLE
+
+
+def describe(provider: str, operation: str, exc: BaseException) -> str:
+    status = status_of(exc)
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    where = f"HTTP {status}" if status else type(exc).__name__
+    hint = ""
+    if status in (401, 403):
+        key = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
+        hint = f" (check {key})"
+    return f"{provider} {operation} failed: {where}: {message}{hint}"
+
+
+def with_retries(
+    call: Callable[[], T],
+    *,
+    provider: str,
+    operation: str,
+    policy: RetryPolicy,
+    connection_errors: tuple[type[BaseException], ...],
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call()`, repeated through transient errors; ProviderError when it cannot succeed."""
+    for attempt in range(policy.attempts):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - classified below, re-raised typed
+            if not is_transient(exc, connection_errors):
+                raise ProviderError(describe(provider, operation, exc), status_of(exc)) from exc
+            if attempt + 1 >= policy.attempts:
+                raise ProviderError(
+                    describe(provider, operation, exc) + f" (gave up after {attempt + 1} tries)",
+                    status_of(exc),
+                ) from exc
+            sleep(policy.delay(attempt, retry_after_of(exc)))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
