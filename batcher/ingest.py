@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 import orjson
 import sqlalchemy as sa
@@ -21,13 +21,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import UsageError
 from batcher.items import DEFAULT_MAX_LINE_BYTES, ParsedItem, Problem, parse_lines
-from batcher.spec import JobSpec
+from batcher.spec import PROVIDERS, JobSpec
 from batcher.states import ItemStatus, RunStatus
 from batcher.store.db import state_dir
 from batcher.store.models import TABLES
 
 INSERT_CHUNK = 5000
 SHOWN_PROBLEMS = 20
+PENDING = ItemStatus.PENDING.value
+dumps = orjson.dumps
 
 # (item, system text) -> (tier, route reason, estimated input tokens); see routing.py
 Annotator = Callable[[ParsedItem, str | None], tuple[str, str, int]]
@@ -45,15 +47,17 @@ class IngestResult:
 class InputError(UsageError):
     """The input has problems and nothing was stored."""
 
-    def __init__(self, path: str, problems: list[Problem], total: int):
+    def __init__(self, path: str, problems: list[Problem], total: int, headline: str = ""):
         self.path, self.problems, self.total = path, problems, total
         lines = [f"  {path}:{p.line_no}: {p.reason}" for p in problems]
-        more = f"\n  ... and {total - len(problems)} more" if total > len(problems) else ""
-        super().__init__(
-            f"{path}: {total} invalid line{'s' if total != 1 else ''}; nothing was stored or "
-            f"submitted.\n" + "\n".join(lines) + more + "\nFix these lines, or pass "
-            "--skip-invalid to set them aside in a rejects file and go on with the rest."
+        if total > len(problems):
+            lines.append(f"  ... and {total - len(problems)} more")
+        plural = "s" if total != 1 else ""
+        headline = headline or (
+            f"{path}: {total} invalid line{plural}; nothing was stored or submitted. Fix "
+            "them, or pass --skip-invalid to set them aside in a rejects file and go on:"
         )
+        super().__init__("\n".join([headline, *lines]))
 
 
 def file_sha256(path: str | Path) -> str:
@@ -69,25 +73,80 @@ def prompt_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _insert_ignoring_duplicates(engine_dialect: str, table: sa.Table) -> sa.Insert:
+    if engine_dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
+
+
 class _PromptStore:
-    """Writes each distinct system prompt once; remembers the hashes of this ingest."""
+    """Writes each distinct system prompt once and maps a text to its key cheaply.
+
+    The cache is keyed by the text itself: a dict lookup hashes the string once (and not at
+    all for the spec's own prompt, whose hash Python keeps), where sha256 per item was the
+    most expensive step of an ingest. It is bounded for inputs where every item has its own
+    system prompt.
+    """
+
+    MAX_CACHED = 256
 
     def __init__(self, conn: Connection):
-        self.conn, self.seen = conn, set[str]()
-        self.table = TABLES["prompt"]
+        self.conn = conn
+        self.keys: dict[str, str] = {}
+        self.insert = _insert_ignoring_duplicates(conn.dialect.name, TABLES["prompt"])
 
     def key(self, text: str | None) -> str | None:
         if text is None:
             return None
-        key = prompt_hash(text)
-        if key not in self.seen:
-            exists = self.conn.execute(
-                sa.select(self.table.c.hash).where(self.table.c.hash == key)
-            ).first()
-            if not exists:
-                self.conn.execute(self.table.insert().values(hash=key, text=text))
-            self.seen.add(key)
+        key = self.keys.get(text)
+        if key is None:
+            key = prompt_hash(text)
+            self.conn.execute(self.insert.values(hash=key, text=text))
+            if len(self.keys) >= self.MAX_CACHED:
+                self.keys.clear()
+            self.keys[text] = key
         return key
+
+
+ITEM_COLUMNS = (
+    "run_id", "line_no", "custom_id", "system_hash", "request_json", "metadata_json",
+    "explicit_model", "explicit_tier", "tier", "route_reason", "est_input_tokens", "status",
+)  # fmt: skip
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+class _ItemWriter:
+    """Batched inserts of item rows as tuples straight through the DBAPI cursor.
+
+    SQLAlchemy's executemany builds and processes a dict per row; on a million rows that was
+    a third of the ingest time. The rows stay inside the caller's transaction.
+    """
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
+        if mark is None:  # a driver with another paramstyle: let SQLAlchemy bind
+            self.sql = None
+        else:
+            quote = conn.dialect.identifier_preparer.quote
+            self.sql = (
+                f"INSERT INTO {quote('item')} ({', '.join(map(quote, ITEM_COLUMNS))}) "
+                f"VALUES ({', '.join([mark] * len(ITEM_COLUMNS))})"
+            )
+
+    def write(self, rows: list[tuple]) -> None:
+        if self.sql is None:
+            self.conn.execute(
+                TABLES["item"].insert(), [dict(zip(ITEM_COLUMNS, r, strict=True)) for r in rows]
+            )
+            return
+        cursor = self.conn.connection.cursor()
+        try:
+            cursor.executemany(self.sql, rows)
+        finally:
+            cursor.close()
 
 
 class _Ingest:
@@ -96,29 +155,41 @@ class _Ingest:
     def __init__(self, conn: Connection, spec: JobSpec, run_id: int, annotate: Annotator | None):
         self.conn, self.spec, self.run_id, self.annotate = conn, spec, run_id, annotate
         self.prompts = _PromptStore(conn)
-        self.id_hashes: set[int] = set()  # hashes, not strings: a million ids in little memory
-        self.rows: list[dict] = []
+        self.writer = _ItemWriter(conn)
+        # Duplicate ids, exactly: hashes of every stored id (a million strings would not fit
+        # the memory target), the ids of the unflushed rows, and the database for the rare
+        # hash hit that is not in the buffer.
+        self.id_hashes: set[int] = set()
+        self.buffered: dict[str, int] = {}  # custom id -> line, for rows not yet written
+        self.rows: list[tuple] = []
         self.n_items = 0
         self.table = TABLES["item"]
 
     def check_against_spec(self, item: ParsedItem) -> str | None:
-        """The item's system text; raises nothing, returns a reason string on a problem."""
-        if item.tier is not None and item.tier not in self.spec.tiers:
-            return f'"tier" {item.tier!r} is not a tier of the job ({", ".join(self.spec.tiers)})'
-        if item.model is not None and item.model.partition(":")[0] not in ("openai", "anthropic"):
-            return f'"model" {item.model!r}: the provider must be openai or anthropic'
-        if item.system_ref is not None and item.system_ref not in self.spec.prompts:
-            names = ", ".join(self.spec.prompts) or "none are defined"
-            return f'"system_ref" {item.system_ref!r} names no prompt of the job ({names})'
+        """The reason the item does not fit the job, or None."""
+        spec = self.spec
+        if item.tier is not None and item.tier not in spec.tiers:
+            return (
+                f'"tier" {item.tier!r} is not a tier of the job: use one of {", ".join(spec.tiers)}'
+            )
+        if item.model is not None and item.model.partition(":")[0] not in PROVIDERS:
+            return f'"model" {item.model!r}: the provider must be one of {", ".join(PROVIDERS)}'
+        if item.system_ref is not None and item.system_ref not in spec.prompts:
+            names = ", ".join(spec.prompts) or "the job defines none in [prompts]"
+            return (
+                f'"system_ref" {item.system_ref!r} names no prompt of the job: use one of {names}'
+            )
         return None
 
     def duplicate_of(self, custom_id: str) -> int | None:
-        """Line number of an earlier item with this id, or None."""
+        """Line number of an earlier stored item with this id, or None."""
         key = hash(custom_id)
         if key not in self.id_hashes:
             self.id_hashes.add(key)
             return None
-        self.flush()  # the earlier line may still be in the buffer
+        first = self.buffered.get(custom_id)
+        if first is not None:
+            return first
         return self.conn.execute(
             sa.select(self.table.c.line_no).where(
                 self.table.c.run_id == self.run_id, self.table.c.custom_id == custom_id
@@ -126,33 +197,39 @@ class _Ingest:
         ).scalar()
 
     def add(self, item: ParsedItem) -> Problem | None:
+        """Buffer the item for insertion, or return the Problem that keeps it out."""
         reason = self.check_against_spec(item)
         if reason is None:
             first = self.duplicate_of(item.custom_id)
             if first is not None:
-                reason = f"duplicate id {item.custom_id!r} (first used on line {first})"
+                reason = (
+                    f"duplicate id {item.custom_id!r} (first used on line {first}): "
+                    "give every item its own id"
+                )
         if reason is not None:
-            return Problem(item.line_no, reason, orjson.dumps({"id": item.custom_id}))
+            return Problem(item.line_no, reason, item.raw)
         system = self.system_text(item)
         tier = reason_text = tokens = None
         if self.annotate is not None:
             tier, reason_text, tokens = self.annotate(item, system)
+        metadata = item.metadata
         self.rows.append(
-            {
-                "run_id": self.run_id,
-                "line_no": item.line_no,
-                "custom_id": item.custom_id,
-                "system_hash": self.prompts.key(system),
-                "request_json": orjson.dumps(item.request()).decode(),
-                "metadata_json": orjson.dumps(item.metadata).decode() if item.metadata else None,
-                "explicit_model": item.model,
-                "explicit_tier": item.tier,
-                "tier": tier,
-                "route_reason": reason_text,
-                "est_input_tokens": tokens,
-                "status": ItemStatus.PENDING.value,
-            }
+            (
+                self.run_id,
+                item.line_no,
+                item.custom_id,
+                self.prompts.key(system),
+                dumps(item.request()).decode(),
+                dumps(metadata).decode() if metadata else None,
+                item.model,
+                item.tier,
+                tier,
+                reason_text,
+                tokens,
+                PENDING,
+            )
         )
+        self.buffered[item.custom_id] = item.line_no
         self.n_items += 1
         if len(self.rows) >= INSERT_CHUNK:
             self.flush()
@@ -167,11 +244,12 @@ class _Ingest:
 
     def flush(self) -> None:
         if self.rows:
-            self.conn.execute(self.table.insert(), self.rows)
+            self.writer.write(self.rows)
             self.rows = []
+            self.buffered.clear()
 
 
-def _create_run(conn: Connection, spec: JobSpec, path: Path, sha: str, schedule: str | None) -> int:
+def _create_run(conn: Connection, spec: JobSpec, path: Path, schedule: str | None) -> int:
     run = TABLES["run"]
     return conn.execute(
         run.insert()
@@ -180,7 +258,7 @@ def _create_run(conn: Connection, spec: JobSpec, path: Path, sha: str, schedule:
             spec_path=spec.path,
             spec_json=spec.snapshot(),
             input_path=str(path.resolve()),
-            input_sha256=sha,
+            input_sha256="",  # filled in at the end: it is computed alongside the parsing
             status=RunStatus.CREATED.value,
             n_items=0,
             n_rejected=0,
@@ -195,6 +273,23 @@ def default_rejects_path(run_id: int) -> Path:
     return state_dir() / "rejects" / f"run-{run_id}-rejects.jsonl"
 
 
+class _Rejects:
+    """The rejects JSONL file, opened at the first bad line."""
+
+    def __init__(self, path: Path, source: str):
+        self.path, self.source, self.file = path, source, None
+
+    def write(self, problem: Problem) -> None:
+        if self.file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        self.file.write(orjson.dumps(problem.to_reject(self.source)) + b"\n")
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 def ingest(
     engine: Engine,
     spec: JobSpec,
@@ -206,50 +301,46 @@ def ingest(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     schedule_name: str | None = None,
 ) -> IngestResult:
-    """Store the items of `input_path` as a new run of `spec`.
+    """Store the items of `input_path` as a new run of `spec` (status created, items pending).
 
-    Raises InputError (nothing stored) when the input has problems and `skip_invalid` is
-    false, or when it holds no item at all; UsageError when the file cannot be read.
+    Raises InputError (nothing stored: no run, no items) when the input has problems and
+    `skip_invalid` is false, or when it holds no valid item at all; UsageError when the file
+    cannot be read. With `skip_invalid`, every bad line goes to `rejects_path` (default
+    state/rejects/run-N-rejects.jsonl) as {"file", "line", "reason", "text"}.
     """
     path = Path(input_path)
     try:
-        sha = file_sha256(path)
+        stream = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the input: {exc.strerror}") from exc
-    with engine.begin() as conn:
-        run_id = _create_run(conn, spec, path, sha, schedule_name)
+    # sha256 of the whole file runs in a thread beside the parsing: hashlib releases the GIL.
+    with stream, ThreadPoolExecutor(1) as pool, engine.begin() as conn:
+        sha_future = pool.submit(file_sha256, path)
+        run_id = _create_run(conn, spec, path, schedule_name)
         state = _Ingest(conn, spec, run_id, annotate)
+        out_path = Path(rejects_path) if rejects_path else default_rejects_path(run_id)
+        rejects = _Rejects(out_path, str(path))
         shown: list[Problem] = []
         n_problems = 0
-        rejects: IO[bytes] | None = None
-        out_path = Path(rejects_path) if rejects_path else default_rejects_path(run_id)
         try:
-            with open(path, "rb") as stream:
-                for parsed in parse_lines(stream, max_line_bytes):
-                    problem = parsed if isinstance(parsed, Problem) else state.add(parsed)
-                    if problem is None:
-                        continue
-                    n_problems += 1
-                    if len(shown) < SHOWN_PROBLEMS:
-                        shown.append(problem)
-                    if skip_invalid:
-                        if rejects is None:
-                            out_path.parent.mkdir(parents=True, exist_ok=True)
-                            rejects = open(out_path, "wb")
-                        rejects.write(orjson.dumps(problem.to_reject(str(path))) + b"\n")
+            for parsed in parse_lines(stream, max_line_bytes):
+                problem = parsed if type(parsed) is Problem else state.add(parsed)
+                if problem is None:
+                    continue
+                n_problems += 1
+                if len(shown) < SHOWN_PROBLEMS:
+                    shown.append(problem)
+                if skip_invalid:
+                    rejects.write(problem)
             state.flush()
         finally:
-            if rejects is not None:
-                rejects.close()
-        if n_problems and not skip_invalid:
-            raise InputError(str(path), shown, n_problems)
-        if state.n_items == 0:
-            reason = "the file has no items" if not n_problems else "every line is invalid"
-            raise InputError(str(path), [Problem(1, reason)], 1)
+            rejects.close()
+        _refuse_if_unusable(str(path), state.n_items, shown, n_problems, skip_invalid, out_path)
+        sha = sha_future.result()
         conn.execute(
             sa.update(TABLES["run"])
             .where(TABLES["run"].c.id == run_id)
-            .values(n_items=state.n_items, n_rejected=n_problems)
+            .values(n_items=state.n_items, n_rejected=n_problems, input_sha256=sha)
         )
     return IngestResult(
         run_id=run_id,
@@ -258,3 +349,27 @@ def ingest(
         input_sha256=sha,
         rejects_path=str(out_path) if n_problems else None,
     )
+
+
+def _refuse_if_unusable(
+    path: str, n_items: int, shown: list[Problem], n_problems: int, skip: bool, rejects: Path
+) -> None:
+    """Raise InputError (rolling the run back) when the input must not be stored."""
+    if n_problems and not skip:
+        raise InputError(path, shown, n_problems)
+    if n_items == 0 and not n_problems:
+        raise InputError(
+            path,
+            [],
+            0,
+            f"{path}: the file has no items (it is empty or blank); nothing was stored. "
+            'Give one JSON object a line, e.g. {"id": "1", "prompt": "..."}.',
+        )
+    if n_items == 0:
+        raise InputError(
+            path,
+            shown,
+            n_problems,
+            f"{path}: every line is invalid ({n_problems} set aside in {rejects}); nothing "
+            "was stored. Fix the input and ingest it again:",
+        )

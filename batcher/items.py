@@ -20,10 +20,7 @@ import orjson
 
 DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
 ROLES = ("system", "user", "assistant")
-_ITEM_KEYS = {
-    "id", "prompt", "messages", "system", "system_ref", "tier", "model",
-    "max_tokens", "temperature", "metadata", "params",
-}  # fmt: skip
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(slots=True)
@@ -41,6 +38,7 @@ class ParsedItem:
     temperature: float | None = None
     params: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    raw: bytes = field(default=b"", repr=False)  # the line as read, for a rejects file
 
     def request(self) -> dict[str, Any]:
         """The stored request: messages plus only the parameters this item set itself."""
@@ -122,68 +120,113 @@ def _kind(value: Any) -> str:
     )
 
 
-def _opt(obj: dict[str, Any], key: str, types: type | tuple[type, ...], what: str) -> Any:
-    value = obj.get(key)
-    if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
-        raise LineError(f'"{key}" must be {what}, got {_kind(value)}')
-    return value
+# Field of the item form -> (accepted types, what to write). Exact type checks: orjson only
+# makes exact dict/list/str/int/float/bool, and `type(True) is not int` keeps booleans out.
+_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "id": ((str, int), "a non-empty string or an integer"),
+    "prompt": ((str,), "a non-empty string"),
+    "messages": ((list,), 'a non-empty list of {"role", "content"} objects'),
+    "system": ((str,), "a string"),
+    "system_ref": ((str,), "a string naming a prompt of the spec"),
+    "tier": ((str,), "a string naming a tier of the spec"),
+    "model": ((str,), 'a string like "openai:gpt-5-mini"'),
+    "max_tokens": ((int,), "an integer of at least 1"),
+    "temperature": ((int, float), "a number"),
+    "params": ((dict,), "an object"),
+    "metadata": ((dict,), "an object"),
+}
+
+
+def _check_fields(obj: dict[str, Any]) -> None:
+    """Unknown keys and wrong types, in one pass over the keys the line actually has."""
+    for key, value in obj.items():
+        spec = _FIELDS.get(key)
+        if spec is None:
+            raise LineError(f'unknown field "{key}": put extra data in "metadata"')
+        if value is not None and type(value) not in spec[0]:
+            raise LineError(f'"{key}" must be {spec[1]}, got {_kind(value)}')
 
 
 def _parse_item_form(obj: dict[str, Any], line_no: int) -> ParsedItem:
-    unknown = obj.keys() - _ITEM_KEYS
-    if unknown:
-        raise LineError(f'unknown field {sorted(unknown)[0]!r} (put extra data in "metadata")')
-    raw_id = obj.get("id", line_no)
-    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
+    _check_fields(obj)
+    get = obj.get
+    raw_id = get("id", line_no)
+    if raw_id is None or raw_id == "":
         raise LineError('"id" must be a non-empty string or an integer')
-    prompt, messages = obj.get("prompt"), obj.get("messages")
-    if prompt is None and messages is None:
-        raise LineError('no "prompt" or "messages": every item needs one of them')
-    if prompt is not None and messages is not None:
-        raise LineError('give "prompt" or "messages", not both')
+    prompt, messages = get("prompt"), get("messages")
     if prompt is not None:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise LineError('"prompt" must be a non-empty string')
+        if messages is not None:
+            raise LineError('give "prompt" or "messages", not both')
+        if not prompt or prompt.isspace():
+            raise LineError('"prompt" is empty: give the text to send')
         messages = [{"role": "user", "content": prompt}]
         system = None
-    else:
+    elif messages is not None:
         system, messages = _split_system(_check_messages(messages))
-    inline_system = _opt(obj, "system", str, "a string")
-    if inline_system is not None and system is not None:
-        raise LineError('give the system prompt in "system" or in "messages", not both')
-    item = ParsedItem(line_no=line_no, custom_id=str(raw_id), messages=messages)
-    item.system = inline_system if inline_system is not None else system
-    item.system_ref = _opt(obj, "system_ref", str, "a string naming a prompt of the spec")
-    if item.system is not None and item.system_ref is not None:
+    else:
+        raise LineError('no "prompt" or "messages": every item needs one of them')
+    inline_system = get("system")
+    if inline_system is not None:
+        if system is not None:
+            raise LineError('give the system prompt in "system" or in "messages", not both')
+        system = inline_system
+    system_ref = get("system_ref")
+    if system is not None and system_ref is not None:
         raise LineError('give "system" or "system_ref", not both')
-    item.tier = _opt(obj, "tier", str, "a string")
-    item.model = _opt(obj, "model", str, 'a string like "openai:gpt-5-mini"')
-    if item.model is not None and ":" not in item.model:
-        raise LineError(f'"model" {item.model!r} must be PROVIDER:MODEL, e.g. "openai:gpt-5-mini"')
-    item.max_tokens = _opt(obj, "max_tokens", int, "an integer")
-    if item.max_tokens is not None and item.max_tokens < 1:
-        raise LineError('"max_tokens" must be at least 1')
-    item.temperature = _opt(obj, "temperature", int | float, "a number")
-    item.params = _opt(obj, "params", dict, "an object")
-    item.metadata = _opt(obj, "metadata", dict, "an object")
-    return item
+    model = get("model")
+    if model is not None and ":" not in model:
+        raise LineError(f'"model" {model!r} must be PROVIDER:MODEL, e.g. "openai:gpt-5-mini"')
+    max_tokens = get("max_tokens")
+    if max_tokens is not None and max_tokens < 1:
+        raise LineError(f'"max_tokens" is {max_tokens}: it must be at least 1')
+    temperature = get("temperature")
+    if temperature is not None and temperature < 0:
+        raise LineError(f'"temperature" is {temperature}: it must be 0 or more')
+    return ParsedItem(
+        line_no,
+        raw_id if type(raw_id) is str else str(raw_id),
+        messages,
+        system,
+        system_ref,
+        model,
+        get("tier"),
+        max_tokens,
+        temperature,
+        get("params"),
+        get("metadata"),
+    )
+
+
+_BATCH_KEYS = {"custom_id", "method", "url", "body"}
+CHAT_URL = "/v1/chat/completions"
 
 
 def _parse_batch_form(obj: dict[str, Any], line_no: int) -> ParsedItem:
+    unknown = obj.keys() - _BATCH_KEYS
+    if unknown:
+        raise LineError(f'unknown field "{sorted(unknown)[0]}" in a batch-request line')
     custom_id, body = obj.get("custom_id"), obj.get("body")
     if not isinstance(custom_id, str) or not custom_id:
         raise LineError('"custom_id" must be a non-empty string')
+    if obj.get("method", "POST") != "POST":
+        raise LineError('"method" must be "POST"')
+    if obj.get("url", CHAT_URL) != CHAT_URL:
+        raise LineError(f'"url" must be "{CHAT_URL}" (chat completions requests only)')
     if not isinstance(body, dict):
         raise LineError('"body" must be an object with "model" and "messages"')
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise LineError('"body.model" must be a string')
+        raise LineError('"body.model" must be a model name string, e.g. "gpt-5-mini"')
     system, messages = _split_system(_check_messages(body.get("messages")))
     rest = {k: v for k, v in body.items() if k not in ("model", "messages")}
-    max_tokens = rest.pop("max_completion_tokens", None) or rest.pop("max_tokens", None)
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise LineError('"body.max_tokens" must be an integer of at least 1')
+    max_tokens = rest.pop("max_completion_tokens", None)
+    legacy_max = rest.pop("max_tokens", None)
+    max_tokens = max_tokens if max_tokens is not None else legacy_max
+    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+        raise LineError('"body.max_completion_tokens" must be an integer of at least 1')
     temperature = rest.pop("temperature", None)
+    if temperature is not None and (type(temperature) not in (int, float) or temperature < 0):
+        raise LineError('"body.temperature" must be a number, 0 or more')
     return ParsedItem(
         line_no=line_no,
         custom_id=custom_id,
@@ -204,31 +247,43 @@ def parse_line(raw: bytes, line_no: int) -> ParsedItem:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as uexc:
-            raise LineError(f"bytes that are not UTF-8 at byte {uexc.start}") from None
-        raise LineError(f"invalid JSON: {exc}") from None
-    if not isinstance(obj, dict):
+            raise LineError(
+                f"bytes that are not UTF-8 at byte {uexc.start + 1}: save the file as UTF-8"
+            ) from None
+        if exc.msg == "unexpected end of data":
+            raise LineError("invalid JSON: the line ends inside a value") from None
+        raise LineError(f"invalid JSON at column {exc.pos + 1}: {exc.msg}") from None
+    if type(obj) is not dict:
         raise LineError(f"expected a JSON object, got {_kind(obj)}")
-    if "custom_id" in obj and "body" in obj:
-        return _parse_batch_form(obj, line_no)
-    return _parse_item_form(obj, line_no)
+    if "custom_id" in obj or "body" in obj:
+        item = _parse_batch_form(obj, line_no)
+    else:
+        item = _parse_item_form(obj, line_no)
+    item.raw = raw
+    return item
 
 
 def iter_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, bytes, too_long) for each non-blank line, reading at most the cap a line."""
+    """(line number, bytes, too_long) for each non-blank line, reading at most the cap a line.
+
+    The cap counts the line's bytes without its line ending. A too-long line is skipped
+    in pieces (never held whole) and yielded with empty bytes.
+    """
     line_no = 0
+    readline = stream.readline
     while True:
-        raw = stream.readline(max_line_bytes + 1)
+        raw = readline(max_line_bytes + 1)
         if not raw:
             return
         line_no += 1
-        too_long = len(raw) > max_line_bytes
-        if too_long:
+        if line_no == 1 and raw.startswith(BOM):  # editors on Windows write one
+            raw = raw[len(BOM) :]
+        if len(raw) > max_line_bytes and raw[-1:] != b"\n":
             while raw and not raw.endswith(b"\n"):  # drop the rest of the long line
-                raw = stream.readline(1 << 20)
-            raw = b""
-        elif not raw.strip():
-            continue
-        yield line_no, raw, too_long
+                raw = readline(1 << 20)
+            yield line_no, b"", True
+        elif raw.strip():
+            yield line_no, raw, False
 
 
 def parse_lines(
@@ -237,7 +292,11 @@ def parse_lines(
     """Every non-blank line of `stream` as a ParsedItem or a Problem, in order."""
     for line_no, raw, too_long in iter_lines(stream, max_line_bytes):
         if too_long:
-            yield Problem(line_no, f"line longer than the {max_line_bytes:,}-byte cap")
+            yield Problem(
+                line_no,
+                f"line longer than the {max_line_bytes:,}-byte cap: shorten the item "
+                "or raise the cap",
+            )
             continue
         try:
             yield parse_line(raw, line_no)
