@@ -77,7 +77,7 @@ def test_prompt_is_cacheable_and_names_the_label_set(spec, name):
     text = spec.prompts[name]
     assert CACHEABLE_MIN_TOKENS < count_tokens(text) <= 1500
     # The sandbox's responder (and a real model) answers within this exact list.
-    assert parse_labels(text) == spec.validation.labels
+    assert list(parse_labels(text)) == spec.validation.labels
     assert '{"label": "<one of the labels>"}' in text
     assert len(re.findall(r"(?im)^allowed labels:", text)) == 1
 
@@ -112,3 +112,22 @@ def test_input_mixes_queues_priorities_and_request_kinds():
     assert starts["Classify"] + starts["Extract"] > 100
     assert starts["Analyze"] + starts["Debug"] > 30
     assert len(rows) - sum(starts[w] for w in ("Classify", "Extract", "Analyze", "Debug")) > 60
+
+
+def test_routing_spreads_the_example_over_every_tier(spec):
+    from batcher.items import parse_lines
+    from batcher.routing import Router
+
+    router = Router(spec)
+    tiers, reasons = Counter(), Counter()
+    with open(INPUT_PATH, "rb") as stream:
+        for item in parse_lines(stream):
+            tier, reason = router.route(
+                item.model, item.tier, item.metadata, item.prompt_text(), tokens=0
+            )
+            tiers[tier] += 1
+            reasons[reason.split(":")[0]] += 1
+    assert sum(tiers.values()) == 400
+    # Each tier gets a real share, so the demo shows routing, caching and escalation at work.
+    assert all(tiers[t] >= 80 for t in ("nano", "mid", "frontier")), tiers
+    assert reasons["rule 1"] > 0 and reasons["rule 2"] > 0 and reasons["classifier"] > 250
