@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,38 @@ def current(readme: str) -> str:
     return readme[start : end + len(END)]
 
 
+CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
+MENTION = re.compile(r"\bbatcher ((?:[a-z][\w-]* ?)+)")
+
+
+def unknown_commands(readme: str) -> list[str]:
+    """Commands the README's code (outside the reference) names that `batcher` lacks."""
+    start, end = readme.find(START), readme.find(END)
+    if start >= 0 and end > start:
+        readme = readme[:start] + readme[end:]
+    unknown = set()
+    for code in CODE.findall(readme):
+        for words in MENTION.findall(code):
+            missing = _missing_command(words.split())
+            if missing:
+                unknown.add(missing)
+    return sorted(unknown)
+
+
+def _missing_command(words: list[str]) -> str | None:
+    """`batcher W1 W2` when the words do not lead to a command; None when they do."""
+    command: click.Command = cli
+    path = ["batcher"]
+    for word in words:
+        if not isinstance(command, click.Group):
+            return None  # the rest are arguments
+        path.append(word)
+        command = command.get_command(click.Context(command), word)
+        if command is None:
+            return " ".join(path)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -94,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     readme = README.read_text(encoding="utf-8")
     old = current(readme)
+    for mention in unknown_commands(readme):
+        print(f"warning: README.md mentions `{mention}`, which `batcher --help` does not list")
     if args.check:
         if old == fresh:
             return 0

@@ -115,3 +115,12 @@ def test_spec_example_in_readme_is_a_valid_spec_naming_every_section():
     assert spec.tiers["frontier"] == "anthropic:claude-sonnet-4-6"
     missing = set(JobSpec.model_fields) - {"path"} - set(data)
     assert not missing, f"document these spec keys in README.md's example: {sorted(missing)}"
+
+
+def test_mentions_of_missing_commands_are_reported(readme_cli):
+    text = (
+        "Run `batcher ingest jobs/example.toml --skip-invalid`, then `batcher nosuch RUN`.\n"
+        "```\nbatcher sandbox --port 8765\nbatcher sandbox2\n```\n"
+        f"{readme_cli.START}\n`batcher inside-the-reference`\n{readme_cli.END}\n"
+    )
+    assert readme_cli.unknown_commands(text) == ["batcher nosuch", "batcher sandbox2"]
