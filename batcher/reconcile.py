@@ -1,0 +1,485 @@
+"""Storing a batch's results: text, usage, cost, verdict, and the status of each attempt.
+
+`reconcile_batch` streams the results of an ended batch in chunks. Each chunk is one
+transaction: one SELECT of the chunk's attempts by (batch_id, custom_id), one executemany per
+target status, one for the items that succeeded. A crash keeps the finished chunks; running it
+again skips the results already stored (their attempts are no longer `submitted`, and the state
+machine refuses to move them twice), so nothing is stored or billed twice. Only when the whole
+stream has been read are the attempts without a result marked `missing_result` and the batch
+moved to `reconciled`, with counts taken from the database rather than from this pass.
+
+`fail_batch` settles a batch that the provider refused as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import islice
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batcher.errors import StateError
+from batcher.money import PICO_PER_USD
+from batcher.pricing import AttemptCosts, attempt_costs, unit_prices
+from batcher.providers.base import Result, Usage
+from batcher.spec import JobSpec
+from batcher.states import AttemptStatus, BatchStatus, ItemStatus, allowed_sources, set_status
+from batcher.store.models import TABLES
+from batcher.validate import Validator, validator_for
+
+CHUNK = 5000
+MISSING_RESULT = "missing_result"
+BATCH_FAILED = "batch_failed"  # a line of the batch was refused, not this one: retry free
+SHOWN_UNMATCHED = 20
+
+ATTEMPT = TABLES["attempt"]
+ITEM = TABLES["item"]
+BATCH = TABLES["batch"]
+
+# Every attempt update writes all of these, so one statement serves every row of a status.
+ATTEMPT_COLUMNS = [
+    "output",
+    "verdict",
+    "error_code",
+    "error_message",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_pusd",
+    "standard_pusd",
+    "uncached_pusd",
+    "baseline_pusd",
+    "finished_at",
+]
+NOTHING_BILLED = dict.fromkeys(ATTEMPT_COLUMNS[4:14], 0)
+OUTCOME_STATUS = {
+    "errored": AttemptStatus.ERRORED,
+    "expired": AttemptStatus.EXPIRED,
+    "cancelled": AttemptStatus.CANCELLED,
+}
+
+
+@dataclass
+class ReconcileSummary:
+    """What one call stored. A repeated call on a reconciled batch stores nothing."""
+
+    batch_id: str
+    already_reconciled: bool = False  # nothing was read or changed
+    n_results: int = 0  # result records read
+    n_skipped: int = 0  # results of attempts already stored by an earlier, interrupted pass
+    n_unmatched: int = 0  # results whose custom_id is no attempt of this batch (not stored)
+    unmatched: list[str] = field(default_factory=list)  # the first few such custom_ids
+    stored: dict[str, int] = field(default_factory=dict)  # attempt status -> attempts stored
+    n_missing: int = 0  # attempts without a result line: errored, missing_result
+    cost_pusd: int = 0  # billed cost stored by this call
+    # the batch's final counts, from the database
+    n_succeeded: int = 0
+    n_errored: int = 0
+    n_expired: int = 0
+    n_cancelled: int = 0
+
+
+def set_status_rows(
+    conn: Connection, table: sa.Table, to: str, rows: list[dict[str, Any]], columns: list[str]
+) -> int:
+    """`states.set_status_many`, usable until that one stops rendering its source statuses as
+    an expanding IN, which SQLAlchemy refuses inside an executemany (reported). Same contract:
+    rows are identified by `_id`; rows not in an allowed source status are left alone."""
+    if not rows:
+        return 0
+    sources = sorted(str(s) for s in allowed_sources(table.name, to))
+    stmt = (
+        sa.update(table)
+        .where(
+            table.c.id == sa.bindparam("_id"),
+            table.c.status.in_([sa.literal(s) for s in sources]),
+        )
+        .values(status=str(to), **{c: sa.bindparam(c) for c in columns})
+    )
+    return conn.execute(stmt, rows).rowcount
+
+
+class _Pricer:
+    """attempt_costs, fast: integer picodollar rates per token where they are exact.
+
+    genai-prices takes ~0.3 ms a call; a million results cannot afford that. Below a model's
+    long-context tier, a request's price is linear in its tokens, and per-token prices with up
+    to six decimals per million tokens are whole picodollars, so the integer dot product below
+    is exactly what `attempt_costs` returns (a test checks it). Anything else (a long request,
+    a fractional negotiated rate) goes to `attempt_costs` itself, cached by usage.
+    """
+
+    def __init__(self, spec: JobSpec):
+        self.spec = spec
+        self.cache: dict[tuple, AttemptCosts] = {}
+        self.rates: dict[tuple[str, str], _Rates | None] = {}
+        self.top = spec.model_of(spec.frontier_tier)
+
+    def costs(self, provider: str, model: str, usage: Usage) -> AttemptCosts:
+        rates = self.rates.get((provider, model), False)
+        if rates is False:
+            rates = self.rates[(provider, model)] = _Rates.of(self.spec, provider, model, self.top)
+        if rates is not None and usage.input_tokens < rates.limit:
+            return rates.costs(usage)
+        return self._slow(provider, model, usage)
+
+    def _slow(self, provider: str, model: str, usage: Usage) -> AttemptCosts:
+        key = (
+            provider,
+            model,
+            usage.input_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_5m_tokens,
+            usage.cache_write_1h_tokens,
+            usage.output_tokens,
+        )
+        found = self.cache.get(key)
+        if found is None:
+            if len(self.cache) >= 100_000:  # bounded memory on pathological usage spreads
+                self.cache.clear()
+            found = self.cache[key] = attempt_costs(self.spec, provider, model, usage)
+        return found
+
+
+def _whole_pusd(*usd_per_token: Decimal) -> tuple[int, ...] | None:
+    pusd = [value * PICO_PER_USD for value in usd_per_token]
+    if any(value != value.to_integral_value() for value in pusd):
+        return None
+    return tuple(int(value) for value in pusd)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    """Whole-picodollar prices per token: (plain input, cache read, 5m write, 1h write, output)
+    at batch and standard rates, and the frontier model's input and output at standard rates."""
+
+    batch: tuple[int, ...]
+    standard: tuple[int, ...]
+    top: tuple[int, ...]
+    limit: float  # requests with this many input tokens or more take the exact slow path
+
+    @classmethod
+    def of(cls, spec: JobSpec, provider: str, model: str, top: tuple[str, str]) -> _Rates | None:
+        batch = unit_prices(provider, model, batch=True, spec=spec)
+        standard = unit_prices(provider, model, batch=False, spec=spec)
+        frontier = unit_prices(*top, batch=False, spec=spec)
+        fields = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+        batch_pusd = _whole_pusd(*(getattr(batch, f) for f in fields))
+        standard_pusd = _whole_pusd(*(getattr(standard, f) for f in fields))
+        top_pusd = _whole_pusd(frontier.input, frontier.output)
+        if batch_pusd is None or standard_pusd is None or top_pusd is None:
+            return None
+        starts = [p.tier_start for p in (batch, standard, frontier) if p.tier_start is not None]
+        return cls(batch_pusd, standard_pusd, top_pusd, min(starts, default=float("inf")))
+
+    def costs(self, usage: Usage) -> AttemptCosts:
+        read, w5, w1 = (
+            usage.cache_read_tokens,
+            usage.cache_write_5m_tokens,
+            usage.cache_write_1h_tokens,
+        )
+        total, out = usage.input_tokens, usage.output_tokens
+        plain = total - read - w5 - w1
+        if plain < 0:
+            raise ValueError(f"usage counts more cached than total input tokens: {usage}")
+        b, s, t = self.batch, self.standard, self.top
+        return AttemptCosts(
+            cost_pusd=plain * b[0] + read * b[1] + w5 * b[2] + w1 * b[3] + out * b[4],
+            standard_pusd=plain * s[0] + read * s[1] + w5 * s[2] + w1 * s[3] + out * s[4],
+            uncached_pusd=total * s[0] + out * s[4],
+            baseline_pusd=total * t[0] + out * t[1],
+        )
+
+
+def _usage_values(usage: Usage | None, costs: AttemptCosts | None) -> dict[str, int]:
+    if usage is None or costs is None:
+        return NOTHING_BILLED
+    return {
+        "input_tokens": usage.input_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_5m_tokens": usage.cache_write_5m_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cost_pusd": costs.cost_pusd,
+        "standard_pusd": costs.standard_pusd,
+        "uncached_pusd": costs.uncached_pusd,
+        "baseline_pusd": costs.baseline_pusd,
+    }
+
+
+class _Chunk:
+    """One transaction's worth of results, turned into rows per target status."""
+
+    def __init__(self, validator: Validator, pricer: _Pricer, summary: ReconcileSummary):
+        self.validator, self.pricer, self.summary = validator, pricer, summary
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, attempt: sa.Row, result: Result, now: datetime) -> None:
+        attempt_id, item_id, _, _, provider, model = attempt
+        costs = None
+        if result.usage is not None:  # billed only when the provider reported usage
+            costs = self.pricer.costs(provider, model, result.usage)
+            self.summary.cost_pusd += costs.cost_pusd
+        row = {
+            "_id": attempt_id,
+            "output": result.text,
+            "verdict": None,
+            "error_code": result.error_code,
+            "error_message": result.error_message,
+            "finished_at": now,
+            **_usage_values(result.usage, costs),
+        }
+        if result.outcome == "succeeded":
+            verdict = self.validator.check(result.text)
+            row["verdict"] = verdict.reason
+            status = AttemptStatus.SUCCEEDED if verdict.ok else AttemptStatus.INVALID
+            if verdict.ok:
+                self.items.append(
+                    {"_id": item_id, "output": result.text, "final_attempt_id": attempt_id}
+                )
+        else:
+            status = OUTCOME_STATUS[result.outcome]
+        self.rows.setdefault(status, []).append(row)
+
+    def write(self, conn: Connection) -> None:
+        for status, rows in self.rows.items():
+            moved = set_status_rows(conn, ATTEMPT, status, rows, ATTEMPT_COLUMNS)
+            self.summary.stored[status] = self.summary.stored.get(status, 0) + moved
+        set_status_rows(
+            conn, ITEM, ItemStatus.SUCCEEDED, self.items, ["output", "final_attempt_id"]
+        )
+
+
+def _chunks(results: Iterable[Result], size: int) -> Iterator[list[Result]]:
+    stream = iter(results)
+    while chunk := list(islice(stream, size)):
+        yield chunk
+
+
+def _attempts_of(conn: Connection, batch_id: str, custom_ids: list[str]) -> dict[str, sa.Row]:
+    rows = conn.execute(
+        sa.select(
+            ATTEMPT.c.id,
+            ATTEMPT.c.item_id,
+            ATTEMPT.c.custom_id,
+            ATTEMPT.c.status,
+            ATTEMPT.c.provider,
+            ATTEMPT.c.model,
+        ).where(ATTEMPT.c.batch_id == batch_id, ATTEMPT.c.custom_id.in_(custom_ids))
+    )
+    return {row.custom_id: row for row in rows}
+
+
+def _batch_status(conn: Connection, batch_id: str) -> str:
+    status = conn.execute(sa.select(BATCH.c.status).where(BATCH.c.id == batch_id)).scalar()
+    if status is None:
+        raise StateError(f"no batch {batch_id!r} in the state database")
+    return status
+
+
+def _store_chunk(
+    db: Engine, batch_id: str, chunk: list[Result], make: _Chunk, summary: ReconcileSummary
+) -> None:
+    open_statuses = (AttemptStatus.PLANNED, AttemptStatus.SUBMITTED)
+    with db.begin() as conn:
+        attempts = _attempts_of(conn, batch_id, [r.custom_id for r in chunk])
+        now = datetime.now(UTC)
+        seen: set[str] = set()
+        for result in chunk:
+            attempt = attempts.get(result.custom_id)
+            if attempt is None:
+                summary.n_unmatched += 1
+                if len(summary.unmatched) < SHOWN_UNMATCHED:
+                    summary.unmatched.append(result.custom_id)
+            elif attempt.status not in open_statuses or result.custom_id in seen:
+                summary.n_skipped += 1  # stored before (or a duplicate line): never twice
+            else:
+                seen.add(result.custom_id)
+                make.add(attempt, result, now)
+        make.write(conn)
+
+
+def _finish(conn: Connection, batch_id: str, summary: ReconcileSummary, error: str | None) -> None:
+    """Attempts left without a result become errors; the batch gets its counts."""
+    summary.n_missing = set_status(
+        conn,
+        ATTEMPT,
+        AttemptStatus.ERRORED,
+        ATTEMPT.c.batch_id == batch_id,
+        {
+            "error_code": MISSING_RESULT,
+            "error_message": "the provider returned no result for this request",
+            "finished_at": datetime.now(UTC),
+        },
+    )
+    counts = _counts(conn, batch_id)
+    for name, value in counts.items():
+        setattr(summary, name, value)
+    values: dict[str, Any] = {**counts, "reconciled_at": datetime.now(UTC)}
+    if error is not None:
+        values["error"] = error
+    set_status(conn, BATCH, BatchStatus.RECONCILED, BATCH.c.id == batch_id, values)
+
+
+def _counts(conn: Connection, batch_id: str) -> dict[str, int]:
+    """Batch counts as the provider sees them: an invalid answer is a succeeded request."""
+    by_status = dict(
+        conn.execute(
+            sa.select(ATTEMPT.c.status, sa.func.count())
+            .where(ATTEMPT.c.batch_id == batch_id)
+            .group_by(ATTEMPT.c.status)
+        ).all()
+    )
+    return {
+        "n_succeeded": by_status.get(AttemptStatus.SUCCEEDED, 0)
+        + by_status.get(AttemptStatus.INVALID, 0),
+        "n_errored": by_status.get(AttemptStatus.ERRORED, 0),
+        "n_expired": by_status.get(AttemptStatus.EXPIRED, 0),
+        "n_cancelled": by_status.get(AttemptStatus.CANCELLED, 0),
+    }
+
+
+def _already(conn: Connection, batch_id: str) -> ReconcileSummary:
+    row = conn.execute(
+        sa.select(
+            BATCH.c.n_succeeded, BATCH.c.n_errored, BATCH.c.n_expired, BATCH.c.n_cancelled
+        ).where(BATCH.c.id == batch_id)
+    ).one()
+    return ReconcileSummary(batch_id, True, **row._asdict())
+
+
+def reconcile_batch(
+    db: Engine, batch_id: str, results: Iterable[Result], spec: JobSpec, *, chunk: int = CHUNK
+) -> ReconcileSummary:
+    """Store every result of the ended batch `batch_id`; move the batch to `reconciled`.
+
+    Idempotent: a reconciled batch is left alone (`results` is not read), and a pass that
+    stopped halfway is finished by calling again with the full results. Raises StateError
+    when the batch is unknown or has not ended.
+    """
+    with db.connect() as conn:
+        status = _batch_status(conn, batch_id)
+        if status == BatchStatus.RECONCILED:
+            return _already(conn, batch_id)
+    if status != BatchStatus.ENDED:
+        raise StateError(
+            f"batch {batch_id} is {status}: only an ended batch can be reconciled "
+            "(poll it until the provider reports it ended)"
+        )
+    with db.begin() as conn:  # the batch reached the provider, so every attempt of it did
+        set_status(conn, ATTEMPT, AttemptStatus.SUBMITTED, ATTEMPT.c.batch_id == batch_id)
+    summary = ReconcileSummary(batch_id)
+    validator, pricer = validator_for(spec.validation), _Pricer(spec)
+    for part in _chunks(results, chunk):
+        summary.n_results += len(part)
+        _store_chunk(db, batch_id, part, _Chunk(validator, pricer, summary), summary)
+    with db.begin() as conn:
+        _finish(conn, batch_id, summary, None)
+    return summary
+
+
+def _custom_ids_by_line(path: str) -> dict[int, str]:
+    """1-based line number -> custom_id of the batch file as it was sent."""
+    by_line: dict[int, str] = {}
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    custom_id = orjson.loads(line).get("custom_id")
+                except (orjson.JSONDecodeError, AttributeError):
+                    continue  # the refused line itself may not parse; its error still counts
+                if isinstance(custom_id, str):
+                    by_line[number] = custom_id
+    except OSError:
+        pass  # file gone: every attempt gets the batch-level error
+    return by_line
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    where = f"line {error['line']}: " if error.get("line") is not None else ""
+    return f"{where}{error.get('code') or 'error'}: {error.get('message') or ''}".strip()
+
+
+def _failure_rows(
+    attempts: list[sa.Row], errors: list[dict[str, Any]], by_line: dict[int, str], now: datetime
+) -> list[dict[str, Any]]:
+    """Each attempt's error: its own line's, else the batch-level one, else `batch_failed`."""
+    line_errors = {
+        by_line[e["line"]]: e for e in errors if e.get("line") is not None and e["line"] in by_line
+    }
+    batch_level = [e for e in errors if e.get("line") is None]
+    if batch_level:
+        code = batch_level[0].get("code") or BATCH_FAILED
+        message = "; ".join(_error_text(e) for e in batch_level)
+    else:
+        code = BATCH_FAILED
+        first = _error_text(errors[0]) if errors else "no reason given"
+        message = f"the batch was refused for other lines ({len(errors)}; first: {first})"
+    rows = []
+    for attempt_id, custom_id in attempts:
+        own = line_errors.get(custom_id)
+        rows.append(
+            {
+                "_id": attempt_id,
+                "error_code": (own.get("code") or "invalid_request") if own else code,
+                "error_message": _error_text(own) if own else message,
+                "finished_at": now,
+            }
+        )
+    return rows
+
+
+def fail_batch(db: Engine, batch_id: str, errors: list[dict[str, Any]], spec: JobSpec) -> int:
+    """Settle a batch the provider refused: every open attempt errored, the batch closed.
+
+    `errors` are the provider's reasons `{code, message, line}`; `line` (1-based, in the batch
+    file) pins an error to one request, `line` None applies to the whole batch (e.g.
+    `token_limit_exceeded`). Attempts hit only by another line's error get `batch_failed`,
+    which `plan_followups` retries without using the retry budget. An ended batch becomes
+    `reconciled`; one the provider never accepted (planned/submitting) becomes `abandoned`.
+    Idempotent; returns how many attempts it errored. Raises StateError for an unknown batch.
+    """
+    now = datetime.now(UTC)
+    summary_error = "; ".join(_error_text(e) for e in errors[:5]) or "refused by the provider"
+    with db.begin() as conn:
+        status = _batch_status(conn, batch_id)
+        if status in (BatchStatus.RECONCILED, BatchStatus.ABANDONED):
+            return 0
+        path = conn.execute(sa.select(BATCH.c.path).where(BATCH.c.id == batch_id)).scalar_one()
+        attempts = conn.execute(
+            sa.select(ATTEMPT.c.id, ATTEMPT.c.custom_id).where(
+                ATTEMPT.c.batch_id == batch_id,
+                ATTEMPT.c.status.in_([AttemptStatus.PLANNED, AttemptStatus.SUBMITTED]),
+            )
+        ).all()
+        needs_lines = any(e.get("line") is not None for e in errors)
+        by_line = _custom_ids_by_line(path) if needs_lines else {}
+        rows = _failure_rows(attempts, errors, by_line, now)
+        moved = set_status_rows(
+            conn,
+            ATTEMPT,
+            AttemptStatus.ERRORED,
+            rows,
+            ["error_code", "error_message", "finished_at"],
+        )
+        if status == BatchStatus.SUBMITTED:  # failed at the provider: it has ended
+            set_status(conn, BATCH, BatchStatus.ENDED, BATCH.c.id == batch_id, {"ended_at": now})
+            status = BatchStatus.ENDED
+        if status == BatchStatus.ENDED:
+            summary = ReconcileSummary(batch_id)
+            _finish(conn, batch_id, summary, summary_error[:2000])
+        else:
+            counts = {"n_errored": moved, "error": summary_error[:2000]}
+            set_status(conn, BATCH, BatchStatus.ABANDONED, BATCH.c.id == batch_id, counts)
+    return moved

@@ -1,0 +1,282 @@
+"""Reconciling a batch stores each result once: text, usage, exact cost, verdict, status."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reconcile_fixtures import (
+    ATTEMPT,
+    BATCH,
+    ITEM,
+    add_batch,
+    ingest_items,
+    item_ids,
+    make_spec,
+    rows_of,
+    snapshot,
+)
+
+from batcher.errors import StateError
+from batcher.pricing import attempt_costs
+from batcher.providers.base import Result, Usage
+from batcher.reconcile import _Pricer, fail_batch, reconcile_batch
+from batcher.states import BatchStatus
+from batcher.store.db import open_store
+
+GOOD = '{"label": "billing"}'
+USAGE = Usage(
+    input_tokens=1300,
+    cache_read_tokens=1024,
+    cache_write_5m_tokens=0,
+    output_tokens=40,
+    reasoning_tokens=12,
+)
+
+
+@pytest.fixture
+def db(db_url):
+    engine = open_store(db_url)
+    yield engine
+    engine.dispose()
+
+
+def one_batch(db, tmp_path, n, **kwargs):
+    spec = make_spec()
+    run_id = ingest_items(db, spec, tmp_path, n)
+    items = item_ids(db, run_id)
+    batch_id, attempts = add_batch(db, spec, run_id, items, **kwargs)
+    return spec, run_id, items, batch_id, attempts
+
+
+def by_id(rows):
+    return {row["id"]: row for row in rows}
+
+
+def test_every_outcome_is_stored(db, tmp_path):
+    spec, run_id, items, batch_id, attempts = one_batch(db, tmp_path, 7)
+    cid = {i: f"i{i}-a1" for i in items}
+    results = [
+        Result(cid[items[0]], "succeeded", GOOD, USAGE),
+        Result(cid[items[1]], "succeeded", '```json\n{"label": "technical"}\n```', USAGE),
+        Result(cid[items[2]], "succeeded", '{"label": "sales"}', USAGE),  # invalid label
+        Result(cid[items[3]], "errored", error_code="server_error", error_message="boom"),
+        Result(cid[items[4]], "expired", error_code="batch_expired"),
+        Result(cid[items[5]], "cancelled"),
+        # items[6] gets no result line at all
+    ]
+    summary = reconcile_batch(db, batch_id, results, spec)
+
+    assert summary.n_results == 6 and summary.n_missing == 1 and summary.n_skipped == 0
+    assert summary.stored == {
+        "succeeded": 2,
+        "invalid": 1,
+        "errored": 1,
+        "expired": 1,
+        "cancelled": 1,
+    }
+    costs = attempt_costs(spec, "openai", "gpt-5-nano", USAGE)
+    assert summary.cost_pusd == 3 * costs.cost_pusd
+    rows = by_id(rows_of(db, ATTEMPT, ATTEMPT.c.batch_id == batch_id))
+    a = [rows[attempts[i]] for i in items]
+    assert [r["status"] for r in a] == [
+        "succeeded",
+        "succeeded",
+        "invalid",
+        "errored",
+        "expired",
+        "cancelled",
+        "errored",
+    ]
+    for row in a[:3]:  # answered: tokens and the four exact cost figures
+        assert (row["input_tokens"], row["cache_read_tokens"], row["output_tokens"]) == (
+            1300,
+            1024,
+            40,
+        )
+        assert row["reasoning_tokens"] == 12
+        assert row["cost_pusd"] == costs.cost_pusd and row["standard_pusd"] == costs.standard_pusd
+        assert row["uncached_pusd"] == costs.uncached_pusd
+        assert row["baseline_pusd"] == costs.baseline_pusd
+        assert row["finished_at"] is not None
+    assert a[0]["verdict"] == "ok: json, label" and a[0]["output"] == GOOD
+    assert a[2]["verdict"] == "label 'sales' is not one of the allowed labels"
+    assert a[2]["output"] == '{"label": "sales"}'
+    for row in a[3:]:  # nothing billed without usage
+        assert row["cost_pusd"] == row["baseline_pusd"] == row["input_tokens"] == 0
+    assert (a[3]["error_code"], a[3]["error_message"]) == ("server_error", "boom")
+    assert a[4]["error_code"] == "batch_expired"
+    assert a[6]["error_code"] == "missing_result"
+
+    item_rows = by_id(rows_of(db, ITEM, ITEM.c.run_id == run_id))
+    assert [item_rows[i]["status"] for i in items] == ["succeeded"] * 2 + ["in_flight"] * 5
+    assert item_rows[items[0]]["output"] == GOOD
+    assert item_rows[items[0]]["final_attempt_id"] == attempts[items[0]]
+    assert item_rows[items[2]]["output"] is None  # invalid answers stay on the attempt
+
+    (batch,) = rows_of(db, BATCH, BATCH.c.id == batch_id)
+    assert batch["status"] == BatchStatus.RECONCILED and batch["reconciled_at"] is not None
+    assert (batch["n_succeeded"], batch["n_errored"], batch["n_expired"], batch["n_cancelled"]) == (
+        3,
+        2,
+        1,
+        1,
+    )
+
+
+def test_reconciling_twice_changes_nothing(db, tmp_path):
+    spec, run_id, items, batch_id, _ = one_batch(db, tmp_path, 5)
+    results = [Result(f"i{i}-a1", "succeeded", GOOD, USAGE) for i in items[:4]]
+    first = reconcile_batch(db, batch_id, results, spec)
+    before = snapshot(db, run_id)
+
+    def never_read():
+        raise AssertionError("a reconciled batch must not read its results again")
+        yield
+
+    again = reconcile_batch(db, batch_id, never_read(), spec)
+    assert snapshot(db, run_id) == before
+    assert again.already_reconciled and again.cost_pusd == 0 and not again.stored
+    assert (again.n_succeeded, again.n_errored) == (first.n_succeeded, first.n_errored) == (4, 1)
+
+
+def test_a_crash_halfway_then_a_full_pass_stores_each_result_once(db, tmp_path):
+    spec, run_id, items, batch_id, attempts = one_batch(db, tmp_path, 10)
+    results = [Result(f"i{i}-a1", "succeeded", GOOD, USAGE) for i in items]
+    results[7] = Result(f"i{items[7]}-a1", "succeeded", "not json", USAGE)
+
+    def dies_after(n):
+        yield from results[:n]
+        raise ConnectionError("stream cut")
+
+    with pytest.raises(ConnectionError):
+        reconcile_batch(db, batch_id, dies_after(6), spec, chunk=4)
+    statuses = by_id(rows_of(db, ATTEMPT, ATTEMPT.c.batch_id == batch_id))
+    done = [statuses[attempts[i]]["status"] for i in items]
+    assert done == ["succeeded"] * 4 + ["submitted"] * 6  # the finished chunk was committed
+    (batch,) = rows_of(db, BATCH, BATCH.c.id == batch_id)
+    assert batch["status"] == "ended"
+
+    summary = reconcile_batch(db, batch_id, results, spec, chunk=4)
+    assert summary.n_skipped == 4 and summary.stored == {"succeeded": 5, "invalid": 1}
+    cost = attempt_costs(spec, "openai", "gpt-5-nano", USAGE).cost_pusd
+    assert summary.cost_pusd == 6 * cost
+    with db.connect() as conn:
+        total = conn.execute(
+            sa.select(sa.func.sum(ATTEMPT.c.cost_pusd)).where(ATTEMPT.c.batch_id == batch_id)
+        ).scalar()
+    assert total == 10 * cost  # every result billed exactly once
+    (batch,) = rows_of(db, BATCH, BATCH.c.id == batch_id)
+    assert (batch["status"], batch["n_succeeded"], batch["n_errored"]) == ("reconciled", 10, 0)
+
+
+def test_unknown_and_duplicate_lines_are_not_stored(db, tmp_path):
+    spec, run_id, items, batch_id, attempts = one_batch(db, tmp_path, 2)
+    results = [
+        Result(f"i{items[0]}-a1", "succeeded", GOOD, USAGE),
+        Result(f"i{items[0]}-a1", "succeeded", '{"label": "technical"}', USAGE),
+        Result("i999999-a1", "succeeded", GOOD, USAGE),
+        Result(f"i{items[1]}-a2", "succeeded", GOOD, USAGE),  # right item, wrong attempt
+    ]
+    summary = reconcile_batch(db, batch_id, results, spec)
+    assert summary.n_unmatched == 2 and summary.unmatched == ["i999999-a1", f"i{items[1]}-a2"]
+    assert summary.n_skipped == 1 and summary.stored == {"succeeded": 1}
+    rows = by_id(rows_of(db, ATTEMPT, ATTEMPT.c.batch_id == batch_id))
+    assert rows[attempts[items[0]]]["output"] == GOOD  # the first line wins
+    assert rows[attempts[items[1]]]["error_code"] == "missing_result"
+
+
+def test_only_an_ended_batch_is_reconciled(db, tmp_path):
+    spec, _, items, batch_id, _ = one_batch(db, tmp_path, 2, end=False)
+    with pytest.raises(StateError, match="is submitted: only an ended batch"):
+        reconcile_batch(db, batch_id, [], spec)
+    with pytest.raises(StateError, match="no batch 'nope'"):
+        reconcile_batch(db, "nope", [], spec)
+    rows = rows_of(db, ATTEMPT, ATTEMPT.c.batch_id == batch_id)
+    assert {r["status"] for r in rows} == {"submitted"}  # nothing marked missing
+
+
+def test_an_errored_request_with_usage_is_billed(db, tmp_path):
+    spec, _, items, batch_id, attempts = one_batch(db, tmp_path, 1)
+    usage = Usage(input_tokens=500, output_tokens=3)
+    reconcile_batch(db, batch_id, [Result(f"i{items[0]}-a1", "errored", None, usage, "x")], spec)
+    (row,) = rows_of(db, ATTEMPT, ATTEMPT.c.batch_id == batch_id)
+    assert row["status"] == "errored" and row["input_tokens"] == 500
+    assert row["cost_pusd"] == attempt_costs(spec, "openai", "gpt-5-nano", usage).cost_pusd > 0
+
+
+def test_fail_batch_pins_line_errors_and_retries_the_rest_free(db, tmp_path, state_dir):
+    spec, run_id, items, batch_id, attempts = one_batch(db, tmp_path, 4, state_dir=state_dir)
+    errors = [{"code": "invalid_json_line", "message": "Line 2 is not valid JSON.", "line": 2}]
+    assert fail_batch(db, batch_id, errors, spec) == 4
+    rows = by_id(rows_of(db, ATTEMPT, ATTEMPT.c.batch_id == batch_id))
+    got = [(rows[attempts[i]]["status"], rows[attempts[i]]["error_code"]) for i in items]
+    assert got == [
+        ("errored", "batch_failed"),
+        ("errored", "invalid_json_line"),
+        ("errored", "batch_failed"),
+        ("errored", "batch_failed"),
+    ]
+    assert rows[attempts[items[1]]]["error_message"] == (
+        "line 2: invalid_json_line: Line 2 is not valid JSON."
+    )
+    assert "first: line 2: invalid_json_line" in rows[attempts[items[0]]]["error_message"]
+    (batch,) = rows_of(db, BATCH, BATCH.c.id == batch_id)
+    assert (batch["status"], batch["n_errored"]) == ("reconciled", 4)
+    assert batch["error"] == "line 2: invalid_json_line: Line 2 is not valid JSON."
+    before = snapshot(db, run_id)
+    assert fail_batch(db, batch_id, errors, spec) == 0
+    assert snapshot(db, run_id) == before
+
+
+def test_fail_batch_with_a_batch_level_error(db, tmp_path):
+    spec, _, items, batch_id, _ = one_batch(db, tmp_path, 3, end=False)
+    errors = [{"code": "token_limit_exceeded", "message": "Enqueued token limit", "line": None}]
+    assert fail_batch(db, batch_id, errors, spec) == 3
+    rows = rows_of(db, ATTEMPT, ATTEMPT.c.batch_id == batch_id)
+    assert {(r["status"], r["error_code"]) for r in rows} == {("errored", "token_limit_exceeded")}
+    (batch,) = rows_of(db, BATCH, BATCH.c.id == batch_id)
+    assert batch["status"] == "reconciled" and batch["ended_at"] is not None
+
+
+def test_fail_batch_before_the_provider_accepted_it_abandons_it(db, tmp_path):
+    spec = make_spec()
+    run_id = ingest_items(db, spec, tmp_path, 2)
+    items = item_ids(db, run_id)
+    batch_id, _ = add_batch(db, spec, run_id, items, end=False)
+    with db.begin() as conn:  # back to submitting: the create was refused with a 400
+        conn.execute(sa.update(BATCH).where(BATCH.c.id == batch_id).values(status="submitting"))
+    fail_batch(db, batch_id, [{"code": "invalid_request_error", "message": "bad"}], spec)
+    (batch,) = rows_of(db, BATCH, BATCH.c.id == batch_id)
+    assert (batch["status"], batch["n_errored"]) == ("abandoned", 2)
+    assert batch["error"] == "invalid_request_error: bad"
+
+
+MODELS = [
+    ("openai", "gpt-5-nano"),
+    ("anthropic", "claude-sonnet-4-6"),
+    ("anthropic", "claude-haiku-4-5"),
+    ("openai", "gpt-5.4"),  # has a long-context tier at 272k input tokens
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    model=st.sampled_from(MODELS),
+    total=st.integers(0, 400_000),
+    shares=st.tuples(*[st.integers(0, 1000)] * 3),
+    output=st.integers(0, 50_000),
+    negotiated=st.booleans(),
+)
+def test_fast_pricing_equals_attempt_costs(model, total, shares, output, negotiated):
+    pricing = {}
+    if negotiated:  # one exact rate, one fractional: both paths must agree with attempt_costs
+        pricing = {
+            "openai:gpt-5-nano": {"input_mtok": 0.07, "output_mtok": 0.3},
+            "anthropic:claude-haiku-4-5": {"input_mtok": 1, "output_mtok": 3, "batch_factor": 0.37},
+        }
+    spec = make_spec(pricing=pricing)
+    read, w5, w1 = (total * s // 3000 for s in shares)
+    usage = Usage(total, read, w5, w1, output, output // 2)
+    assert _Pricer(spec).costs(*model, usage) == attempt_costs(spec, *model, usage)
