@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
+import anthropic
+import openai
+import orjson
 import pytest
 import sqlalchemy as sa
 from genai_prices import Usage, calc_price
@@ -131,3 +135,93 @@ def test_routing_spreads_the_example_over_every_tier(spec):
     # Each tier gets a real share, so the demo shows routing, caching and escalation at work.
     assert all(tiers[t] >= 80 for t in ("nano", "mid", "frontier")), tiers
     assert reasons["rule 1"] > 0 and reasons["rule 2"] > 0 and reasons["classifier"] > 250
+
+
+def _example_requests(spec, model: str, n: int, cache_ttl: str | None = None) -> list:
+    """The first `n` example tickets as Requests for `model`, as the planner would build them."""
+    from batcher.providers.base import Request
+
+    rows = [orjson.loads(line) for line in INPUT_PATH.read_bytes().splitlines()[:n]]
+    rows.sort(key=lambda row: row["system_ref"])  # cache groups stay contiguous
+    return [
+        Request(
+            custom_id=row["id"],
+            model=model,
+            messages=[{"role": "user", "content": row["prompt"]}],
+            max_tokens=spec.defaults.max_tokens,
+            system=spec.prompts[row["system_ref"]],
+            cache_key=f"example-{row['system_ref']}",
+            cache_ttl=cache_ttl,
+        )
+        for row in rows
+    ]
+
+
+def _wait(poll, done, timeout_s: float = 30.0):
+    deadline = time.monotonic() + timeout_s
+    while not done(state := poll()):
+        assert time.monotonic() < deadline, f"batch not done in {timeout_s}s: {state}"
+        time.sleep(0.1)
+    return state
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    from batcher.sandbox import start_sandbox
+
+    with start_sandbox(speed=4.0) as served:
+        yield served
+
+
+@pytest.mark.parametrize("tier", ["nano", "mid"])
+def test_openai_tiers_answer_the_example_within_its_labels(spec, sandbox, tier):
+    from batcher.providers.openai import ENDPOINT, render_line
+
+    _, model = spec.model_of(tier)
+    requests = _example_requests(spec, model, 24)
+    client = openai.OpenAI(base_url=sandbox.openai_base_url, api_key="sk-test")
+    upload = client.files.create(
+        file=("example.jsonl", b"".join(render_line(r) for r in requests)), purpose="batch"
+    )
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint=ENDPOINT, completion_window="24h"
+    )
+    batch = _wait(lambda: client.batches.retrieve(batch.id), lambda b: b.status == "completed")
+    lines = [
+        orjson.loads(x) for x in client.files.content(batch.output_file_id).content.splitlines()
+    ]
+    assert len(lines) == len(requests)
+    cached = 0
+    for line in lines:
+        body = line["response"]["body"]
+        # max_tokens leaves room for the reasoning tokens gpt-5 models spend before answering
+        assert body["choices"][0]["finish_reason"] == "stop"
+        answer = orjson.loads(body["choices"][0]["message"]["content"])
+        assert answer["label"] in spec.validation.labels
+        cached += body["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached > 1024 * (len(requests) - 3)  # all but the first of each queue's group
+
+
+def test_frontier_tier_answers_the_example_within_its_labels(spec, sandbox):
+    from batcher.providers.anthropic import render_line
+
+    _, model = spec.model_of("frontier")
+    requests = _example_requests(spec, model, 24, cache_ttl="5m")
+    client = anthropic.Anthropic(base_url=sandbox.anthropic_base_url, api_key="sk-ant-test")
+    batch = client.messages.batches.create(
+        requests=[orjson.loads(render_line(r)) for r in requests]
+    )
+    _wait(
+        lambda: client.messages.batches.retrieve(batch.id),
+        lambda b: b.processing_status == "ended",
+    )
+    results = list(client.messages.batches.results(batch.id))
+    assert len(results) == len(requests)
+    cache_reads = 0
+    for row in results:
+        assert row.result.type == "succeeded"
+        message = row.result.message
+        assert message.stop_reason == "end_turn"
+        assert orjson.loads(message.content[0].text)["label"] in spec.validation.labels
+        cache_reads += message.usage.cache_read_input_tokens or 0
+    assert cache_reads > 1024 * (len(requests) - 3)
