@@ -17,6 +17,7 @@ from batcher.spec import JobSpec, parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+RUN_CLI = "from batcher.cli import main; main()"  # when the console script is not installed
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 
 
@@ -53,9 +54,10 @@ def test_reference_is_what_the_installed_command_prints(readme_cli):
     # click wraps at the terminal width minus 2, so 82 columns give the reference's 80.
     env = {**os.environ, "COLUMNS": str(readme_cli.WIDTH + 2)}
     env.pop("BATCHER_DB", None)
-    batcher = Path(sys.executable).parent / "batcher"
+    script = Path(sys.executable).parent / "batcher"
+    command = [str(script)] if script.exists() else [sys.executable, "-c", RUN_CLI]
     out = subprocess.run(
-        [str(batcher), "--help"], env=env, capture_output=True, text=True, check=True
+        [*command, "--help"], env=env, capture_output=True, text=True, check=True
     ).stdout
     assert out == readme_cli.help_text(())
     assert f"```text\n{out}```" in README.read_text()
