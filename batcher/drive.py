@@ -1,0 +1,392 @@
+"""The run loop: submit planned batches, poll open ones, settle ended ones, plan follow-ups.
+
+One `Driver` drives one run while its process holds the run's lease. Every step reads its
+work from the database and commits what it did before the next, so the loop can stop at any
+point (a `stop` event, a crash, a kill) and a later `resume` picks up exactly there:
+
+- batches left `submitting` are looked up at the provider (see batcher.submit);
+- batches left `ended` are settled again (reconciling is idempotent);
+- follow-ups are planned again (planning only looks at final attempts without a successor).
+
+A cancelled run is drained instead: nothing new is submitted, open batches are cancelled at
+the provider, what they finished is kept, and the remaining items end `cancelled`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from batcher.crash import crash_point
+from batcher.errors import BatcherError
+from batcher.lease import Lease
+from batcher.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended
+from batcher.progress import Reporter
+from batcher.providers import Registry
+from batcher.providers.base import BatchState
+from batcher.spec import JobSpec
+from batcher.states import (
+    ITEM_TERMINAL,
+    AttemptStatus,
+    BatchStatus,
+    ItemStatus,
+    RunStatus,
+    set_status,
+)
+from batcher.store.models import TABLES
+from batcher.submit import settle, submit_batch
+
+RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
+MAX_CREATE_RETRIES = 5  # creates that provably did not happen, in a row, before giving up
+MAX_TOKEN_LIMIT_STRIKES = 6  # token_limit_exceeded with nothing of the model running
+
+
+class RunStopped(BatcherError):
+    """The loop cannot go on without a person (the message says what to do)."""
+
+
+@dataclass
+class Hold:
+    """Submissions of one model wait after token_limit_exceeded: until one of the batches
+    that were running then ends, or until `not_before` when none was."""
+
+    open_then: int
+    not_before: float
+    strikes: int
+
+
+class Driver:
+    def __init__(
+        self,
+        db: Engine,
+        run_id: int,
+        spec: JobSpec,
+        registry: Registry,
+        *,
+        lease: Lease,
+        stop: threading.Event,
+        poll: PollSettings,
+        reporter: Reporter,
+        reuse: bool = True,
+    ) -> None:
+        self.db, self.run_id, self.spec, self.registry = db, run_id, spec, registry
+        self.lease, self.stop, self.reporter, self.reuse = lease, stop, reporter, reuse
+        self.backoff = Backoff(poll)
+        self.holds: dict[str, Hold] = {}
+        self.create_retries: dict[str, int] = {}
+        self.cancel_sent: set[str] = set()
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def batches(self, *statuses: str) -> list[Any]:
+        with self.db.connect() as conn:
+            return conn.execute(
+                sa.select(BATCH)
+                .where(BATCH.c.run_id == self.run_id, BATCH.c.status.in_(list(statuses)))
+                .order_by(BATCH.c.round, BATCH.c.created_at, BATCH.c.id)
+            ).all()
+
+    def run_status(self) -> str:
+        with self.db.connect() as conn:
+            return conn.execute(sa.select(RUN.c.status).where(RUN.c.id == self.run_id)).scalar()
+
+    def open_items(self) -> int:
+        with self.db.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).where(
+                    ITEM.c.run_id == self.run_id,
+                    ITEM.c.status.not_in([str(s) for s in ITEM_TERMINAL]),
+                )
+            ).scalar_one()
+
+    def report_overall(self) -> None:
+        with self.db.connect() as conn:
+            total, done = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.count().filter(ITEM.c.status.in_([str(s) for s in ITEM_TERMINAL])),
+                ).where(ITEM.c.run_id == self.run_id)
+            ).one()
+            cost = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(ATTEMPT.c.cost_pusd), 0)).where(
+                    ATTEMPT.c.run_id == self.run_id
+                )
+            ).scalar_one()
+        self.reporter.overall(done, total, int(cost))
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self, *, submit_only: bool = False) -> str:
+        """Drive until done; returns the run's status, or "running" when stopped early."""
+        if self.run_status() == RunStatus.CANCELLED:
+            return self.drain()
+        self.start()
+        self.settle_submitting()
+        self.settle_leftovers()
+        self.follow_up()
+        while True:
+            if self.lease.lost.is_set():
+                raise RunStopped(f"run {self.run_id}: another process took over its lease")
+            if self.run_status() == RunStatus.CANCELLED:  # `batcher cancel` from elsewhere
+                return self.drain()
+            self.submit_planned()
+            if submit_only:
+                return RunStatus.RUNNING
+            moved = self.poll_open()
+            if moved:
+                self.follow_up()
+                self.backoff.moved()
+            else:
+                self.backoff.idle()
+            self.report_overall()
+            if self.open_items() == 0:
+                self.complete()
+                return RunStatus.COMPLETED
+            self.check_not_stuck()
+            if self.stop.wait(self.backoff.wait_s if not moved else 0):
+                return RunStatus.RUNNING
+
+    def start(self) -> None:
+        from batcher.planner import plan_run
+
+        with self.db.begin() as conn:
+            set_status(
+                conn,
+                RUN,
+                RunStatus.RUNNING,
+                RUN.c.id == self.run_id,
+                {"error": None, "started_at": sa.func.coalesce(RUN.c.started_at, _now())},
+            )
+        with self.db.connect() as conn:
+            pending = conn.execute(
+                sa.select(sa.func.count()).where(
+                    ITEM.c.run_id == self.run_id, ITEM.c.status == ItemStatus.PENDING
+                )
+            ).scalar_one()
+        if pending:  # a crash between ingest and plan, or a run started by `ingest`
+            plan_run(self.db, self.run_id, self.spec)
+            self.apply_reuse()
+
+    def apply_reuse(self) -> None:
+        if not self.reuse:
+            return
+        from batcher.followups import apply_reuse
+
+        reused = apply_reuse(self.db, self.run_id, self.spec)
+        if reused:
+            self.reporter.note(f"{reused} requests answered from earlier runs at no cost")
+
+    def follow_up(self) -> None:
+        """New attempts for items whose last attempt failed, in new batches of a new round."""
+        from batcher.followups import plan_followups
+        from batcher.planner import lay_out_batches
+
+        plan_followups(self.db, self.run_id, self.spec)
+        with self.db.connect() as conn:
+            waiting = conn.execute(
+                sa.select(sa.func.count()).where(
+                    ATTEMPT.c.run_id == self.run_id,
+                    ATTEMPT.c.status == AttemptStatus.PLANNED,
+                    ATTEMPT.c.batch_id.is_(None),
+                )
+            ).scalar_one()
+            last_round = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.max(BATCH.c.round), 0)).where(
+                    BATCH.c.run_id == self.run_id
+                )
+            ).scalar_one()
+        if not waiting:
+            return
+        self.apply_reuse()
+        new = lay_out_batches(self.db, self.run_id, self.spec, round=last_round + 1)
+        if new:
+            self.reporter.note(f"round {last_round + 1}: {len(new)} follow-up batch(es)")
+
+    def complete(self) -> None:
+        with self.db.begin() as conn:
+            set_status(
+                conn, RUN, RunStatus.COMPLETED, RUN.c.id == self.run_id, {"finished_at": _now()}
+            )
+
+    def check_not_stuck(self) -> None:
+        busy = self.batches(
+            BatchStatus.PLANNED, BatchStatus.SUBMITTING, BatchStatus.SUBMITTED, BatchStatus.ENDED
+        )
+        if busy:
+            return
+        self.follow_up()
+        if not self.batches(BatchStatus.PLANNED) and self.open_items():
+            raise RunStopped(
+                f"run {self.run_id}: {self.open_items()} items are unfinished but nothing is "
+                f"planned or in flight for them; `batcher resume {self.run_id}` plans them again"
+            )
+
+    # --- submitting ------------------------------------------------------------------------
+
+    def settle_submitting(self) -> None:
+        """Batches left `submitting` by a crash: adopt or re-plan (SubmissionUndecided)."""
+        for batch in self.batches(BatchStatus.SUBMITTING):
+            kind, detail = settle(self.db, self.registry.get(batch.provider), batch.id)
+            self.reporter.note(
+                f"batch {batch.id}: "
+                + (f"adopted {detail.provider_batch_id}" if kind == "submitted" else detail)
+            )
+
+    def held(self, batch: Any) -> bool:
+        hold = self.holds.get(batch.model)
+        if hold is None:
+            return False
+        running = len([b for b in self.batches(BatchStatus.SUBMITTED) if b.model == batch.model])
+        if running < hold.open_then or (running == 0 and time.monotonic() >= hold.not_before):
+            return False
+        return True
+
+    def submit_planned(self) -> None:
+        from batcher.reconcile import fail_batch
+
+        for batch in self.batches(BatchStatus.PLANNED):
+            if self.stop.is_set() or self.held(batch):
+                continue
+            provider = self.registry.get(batch.provider)
+            kind, detail = submit_batch(self.db, provider, batch)
+            label = f"{batch.provider}:{batch.model}"
+            if kind == "submitted":
+                self.create_retries.pop(batch.id, None)
+                self.reporter.batch(batch.id, label, 0, batch.n_requests, detail.raw_status)
+            elif kind == "refused":
+                fail_batch(self.db, batch.id, detail, self.spec)
+                self.reporter.note(f"batch {batch.id} refused by {batch.provider}: {detail}")
+                self.follow_up()
+            else:
+                tries = self.create_retries[batch.id] = self.create_retries.get(batch.id, 0) + 1
+                if tries > MAX_CREATE_RETRIES:
+                    raise RunStopped(
+                        f"batch {batch.id}: {batch.provider} did not create it in {tries} "
+                        f"tries (last: {detail}); `batcher resume {self.run_id}` tries again"
+                    )
+                self.reporter.note(f"batch {batch.id}: will submit again ({detail})")
+
+    # --- polling and settling --------------------------------------------------------------
+
+    def poll_open(self) -> bool:
+        """Look at every submitted batch; settle those that ended. True when anything moved."""
+        moved = False
+        for batch in self.batches(BatchStatus.SUBMITTED):
+            provider = self.registry.get(batch.provider)
+            state = provider.poll(batch.provider_batch_id)
+            label = f"{batch.provider}:{batch.model}"
+            self.reporter.batch(batch.id, label, state.done, batch.n_requests, state.raw_status)
+            if not state.ended:
+                if state.raw_status != batch.raw_status:
+                    moved = True
+                    with self.db.begin() as conn:
+                        values = {"raw_status": state.raw_status}
+                        set_status(
+                            conn, BATCH, BatchStatus.SUBMITTED, BATCH.c.id == batch.id, values
+                        )
+                crash_point("while_polling")
+                continue
+            self.mark_ended(batch.id, state)
+            self.settle(batch, state)
+            moved = True
+        return moved
+
+    def mark_ended(self, batch_id: str, state: BatchState) -> None:
+        values = {
+            "raw_status": state.raw_status,
+            "output_file_id": state.output_file_id,
+            "error_file_id": state.error_file_id,
+            "ended_at": _now(),
+        }
+        with self.db.begin() as conn:
+            set_status(conn, BATCH, BatchStatus.ENDED, BATCH.c.id == batch_id, values)
+
+    def settle_leftovers(self) -> None:
+        """Batches that ended but were not fully reconciled before a crash."""
+        for batch in self.batches(BatchStatus.ENDED):
+            state = self.registry.get(batch.provider).poll(batch.provider_batch_id)
+            self.settle(batch, state)
+
+    def settle(self, batch: Any, state: BatchState) -> None:
+        kind, note = settle_ended(
+            self.db, self.registry.get(batch.provider), batch, state, self.spec
+        )
+        label = f"{batch.provider}:{batch.model}"
+        self.reporter.batch(batch.id, label, state.done, batch.n_requests, state.raw_status)
+        if kind == "refused" and note == TOKEN_LIMIT:
+            self.hold(batch)
+        elif kind == "refused":
+            self.reporter.note(f"batch {batch.id} failed at {batch.provider}: {note}")
+        elif kind == "gone":
+            self.reporter.note(note or "")
+        else:
+            hold = self.holds.get(batch.model)
+            if hold is not None:
+                hold.strikes = 0
+
+    def hold(self, batch: Any) -> None:
+        """token_limit_exceeded: submit this model again once running batches make room."""
+        running = len([b for b in self.batches(BatchStatus.SUBMITTED) if b.model == batch.model])
+        previous = self.holds.get(batch.model)
+        strikes = (previous.strikes if previous else 0) + (1 if running == 0 else 0)
+        if strikes >= MAX_TOKEN_LIMIT_STRIKES:
+            raise RunStopped(
+                f"batch {batch.id}: {batch.provider} refused {batch.model} batches "
+                f"{strikes} times for token_limit_exceeded with nothing else of that model "
+                f"running; lower batching.openai_max_lines in the spec, or wait for other "
+                f"work of the organisation to finish, then `batcher resume {self.run_id}`"
+            )
+        delay = self.backoff.settings.interval_s * 2**strikes
+        self.holds[batch.model] = Hold(running, time.monotonic() + delay, strikes)
+        self.reporter.note(
+            f"batch {batch.id}: {batch.model} is over the enqueued-token limit; "
+            f"submitting again when one of its {running} running batch(es) ends"
+            if running
+            else f"batch {batch.id}: {batch.model} is over the enqueued-token limit; "
+            f"submitting again in {delay:.1f} s"
+        )
+
+    # --- cancelling ------------------------------------------------------------------------
+
+    def drain(self) -> str:
+        """The run was cancelled: stop what has not started, keep what finished."""
+        for batch in self.batches(BatchStatus.SUBMITTING):
+            settle(self.db, self.registry.get(batch.provider), batch.id)
+        with self.db.begin() as conn:
+            for batch in self.batches(BatchStatus.PLANNED):
+                set_status(conn, ATTEMPT, AttemptStatus.CANCELLED, ATTEMPT.c.batch_id == batch.id)
+                set_status(conn, BATCH, BatchStatus.ABANDONED, BATCH.c.id == batch.id)
+            set_status(
+                conn,
+                ATTEMPT,
+                AttemptStatus.CANCELLED,
+                sa.and_(ATTEMPT.c.run_id == self.run_id, ATTEMPT.c.batch_id.is_(None)),
+            )
+        self.settle_leftovers()
+        while True:
+            open_batches = self.batches(BatchStatus.SUBMITTED)
+            if not open_batches:
+                break
+            for batch in open_batches:
+                if batch.id not in self.cancel_sent:
+                    self.registry.get(batch.provider).cancel(batch.provider_batch_id)
+                    self.cancel_sent.add(batch.id)
+            if not self.poll_open():
+                self.backoff.idle()
+                if self.stop.wait(self.backoff.wait_s):
+                    return RunStatus.RUNNING  # still draining; `cancel` or `resume` goes on
+        with self.db.begin() as conn:
+            set_status(conn, ITEM, ItemStatus.CANCELLED, ITEM.c.run_id == self.run_id)
+            conn.execute(sa.update(RUN).where(RUN.c.id == self.run_id).values(finished_at=_now()))
+        self.report_overall()
+        return RunStatus.CANCELLED
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,363 @@
+"""The engine's public API: start, drive, resume, cancel and inspect runs.
+
+`start_run` takes a job from its input to planned batches (ingest with routing, plan,
+estimate, budget check). `drive_run` holds the run's lease and loops (batcher.drive) until
+every item is terminal, or until `stop` is set (the run stays `running`, resumable). Any
+interruption, a crash included, is finished by `resume_run`. `cancel_run` cancels the
+provider batches and ends the unfinished items `cancelled`, keeping what finished.
+
+Exit codes for the CLI and cron wrappers come from `RunOutcome.exit_code`:
+0 every item succeeded; 1 the run finished with failed items, or stopped on an error;
+3 still running (interrupted, or submitted without waiting); 4 cancelled.
+(2 is bad usage or input, raised as UsageError before anything is submitted.)
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from batcher.errors import BatcherError, UsageError
+from batcher.lease import Lease, new_owner
+from batcher.money import to_pusd, to_usd
+from batcher.poll import PollSettings
+from batcher.progress import QuietReporter, Reporter
+from batcher.providers import Clients, Registry
+from batcher.providers.calls import ProviderError
+from batcher.spec import JobSpec, spec_from_snapshot
+from batcher.states import BatchStatus, ItemStatus, RunStatus, set_status
+from batcher.store.models import TABLES
+
+RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING, EXIT_CANCELLED = 0, 1, 2, 3, 4
+
+
+class BudgetExceeded(BatcherError):
+    """The plan's estimate is over the budget; nothing was submitted."""
+
+
+@dataclass
+class RunOutcome:
+    """Where a run stands after a call: status, items by status, money."""
+
+    run_id: int
+    status: str  # a RunStatus value
+    items: dict[str, int] = field(default_factory=dict)
+    cost_pusd: int = 0
+    baseline_pusd: int = 0
+    message: str | None = None  # why the run stopped, when it did
+
+    @property
+    def n_items(self) -> int:
+        return sum(self.items.values())
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == RunStatus.COMPLETED:
+            ok = self.items.get(ItemStatus.SUCCEEDED, 0) == self.n_items
+            return EXIT_OK if ok else EXIT_FAILED
+        if self.status == RunStatus.CANCELLED:
+            return EXIT_CANCELLED
+        if self.status == RunStatus.FAILED:
+            return EXIT_FAILED
+        return EXIT_RUNNING
+
+    def summary(self) -> dict[str, Any]:
+        """Items by status and money, as plain values (for tables and JSON)."""
+        succeeded = self.items.get(ItemStatus.SUCCEEDED, 0)
+        per_success = to_usd(self.cost_pusd) / succeeded if succeeded else None
+        return {
+            "run": self.run_id,
+            "status": self.status,
+            "items": self.n_items,
+            **{str(s): self.items.get(s, 0) for s in ItemStatus},
+            "cost_usd": to_usd(self.cost_pusd),
+            "baseline_usd": to_usd(self.baseline_pusd),
+            "cost_per_success_usd": per_success.quantize(Decimal("1e-9")) if per_success else None,
+            "message": self.message,
+        }
+
+
+def outcome_of(db: Engine, run_id: int) -> RunOutcome:
+    """The current RunOutcome of `run_id` from the database. UsageError when unknown."""
+    with db.connect() as conn:
+        run = conn.execute(sa.select(RUN.c.status, RUN.c.error).where(RUN.c.id == run_id)).first()
+        if run is None:
+            raise UsageError(f"no run {run_id} in the state database (see `batcher status`)")
+        items = dict(
+            conn.execute(
+                sa.select(ITEM.c.status, sa.func.count())
+                .where(ITEM.c.run_id == run_id)
+                .group_by(ITEM.c.status)
+            ).all()
+        )
+        cost, baseline = conn.execute(
+            sa.select(
+                sa.func.coalesce(sa.func.sum(ATTEMPT.c.cost_pusd), 0),
+                sa.func.coalesce(sa.func.sum(ATTEMPT.c.baseline_pusd), 0),
+            ).where(ATTEMPT.c.run_id == run_id)
+        ).one()
+    return RunOutcome(run_id, run.status, items, int(cost), int(baseline), run.error)
+
+
+def _estimate_pusd(estimate: Any) -> int:
+    """The estimated batch cost of a plan, in picodollars."""
+    for name in ("cost_pusd", "batch_pusd", "estimated_pusd"):
+        if hasattr(estimate, name):
+            return int(getattr(estimate, name))
+    return to_pusd(estimate.cost_usd)
+
+
+def check_budget(db: Engine, run_id: int, spec: JobSpec, max_usd: float | None) -> None:
+    """Refuse (BudgetExceeded, run marked failed) when the plan's estimate is over budget."""
+    limit = max_usd if max_usd is not None else spec.max_usd
+    if limit is None:
+        return
+    from batcher.planner import estimate_run
+
+    estimate = _estimate_pusd(estimate_run(db, run_id, spec))
+    budget = to_pusd(Decimal(str(limit)))
+    if estimate <= budget:
+        return
+    over = to_usd(estimate - budget)
+    message = (
+        f"run {run_id}: the estimate ${to_usd(estimate):.4f} is ${over:.4f} over the budget of "
+        f"${Decimal(str(limit)):.2f} (max_usd); nothing was submitted. Raise the budget with "
+        f"`batcher resume {run_id} --max-usd X` (or max_usd in the spec), or send less input"
+    )
+    with db.begin() as conn:
+        set_status(conn, RUN, RunStatus.FAILED, RUN.c.id == run_id, {"error": message})
+    raise BudgetExceeded(message)
+
+
+def start_run(
+    db: Engine,
+    spec: JobSpec,
+    input_path: str | Path,
+    *,
+    skip_invalid: bool = False,
+    schedule_name: str | None = None,
+    max_usd: float | None = None,
+    rejects_path: str | Path | None = None,
+) -> int:
+    """Ingest `input_path` as a new run of `spec`, plan it and check its budget.
+
+    Returns the run id (status `planned`). Raises UsageError (bad input, unknown models; no
+    run is left behind for bad input), BudgetExceeded (the run is kept, `failed`).
+    """
+    from batcher.ingest import ingest
+    from batcher.planner import plan_run
+    from batcher.pricing import check_models_known
+    from batcher.routing import make_annotator
+
+    check_models_known(spec)
+    result = ingest(
+        db,
+        spec,
+        input_path,
+        skip_invalid=skip_invalid,
+        rejects_path=rejects_path,
+        annotate=make_annotator(spec),
+        schedule_name=schedule_name,
+    )
+    plan_run(db, result.run_id, spec)
+    check_budget(db, result.run_id, spec, max_usd)
+    return result.run_id
+
+
+def run_spec(db: Engine, run_id: int) -> JobSpec:
+    """The spec a run was planned with (its snapshot). UsageError for an unknown run."""
+    with db.connect() as conn:
+        snapshot = conn.execute(sa.select(RUN.c.spec_json).where(RUN.c.id == run_id)).scalar()
+    if snapshot is None:
+        raise UsageError(f"no run {run_id} in the state database (see `batcher status`)")
+    return spec_from_snapshot(snapshot)
+
+
+def drive_run(
+    db: Engine,
+    run_id: int,
+    *,
+    clients: Clients | None = None,
+    owner: str | None = None,
+    stop: threading.Event | None = None,
+    poll: PollSettings | float | None = None,
+    reporter: Reporter | None = None,
+    reuse: bool = True,
+    submit_only: bool = False,
+) -> RunOutcome:
+    """Submit, poll, reconcile and escalate run `run_id` until every item is terminal.
+
+    Holds the run's lease throughout (LeaseHeld when another process drives it). `stop` makes
+    it return early and cleanly (status stays `running`); `poll` overrides the spec's polling
+    (seconds, or PollSettings); `submit_only` returns once every planned batch is submitted.
+    An error that needs a person marks the run `failed` with a message saying what to do;
+    the outcome carries it.
+    """
+    from batcher.drive import Driver, RunStopped
+    from batcher.submit import SubmissionUndecided
+
+    spec = run_spec(db, run_id)
+    if outcome_of(db, run_id).status == RunStatus.COMPLETED:
+        return outcome_of(db, run_id)
+    settings = poll if isinstance(poll, PollSettings) else PollSettings.of(spec, poll)
+    with Lease(db, run_id, owner or new_owner()) as lease:
+        driver = Driver(
+            db,
+            run_id,
+            spec,
+            Registry(clients),
+            lease=lease,
+            stop=stop or threading.Event(),
+            poll=settings,
+            reporter=reporter or QuietReporter(),
+            reuse=reuse,
+        )
+        try:
+            driver.run(submit_only=submit_only)
+        except (SubmissionUndecided, RunStopped, ProviderError) as exc:
+            with db.begin() as conn:
+                set_status(conn, RUN, RunStatus.FAILED, RUN.c.id == run_id, {"error": str(exc)})
+            outcome = outcome_of(db, run_id)
+            outcome.message = str(exc)
+            return outcome
+    return outcome_of(db, run_id)
+
+
+def resume_run(
+    db: Engine,
+    run_id: int,
+    *,
+    adopt: dict[str, str] | None = None,
+    not_created: list[str] | None = None,
+    max_usd: float | None = None,
+    **drive: Any,
+) -> RunOutcome:
+    """Finish a run after any interruption: settle the user's decisions about undecided
+    batches (`adopt` local id -> provider batch id, `not_created` local ids), re-check the
+    budget when `max_usd` is given and nothing was submitted, then `drive_run`."""
+    from batcher.submit import resolve
+
+    spec = run_spec(db, run_id)
+    registry = Registry(drive.get("clients"))
+    with db.connect() as conn:
+        providers = dict(
+            conn.execute(sa.select(BATCH.c.id, BATCH.c.provider).where(BATCH.c.run_id == run_id))
+        )
+    for batch_id, provider_batch_id in list((adopt or {}).items()) + [
+        (b, None) for b in not_created or []
+    ]:
+        if batch_id not in providers:
+            raise UsageError(
+                f"run {run_id} has no batch {batch_id!r} (see `batcher status {run_id}`)"
+            )
+        resolve(db, registry.get(providers[batch_id]), batch_id, provider_batch_id)
+    if max_usd is not None and not _anything_submitted(db, run_id):
+        check_budget(db, run_id, spec, max_usd)
+    return drive_run(db, run_id, **drive)
+
+
+def _anything_submitted(db: Engine, run_id: int) -> bool:
+    with db.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    BATCH.c.run_id == run_id,
+                    BATCH.c.status.not_in([BatchStatus.PLANNED, BatchStatus.ABANDONED]),
+                )
+            ).scalar_one()
+        )
+
+
+def cancel_run(
+    db: Engine,
+    run_id: int,
+    *,
+    clients: Clients | None = None,
+    owner: str | None = None,
+    stop: threading.Event | None = None,
+    poll: PollSettings | float | None = None,
+    reporter: Reporter | None = None,
+) -> RunOutcome:
+    """Cancel run `run_id`: its provider batches are cancelled, what they finished is kept,
+    every unfinished item ends `cancelled`.
+
+    When another process drives the run, that process does the cancelling (it sees the run
+    `cancelled` on its next loop); this call then returns at once.
+    """
+    from batcher.errors import LeaseHeld
+
+    status = outcome_of(db, run_id).status
+    if status == RunStatus.COMPLETED:
+        raise UsageError(f"run {run_id} has already completed; there is nothing to cancel")
+    with db.begin() as conn:
+        set_status(conn, RUN, RunStatus.CANCELLED, RUN.c.id == run_id)
+    try:
+        return drive_run(
+            db, run_id, clients=clients, owner=owner, stop=stop, poll=poll, reporter=reporter
+        )
+    except LeaseHeld:
+        outcome = outcome_of(db, run_id)
+        outcome.message = "the process driving this run is cancelling it"
+        return outcome
+
+
+def run_status(db: Engine, run_id: int | None = None) -> list[dict[str, Any]] | dict[str, Any]:
+    """Without `run_id`: one row a run, newest first. With it: the run, its batches, items."""
+    if run_id is None:
+        with db.connect() as conn:
+            runs = conn.execute(
+                sa.select(RUN.c.id, RUN.c.job_name, RUN.c.status, RUN.c.n_items, RUN.c.created_at)
+                .order_by(RUN.c.id.desc())
+                .limit(50)
+            ).all()
+        rows = []
+        for run in runs:
+            summary = outcome_of(db, run.id).summary()
+            rows.append(
+                {
+                    "run": run.id,
+                    "job": run.job_name,
+                    "status": run.status,
+                    "items": summary["items"],
+                    "succeeded": summary["succeeded"],
+                    "failed": summary["failed"],
+                    "cost_usd": summary["cost_usd"],
+                    "created": f"{run.created_at:%Y-%m-%d %H:%M}",
+                }
+            )
+        return rows
+    summary = outcome_of(db, run_id).summary()
+    with db.connect() as conn:
+        lease = conn.execute(
+            sa.select(RUN.c.lease_owner, RUN.c.lease_expires_at).where(RUN.c.id == run_id)
+        ).one()
+        batches = [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.select(
+                    BATCH.c.id,
+                    BATCH.c.round,
+                    BATCH.c.provider,
+                    BATCH.c.model,
+                    BATCH.c.status,
+                    BATCH.c.raw_status,
+                    BATCH.c.n_requests,
+                    BATCH.c.n_succeeded,
+                    BATCH.c.n_errored,
+                    BATCH.c.n_expired,
+                    BATCH.c.n_cancelled,
+                    BATCH.c.provider_batch_id,
+                    BATCH.c.error,
+                )
+                .where(BATCH.c.run_id == run_id)
+                .order_by(BATCH.c.round, BATCH.c.created_at, BATCH.c.id)
+            )
+        ]
+    return {**summary, "lease_owner": lease.lease_owner, "batches": batches}
