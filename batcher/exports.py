@@ -1,0 +1,349 @@
+"""Exporting a run: one row per input item, in input order, as JSONL, CSV or Parquet.
+
+Rows stream from the database in chunks (a server-side cursor on PostgreSQL), ordered by line
+number, and are written as they come, so a million-item run exports in bounded memory. The
+file is written under a temporary name and renamed when complete: a crash or Ctrl-C never
+leaves a truncated export that looks finished.
+
+Columns, in every format: the item's id and line number; its inputs (system prompt text,
+messages, max_tokens, temperature, params, metadata, the tier or model the item asked for);
+its outcome (status, final output, error of the final attempt when it did not succeed); the
+tier, provider and model of its final attempt; and what it took (attempts, tokens summed over
+all its attempts, cost in exact dollars). JSONL keeps messages, params and metadata as JSON
+values; CSV and Parquet carry them as JSON text. Parquet stores the cost as decimal(24, 12).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batcher.errors import UsageError
+from batcher.reports import usd
+from batcher.states import ItemStatus
+from batcher.store.models import TABLES
+
+EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+CHUNK = 5000  # rows fetched from the database at a time
+ROW_GROUP = 20_000  # Parquet rows buffered before a row group is written
+JSON_FIELDS = ("messages", "params", "metadata")
+
+COLUMNS = (
+    "id",
+    "line_no",
+    "system",
+    "messages",
+    "max_tokens",
+    "temperature",
+    "params",
+    "metadata",
+    "requested_tier",
+    "requested_model",
+    "status",
+    "output",
+    "error",
+    "tier",
+    "provider",
+    "model",
+    "attempts",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+)
+
+PARQUET_MISSING = (
+    "Parquet export needs pyarrow, which is not installed: run pip install 'batcher[parquet]' "
+    "(or export --format jsonl or csv)"
+)
+
+
+def _query(run_id: int) -> sa.Select:
+    i, a = TABLES["item"], TABLES["attempt"]
+    final = a.alias("final")
+    s = sa.func.sum
+    spent = (
+        sa.select(
+            a.c.item_id,
+            sa.func.count().label("attempts"),
+            s(a.c.input_tokens).label("input_tokens"),
+            s(a.c.cache_read_tokens).label("cache_read_tokens"),
+            s(a.c.cache_write_5m_tokens + a.c.cache_write_1h_tokens).label("cache_write_tokens"),
+            s(a.c.output_tokens).label("output_tokens"),
+            s(a.c.reasoning_tokens).label("reasoning_tokens"),
+            s(a.c.cost_pusd).label("cost_pusd"),
+        )
+        .where(a.c.run_id == run_id)
+        .group_by(a.c.item_id)
+        .subquery("spent")
+    )
+    return (
+        sa.select(
+            i.c.custom_id,
+            i.c.line_no,
+            i.c.system_hash,
+            i.c.request_json,
+            i.c.metadata_json,
+            i.c.explicit_tier,
+            i.c.explicit_model,
+            i.c.status,
+            i.c.output,
+            sa.func.coalesce(final.c.tier, i.c.tier).label("tier"),
+            final.c.provider,
+            final.c.model,
+            final.c.error_code,
+            final.c.error_message,
+            final.c.verdict,
+            *(spent.c[name] for name in spent.c.keys() if name != "item_id"),
+        )
+        .select_from(
+            i.outerjoin(final, final.c.id == i.c.final_attempt_id).outerjoin(
+                spent, spent.c.item_id == i.c.id
+            )
+        )
+        .where(i.c.run_id == run_id)
+        .order_by(i.c.line_no)
+    )
+
+
+class _Prompts:
+    """System prompt texts by hash, read once each (a run has a handful)."""
+
+    def __init__(self, conn: Connection):
+        self.conn, self.texts = conn, dict[str, str]()
+
+    def text(self, key: str | None) -> str | None:
+        if key is None:
+            return None
+        if key not in self.texts:
+            p = TABLES["prompt"]
+            self.texts[key] = self.conn.execute(
+                sa.select(p.c.text).where(p.c.hash == key)
+            ).scalar_one()
+        return self.texts[key]
+
+
+def _error(row: sa.Row) -> str | None:
+    if row.status == ItemStatus.SUCCEEDED.value:
+        return None
+    if row.error_code or row.error_message:
+        return ": ".join(x for x in (row.error_code, row.error_message) if x)
+    return row.verdict
+
+
+def _row(row: sa.Row, prompts: _Prompts) -> dict[str, Any]:
+    request = orjson.loads(row.request_json)
+    return {
+        "id": row.custom_id,
+        "line_no": row.line_no,
+        "system": prompts.text(row.system_hash),
+        "messages": request.get("messages"),
+        "max_tokens": request.get("max_tokens"),
+        "temperature": request.get("temperature"),
+        "params": request.get("params"),
+        "metadata": orjson.loads(row.metadata_json) if row.metadata_json else None,
+        "requested_tier": row.explicit_tier,
+        "requested_model": row.explicit_model,
+        "status": row.status,
+        "output": row.output,
+        "error": _error(row),
+        "tier": row.tier,
+        "provider": row.provider,
+        "model": row.model,
+        "attempts": int(row.attempts or 0),
+        "input_tokens": int(row.input_tokens or 0),
+        "cache_read_tokens": int(row.cache_read_tokens or 0),
+        "cache_write_tokens": int(row.cache_write_tokens or 0),
+        "output_tokens": int(row.output_tokens or 0),
+        "reasoning_tokens": int(row.reasoning_tokens or 0),
+        "cost_usd": usd(int(row.cost_pusd or 0)),
+    }
+
+
+def iter_export_rows(db: Engine, run_id: int, chunk: int = CHUNK) -> Iterator[list[dict]]:
+    """The run's items as export rows, in input order, `chunk` rows at a time.
+
+    Raises UsageError when the run does not exist.
+    """
+    run = TABLES["run"]
+    with db.connect() as conn:
+        if conn.execute(sa.select(run.c.id).where(run.c.id == run_id)).first() is None:
+            raise UsageError(f"run {run_id} not found: `batcher status` lists the runs")
+        prompts = _Prompts(db.connect())
+        try:
+            # yield_per streams: a server-side cursor on PostgreSQL, stepwise fetch on SQLite
+            result = conn.execution_options(yield_per=chunk).execute(_query(run_id))
+            for part in result.partitions():
+                yield [_row(r, prompts) for r in part]
+        finally:
+            prompts.conn.close()
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+class _JsonlWriter:
+    def __init__(self, stream: IO[bytes]):
+        self.stream = stream
+
+    def write(self, rows: list[dict]) -> None:
+        self.stream.write(b"".join(orjson.dumps(r, default=_fixed) + b"\n" for r in rows))
+
+    def close(self) -> None:
+        pass
+
+
+class _CsvWriter:
+    def __init__(self, stream: IO[bytes]):
+        self.text = io.TextIOWrapper(stream, encoding="utf-8", newline="", write_through=True)
+        self.writer = csv.DictWriter(self.text, COLUMNS, lineterminator="\n")
+        self.writer.writeheader()
+
+    def write(self, rows: list[dict]) -> None:
+        self.writer.writerows({**r, "cost_usd": _fixed(r["cost_usd"])} for r in map(_flat, rows))
+
+    def close(self) -> None:
+        self.text.flush()
+        self.text.detach()  # leave the underlying stream open for its owner
+
+
+def _fixed(value: Decimal) -> str:
+    """Exact fixed-point text ('0.000000000000', never '0E-12')."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _flat(row: dict) -> dict:
+    """Nested values as JSON text, for the formats that hold only scalars."""
+    out = dict(row)
+    for name in JSON_FIELDS:
+        if out[name] is not None:
+            out[name] = orjson.dumps(out[name]).decode()
+    return out
+
+
+def _parquet_schema():  # noqa: ANN202 - pyarrow is optional, so no annotation at import time
+    import pyarrow as pa
+
+    text, num = pa.string(), pa.int64()
+    types = {
+        "line_no": num,
+        "max_tokens": num,
+        "temperature": pa.float64(),
+        "attempts": num,
+        "input_tokens": num,
+        "cache_read_tokens": num,
+        "cache_write_tokens": num,
+        "output_tokens": num,
+        "reasoning_tokens": num,
+        "cost_usd": pa.decimal128(24, 12),
+    }
+    return pa.schema([(name, types.get(name, text)) for name in COLUMNS])
+
+
+class _ParquetWriter:
+    def __init__(self, stream: IO[bytes]):
+        import pyarrow.parquet as pq
+
+        self.schema = _parquet_schema()
+        self.writer = pq.ParquetWriter(stream, self.schema, compression="zstd")
+        self.buffer: list[dict] = []
+
+    def write(self, rows: list[dict]) -> None:
+        self.buffer += (_flat(r) for r in rows)
+        while len(self.buffer) >= ROW_GROUP:  # row groups of a fixed size bound the memory
+            self._write(self.buffer[:ROW_GROUP])
+            self.buffer = self.buffer[ROW_GROUP:]
+
+    def _write(self, rows: list[dict]) -> None:
+        import pyarrow as pa
+
+        columns = {name: [r[name] for r in rows] for name in COLUMNS}
+        self.writer.write_table(pa.Table.from_pydict(columns, schema=self.schema))
+
+    def close(self) -> None:
+        if self.buffer:
+            self._write(self.buffer)
+        self.writer.close()
+
+
+WRITERS = {"jsonl": _JsonlWriter, "csv": _CsvWriter, "parquet": _ParquetWriter}
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise UsageError(PARQUET_MISSING) from None
+
+
+def write_export(
+    db: Engine,
+    run_id: int,
+    stream: IO[bytes],
+    fmt: str = "jsonl",
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write the export of `run_id` in `fmt` to a binary stream; returns the rows written.
+
+    `progress` is called with the running row count after every chunk. Raises UsageError for
+    an unknown run or format, or for Parquet without pyarrow installed.
+    """
+    _check_format(fmt)
+    writer = WRITERS[fmt](stream)
+    n = 0
+    for rows in iter_export_rows(db, run_id):
+        writer.write(rows)
+        n += len(rows)
+        if progress is not None:
+            progress(n)
+    writer.close()
+    return n
+
+
+def export_run(
+    db: Engine,
+    run_id: int,
+    path: str | Path,
+    fmt: str = "jsonl",
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Export `run_id` to the file `path` in `fmt`; returns the rows written.
+
+    Written to `path` + ".partial" and renamed when done, so `path` is complete or absent.
+    """
+    _check_format(fmt)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "wb") as stream:
+            n = write_export(db, run_id, stream, fmt, progress=progress)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return n
+
+
+def count_items(db: Engine, run_id: int) -> int:
+    """How many rows an export of `run_id` will have (for progress bars)."""
+    i = TABLES["item"]
+    with db.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).where(i.c.run_id == run_id)).scalar_one()

@@ -1,0 +1,356 @@
+"""Turning a `Report` into text: a rich table, JSON, CSV or Markdown (HTML is report_html.py).
+
+Money is exact everywhere: JSON and CSV carry dollars as fixed-point strings with twelve
+decimals (whole picodollars); tables and Markdown trim trailing zeros but never round.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from batcher.errors import UsageError
+from batcher.output import to_json
+from batcher.reports import FORMATS, CacheGroupRow, Costs, Report, RunInfo, TierRow, usd
+
+# Wide and fixed: tables take their natural width (money is never cut short) and the same run
+# prints the same text on any terminal.
+TABLE_WIDTH = 400
+NUMERIC = re.compile(r"^(-?\$?[\d,.]+%?|-)$")
+
+
+def money(pusd: int | None) -> str | None:
+    """Exact dollars as a fixed-point string ('0.000001230000'), for machines."""
+    return None if pusd is None else format(usd(pusd), "f")
+
+
+def show_usd(pusd: int | None) -> str:
+    """Exact dollars for people: '$1,234.50', '$0.00000123', '-$2.00' (no rounding)."""
+    if pusd is None:
+        return "-"
+    amount = usd(pusd).normalize()
+    if amount.as_tuple().exponent > -2:
+        amount = amount.quantize(Decimal("0.01"))
+    sign = "-" if amount < 0 else ""
+    return f"{sign}${abs(amount):,f}"
+
+
+def show_pct(rate: Decimal | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _rate(rate: Decimal | None) -> float | None:
+    return None if rate is None else float(rate)
+
+
+def _when(run: RunInfo) -> str | None:
+    return run.created_at.isoformat(timespec="seconds") if run.created_at else None
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def _costs_json(costs: Costs) -> dict[str, Any]:
+    return {
+        "cost_usd": money(costs.cost),
+        "standard_usd": money(costs.standard),
+        "uncached_usd": money(costs.uncached),
+        "baseline_usd": money(costs.baseline),
+        "routing_usd": money(costs.routing),
+        "caching_usd": money(costs.caching),
+        "batch_usd": money(costs.batch),
+        "saved_usd": money(costs.saved),
+        "effective_discount": _rate(costs.discount),
+    }
+
+
+def _tier_json(row: TierRow) -> dict[str, Any]:
+    return {
+        "tier": row.tier,
+        "provider": row.provider,
+        "model": row.model,
+        "items": row.items,
+        "succeeded": row.succeeded,
+        "success_rate": _rate(row.success_rate),
+        "attempts": row.attempts,
+        "input_tokens": row.input_tokens,
+        "cache_read_tokens": row.cache_read_tokens,
+        "cache_write_tokens": row.cache_write_tokens,
+        "output_tokens": row.output_tokens,
+        "cost_usd": money(row.costs.cost),
+        "cost_per_success_usd": money(row.cost_per_success),
+        "savings": _costs_json(row.costs),
+    }
+
+
+def _run_json(run: RunInfo) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "job": run.job_name,
+        "status": run.status,
+        "in_flight": run.in_flight,
+        "created_at": _when(run),
+        "items": run.items,
+        "succeeded": run.succeeded,
+        "unfinished": run.unfinished,
+        "cost_usd": money(run.costs.cost),
+        "baseline_usd": money(run.costs.baseline),
+        "saved_usd": money(run.costs.saved),
+    }
+
+
+def _group_json(group: CacheGroupRow) -> dict[str, Any]:
+    return {
+        "cache_group": group.cache_group,
+        "provider": group.provider,
+        "model": group.model,
+        "attempts": group.attempts,
+        "prefix_tokens": group.prefix_tokens,
+        "cacheable_tokens": group.cacheable_tokens,
+        "cache_read_tokens": group.cache_read_tokens,
+        "efficiency": _rate(group.efficiency),
+    }
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    """The report as plain data (money as exact strings): what `--format json` prints."""
+    return {
+        "title": report.title(),
+        "in_flight": bool(report.in_flight),
+        "warnings": report.warnings(),
+        "runs": [_run_json(r) for r in report.runs],
+        "tiers": [_tier_json(r) for r in report.tiers],
+        "total": _tier_json(report.total),
+        "savings": _costs_json(report.total.costs),
+        "cache_groups": [_group_json(g) for g in report.cache_groups],
+    }
+
+
+# ----------------------------------------------------------------------------- CSV
+
+CSV_COLUMNS = (
+    "section",
+    "run",
+    "job",
+    "status",
+    "created_at",
+    "tier",
+    "provider",
+    "model",
+    "cache_group",
+    "items",
+    "succeeded",
+    "success_rate",
+    "attempts",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "cost_usd",
+    "cost_per_success_usd",
+    "baseline_usd",
+    "routing_usd",
+    "caching_usd",
+    "batch_usd",
+    "saved_usd",
+    "effective_discount",
+    "prefix_tokens",
+    "cacheable_tokens",
+    "cache_efficiency",
+)
+
+
+def _csv_rows(report: Report) -> list[dict[str, Any]]:
+    """One long table: a `section` column says whether a row is a run, a tier, the total or
+    a cache group, so one CSV carries the whole report."""
+    rows: list[dict[str, Any]] = []
+    for run in report.runs:
+        data = _run_json(run)
+        rows.append({"section": "run", "run": run.id, "job": run.job_name, **data})
+    for row in [*report.tiers, report.total]:
+        data = _tier_json(row)
+        data.update(data.pop("savings"))
+        section = "total" if row is report.total else "tier"
+        rows.append({"section": section, **data, "tier": "" if section == "total" else row.tier})
+    for group in report.cache_groups:
+        data = _group_json(group)
+        data["cache_efficiency"] = data.pop("efficiency")
+        rows.append({"section": "cache_group", **data})
+    return rows
+
+
+def render_csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(_csv_rows(report))
+    return out.getvalue()
+
+
+# ----------------------------------------------------------------------------- table, md
+
+Section = tuple[str, Sequence[str], list[list[str]]]  # title, columns, rows of cells
+
+
+def _tier_cells(row: TierRow) -> list[str]:
+    return [
+        row.tier,
+        f"{row.provider}:{row.model}" if row.provider else "",
+        f"{row.items:,}",
+        f"{row.succeeded:,}",
+        show_pct(row.success_rate),
+        f"{row.attempts:,}",
+        f"{row.input_tokens:,}",
+        f"{row.cache_read_tokens:,}",
+        f"{row.cache_write_tokens:,}",
+        f"{row.output_tokens:,}",
+        show_usd(row.costs.cost),
+        show_usd(row.cost_per_success),
+        show_usd(row.costs.baseline),
+    ]
+
+
+def report_sections(report: Report) -> list[Section]:
+    runs = (
+        "Runs",
+        ("run", "job", "created", "status", "items", "succeeded", "cost", "baseline", "saved"),
+        [
+            [
+                str(r.id),
+                r.job_name,
+                _when(r) or "",
+                r.status + (" (in flight)" * r.in_flight),
+                f"{r.items:,}",
+                f"{r.succeeded:,}",
+                show_usd(r.costs.cost),
+                show_usd(r.costs.baseline),
+                show_usd(r.costs.saved),
+            ]
+            for r in report.runs
+        ],
+    )
+    tiers = (
+        "By tier",
+        (
+            "tier",
+            "model",
+            "items",
+            "succeeded",
+            "success",
+            "attempts",
+            "input tok",
+            "cache read tok",
+            "cache write tok",
+            "output tok",
+            "cost",
+            "cost/success",
+            "baseline",
+        ),
+        [_tier_cells(r) for r in [*report.tiers, report.total]],
+    )
+    c = report.total.costs
+    savings = (
+        "Savings vs baseline (same tokens on the frontier model, standard rates, no cache)",
+        ("", "amount"),
+        [
+            ["baseline", show_usd(c.baseline)],
+            ["saved by routing", show_usd(c.routing)],
+            ["saved by caching", show_usd(c.caching)],
+            ["saved by batch discount", show_usd(c.batch)],
+            ["total saved", show_usd(c.saved)],
+            ["paid", show_usd(c.cost)],
+            ["effective discount", show_pct(c.discount)],
+        ],
+    )
+    cache = (
+        "Cache efficiency (share of cacheable prefix tokens billed as cache reads)",
+        (
+            "cache group",
+            "model",
+            "attempts",
+            "prefix tok",
+            "cacheable tok",
+            "cache read tok",
+            "efficiency",
+        ),
+        [
+            [
+                g.cache_group,
+                f"{g.provider}:{g.model}",
+                f"{g.attempts:,}",
+                f"{g.prefix_tokens:,}",
+                f"{g.cacheable_tokens:,}",
+                f"{g.cache_read_tokens:,}",
+                show_pct(g.efficiency),
+            ]
+            for g in report.cache_groups
+        ],
+    )
+    return [runs, tiers, savings, cache]
+
+
+def render_table(report: Report) -> str:
+    out = io.StringIO()
+    console = Console(file=out, width=TABLE_WIDTH, color_system=None, soft_wrap=False)
+    console.print(report.title())
+    for line in report.warnings():
+        console.print(f"WARNING: {line}")
+    for title, columns, rows in report_sections(report):
+        table = Table(title=title, title_justify="left")
+        for n, column in enumerate(columns):
+            table.add_column(column, justify="right" if _numeric(rows, n) else "left")
+        for row in rows or [["(none)"] + [""] * (len(columns) - 1)]:
+            table.add_row(*row)
+        console.print(table)
+    # rich pads titles to the console width; trailing blanks only get in the way
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
+
+
+def _numeric(rows: list[list[str]], n: int) -> bool:
+    """Right-align a column whose every cell is a number, an amount or a percentage."""
+    return bool(rows) and all(NUMERIC.match(row[n]) for row in rows)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_md(report: Report) -> str:
+    lines = [f"# {report.title()}", ""]
+    for line in report.warnings():
+        lines += [f"> **Warning:** {line}", ""]
+    for title, columns, rows in report_sections(report):
+        lines += [f"## {title}", ""]
+        if not rows:
+            lines += ["(none)", ""]
+            continue
+        lines.append("| " + " | ".join(columns) + " |")
+        align = ["---:" if _numeric(rows, n) else "---" for n in range(len(columns))]
+        lines.append("|" + "|".join(align) + "|")
+        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_report(report: Report, fmt: str = "table") -> str:
+    """`report` as text in `fmt`: table, json, csv, md or html. Raises UsageError otherwise."""
+    if fmt == "table":
+        return render_table(report)
+    if fmt == "json":
+        return to_json(report_dict(report)) + "\n"
+    if fmt == "csv":
+        return render_csv(report)
+    if fmt == "md":
+        return render_md(report)
+    if fmt == "html":
+        from batcher.report_html import render_html
+
+        return render_html(report)
+    raise UsageError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -1,0 +1,474 @@
+"""Cost and quality reports from the reconciled database: what was spent, saved and answered.
+
+Every figure is summed in SQL from the attempt rows, in whole picodollars, so it is exact and
+the same each time a run is reported. The savings against the baseline (the same tokens on the
+job's frontier model, standard rates, no cache) split into three parts that add up to the
+total difference by construction:
+
+    routing  = baseline - uncached   (cheaper tiers instead of the frontier model)
+    caching  = uncached - standard   (prompt-cache prices on the same model)
+    batch    = standard - cost       (the Batch API discount)
+
+`check_report` adds the parts back and compares the per-tier rows with totals summed
+separately, so a report that does not add up raises instead of being shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batcher.errors import BatcherError, UsageError
+from batcher.money import to_usd
+from batcher.states import ITEM_TERMINAL, RUN_TERMINAL, ItemStatus
+from batcher.store.models import TABLES
+from batcher.tokens import count_tokens
+
+FORMATS = ("table", "json", "csv", "md", "html")
+PICO = Decimal(1).scaleb(-12)
+
+
+class ReportMismatch(BatcherError):
+    """The parts of a report do not add up to its totals: the database is inconsistent."""
+
+
+def usd(pusd: int) -> Decimal:
+    """Exact dollars with twelve decimals (fixed point, never scientific notation)."""
+    return to_usd(pusd).quantize(PICO)
+
+
+def ratio(part: int, whole: int) -> Decimal | None:
+    """part / whole rounded to six decimals, or None when there is no whole."""
+    if not whole:
+        return None
+    return (Decimal(part) / Decimal(whole)).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Sums of the four cost columns of a set of attempts, in picodollars."""
+
+    cost: int = 0
+    standard: int = 0
+    uncached: int = 0
+    baseline: int = 0
+
+    @property
+    def routing(self) -> int:
+        return self.baseline - self.uncached
+
+    @property
+    def caching(self) -> int:
+        return self.uncached - self.standard
+
+    @property
+    def batch(self) -> int:
+        return self.standard - self.cost
+
+    @property
+    def saved(self) -> int:
+        return self.baseline - self.cost
+
+    @property
+    def discount(self) -> Decimal | None:
+        """The effective discount: share of the baseline that was not paid."""
+        return ratio(self.saved, self.baseline)
+
+    def __add__(self, other: Costs) -> Costs:
+        return Costs(
+            self.cost + other.cost,
+            self.standard + other.standard,
+            self.uncached + other.uncached,
+            self.baseline + other.baseline,
+        )
+
+
+@dataclass
+class TierRow:
+    """Attempts at one (tier, provider, model), or the whole report when tier is "TOTAL".
+
+    `items` counts the distinct items attempted there; `succeeded` the items whose final,
+    successful attempt was there, so cost per success is what the tier spent per answer it
+    delivered (including attempts that failed and escalated elsewhere).
+    """
+
+    tier: str
+    provider: str
+    model: str
+    items: int = 0
+    succeeded: int = 0
+    attempts: int = 0
+    input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    costs: Costs = field(default_factory=Costs)
+
+    @property
+    def success_rate(self) -> Decimal | None:
+        return ratio(self.succeeded, self.items)
+
+    @property
+    def cost_per_success(self) -> int | None:
+        """Picodollars per successful item, rounded half-even; None without a success."""
+        if not self.succeeded:
+            return None
+        q, r = divmod(self.costs.cost, self.succeeded)
+        # half-even rounding of an integer quotient, without floats
+        if 2 * r > self.succeeded or (2 * r == self.succeeded and q % 2):
+            q += 1
+        return q
+
+
+@dataclass
+class CacheGroupRow:
+    """Prompt-cache use of one cache group on one model."""
+
+    cache_group: str
+    provider: str
+    model: str
+    attempts: int  # answered attempts (those that reported usage)
+    prefix_tokens: int  # tokens of the group's system prompt
+    cacheable_tokens: int  # prefix tokens summed over those attempts
+    cache_read_tokens: int
+
+    @property
+    def efficiency(self) -> Decimal | None:
+        """Share of cacheable prefix tokens billed as cache reads.
+
+        Capped at 1: a provider may count a few framing tokens into the cached prefix.
+        """
+        rate = ratio(min(self.cache_read_tokens, self.cacheable_tokens), self.cacheable_tokens)
+        return rate
+
+
+@dataclass
+class RunInfo:
+    """One run in the report, with its own totals (for the per-run chart)."""
+
+    id: int
+    job_name: str
+    status: str
+    created_at: datetime | None
+    finished_at: datetime | None
+    items: int
+    succeeded: int
+    unfinished: int  # items not yet in a terminal status
+    costs: Costs
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status not in RUN_TERMINAL or self.unfinished > 0
+
+
+@dataclass
+class Report:
+    """Everything a report shows; `render_report` turns it into table, json, csv, md or html."""
+
+    runs: list[RunInfo]
+    tiers: list[TierRow]
+    total: TierRow
+    cache_groups: list[CacheGroupRow]
+
+    @property
+    def in_flight(self) -> list[RunInfo]:
+        return [r for r in self.runs if r.in_flight]
+
+    def title(self) -> str:
+        if len(self.runs) == 1:
+            run = self.runs[0]
+            return f"Run {run.id} ({run.job_name})"
+        jobs = sorted({r.job_name for r in self.runs})
+        return f"{len(self.runs)} runs of {', '.join(jobs)}"
+
+    def warnings(self) -> list[str]:
+        """One line a run still in flight: its figures are not final."""
+        return [
+            f"Run {r.id} is still in flight (status {r.status}, {r.unfinished} of {r.items} "
+            "items unfinished): these figures will change."
+            for r in self.in_flight
+        ]
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """SQLite gives naive datetimes back; they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO date or date-time (UTC unless it says otherwise); raises UsageError."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM"
+        ) from None
+    return _as_utc(when)
+
+
+def select_runs(
+    db: Engine,
+    run_id: int | None = None,
+    *,
+    job: str | None = None,
+    since: datetime | None = None,
+) -> list[int]:
+    """Ids of the runs to report, oldest first: RUN itself, else the runs of `job` created
+    at or after `since` (either filter alone works), else the latest run.
+
+    Raises UsageError when nothing matches.
+    """
+    run = TABLES["run"]
+    query = sa.select(run.c.id).order_by(run.c.created_at, run.c.id)
+    if run_id is not None:
+        query = query.where(run.c.id == run_id)
+    if job is not None:
+        query = query.where(run.c.job_name == job)
+    if since is not None:
+        query = query.where(run.c.created_at >= since)
+    if run_id is None and job is None and since is None:
+        query = sa.select(run.c.id).order_by(run.c.id.desc()).limit(1)
+    with db.connect() as conn:
+        ids = list(conn.execute(query).scalars())
+    if ids:
+        return sorted(ids) if run_id is None and job is None and since is None else ids
+    if run_id is not None:
+        raise UsageError(f"run {run_id} not found: `batcher status` lists the runs")
+    wanted = " ".join(
+        part
+        for part in (f"--job {job}" if job else "", f"--since {since:%Y-%m-%d}" if since else "")
+        if part
+    )
+    if wanted:
+        raise UsageError(f"no run matches {wanted}: widen the filter or check the job's name")
+    raise UsageError("no runs yet: start one with `batcher run JOB`")
+
+
+# ----------------------------------------------------------------------------- queries
+
+
+def _int(value) -> int:  # noqa: ANN001 - PostgreSQL sums bigints to Decimal, SQLite to int
+    return int(value or 0)
+
+
+def _sums(a: sa.Table) -> list[sa.ColumnElement]:
+    total = sa.func.coalesce
+    return [
+        sa.func.count().label("attempts"),
+        total(sa.func.sum(a.c.input_tokens), 0).label("input_tokens"),
+        total(sa.func.sum(a.c.cache_read_tokens), 0).label("cache_read_tokens"),
+        total(sa.func.sum(a.c.cache_write_5m_tokens + a.c.cache_write_1h_tokens), 0).label(
+            "cache_write_tokens"
+        ),
+        total(sa.func.sum(a.c.output_tokens), 0).label("output_tokens"),
+        total(sa.func.sum(a.c.cost_pusd), 0).label("cost"),
+        total(sa.func.sum(a.c.standard_pusd), 0).label("standard"),
+        total(sa.func.sum(a.c.uncached_pusd), 0).label("uncached"),
+        total(sa.func.sum(a.c.baseline_pusd), 0).label("baseline"),
+    ]
+
+
+def _fill(row: TierRow, sums: sa.Row) -> TierRow:
+    row.attempts = _int(sums.attempts)
+    row.input_tokens = _int(sums.input_tokens)
+    row.cache_read_tokens = _int(sums.cache_read_tokens)
+    row.cache_write_tokens = _int(sums.cache_write_tokens)
+    row.output_tokens = _int(sums.output_tokens)
+    row.costs = _costs(sums)
+    return row
+
+
+def _costs(sums: sa.Row) -> Costs:
+    m = sums._mapping
+    return Costs(_int(m["cost"]), _int(m["standard"]), _int(m["uncached"]), _int(m["baseline"]))
+
+
+def _tier_order(conn: Connection, run_ids: list[int]) -> list[str]:
+    """Tiers in the order of the latest run's spec (cheapest first, as the user wrote them)."""
+    run = TABLES["run"]
+    snapshot = conn.execute(sa.select(run.c.spec_json).where(run.c.id == max(run_ids))).scalar_one()
+    try:
+        return list(orjson.loads(snapshot).get("tiers", {}))
+    except (orjson.JSONDecodeError, AttributeError):
+        return []
+
+
+def _tier_rows(conn: Connection, run_ids: list[int]) -> list[TierRow]:
+    a, i = TABLES["attempt"], TABLES["item"]
+    keys = (a.c.tier, a.c.provider, a.c.model)
+    rows: dict[tuple[str, str, str], TierRow] = {}
+    grouped = conn.execute(
+        sa.select(*keys, sa.func.count(sa.distinct(a.c.item_id)).label("items"), *_sums(a))
+        .where(a.c.run_id.in_(run_ids))
+        .group_by(*keys)
+    )
+    for sums in grouped:
+        key = (sums.tier, sums.provider, sums.model)
+        rows[key] = _fill(TierRow(*key, items=_int(sums.items)), sums)
+    wins = conn.execute(
+        sa.select(*keys, sa.func.count().label("n"))
+        .select_from(i.join(a, a.c.id == i.c.final_attempt_id))
+        .where(i.c.run_id.in_(run_ids), i.c.status == ItemStatus.SUCCEEDED.value)
+        .group_by(*keys)
+    )
+    for win in wins:
+        rows[(win.tier, win.provider, win.model)].succeeded = _int(win.n)
+    order = {tier: n for n, tier in enumerate(_tier_order(conn, run_ids))}
+    return sorted(rows.values(), key=lambda r: (order.get(r.tier, len(order)), r.tier, r.model))
+
+
+def _total_row(conn: Connection, run_ids: list[int]) -> TierRow:
+    a, i = TABLES["attempt"], TABLES["item"]
+    total = _fill(
+        TierRow("TOTAL", "", ""),
+        conn.execute(sa.select(*_sums(a)).where(a.c.run_id.in_(run_ids))).one(),
+    )
+    counts = conn.execute(
+        sa.select(
+            sa.func.count().label("items"),
+            sa.func.coalesce(
+                sa.func.sum(sa.case((i.c.status == ItemStatus.SUCCEEDED.value, 1), else_=0)), 0
+            ).label("succeeded"),
+        ).where(i.c.run_id.in_(run_ids))
+    ).one()
+    total.items, total.succeeded = _int(counts.items), _int(counts.succeeded)
+    return total
+
+
+def _runs(conn: Connection, run_ids: list[int]) -> list[RunInfo]:
+    run, i, a = TABLES["run"], TABLES["item"], TABLES["attempt"]
+    status_counts: dict[int, dict[str, int]] = {}
+    for row in conn.execute(
+        sa.select(i.c.run_id, i.c.status, sa.func.count().label("n"))
+        .where(i.c.run_id.in_(run_ids))
+        .group_by(i.c.run_id, i.c.status)
+    ):
+        status_counts.setdefault(row.run_id, {})[row.status] = _int(row.n)
+    costs: dict[int, Costs] = {}
+    for row in conn.execute(
+        sa.select(a.c.run_id, *_sums(a)).where(a.c.run_id.in_(run_ids)).group_by(a.c.run_id)
+    ):
+        costs[row.run_id] = _costs(row)
+    infos = []
+    for row in conn.execute(
+        sa.select(run).where(run.c.id.in_(run_ids)).order_by(run.c.created_at, run.c.id)
+    ):
+        counts = status_counts.get(row.id, {})
+        terminal = {str(s) for s in ITEM_TERMINAL}
+        infos.append(
+            RunInfo(
+                id=row.id,
+                job_name=row.job_name,
+                status=row.status,
+                created_at=_as_utc(row.created_at),
+                finished_at=_as_utc(row.finished_at),
+                items=sum(counts.values()),
+                succeeded=counts.get(ItemStatus.SUCCEEDED.value, 0),
+                unfinished=sum(n for s, n in counts.items() if s not in terminal),
+                costs=costs.get(row.id, Costs()),
+            )
+        )
+    return infos
+
+
+def _cache_groups(conn: Connection, run_ids: list[int]) -> list[CacheGroupRow]:
+    a, i, p = TABLES["attempt"], TABLES["item"], TABLES["prompt"]
+    keys = (i.c.cache_group, a.c.provider, a.c.model, p.c.text)
+    rows: dict[tuple[str, str, str], CacheGroupRow] = {}
+    query = (
+        sa.select(
+            *keys,
+            sa.func.count().label("attempts"),
+            sa.func.coalesce(sa.func.sum(a.c.cache_read_tokens), 0).label("read"),
+        )
+        .select_from(a.join(i, i.c.id == a.c.item_id).join(p, p.c.hash == i.c.system_hash))
+        # only answered attempts: an error that never ran had no chance to read the cache
+        .where(a.c.run_id.in_(run_ids), i.c.cache_group.is_not(None), a.c.input_tokens > 0)
+        .group_by(*keys)
+    )
+    for row in conn.execute(query):
+        key = (row.cache_group, row.provider, row.model)
+        prefix = count_tokens(row.text)
+        n = _int(row.attempts)
+        group = rows.setdefault(key, CacheGroupRow(*key, 0, prefix, 0, 0))
+        group.attempts += n
+        group.cacheable_tokens += n * prefix
+        group.cache_read_tokens += _int(row.read)
+        group.prefix_tokens = max(group.prefix_tokens, prefix)
+    return [rows[k] for k in sorted(rows)]
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def check_report(report: Report) -> None:
+    """Raise ReportMismatch unless the savings parts add up to the total difference and the
+    per-tier rows add up to the totals summed separately from the attempts."""
+    t = report.total
+    parts = t.costs.routing + t.costs.caching + t.costs.batch
+    if parts != t.costs.saved:
+        raise ReportMismatch(
+            f"savings parts add up to {parts} pusd, not the total difference {t.costs.saved}"
+        )
+    summed = Costs()
+    for row in report.tiers:
+        summed = summed + row.costs
+    if summed != t.costs:
+        raise ReportMismatch(f"per-tier costs {summed} differ from the totals {t.costs}")
+    for name in (
+        "attempts",
+        "input_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+    ):
+        by_tier = sum(getattr(row, name) for row in report.tiers)
+        if by_tier != getattr(t, name):
+            raise ReportMismatch(f"per-tier {name} add up to {by_tier}, not {getattr(t, name)}")
+    wins = sum(row.succeeded for row in report.tiers)
+    if wins > t.succeeded:
+        raise ReportMismatch(f"tiers report {wins} successes, the items only {t.succeeded}")
+
+
+def build_report(db: Engine, run_ids: list[int]) -> Report:
+    """The report over `run_ids` (see `select_runs`), checked with `check_report`.
+
+    Reads in one transaction so the parts come from the same snapshot as the totals even
+    while the engine is reconciling (SQLite WAL / PostgreSQL repeatable read).
+    """
+    if not run_ids:
+        raise UsageError("no runs to report")
+    with db.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN")  # pysqlite defers BEGIN to the first write
+            report = Report(
+                runs=_runs(conn, run_ids),
+                tiers=_tier_rows(conn, run_ids),
+                total=_total_row(conn, run_ids),
+                cache_groups=_cache_groups(conn, run_ids),
+            )
+    check_report(report)
+    return report
+
+
+def render_run_report(db: Engine, run_id: int, fmt: str = "table") -> str:
+    """The report of one run as text in `fmt` (table, json, csv, md or html).
+
+    What `batcher run` prints at the end. Raises UsageError for an unknown run or format.
+    """
+    from batcher.report_render import render_report
+
+    return render_report(build_report(db, select_runs(db, run_id)), fmt)
