@@ -72,3 +72,4 @@ def main() -> None:
 from batcher.cli import ingest as _ingest  # noqa: E402, F401
 from batcher.cli import sandbox as _sandbox  # noqa: E402, F401
 from batcher.cli import run as _run  # noqa: E402, F401
+from batcher.cli import schedule as _schedule  # noqa: E402, F401

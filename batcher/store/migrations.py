@@ -152,8 +152,33 @@ def m003_attempt_batch_custom_id(op: Operations) -> None:
     op.create_index("ux_attempt_batch_custom_id", "attempt", ["batch_id", "custom_id"], unique=True)
 
 
+def m004_schedule_firing(op: Operations) -> None:
+    """What each firing of a schedule did: one row per input it worked on (or per failure
+    before any input), claimed by (schedule, fire time, input hash) so two scheduler
+    processes sharing a database never both start the same input for the same fire time."""
+    op.create_table(
+        "schedule_firing",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("schedule_name", sa.String, nullable=False),
+        sa.Column("scheduled_for", TZ, nullable=False),
+        sa.Column("fired_at", TZ, nullable=False),
+        sa.Column("finished_at", TZ),
+        sa.Column("input_path", sa.String),
+        sa.Column("input_sha256", sa.String, nullable=False),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("run.id")),
+        sa.Column("outcome", sa.String),
+        sa.Column("error", sa.String),
+        sa.UniqueConstraint(
+            "schedule_name", "scheduled_for", "input_sha256", name="uq_schedule_firing_claim"
+        ),
+    )
+    op.create_index("ix_schedule_firing_schedule_name", "schedule_firing", ["schedule_name"])
+    op.create_index("ix_schedule_firing_run_id", "schedule_firing", ["run_id"])
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
     ("m003_attempt_batch_custom_id", m003_attempt_batch_custom_id),
+    ("m004_schedule_firing", m004_schedule_firing),
 ]

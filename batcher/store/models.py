@@ -148,10 +148,36 @@ class Batch(SQLModel, table=True):
     reconciled_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 
+class ScheduleFiring(SQLModel, table=True):
+    """What one firing of a schedule did with one input. `outcome` stays NULL while the firing
+    works on it; it is written once, at the end (see batcher.firing.Outcome)."""
+
+    __tablename__ = "schedule_firing"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "schedule_name", "scheduled_for", "input_sha256", name="uq_schedule_firing_claim"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    schedule_name: str = Field(index=True)
+    scheduled_for: datetime = Field(  # the fire time it belongs to; the claim's key
+        sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False)
+    )
+    fired_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    input_path: str | None = None
+    input_sha256: str  # "" when the firing failed before it read an input
+    run_id: int | None = Field(default=None, foreign_key="run.id", index=True)
+    outcome: str | None = None
+    error: str | None = None
+
+
 TABLES = {
     "run": Run.__table__,
     "prompt": Prompt.__table__,
     "item": Item.__table__,
     "attempt": Attempt.__table__,
     "batch": Batch.__table__,
+    "schedule_firing": ScheduleFiring.__table__,
 }

@@ -1,0 +1,367 @@
+"""One firing of a schedule: resume its open runs, then start a run per new input, and drive
+each to the end.
+
+A firing first resumes the runs that earlier firings of the schedule left open (a crash, a
+SIGTERM, a failure), so a schedule never has two runs of one input going. Then it resolves the
+input glob, skips inputs whose content (sha256) this job already processed, and starts and
+drives a run for each new one. Each input it works on is claimed by inserting a
+`schedule_firing` row keyed by (schedule, fire time, input sha256): when two scheduler
+processes share a database and both fire the same fire time, the second insert fails and that
+process leaves the input alone. The row's outcome is written once, when the work ends.
+
+`fire` is the function stored in the job store. It reads the scheduler that runs it from a
+thread-local context, and stands alone (opening the store from `db_url`) without one.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from batcher.errors import BatcherError, LeaseHeld
+from batcher.ingest import file_sha256
+from batcher.schedule import Clock, utcnow
+from batcher.spec import JobSpec, load_spec
+from batcher.states import RUN_TERMINAL, RunStatus
+from batcher.store.models import TABLES
+
+log = logging.getLogger("batcher.schedule")
+
+
+class Outcome(StrEnum):
+    COMPLETED = "completed"  # the run ended with every item terminal
+    FAILED = "failed"  # the firing or its run stopped on an error; `error` says why
+    STOPPED = "stopped"  # the scheduler was told to stop; the run resumes on the next firing
+    BUSY = "busy"  # another process drives this run; nothing was done here
+    NO_INPUT = "no_input"  # the input glob matched no file
+    NOTHING_NEW = "nothing_new"  # every matching input was processed already
+    MISSED = "missed"  # the fire time passed longer ago than the grace period (downtime)
+
+
+OK_OUTCOMES = {Outcome.COMPLETED, Outcome.NOTHING_NEW}
+
+
+class Driver(Protocol):
+    """How a firing starts and drives runs: the seam between schedules and the run engine."""
+
+    def start(self, db: Engine, spec: JobSpec, input_path: str, *, schedule_name: str) -> int:
+        """Ingest and plan `input_path` as a new run of `spec`; return its id."""
+
+    def drive(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
+        """Drive the run until every item is terminal or `stop` is set."""
+
+    def resume(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
+        """Continue a run that an earlier process left open, then drive it like `drive`."""
+
+
+class EngineDriver:
+    """The real driver: batcher.engine, with the providers' clients from `clients` or the
+    environment (OPENAI_BASE_URL / ANTHROPIC_BASE_URL and the API keys)."""
+
+    def __init__(self, clients: Any = None, owner: str | None = None):
+        self.clients, self.owner = clients, owner
+
+    def start(self, db: Engine, spec: JobSpec, input_path: str, *, schedule_name: str) -> int:
+        from batcher import engine
+
+        return engine.start_run(db, spec, input_path, schedule_name=schedule_name)
+
+    def drive(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
+        from batcher import engine
+
+        engine.drive_run(db, run_id, clients=self.clients, owner=self.owner, stop=stop)
+
+    def resume(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
+        from batcher import engine
+
+        engine.resume_run(db, run_id, clients=self.clients, owner=self.owner, stop=stop)
+
+
+@dataclass
+class FiringContext:
+    """What a firing needs from the process that runs it."""
+
+    db: Engine
+    driver: Driver
+    stop: threading.Event = field(default_factory=threading.Event)
+    clock: Clock = utcnow
+    scheduled_for: datetime | None = None  # the fire time; None means now (run-now)
+
+
+@dataclass
+class FiringResult:
+    """What a firing did with one input (one `schedule_firing` row, and one log line)."""
+
+    schedule: str
+    outcome: Outcome
+    input_path: str | None = None
+    run_id: int | None = None
+    error: str | None = None
+
+    def log_line(self) -> str:
+        error = f" error={_one_line(self.error)!r}" if self.error else ""
+        return (
+            f"schedule={self.schedule} input={self.input_path or '-'} "
+            f"run={self.run_id or '-'} outcome={self.outcome}{error}"
+        )
+
+
+_local = threading.local()
+
+
+@contextmanager
+def firing_context(ctx: FiringContext) -> Iterator[None]:
+    """Make `fire` called in this thread use `ctx` (the scheduler's database, driver, stop)."""
+    previous = getattr(_local, "ctx", None)
+    _local.ctx = ctx
+    try:
+        yield
+    finally:
+        _local.ctx = previous
+
+
+def fire(
+    schedule_name: str, db_url: str, *, job: str, input: str, reprocess: bool = False
+) -> list[FiringResult]:
+    """The job-store entry point of a schedule: one firing. Never raises for a failed run;
+    every outcome is recorded in `schedule_firing` and logged."""
+    ctx = getattr(_local, "ctx", None)
+    if ctx is None:
+        from batcher.store import open_store
+
+        ctx = FiringContext(db=open_store(db_url), driver=EngineDriver())
+    return Firing(ctx, schedule_name, job, input, reprocess).run()
+
+
+class Firing:
+    """One firing of one schedule at one fire time."""
+
+    def __init__(self, ctx: FiringContext, name: str, job: str, pattern: str, reprocess: bool):
+        self.ctx, self.name, self.job, self.pattern = ctx, name, job, pattern
+        self.reprocess = reprocess
+        self.scheduled_for = ctx.scheduled_for or ctx.clock()
+        self.results: list[FiringResult] = []
+
+    def run(self) -> list[FiringResult]:
+        try:
+            spec = load_spec(self.job)
+        except BatcherError as exc:
+            self._record_without_input(Outcome.FAILED, str(exc))
+            return self.results
+        handled = self._resume_open_runs()
+        if not self.ctx.stop.is_set():
+            self._start_new_runs(spec, handled)
+        return self.results
+
+    def _resume_open_runs(self) -> set[str]:
+        """Resume what earlier firings left open; returns the input hashes they cover."""
+        handled = set()
+        for run in open_runs(self.ctx.db, self.name):
+            handled.add(run.input_sha256)
+            if self.ctx.stop.is_set():
+                break
+            self._work(run.input_path, run.input_sha256, run_id=run.id)
+        return handled
+
+    def _start_new_runs(self, spec: JobSpec, handled: set[str]) -> None:
+        paths = sorted(p for p in glob.glob(self.pattern) if Path(p).is_file())
+        if not paths and not handled:
+            self._record_without_input(Outcome.NO_INPUT, f"no file matches {self.pattern}")
+            return
+        started = skipped = 0
+        for path in paths:
+            if self.ctx.stop.is_set():
+                return
+            sha = file_sha256(path)
+            if sha in handled:  # an open run covers it, or an identical file came earlier
+                continue
+            handled.add(sha)
+            done_by = None if self.reprocess else processed_by(self.ctx.db, spec.name, sha)
+            if done_by is not None:
+                skipped += 1
+                log.info("schedule=%s input=%s skipped: %s", self.name, path, done_by)
+                continue
+            started += 1
+            self._work(path, sha, spec=spec)
+        if started == 0 and skipped and not self.results:
+            self._record_without_input(
+                Outcome.NOTHING_NEW, None, note=f"{skipped} matching input(s) already processed"
+            )
+
+    def _work(
+        self, path: str, sha: str, *, run_id: int | None = None, spec: JobSpec | None = None
+    ) -> None:
+        """Claim one input for this fire time, then resume run `run_id` or start one."""
+        firing_id = self._claim(path, sha, run_id)
+        if firing_id is None:
+            log.info("schedule=%s input=%s claimed by another scheduler", self.name, path)
+            return
+        outcome, error = Outcome.FAILED, None
+        try:
+            if run_id is None:
+                run_id = self.ctx.driver.start(self.ctx.db, spec, path, schedule_name=self.name)
+                self._set_run(firing_id, run_id)
+                self.ctx.driver.drive(self.ctx.db, run_id, stop=self.ctx.stop)
+            else:
+                self.ctx.driver.resume(self.ctx.db, run_id, stop=self.ctx.stop)
+            outcome, error = self._outcome_of(run_id)
+        except LeaseHeld as exc:
+            outcome, error = Outcome.BUSY, str(exc)
+        except BatcherError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - record any failure; the scheduler goes on
+            log.exception("schedule=%s input=%s crashed", self.name, path)
+            error = f"{type(exc).__name__}: {exc}"
+        self._finish(firing_id, FiringResult(self.name, outcome, path, run_id, error))
+
+    def _outcome_of(self, run_id: int) -> tuple[Outcome, str | None]:
+        run = TABLES["run"]
+        with self.ctx.db.connect() as conn:
+            status, error = conn.execute(
+                sa.select(run.c.status, run.c.error).where(run.c.id == run_id)
+            ).one()
+        if status == RunStatus.COMPLETED:
+            return Outcome.COMPLETED, None
+        if self.ctx.stop.is_set() and status not in RUN_TERMINAL:
+            return Outcome.STOPPED, None
+        if status == RunStatus.CANCELLED:
+            return Outcome.FAILED, f"run {run_id} was cancelled"
+        return Outcome.FAILED, error or f"run {run_id} stopped while {status}"
+
+    def _claim(self, path: str | None, sha: str, run_id: int | None) -> int | None:
+        return claim(
+            self.ctx.db, self.name, self.scheduled_for, self.ctx.clock(), path, sha, run_id
+        )
+
+    def _set_run(self, firing_id: int, run_id: int) -> None:
+        table = TABLES["schedule_firing"]
+        with self.ctx.db.begin() as conn:
+            conn.execute(table.update().where(table.c.id == firing_id).values(run_id=run_id))
+
+    def _finish(self, firing_id: int, result: FiringResult, note: str | None = None) -> None:
+        finish(self.ctx.db, firing_id, result, self.ctx.clock(), note)
+        self.results.append(result)
+
+    def _record_without_input(
+        self, outcome: Outcome, error: str | None, note: str | None = None
+    ) -> None:
+        firing_id = self._claim(None, "", None)
+        if firing_id is not None:  # else another scheduler fired this fire time and recorded it
+            self._finish(firing_id, FiringResult(self.name, outcome, error=error), note)
+
+
+def claim(
+    db: Engine,
+    name: str,
+    scheduled_for: datetime,
+    now: datetime,
+    path: str | None,
+    sha: str,
+    run_id: int | None = None,
+) -> int | None:
+    """Insert the `schedule_firing` row for (schedule, fire time, input hash) and return its
+    id, or None when another process inserted it first."""
+    table = TABLES["schedule_firing"]
+    try:
+        with db.begin() as conn:
+            return conn.execute(
+                table.insert()
+                .values(
+                    schedule_name=name,
+                    scheduled_for=scheduled_for,
+                    fired_at=now,
+                    input_path=path,
+                    input_sha256=sha,
+                    run_id=run_id,
+                )  # fmt: skip
+                .returning(table.c.id)
+            ).scalar_one()
+    except sa.exc.IntegrityError:
+        return None
+
+
+def finish(
+    db: Engine, firing_id: int, result: FiringResult, now: datetime, note: str | None = None
+) -> None:
+    """Write the outcome of a claimed firing row (once) and log its line."""
+    table = TABLES["schedule_firing"]
+    with db.begin() as conn:
+        conn.execute(
+            table.update()
+            .where(table.c.id == firing_id, table.c.outcome.is_(None))
+            .values(outcome=result.outcome.value, error=result.error, finished_at=now)
+        )
+    level = logging.INFO if result.outcome in OK_OUTCOMES else logging.WARNING
+    log.log(level, "%s%s", result.log_line(), f" ({note})" if note else "")
+
+
+def record_missed(
+    db: Engine, name: str, scheduled_for: datetime, now: datetime, grace_s: int
+) -> FiringResult | None:
+    """Record that a fire time passed more than the grace period before it could run (the
+    scheduler was down); None when another scheduler recorded it already."""
+    error = (
+        f"fire time {scheduled_for.isoformat(timespec='minutes')} missed by "
+        f"{now - scheduled_for} (grace {grace_s}s); the next fire time runs as usual"
+    )
+    firing_id = claim(db, name, scheduled_for, now, None, "")
+    if firing_id is None:
+        return None
+    result = FiringResult(name, Outcome.MISSED, error=error)
+    finish(db, firing_id, result, now)
+    return result
+
+
+def open_runs(db: Engine, schedule_name: str) -> list[sa.Row]:
+    """Runs started by this schedule that have not ended (failed ones included)."""
+    run = TABLES["run"]
+    with db.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(run.c.id, run.c.input_path, run.c.input_sha256)
+                .where(
+                    run.c.schedule_name == schedule_name,
+                    run.c.status.not_in([s.value for s in RUN_TERMINAL]),
+                )
+                .order_by(run.c.id)
+            )
+        )
+
+
+def processed_by(db: Engine, job_name: str, sha: str) -> str | None:
+    """Why an input with this content needs no new run of this job, or None when it does: a
+    completed run of the job, or an open run of it that another schedule or a person started
+    (this schedule's own open runs are resumed before new inputs are looked at)."""
+    run = TABLES["run"]
+    with db.connect() as conn:
+        row = conn.execute(
+            sa.select(run.c.id, run.c.status)
+            .where(
+                run.c.job_name == job_name,
+                run.c.input_sha256 == sha,
+                run.c.status != RunStatus.CANCELLED.value,
+            )
+            .order_by((run.c.status == RunStatus.COMPLETED.value).desc(), run.c.id.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return None
+    if row.status == RunStatus.COMPLETED:
+        return f"run {row.id} of this job completed the same content"
+    return f"run {row.id} of this job is working on the same content ({row.status})"
+
+
+def _one_line(text: str) -> str:
+    lines = text.strip().splitlines() or [""]
+    return lines[0] + (f" (+{len(lines) - 1} lines)" if len(lines) > 1 else "")
