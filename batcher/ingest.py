@@ -155,6 +155,8 @@ class _Ingest:
     def __init__(self, conn: Connection, spec: JobSpec, run_id: int, annotate: Annotator | None):
         self.conn, self.spec, self.run_id, self.annotate = conn, spec, run_id, annotate
         self.prompts = _PromptStore(conn)
+        self.default_system = spec.defaults.system
+        self.default_key = self.prompts.key(self.default_system)
         self.writer = _ItemWriter(conn)
         # Duplicate ids, exactly: hashes of every stored id (a million strings would not fit
         # the memory target), the ids of the unflushed rows, and the database for the rare
@@ -181,12 +183,8 @@ class _Ingest:
             )
         return None
 
-    def duplicate_of(self, custom_id: str) -> int | None:
-        """Line number of an earlier stored item with this id, or None."""
-        key = hash(custom_id)
-        if key not in self.id_hashes:
-            self.id_hashes.add(key)
-            return None
+    def first_line_of(self, custom_id: str) -> int | None:
+        """Line of an earlier accepted item with this id, or None (a mere hash collision)."""
         first = self.buffered.get(custom_id)
         if first is not None:
             return first
@@ -197,18 +195,28 @@ class _Ingest:
         ).scalar()
 
     def add(self, item: ParsedItem) -> Problem | None:
-        """Buffer the item for insertion, or return the Problem that keeps it out."""
-        reason = self.check_against_spec(item)
-        if reason is None:
-            first = self.duplicate_of(item.custom_id)
+        """Buffer the item for insertion, or return the Problem that keeps it out.
+
+        This runs once per input line: the common case (no tier, model or system_ref of its
+        own, a new id, the job's default system prompt) takes the fewest steps.
+        """
+        if item.tier is not None or item.model is not None or item.system_ref is not None:
+            reason = self.check_against_spec(item)
+            if reason is not None:
+                return Problem(item.line_no, reason, item.raw)
+        custom_id = item.custom_id
+        id_hash = hash(custom_id)
+        if id_hash in self.id_hashes:
+            first = self.first_line_of(custom_id)
             if first is not None:
-                reason = (
-                    f"duplicate id {item.custom_id!r} (first used on line {first}): "
-                    "give every item its own id"
-                )
-        if reason is not None:
-            return Problem(item.line_no, reason, item.raw)
-        system = self.system_text(item)
+                reason = f"duplicate id {custom_id!r} (first used on line {first}): "
+                return Problem(item.line_no, reason + "give every item its own id", item.raw)
+        else:
+            self.id_hashes.add(id_hash)
+        system = item.system
+        if system is None:
+            system = self.spec.prompts[item.system_ref] if item.system_ref else self.default_system
+        system_key = self.default_key if system is self.default_system else self.prompts.key(system)
         tier = reason_text = tokens = None
         if self.annotate is not None:
             tier, reason_text, tokens = self.annotate(item, system)
@@ -217,8 +225,8 @@ class _Ingest:
             (
                 self.run_id,
                 item.line_no,
-                item.custom_id,
-                self.prompts.key(system),
+                custom_id,
+                system_key,
                 dumps(item.request()).decode(),
                 dumps(metadata).decode() if metadata else None,
                 item.model,
@@ -229,18 +237,11 @@ class _Ingest:
                 PENDING,
             )
         )
-        self.buffered[item.custom_id] = item.line_no
+        self.buffered[custom_id] = item.line_no
         self.n_items += 1
         if len(self.rows) >= INSERT_CHUNK:
             self.flush()
         return None
-
-    def system_text(self, item: ParsedItem) -> str | None:
-        if item.system is not None:
-            return item.system
-        if item.system_ref is not None:
-            return self.spec.prompts[item.system_ref]
-        return self.spec.defaults.system
 
     def flush(self) -> None:
         if self.rows:

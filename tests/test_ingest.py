@@ -1,0 +1,358 @@
+"""Storing an input as a run: refusal by default, rejects with --skip-invalid, exact lines.
+
+Runs on SQLite and on PostgreSQL (the `db_url` fixture).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from batcher import ingest as ingest_module
+from batcher.errors import UsageError
+from batcher.ingest import InputError, ingest, prompt_hash
+from batcher.spec import parse_spec
+from batcher.store import TABLES, open_store
+
+SYSTEM = "You label support tickets. Answer with one label."
+
+
+@pytest.fixture
+def spec():
+    return parse_spec(
+        {
+            "name": "labels",
+            "tiers": {
+                "nano": "openai:gpt-5-nano",
+                "mid": "openai:gpt-5-mini",
+                "frontier": "anthropic:claude-sonnet-4-5",
+            },
+            "prompts": {"billing": "You handle billing tickets."},
+            "defaults": {"system": SYSTEM},
+        },
+        "jobs/labels.toml",
+    )
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = open_store(db_url)
+    yield engine
+    engine.dispose()
+
+
+def write(tmp_path: Path, lines: list, name: str = "in.jsonl") -> Path:
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        for line in lines:
+            f.write((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n")
+    return path
+
+
+def rows(engine, table: str) -> list[dict]:
+    with engine.connect() as conn:
+        t = TABLES[table]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(sa.select(t).order_by(t.c[t.primary_key.columns.keys()[0]]))
+        ]
+
+
+def test_items_are_stored_with_their_request_and_prompt_once(engine, spec, tmp_path):
+    path = write(
+        tmp_path,
+        [
+            {"id": "a", "prompt": "Refund please", "metadata": {"queue": "billing"}},
+            {"id": "b", "prompt": "Login fails", "max_tokens": 20, "temperature": 0.5},
+            {"id": "c", "prompt": "Invoice?", "system_ref": "billing", "tier": "nano"},
+            {
+                "id": "d",
+                "prompt": "Hello",
+                "system": "Inline system",
+                "model": "anthropic:claude-haiku-4-5",
+            },
+            {"id": "e", "prompt": "Again", "system": "Inline system"},
+        ],
+    )
+    result = ingest(engine, spec, path)
+    assert (result.n_items, result.n_rejected, result.rejects_path) == (5, 0, None)
+    assert result.input_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    [run] = rows(engine, "run")
+    assert run["id"] == result.run_id
+    assert (run["status"], run["n_items"], run["n_rejected"]) == ("created", 5, 0)
+    assert run["input_sha256"] == result.input_sha256
+    assert run["input_path"] == str(path.resolve())
+    assert run["job_name"] == "labels" and run["spec_path"] == "jobs/labels.toml"
+
+    items = rows(engine, "item")
+    assert [(i["custom_id"], i["line_no"], i["status"]) for i in items] == [
+        ("a", 1, "pending"),
+        ("b", 2, "pending"),
+        ("c", 3, "pending"),
+        ("d", 4, "pending"),
+        ("e", 5, "pending"),
+    ]
+    assert orjson.loads(items[0]["request_json"]) == {
+        "messages": [{"role": "user", "content": "Refund please"}]
+    }
+    assert orjson.loads(items[0]["metadata_json"]) == {"queue": "billing"}
+    assert orjson.loads(items[1]["request_json"]) == {
+        "messages": [{"role": "user", "content": "Login fails"}],
+        "max_tokens": 20,
+        "temperature": 0.5,
+    }
+    assert items[1]["metadata_json"] is None
+    assert (items[2]["explicit_tier"], items[3]["explicit_model"]) == (
+        "nano",
+        "anthropic:claude-haiku-4-5",
+    )
+    assert items[0]["system_hash"] == prompt_hash(SYSTEM)
+    assert items[2]["system_hash"] == prompt_hash("You handle billing tickets.")
+    assert items[3]["system_hash"] == items[4]["system_hash"] == prompt_hash("Inline system")
+    prompts = {p["hash"]: p["text"] for p in rows(engine, "prompt")}
+    assert prompts == {
+        prompt_hash(SYSTEM): SYSTEM,
+        prompt_hash("You handle billing tickets."): "You handle billing tickets.",
+        prompt_hash("Inline system"): "Inline system",
+    }
+
+
+def test_a_second_ingest_reuses_stored_prompts(engine, spec, tmp_path):
+    path = write(tmp_path, [{"prompt": "x"}, {"prompt": "y", "system": "Shared"}])
+    first = ingest(engine, spec, path)
+    second = ingest(engine, spec, path)
+    assert second.run_id != first.run_id
+    assert len(rows(engine, "prompt")) == 2
+    assert len(rows(engine, "item")) == 4
+
+
+BAD_FILE = [
+    {"id": "a", "prompt": "fine"},  # 1
+    b'{"id": "broken", "prompt": ',  # 2 invalid JSON
+    b"[]",  # 3 not an object
+    {"id": "n"},  # 4 no prompt/messages
+    {"prompt": 42},  # 5 wrong type
+    {"id": "a", "prompt": "again"},  # 6 duplicate of line 1
+    b"",  # 7 blank: skipped, still counted
+    b'{"prompt": "\xff"}',  # 8 not UTF-8
+    {"id": "t", "prompt": "x", "tier": "huge"},  # 9 unknown tier
+    {"id": "r", "prompt": "x", "system_ref": "nope"},  # 10 unknown system_ref
+    {"id": "m", "prompt": "x", "model": "mistral:large"},  # 11 unknown provider
+    {"id": "ok2", "prompt": "fine too"},  # 12
+]
+BAD_REASONS = [
+    (2, "invalid JSON: the line ends inside a value"),
+    (3, "expected a JSON object, got an array"),
+    (4, 'no "prompt" or "messages": every item needs one of them'),
+    (5, '"prompt" must be a non-empty string, got a number'),
+    (6, "duplicate id 'a' (first used on line 1): give every item its own id"),
+    (8, "bytes that are not UTF-8 at byte 13: save the file as UTF-8"),
+    (9, "\"tier\" 'huge' is not a tier of the job: use one of nano, mid, frontier"),
+    (10, "\"system_ref\" 'nope' names no prompt of the job: use one of billing"),
+    (11, "\"model\" 'mistral:large': the provider must be one of openai, anthropic"),
+]
+
+
+def test_default_refuses_the_whole_input_and_stores_nothing(engine, spec, tmp_path):
+    path = write(tmp_path, BAD_FILE)
+    with pytest.raises(InputError) as caught:
+        ingest(engine, spec, path)
+    error = caught.value
+    assert error.exit_code == 2
+    assert error.total == len(BAD_REASONS)
+    assert [(p.line_no, p.reason) for p in error.problems] == BAD_REASONS
+    assert str(error).splitlines()[0] == (
+        f"{path}: 9 invalid lines; nothing was stored or submitted. Fix them, or pass "
+        "--skip-invalid to set them aside in a rejects file and go on:"
+    )
+    assert str(error).splitlines()[1:] == [f"  {path}:{n}: {r}" for n, r in BAD_REASONS]
+    assert rows(engine, "run") == [] and rows(engine, "item") == [] and rows(engine, "prompt") == []
+    assert not (Path(ingest_module.state_dir()) / "rejects").exists()
+
+
+def test_refusal_lists_the_first_problems_and_the_total(engine, spec, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "SHOWN_PROBLEMS", 3)
+    path = write(tmp_path, [{"id": i} for i in range(10)] + [{"prompt": "ok"}])
+    with pytest.raises(InputError) as caught:
+        ingest(engine, spec, path)
+    lines = str(caught.value).splitlines()
+    assert lines[0].startswith(f"{path}: 10 invalid lines; nothing was stored")
+    assert lines[1:] == [
+        f'  {path}:1: no "prompt" or "messages": every item needs one of them',
+        f'  {path}:2: no "prompt" or "messages": every item needs one of them',
+        f'  {path}:3: no "prompt" or "messages": every item needs one of them',
+        "  ... and 7 more",
+    ]
+    assert rows(engine, "run") == []
+
+
+def test_skip_invalid_writes_rejects_and_stores_the_rest(engine, spec, tmp_path):
+    path = write(tmp_path, BAD_FILE)
+    rejects = tmp_path / "out" / "rejects.jsonl"
+    result = ingest(engine, spec, path, skip_invalid=True, rejects_path=rejects)
+    assert (result.n_items, result.n_rejected, result.rejects_path) == (2, 9, str(rejects))
+    assert [(i["custom_id"], i["line_no"]) for i in rows(engine, "item")] == [("a", 1), ("ok2", 12)]
+    [run] = rows(engine, "run")
+    assert (run["n_items"], run["n_rejected"]) == (2, 9)
+
+    records = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
+    assert [(r["file"], r["line"], r["reason"]) for r in records] == [
+        (str(path), n, reason) for n, reason in BAD_REASONS
+    ]
+    # each record holds the original line, so the rejects can be fixed and fed again
+    assert records[1]["text"] == "[]\n"
+    assert records[4]["text"] == '{"id":"a","prompt":"again"}\n'
+    assert records[5]["text"] == '{"prompt": "\ufffd"}\n'
+
+
+def test_skip_invalid_default_rejects_path_is_in_the_state_folder(
+    engine, spec, tmp_path, state_dir
+):
+    path = write(tmp_path, [{"prompt": "ok"}, b"nope"])
+    result = ingest(engine, spec, path, skip_invalid=True)
+    expected = state_dir / "rejects" / f"run-{result.run_id}-rejects.jsonl"
+    assert result.rejects_path == str(expected)
+    [record] = [orjson.loads(line) for line in expected.read_bytes().splitlines()]
+    assert record["line"] == 2
+
+
+def test_skip_invalid_without_problems_writes_no_rejects_file(engine, spec, tmp_path, state_dir):
+    result = ingest(engine, spec, write(tmp_path, [{"prompt": "ok"}]), skip_invalid=True)
+    assert result.rejects_path is None
+    assert not (state_dir / "rejects").exists()
+
+
+def test_duplicates_are_found_across_insert_chunks(engine, spec, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "INSERT_CHUNK", 3)  # the first copy is already written
+    lines = [{"id": f"i{n}", "prompt": "p"} for n in range(10)]
+    lines += [{"id": "i1", "prompt": "again"}, {"id": "i8", "prompt": "again"}]
+    with pytest.raises(InputError) as caught:
+        ingest(engine, spec, write(tmp_path, lines))
+    assert [(p.line_no, p.reason) for p in caught.value.problems] == [
+        (11, "duplicate id 'i1' (first used on line 2): give every item its own id"),
+        (12, "duplicate id 'i8' (first used on line 9): give every item its own id"),
+    ]
+
+
+def test_duplicate_detection_is_exact_when_id_hashes_collide(engine, spec, tmp_path, monkeypatch):
+    """Every id hashing alike must not make distinct ids duplicates (nor hide real ones)."""
+    monkeypatch.setattr(ingest_module, "INSERT_CHUNK", 2)
+    monkeypatch.setattr(ingest_module, "hash", lambda _s: 1, raising=False)
+    lines = [{"id": f"i{n}", "prompt": "p"} for n in range(5)] + [{"id": "i3", "prompt": "p"}]
+    with pytest.raises(InputError) as caught:
+        ingest(engine, spec, write(tmp_path, lines))
+    assert [(p.line_no, p.reason) for p in caught.value.problems] == [
+        (6, "duplicate id 'i3' (first used on line 4): give every item its own id")
+    ]
+
+
+def test_an_id_defaulting_to_its_line_number_can_clash(engine, spec, tmp_path):
+    lines = [{"prompt": "first"}, {"id": "1", "prompt": "second"}]
+    with pytest.raises(InputError) as caught:
+        ingest(engine, spec, write(tmp_path, lines))
+    [problem] = caught.value.problems
+    assert (problem.line_no, problem.reason) == (
+        2,
+        "duplicate id '1' (first used on line 1): give every item its own id",
+    )
+
+
+def test_a_rejected_line_does_not_claim_its_id(engine, spec, tmp_path):
+    lines = [{"id": "x", "prompt": "p", "tier": "huge"}, {"id": "x", "prompt": "p"}]
+    result = ingest(engine, spec, write(tmp_path, lines), skip_invalid=True)
+    assert (result.n_items, result.n_rejected) == (1, 1)
+    assert [(i["custom_id"], i["line_no"]) for i in rows(engine, "item")] == [("x", 2)]
+
+
+def test_line_over_the_size_cap(engine, spec, tmp_path):
+    path = write(tmp_path, [{"prompt": "short"}, {"prompt": "x" * 500}, {"prompt": "short"}])
+    with pytest.raises(InputError) as caught:
+        ingest(engine, spec, path, max_line_bytes=200)
+    [problem] = caught.value.problems
+    assert (problem.line_no, problem.reason) == (
+        2,
+        "line longer than the 200-byte cap: shorten the item or raise the cap",
+    )
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_empty_file_is_refused(engine, spec, tmp_path, content):
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as caught:
+        ingest(engine, spec, path)
+    assert str(caught.value) == (
+        f"{path}: the file has no items (it is empty or blank); nothing was stored. "
+        'Give one JSON object a line, e.g. {"id": "1", "prompt": "..."}.'
+    )
+    assert rows(engine, "run") == []
+
+
+def test_every_line_invalid_with_skip_invalid_is_refused(engine, spec, tmp_path):
+    path = write(tmp_path, [b"x", b"y"])
+    rejects = tmp_path / "rej.jsonl"
+    with pytest.raises(InputError) as caught:
+        ingest(engine, spec, path, skip_invalid=True, rejects_path=rejects)
+    assert str(caught.value).splitlines()[0] == (
+        f"{path}: every line is invalid (2 set aside in {rejects}); nothing was stored. "
+        "Fix the input and ingest it again:"
+    )
+    assert len(rejects.read_bytes().splitlines()) == 2
+    assert rows(engine, "run") == []
+
+
+def test_missing_input_file(engine, spec, tmp_path):
+    with pytest.raises(UsageError, match=r"missing\.jsonl: cannot read the input: No such file"):
+        ingest(engine, spec, tmp_path / "missing.jsonl")
+
+
+def test_batch_line_form_is_stored(engine, spec, tmp_path):
+    line = {
+        "custom_id": "req-1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "gpt-5-mini",
+            "messages": [{"role": "system", "content": "Sys"}, {"role": "user", "content": "Q"}],
+            "max_completion_tokens": 30,
+        },
+    }
+    ingest(engine, spec, write(tmp_path, [line]))
+    [item] = rows(engine, "item")
+    assert (item["custom_id"], item["explicit_model"]) == ("req-1", "openai:gpt-5-mini")
+    assert item["system_hash"] == prompt_hash("Sys")
+    assert orjson.loads(item["request_json"]) == {
+        "messages": [{"role": "user", "content": "Q"}],
+        "max_tokens": 30,
+    }
+
+
+def test_annotate_hook_fills_routing_columns(engine, spec, tmp_path):
+    seen = []
+
+    def annotate(item, system):
+        seen.append((item.custom_id, system))
+        return "nano", "rule 0", 12
+
+    ingest(engine, spec, write(tmp_path, [{"id": "a", "prompt": "p"}]), annotate=annotate)
+    [item] = rows(engine, "item")
+    assert (item["tier"], item["route_reason"], item["est_input_tokens"]) == ("nano", "rule 0", 12)
+    assert seen == [("a", SYSTEM)]
+
+
+def test_many_items_in_several_chunks(engine, spec, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "INSERT_CHUNK", 100)
+    lines = [{"id": f"item-{n:05d}", "prompt": f"text {n}"} for n in range(1050)]
+    result = ingest(engine, spec, write(tmp_path, lines))
+    assert result.n_items == 1050
+    with engine.connect() as conn:
+        item = TABLES["item"]
+        count, low, high = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(item.c.line_no), sa.func.max(item.c.line_no))
+        ).one()
+    assert (count, low, high) == (1050, 1, 1050)
