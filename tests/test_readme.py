@@ -51,7 +51,7 @@ def test_command_reference_matches_help(readme_cli):
 
 
 def test_reference_is_what_the_installed_command_prints(readme_cli):
-    # click wraps at the terminal width minus 2, so 82 columns give the reference's 80.
+    # click wraps at min(terminal width, 80) minus 2: a terminal of 80 columns or more.
     env = {**os.environ, "COLUMNS": str(readme_cli.WIDTH + 2)}
     env.pop("BATCHER_DB", None)
     script = Path(sys.executable).parent / "batcher"
