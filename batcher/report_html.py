@@ -20,7 +20,7 @@ BAR_COLORS = {"cost": "#2f6fde", "baseline": "#c7ccd6"}
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2330;
-       margin: 2rem auto; max-width: 1100px; padding: 0 1rem; }
+       margin: 2rem auto; max-width: 1400px; padding: 0 1rem; }
 h1 { font-size: 1.5rem; margin-bottom: .25rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
 .warning { background: #fff4d6; border: 1px solid #e8c35a; padding: .5rem .75rem; }
 .headline { display: flex; gap: 2rem; flex-wrap: wrap; margin: 1rem 0; }
@@ -29,6 +29,7 @@ h1 { font-size: 1.5rem; margin-bottom: .25rem; } h2 { font-size: 1.1rem; margin-
 table { border-collapse: collapse; margin: .5rem 0; }
 th, td { padding: .25rem .6rem; border-bottom: 1px solid #e1e4ea; white-space: nowrap; }
 th { text-align: left; background: #f3f5f9; } td.num, th.num { text-align: right; }
+.scroll { overflow-x: auto; }
 .charts { display: flex; flex-wrap: wrap; gap: 1.5rem; }
 svg.chart { background: #fff; border: 1px solid #e1e4ea; border-radius: 6px; }
 svg.chart text { font: 11px system-ui, sans-serif; fill: #1d2330; }
@@ -140,7 +141,8 @@ def _table(columns: Sequence[str], rows: list[list[str]]) -> str:
         "<tr>" + "".join(f"<td{cls[n]}>{escape(c)}</td>" for n, c in enumerate(r)) + "</tr>"
         for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'
 
 
 def _headline(report: Report) -> str:
