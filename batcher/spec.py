@@ -10,10 +10,18 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from batcher.errors import SpecError, UsageError
 
@@ -27,6 +35,27 @@ LOW_KEYWORDS = [
     "classify", "extract", "format", "convert", "translate", "summarize briefly",
     "yes or no", "list the", "parse",
 ]  # fmt: skip
+
+
+class KeyedError(ValueError):
+    """A problem found across fields, with the key (dotted, as in the TOML) it is about."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+def _check_model_ref(ref: str) -> str:
+    provider, sep, model = ref.partition(":")
+    if not sep or not model or provider not in PROVIDERS:
+        raise ValueError(
+            f"{ref!r}: write PROVIDER:MODEL with PROVIDER one of {', '.join(PROVIDERS)}, "
+            'e.g. "openai:gpt-5-mini"'
+        )
+    return ref
+
+
+ModelRef = Annotated[str, AfterValidator(_check_model_ref)]
 
 
 class _Strict(BaseModel):
@@ -131,7 +160,7 @@ class Schedule(_Strict):
 class JobSpec(_Strict):
     name: str
     description: str = ""
-    tiers: dict[str, str]
+    tiers: dict[str, ModelRef]
     prompts: dict[str, str] = {}  # named system prompts that items select with "system_ref"
     input: str | None = None  # default input file
     defaults: Defaults = Defaults()
@@ -149,29 +178,29 @@ class JobSpec(_Strict):
 
     @field_validator("tiers")
     @classmethod
-    def _tier_models(cls, tiers: dict[str, str]) -> dict[str, str]:
+    def _some_tier(cls, tiers: dict[str, str]) -> dict[str, str]:
         if not tiers:
             raise ValueError('name at least one tier, e.g. nano = "openai:gpt-5-nano"')
-        for tier, ref in tiers.items():
-            split_model_ref(ref, f"tiers.{tier}")
         return tiers
 
     @model_validator(mode="after")
     def _tiers_exist(self) -> JobSpec:
-        known = set(self.tiers)
-        for tier in self.routing.ladder:
-            if tier not in known:
-                raise ValueError(f"routing.ladder names tier {tier!r}, not one of {sorted(known)}")
+        known = ", ".join(self.tiers)
+        for i, tier in enumerate(self.routing.ladder):
+            if tier not in self.tiers:
+                raise KeyedError(f"routing.ladder[{i}]", f"{tier!r} is not a tier: use {known}")
         for i, rule in enumerate(self.routing.rules):
-            if rule.tier not in known:
-                raise ValueError(
-                    f"routing.rules[{i}].tier {rule.tier!r} is not one of {sorted(known)}"
-                )
+            if rule.tier not in self.tiers:
+                key = f"routing.rules[{i}].tier"
+                raise KeyedError(key, f"{rule.tier!r} is not a tier: use {known}")
         classifier = self.routing.classifier
-        if classifier.startswith("fixed:") and classifier[6:] not in known:
-            raise ValueError(f"routing.classifier {classifier!r} names no tier of {sorted(known)}")
+        if classifier.startswith("fixed:") and classifier[6:] not in self.tiers:
+            problem = f"{classifier!r} names no tier: use fixed:TIER with TIER one of {known}"
+            raise KeyedError("routing.classifier", problem)
         if classifier != "heuristic" and not classifier.startswith("fixed:"):
-            raise ValueError(f'routing.classifier {classifier!r}: use "heuristic" or "fixed:TIER"')
+            raise KeyedError(
+                "routing.classifier", f'{classifier!r}: use "heuristic" or "fixed:TIER"'
+            )
         return self
 
     @property
@@ -246,14 +275,55 @@ def _key_of(error: dict[str, Any]) -> str:
 
 def parse_spec(data: dict[str, Any], path: str = "<spec>") -> JobSpec:
     """Validate an already-parsed spec mapping; SpecError on the first problem."""
+    if "path" in data:
+        raise SpecError(path, "path", _unknown_key_message(("path",)))
     try:
         return JobSpec.model_validate({**data, "path": path})
     except ValidationError as exc:
         first = exc.errors()[0]
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, KeyedError):
+            raise SpecError(path, cause.key, cause.problem) from None
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see jobs/example.toml)"
+            message = _unknown_key_message(first["loc"])
+        elif first["type"] == "missing":
+            message = "required key is missing: add it"
         raise SpecError(path, _key_of(first), message) from None
+
+
+def _section_model(loc: tuple) -> type[BaseModel] | None:
+    """The model whose keys are allowed at `loc` (the section holding the bad key)."""
+    model: type[BaseModel] = JobSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        found = _model_in(field.annotation)
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key_message(loc: tuple) -> str:
+    model = _section_model(loc)
+    if model is None:
+        return "unknown key: check the spelling (see jobs/example.toml)"
+    allowed = [field.alias or name for name, field in model.model_fields.items() if name != "path"]
+    return f"unknown key: check the spelling; allowed here: {', '.join(allowed)}"
 
 
 def load_spec(path: str | Path) -> JobSpec:
