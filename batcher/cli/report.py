@@ -15,7 +15,9 @@ from batcher.errors import UsageError
 @click.option(
     "--job", metavar="NAME", help="Report every run of this job (with --since: from then)."
 )
-@click.option("--since", metavar="DATE", help="Only runs created on or after DATE (YYYY-MM-DD).")
+@click.option(
+    "--since", metavar="DATE", help="Only runs created on or after DATE, e.g. 2026-11-01."
+)
 @click.option(
     "--format",
     "fmt",
