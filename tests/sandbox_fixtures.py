@@ -1,4 +1,8 @@
-"""Fixtures and helpers for the sandbox tests: a served sandbox and the real SDKs pointed at it."""
+"""Fixtures and helpers for the sandbox tests: a served sandbox and the real SDKs pointed at it.
+
+Test modules import the `*_fixture` functions; pytest knows them by their short names
+(`sandbox`, `oai`, `ant`), so test arguments do not shadow an import.
+"""
 
 from __future__ import annotations
 
@@ -14,26 +18,26 @@ from batcher.sandbox import Sandbox, start_sandbox
 CHAT = "/v1/chat/completions"
 
 
-@pytest.fixture(scope="module")
-def served() -> Sandbox:
+@pytest.fixture(scope="module", name="served")
+def served_fixture() -> Sandbox:
     with start_sandbox(speed=4.0) as sandbox:  # 4x clock keeps the suite quick
         yield sandbox
 
 
-@pytest.fixture
-def sandbox(served: Sandbox) -> Sandbox:
+@pytest.fixture(name="sandbox")
+def sandbox_fixture(served: Sandbox) -> Sandbox:
     """A module-wide server, reset before each test (faults, clock, state back to start)."""
     served.reset()
     return served
 
 
-@pytest.fixture
-def oai(sandbox: Sandbox) -> openai.OpenAI:
+@pytest.fixture(name="oai")
+def oai_fixture(sandbox: Sandbox) -> openai.OpenAI:
     return openai.OpenAI(base_url=sandbox.openai_base_url, api_key="sk-test", max_retries=2)
 
 
-@pytest.fixture
-def ant(sandbox: Sandbox) -> anthropic.Anthropic:
+@pytest.fixture(name="ant")
+def ant_fixture(sandbox: Sandbox) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=sandbox.anthropic_base_url, api_key="sk-ant-test",
                                max_retries=2)
 

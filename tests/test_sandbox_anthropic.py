@@ -7,11 +7,12 @@ import anthropic
 import httpx
 import pytest
 from sandbox_fixtures import (  # noqa: F401 - fixtures
-    ant,
+    ant_fixture,
     ant_request,
+    oai_fixture,
     results,
-    sandbox,
-    served,
+    sandbox_fixture,
+    served_fixture,
     wait_anthropic,
 )
 

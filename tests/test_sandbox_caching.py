@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from sandbox_fixtures import (  # noqa: F401 - fixtures
-    ant,
+    ant_fixture,
     ant_request,
     chat_line,
-    oai,
+    oai_fixture,
     read_file,
     results,
-    sandbox,
-    served,
+    sandbox_fixture,
+    served_fixture,
     submit,
     wait_anthropic,
     wait_openai,
@@ -19,7 +19,6 @@ from sandbox_fixtures import (  # noqa: F401 - fixtures
 from batcher.tokens import count_tokens
 
 LONG = " ".join(f"Rule {i}: answer carefully and cite clause {i * 7}." for i in range(200))
-
 
 def _usage(oai, lines, **kwargs):
     batch = wait_openai(oai, submit(oai, lines, **kwargs).id)

@@ -10,14 +10,14 @@ import httpx
 import openai
 import pytest
 from sandbox_fixtures import (  # noqa: F401 - fixtures
-    ant,
+    ant_fixture,
     ant_request,
     chat_line,
-    oai,
+    oai_fixture,
     read_file,
     results,
-    sandbox,
-    served,
+    sandbox_fixture,
+    served_fixture,
     submit,
     wait_anthropic,
     wait_openai,

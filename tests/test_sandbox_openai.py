@@ -9,11 +9,12 @@ import openai
 import pytest
 from sandbox_fixtures import (  # noqa: F401 - fixtures
     CHAT,
+    ant_fixture,
     chat_line,
-    oai,
+    oai_fixture,
     read_file,
-    sandbox,
-    served,
+    sandbox_fixture,
+    served_fixture,
     submit,
     wait_openai,
 )

@@ -80,7 +80,8 @@ def test_last_user_message_is_what_matches(replay_box):
     request["params"]["messages"] = [
         {"role": "user", "content": "Name the capital of France."},
         {"role": "assistant", "content": "Paris."},
-        {"role": "user", "content": [{"type": "text", "text": "Give the chemical symbol for gold."}]}]
+        {"role": "user",
+         "content": [{"type": "text", "text": "Give the chemical symbol for gold."}]}]
     batch = client.messages.batches.create(requests=[request])
     wait_anthropic(client, batch.id)
     assert results(client, batch.id)["multi"].message.content[0].text == "Au"

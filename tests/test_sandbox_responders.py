@@ -7,14 +7,14 @@ import json
 
 import jsonschema
 from sandbox_fixtures import (  # noqa: F401 - fixtures
-    ant,
+    ant_fixture,
     ant_request,
     chat_line,
-    oai,
+    oai_fixture,
     read_file,
     results,
-    sandbox,
-    served,
+    sandbox_fixture,
+    served_fixture,
     submit,
     wait_anthropic,
     wait_openai,
@@ -27,7 +27,6 @@ SCHEMA = {"type": "object", "additionalProperties": False, "required": ["label",
                          "score": {"type": "integer", "minimum": 1, "maximum": 5},
                          "tags": {"type": "array", "items": {"type": "string"}}}}
 LABELS = {"billing", "bug", "praise"}
-
 
 def _texts(oai, lines):
     batch = wait_openai(oai, submit(oai, lines).id)

@@ -52,15 +52,15 @@ def openai_cached_tokens(
     now: float,
     ttl: float,
     miss: bool = False,
-) -> int:
-    """Cached prompt tokens for one request (0, or 1024 + k*128), writing its prefixes.
+) -> tuple[int, int]:
+    """(prompt tokens, cached tokens: 0 or 1024 + k*128) of one request; writes its prefixes.
 
     `prompt_cache_key` namespaces the cache: requests only share prefixes under one key.
     """
     links = chain(parts)
     first = OPENAI_MIN // CHUNK - 1  # index of the hash covering the first 1,024 tokens
     if len(links.hashes) <= first:
-        return 0
+        return links.length, 0
     hit = 0
     if not miss:
         for index in range(len(links.hashes) - 1, first - 1, -1):
@@ -69,7 +69,7 @@ def openai_cached_tokens(
                 break
     for index in range(first, len(links.hashes)):
         cache.put((model, cache_key, links.hashes[index]), now, ttl)
-    return hit
+    return links.length, hit
 
 
 @dataclass(frozen=True)

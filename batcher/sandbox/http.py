@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import json
+import re
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -30,20 +29,30 @@ class FormPart:
 
 
 async def multipart(request: Request) -> dict[str, FormPart]:
-    """multipart/form-data fields (stdlib parser: no python-multipart dependency)."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise ApiError(400, "Expected a multipart/form-data body.")
+    """multipart/form-data fields. A byte split, not a MIME parser: an 80 MB batch file is
+    parsed in milliseconds, and no python-multipart dependency is needed."""
+    match = _BOUNDARY.search(request.headers.get("content-type", ""))
+    if not match:
+        raise ApiError(400, "Expected a multipart/form-data body with a boundary.")
+    delimiter = b"--" + match.group(1).strip('"').encode()
     raw = await request.body()
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
     fields: dict[str, FormPart] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
+    for chunk in raw.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, value = chunk.partition(b"\r\n\r\n")
+        disposition = head.decode("utf-8", errors="replace")
+        name = _NAME.search(disposition)
         if name:
-            fields[str(name)] = FormPart(part.get_payload(decode=True) or b"",
-                                         part.get_filename())
+            filename = _FILENAME.search(disposition)
+            fields[name.group(1)] = FormPart(value.removesuffix(b"\r\n"),
+                                             filename.group(1) if filename else None)
     return fields
+
+
+_BOUNDARY = re.compile(r"boundary=([^;]+)")
+_NAME = re.compile(r'[; ]name="([^"]*)"')
+_FILENAME = re.compile(r'filename="([^"]*)"')
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

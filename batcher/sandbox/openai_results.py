@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
-import uuid
+import os
 
 from batcher import tokens
 from batcher.sandbox.caching import openai_cached_tokens
 from batcher.sandbox.ledger import openai_kinds
-from batcher.sandbox.prompts import REPLY_PRIMING, count, openai_parts, part_count
+from batcher.sandbox.prompts import REPLY_PRIMING, openai_parts, part_count
 from batcher.sandbox.responders import Query, Reply, openai_query, reasoning_tokens
 
 CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS = (
@@ -17,8 +18,13 @@ CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS = (
 ENDPOINTS = (CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS)
 
 
+_serial = itertools.count(1)
+_RUN = os.urandom(4).hex()
+
+
 def _rid(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex[:24]
+    # a counter, not uuid4: 30,000 ids per 10,000-request batch must be cheap
+    return f"{prefix}{_RUN}{next(_serial):016x}"
 
 
 def success_line(custom_id: str, body: dict) -> dict:
@@ -91,13 +97,13 @@ def _completion(state, endpoint: str, body: dict, query: Query, reply: Reply,
                 at: float) -> dict:
     model = query.model
     parts = openai_parts(body, endpoint)
-    prompt = count(parts) + (REPLY_PRIMING if endpoint == CHAT else 0)
     ttl = state.config.openai_cache_ttl_s
     if body.get("prompt_cache_retention") == "24h":
         ttl = 86400.0
     miss = state.faults.fire("cache_miss", "openai", model=model) is not None
-    cached = openai_cached_tokens(state.openai_cache, model, body.get("prompt_cache_key"),
-                                  parts, at, ttl, miss)
+    prompt, cached = openai_cached_tokens(state.openai_cache, model,
+                                          body.get("prompt_cache_key"), parts, at, ttl, miss)
+    prompt += REPLY_PRIMING if endpoint == CHAT else 0
     reasoning = reasoning_tokens(query)
     text, visible, cut = _clip(reply.text or "", reasoning, _limit(body))
     out = visible + reasoning

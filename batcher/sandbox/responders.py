@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from batcher.sandbox.prompts import last_user_text, text_of
@@ -58,12 +59,36 @@ class Reply:
     error_message: str | None = None
 
 
-def make_query(
-    model: str, body: dict, system: str, messages: list, schema: dict | None = None
-) -> Query:
-    canonical = json.dumps(body, sort_keys=True, default=str)
-    digest = hashlib.blake2b(f"{model}\n{canonical}".encode(), digest_size=16).digest()
-    return Query(model, system, last_user_text(messages), digest, schema)
+def make_query(model: str, body: dict, system: str, messages: list,
+               schema: dict | None = None) -> Query:
+    """A Query whose digest covers model and request; long texts are hashed once each."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(model.encode())
+    _feed(digest, body)
+    return Query(model, system, last_user_text(messages), digest.digest(), schema)
+
+
+def _feed(digest, value: object) -> None:
+    # Walk the request rather than json.dumps it: a shared 2,000-token system prompt is
+    # then hashed once (text_digest is cached), not once per request.
+    if isinstance(value, str):
+        digest.update(text_digest(value) if len(value) > 256 else value.encode())
+    elif isinstance(value, dict):
+        for key in sorted(value):
+            digest.update(f"\x00{key}=".encode())
+            _feed(digest, value[key])
+    elif isinstance(value, list):
+        digest.update(b"[")
+        for item in value:
+            _feed(digest, item)
+            digest.update(b",")
+    else:
+        digest.update(repr(value).encode())
+
+
+@lru_cache(maxsize=4096)
+def text_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def openai_query(body: dict, endpoint: str) -> Query:
@@ -119,25 +144,33 @@ class DeterministicResponder:
 
     def answer(self, query: Query) -> Reply:
         bad = unit(query.digest, "malformed") < self._rate_for(query.model)
-        prompt = f"{query.system}\n{query.user or ''}"
-        labels = parse_labels(prompt)
+        labels = parse_labels(query.system) or parse_labels(query.user or "")
         if query.schema is not None:
             return Reply(text=schema_answer(query, labels, bad))
         if labels:
-            return Reply(text=label_answer(query, labels, bool(WANTS_JSON_RE.search(prompt)), bad))
-        count = 8 + pick(query.digest, "length", 40)
-        words = [WORDS[pick(query.digest, f"w{i}", len(WORDS))] for i in range(count)]
+            as_json = wants_json(query.system) or wants_json(query.user or "")
+            return Reply(text=label_answer(query, labels, as_json, bad))
+        stream = hashlib.blake2b(query.digest, digest_size=64).digest()
+        words = [WORDS[b % len(WORDS)] for b in stream[: 8 + query.digest[0] % 40]]
         return Reply(text=f"Sandbox answer {query.digest.hex()[:8]}: {' '.join(words)}.")
 
 
-def parse_labels(text: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def wants_json(text: str) -> bool:
+    return bool(WANTS_JSON_RE.search(text))
+
+
+@lru_cache(maxsize=4096)
+def parse_labels(text: str) -> tuple[str, ...]:
+    """Labels named by an `Allowed labels: a, b` line (cached: system prompts repeat)."""
     match = LABELS_RE.search(text)
     if not match:
-        return []
-    return [label.strip().strip("\"'`") for label in match.group(1).split(",") if label.strip()]
+        return ()
+    return tuple(label.strip().strip("\"'`") for label in match.group(1).split(",")
+                 if label.strip())
 
 
-def label_answer(query: Query, labels: list[str], as_json: bool, bad: bool) -> str:
+def label_answer(query: Query, labels: tuple[str, ...], as_json: bool, bad: bool) -> str:
     label = labels[pick(query.digest, "label", len(labels))]
     broken = bad and as_json and pick(query.digest, "how", 2) == 0
     if bad and not broken:
@@ -148,7 +181,7 @@ def label_answer(query: Query, labels: list[str], as_json: bool, bad: bool) -> s
     return text[:-2] if broken else text
 
 
-def schema_answer(query: Query, labels: list[str], bad: bool) -> str:
+def schema_answer(query: Query, labels: tuple[str, ...], bad: bool) -> str:
     value = instance(query.schema or {}, query.digest, "$", labels)
     if bad and isinstance(value, dict) and value and pick(query.digest, "how", 2) == 0:
         value.pop(next(iter(value)))  # a required field goes missing
@@ -157,7 +190,7 @@ def schema_answer(query: Query, labels: list[str], bad: bool) -> str:
     return text[: max(1, len(text) // 2)] if bad else text
 
 
-def instance(schema: dict, digest: bytes, path: str, labels: list[str]) -> object:
+def instance(schema: dict, digest: bytes, path: str, labels: tuple[str, ...]) -> object:
     """A value that validates against `schema` (the common JSON Schema subset)."""
     if "enum" in schema:
         return schema["enum"][pick(digest, path, len(schema["enum"]))]
