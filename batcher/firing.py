@@ -18,7 +18,7 @@ from __future__ import annotations
 import glob
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,10 +67,11 @@ class Driver(Protocol):
 
 class EngineDriver:
     """The real driver: batcher.engine, with the providers' clients from `clients` or the
-    environment (OPENAI_BASE_URL / ANTHROPIC_BASE_URL and the API keys)."""
+    environment (OPENAI_BASE_URL / ANTHROPIC_BASE_URL and the API keys). `poll` overrides the
+    spec's polling interval (seconds), as in `engine.drive_run`."""
 
-    def __init__(self, clients: Any = None, owner: str | None = None):
-        self.clients, self.owner = clients, owner
+    def __init__(self, clients: Any = None, owner: str | None = None, poll: float | None = None):
+        self.clients, self.owner, self.poll = clients, owner, poll
 
     def start(self, db: Engine, spec: JobSpec, input_path: str, *, schedule_name: str) -> int:
         from batcher import engine
@@ -80,12 +81,24 @@ class EngineDriver:
     def drive(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
         from batcher import engine
 
-        engine.drive_run(db, run_id, clients=self.clients, owner=self.owner, stop=stop)
+        engine.drive_run(db, run_id, stop=stop, **self._options())
 
     def resume(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
         from batcher import engine
 
-        engine.resume_run(db, run_id, clients=self.clients, owner=self.owner, stop=stop)
+        # The budget is checked again for a run that never submitted (e.g. it failed the
+        # budget check): a schedule must not spend what a person would be refused.
+        budget = engine.run_spec(db, run_id).max_usd
+        engine.resume_run(db, run_id, max_usd=budget, stop=stop, **self._options())
+
+    def _options(self) -> dict[str, Any]:
+        return {"clients": self.clients, "owner": self.owner, "poll": self.poll}
+
+
+def log_result(result: FiringResult, note: str | None = None) -> None:
+    """The default report of a firing: its one log line (a warning unless it went well)."""
+    level = logging.INFO if result.outcome in OK_OUTCOMES else logging.WARNING
+    log.log(level, "%s%s", result.log_line(), f" ({note})" if note else "")
 
 
 @dataclass
@@ -97,6 +110,7 @@ class FiringContext:
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Clock = utcnow
     scheduled_for: datetime | None = None  # the fire time; None means now (run-now)
+    report: Callable[[FiringResult, str | None], None] = log_result  # one log line an input
 
 
 @dataclass
@@ -175,7 +189,7 @@ class Firing:
         return handled
 
     def _start_new_runs(self, spec: JobSpec, handled: set[str]) -> None:
-        paths = sorted(p for p in glob.glob(self.pattern) if Path(p).is_file())
+        paths = resolve_inputs(self.pattern)
         if not paths and not handled:
             self._record_without_input(Outcome.NO_INPUT, f"no file matches {self.pattern}")
             return
@@ -250,8 +264,9 @@ class Firing:
             conn.execute(table.update().where(table.c.id == firing_id).values(run_id=run_id))
 
     def _finish(self, firing_id: int, result: FiringResult, note: str | None = None) -> None:
-        finish(self.ctx.db, firing_id, result, self.ctx.clock(), note)
+        finish(self.ctx.db, firing_id, result, self.ctx.clock())
         self.results.append(result)
+        self.ctx.report(result, note)
 
     def _record_without_input(
         self, outcome: Outcome, error: str | None, note: str | None = None
@@ -291,10 +306,8 @@ def claim(
         return None
 
 
-def finish(
-    db: Engine, firing_id: int, result: FiringResult, now: datetime, note: str | None = None
-) -> None:
-    """Write the outcome of a claimed firing row (once) and log its line."""
+def finish(db: Engine, firing_id: int, result: FiringResult, now: datetime) -> None:
+    """Write the outcome of a claimed firing row (once)."""
     table = TABLES["schedule_firing"]
     with db.begin() as conn:
         conn.execute(
@@ -302,8 +315,6 @@ def finish(
             .where(table.c.id == firing_id, table.c.outcome.is_(None))
             .values(outcome=result.outcome.value, error=result.error, finished_at=now)
         )
-    level = logging.INFO if result.outcome in OK_OUTCOMES else logging.WARNING
-    log.log(level, "%s%s", result.log_line(), f" ({note})" if note else "")
 
 
 def record_missed(
@@ -320,7 +331,15 @@ def record_missed(
         return None
     result = FiringResult(name, Outcome.MISSED, error=error)
     finish(db, firing_id, result, now)
+    log_result(result)
     return result
+
+
+def resolve_inputs(pattern: str) -> list[str]:
+    """The files an input pattern names now: a file, a glob, or a folder (its *.jsonl)."""
+    if Path(pattern).is_dir():
+        pattern = str(Path(pattern) / "*.jsonl")
+    return sorted(p for p in glob.glob(pattern) if Path(p).is_file())
 
 
 def open_runs(db: Engine, schedule_name: str) -> list[sa.Row]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
@@ -163,12 +164,14 @@ def run_now(
     reprocess: bool = False,
     driver: Driver | None = None,
     stop: threading.Event | None = None,
+    report: Callable[[FiringResult, str | None], None] | None = None,
 ) -> list[FiringResult]:
     """Fire schedule `name` once, now, in this process (its next fire time is unchanged).
 
     The same guards as a scheduled firing apply: its open runs are resumed, processed inputs
     skipped (unless `reprocess`), and a run another process drives is left alone.
-    Raises UnknownSchedule.
+    `report(result, note)` receives each input's outcome (default: log it). Raises
+    UnknownSchedule.
     """
     schedules = Schedules(db)
     try:
@@ -176,6 +179,8 @@ def run_now(
     finally:
         schedules.close()
     ctx = FiringContext(db, driver or EngineDriver(), stop or threading.Event())
+    if report is not None:
+        ctx.report = report  # e.g. print each line for a person instead of logging it
     kwargs = {**job.kwargs, "reprocess": reprocess or job.kwargs.get("reprocess", False)}
     with firing_context(ctx):
         return job.func(*job.args, **kwargs)

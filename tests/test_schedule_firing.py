@@ -225,9 +225,10 @@ def test_fire_time_older_than_the_grace_period_is_recorded_as_missed(db_url, spe
 
 def test_already_processed_inputs_are_skipped_by_content(db_url, spec, inbox, caplog):
     write_input(inbox / "a.jsonl", ["alpha"])
+    (inbox / "notes.txt").write_text("not an input")
     clock = Clock(utc(2026, 3, 1, 0, 0))
     scheduler = make(db_url, clock)
-    scheduler.schedules.add("nightly", job=str(spec), input=f"{inbox}/*.jsonl", cron="0 2 * * *")
+    scheduler.schedules.add("nightly", job=str(spec), input=str(inbox), cron="0 2 * * *")
     tick_and_wait(scheduler, utc(2026, 3, 1, 2, 0))
     assert scheduler.driver.count("start") == 1
 

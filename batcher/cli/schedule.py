@@ -151,8 +151,6 @@ def add(name, job, input_glob, cron, every, tz, grace, reprocess, db, as_json):
     if input_glob is None and planned is not None and planned.input:
         input_glob = str(Path(spec.path).parent / planned.input)
     input_glob = input_glob or spec.input_file()
-    if Path(input_glob).is_dir():
-        input_glob = str(Path(input_glob) / "*.jsonl")
     tz = tz or (planned.tz if planned is not None else "UTC")
     schedules = _schedules(db)
     try:
@@ -238,9 +236,9 @@ _change(
 def run_now(name, reprocess, db, as_json):
     """Fire schedule NAME once, now, in this process, and wait until its runs end.
 
-    Prints one line per input (schedule, input, run, outcome). Exits 1 when any outcome is
-    not completed or nothing_new. Ctrl-C or SIGTERM stops at a safe point; the run resumes at
-    the schedule's next firing.
+    Prints one line per input (schedule, input, run, outcome) on stdout, progress on stderr.
+    Exits 1 when any outcome is not completed or nothing_new. Ctrl-C or SIGTERM stops at a
+    safe point; the run resumes at the schedule's next firing.
 
     \b
     Examples:
@@ -253,13 +251,15 @@ def run_now(name, reprocess, db, as_json):
 
     _setup_logging()
     stop = threading.Event()
+
+    def echo(result, note):
+        if not as_json:
+            click.echo(result.log_line() + (f" ({note})" if note else ""))
+
     with _stop_on_signals(stop.set):
-        results = fire_now(open_store(db), name, reprocess=reprocess, stop=stop)
+        results = fire_now(open_store(db), name, reprocess=reprocess, stop=stop, report=echo)
     if as_json:
         print_json([{**r.__dict__, "outcome": r.outcome.value} for r in results])
-    else:
-        for result in results:
-            click.echo(result.log_line())
     if any(r.outcome not in OK_OUTCOMES for r in results):
         sys.exit(EXIT_FAILURE)
 
