@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import StoreError
 from batcher.store.migrations import MIGRATIONS
@@ -62,8 +62,29 @@ def create_engine(url: str | None = None) -> Engine:
     return engine
 
 
+MIGRATION_LOCK_ID = 0x62617463  # PostgreSQL advisory lock key ("batc")
+
+
+def _begin_exclusive(conn: Connection) -> None:
+    """Make this transaction hold DDL too, and let one process migrate at a time.
+
+    Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE, so without an
+    explicit BEGIN the DDL of a migration would autocommit statement by statement and a crash
+    half-way would leave a schema that no record describes. IMMEDIATE also takes the write
+    lock up front, so a second process waits rather than failing half-way.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
+
+
 def migrate(engine: Engine, upto: str | None = None) -> list[str]:
-    """Apply pending migrations (up to and including `upto`); returns the names applied."""
+    """Apply pending migrations (up to and including `upto`); returns the names applied.
+
+    Each migration runs in one transaction with the row that records it, so a crash leaves
+    both or neither; a migration another process applied meanwhile is skipped.
+    """
     applied: list[str] = []
     with engine.begin() as conn:
         _migrations_table.create(conn, checkfirst=True)
@@ -71,9 +92,14 @@ def migrate(engine: Engine, upto: str | None = None) -> list[str]:
     for name, step in MIGRATIONS:
         if name not in done:
             with engine.begin() as conn:
-                step(Operations(MigrationContext.configure(conn)))
-                conn.execute(_migrations_table.insert().values(name=name))
-            applied.append(name)
+                _begin_exclusive(conn)
+                recorded = conn.execute(
+                    sa.select(_migrations_table.c.name).where(_migrations_table.c.name == name)
+                ).first()
+                if recorded is None:
+                    step(Operations(MigrationContext.configure(conn)))
+                    conn.execute(_migrations_table.insert().values(name=name))
+                    applied.append(name)
         if name == upto:
             break
     return applied
