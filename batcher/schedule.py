@@ -185,6 +185,7 @@ class _Manager(BaseScheduler):
         self._on_change = on_change
 
     def wakeup(self) -> None:
+        """APScheduler calls this after a change in this process: tell the scheduler loop."""
         self._on_change()
 
     def shutdown(self, wait: bool = True) -> None:
@@ -192,7 +193,8 @@ class _Manager(BaseScheduler):
 
 
 class Schedules:
-    """The schedules kept in one state database."""
+    """The schedules kept in one state database. `on_change` is called after a change made
+    through this object (add, pause, resume, a fire time moved)."""
 
     def __init__(
         self, db: Engine, *, clock: Clock = utcnow, on_change: Callable[[], None] | None = None
@@ -200,7 +202,9 @@ class Schedules:
         self.db, self.clock = db, clock
         self._store = _JobStore(engine=db)
         self._manager = _Manager(self._store, on_change or (lambda: None))
-        self._manager.start(paused=True)  # started, so that changes go straight to the store
+        # Started, so that changes go straight to the store (and reach `on_change`); its
+        # `_process_jobs` is never called: the clock-driven Scheduler.tick does that work.
+        self._manager.start()
 
     def close(self) -> None:
         self._manager.shutdown(wait=False)
@@ -303,7 +307,7 @@ class Schedules:
         )
         last = last_firing(self.db, job.id)
         if last is not None:
-            info.last_fired_at = last.fired_at
+            info.last_fired_at = _aware(last.fired_at)
             info.last_outcome = last.outcome or "running"
             info.last_run_id, info.last_error = last.run_id, last.error
         return info
@@ -316,6 +320,11 @@ def last_firing(db: Engine, name: str) -> sa.Row | None:
         return conn.execute(
             sa.select(t).where(t.c.schedule_name == name).order_by(t.c.id.desc()).limit(1)
         ).first()
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without a zone; they were written in UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _absolute_glob(pattern: str) -> str:
