@@ -143,3 +143,13 @@ def _wait_for_text(path: Path, text: str, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{text!r} not logged; log so far:\n{path.read_text()}")
         time.sleep(0.05)
+
+
+def test_scheduler_exits_1_with_one_line_when_the_database_is_unreachable():
+    url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    result = CliRunner().invoke(cli, ["scheduler", "--db", url])
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "Error: cannot open the state database postgresql+psycopg://nobody@127.0.0.1:1/none:"
+    )
+    assert result.output.count("\n") == 1
