@@ -47,14 +47,19 @@ def ingest(job, input_path, skip_invalid, rejects, db, as_json):
     result = ingest_input(
         open_store(db), spec, source, skip_invalid=skip_invalid, rejects_path=rejects
     )
-    row = {
-        "run": result.run_id,
-        "items": result.n_items,
-        "rejected": result.n_rejected,
-        "rejects_file": result.rejects_path,
-        "input_sha256": result.input_sha256,
-    }
     if as_json:
-        print_json(row)
-    else:
-        print_table([row], title=f"Ingested {source}")
+        print_json(
+            {
+                "run": result.run_id,
+                "items": result.n_items,
+                "rejected": result.n_rejected,
+                "rejects_file": result.rejects_path,
+                "input": source,
+                "input_sha256": result.input_sha256,
+            }
+        )
+        return
+    row = {"run": result.run_id, "items": result.n_items, "rejected": result.n_rejected}
+    print_table([row], title=f"Ingested {source}")
+    if result.rejects_path:
+        click.echo(f"Rejected lines and their reasons: {result.rejects_path}")

@@ -115,5 +115,8 @@ def open_store(url: str | None = None) -> Engine:
         migrate(engine)
     except sa.exc.OperationalError as exc:
         shown = engine.url.render_as_string(hide_password=True)
-        raise StoreError(f"cannot open the state database {shown}: {exc.orig}") from exc
+        reason = " ".join(str(exc.orig).split())  # drivers' messages span lines
+        raise StoreError(
+            f"cannot open the state database {shown}: {reason} (check --db or BATCHER_DB)"
+        ) from exc
     return engine
