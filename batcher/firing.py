@@ -197,7 +197,11 @@ class Firing:
         for path in paths:
             if self.ctx.stop.is_set():
                 return
-            sha = file_sha256(path)
+            try:
+                sha = file_sha256(path)
+            except OSError as exc:  # moved or removed since the glob; the next firing sees
+                log.warning("schedule=%s input=%s unreadable: %s", self.name, path, exc)
+                continue
             if sha in handled:  # an open run covers it, or an identical file came earlier
                 continue
             handled.add(sha)
@@ -237,6 +241,8 @@ class Firing:
         except Exception as exc:  # noqa: BLE001 - record any failure; the scheduler goes on
             log.exception("schedule=%s input=%s crashed", self.name, path)
             error = f"{type(exc).__name__}: {exc}"
+        if run_id is None:  # start failed; it may have kept a run (e.g. over budget)
+            run_id = latest_open_run(self.ctx.db, self.name, sha)
         self._finish(firing_id, FiringResult(self.name, outcome, path, run_id, error))
 
     def _outcome_of(self, run_id: int) -> tuple[Outcome, str | None]:
@@ -247,10 +253,10 @@ class Firing:
             ).one()
         if status == RunStatus.COMPLETED:
             return Outcome.COMPLETED, None
-        if self.ctx.stop.is_set() and status not in RUN_TERMINAL:
-            return Outcome.STOPPED, None
         if status == RunStatus.CANCELLED:
             return Outcome.FAILED, f"run {run_id} was cancelled"
+        if status != RunStatus.FAILED and self.ctx.stop.is_set():
+            return Outcome.STOPPED, None
         return Outcome.FAILED, error or f"run {run_id} stopped while {status}"
 
     def _claim(self, path: str | None, sha: str, run_id: int | None) -> int | None:
@@ -313,7 +319,12 @@ def finish(db: Engine, firing_id: int, result: FiringResult, now: datetime) -> N
         conn.execute(
             table.update()
             .where(table.c.id == firing_id, table.c.outcome.is_(None))
-            .values(outcome=result.outcome.value, error=result.error, finished_at=now)
+            .values(
+                outcome=result.outcome.value,
+                error=result.error,
+                run_id=result.run_id,
+                finished_at=now,
+            )  # fmt: skip
         )
 
 
@@ -356,6 +367,19 @@ def open_runs(db: Engine, schedule_name: str) -> list[sa.Row]:
                 .order_by(run.c.id)
             )
         )
+
+
+def latest_open_run(db: Engine, schedule_name: str, sha: str) -> int | None:
+    """The newest open run of this schedule over this content, if any."""
+    run = TABLES["run"]
+    with db.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.max(run.c.id)).where(
+                run.c.schedule_name == schedule_name,
+                run.c.input_sha256 == sha,
+                run.c.status.not_in([s.value for s in RUN_TERMINAL]),
+            )
+        ).scalar()
 
 
 def processed_by(db: Engine, job_name: str, sha: str) -> str | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 
+from batcher.errors import BatcherError
 from batcher.ingest import ingest
 from batcher.states import RunStatus, set_status
 from batcher.store.models import TABLES
@@ -72,8 +73,13 @@ def write_input(path: Path, prompts: list[str]) -> Path:
 class LedgerDriver:
     """Runs stored for real; driving walks created -> planned -> running -> completed."""
 
-    def __init__(self, gate: threading.Event | None = None, fail: str | None = None):
-        self.gate, self.fail = gate, fail
+    def __init__(
+        self,
+        gate: threading.Event | None = None,
+        fail: str | None = None,
+        refuse_start: str | None = None,
+    ):
+        self.gate, self.fail, self.refuse_start = gate, fail, refuse_start
         self.calls: list[tuple[str, object]] = []
         self.driving = threading.Event()  # set while a drive waits at the gate
         self._lock = threading.Lock()
@@ -84,7 +90,15 @@ class LedgerDriver:
 
     def start(self, db, spec, input_path, *, schedule_name):
         self._note("start", Path(input_path).name)
-        return ingest(db, spec, input_path, schedule_name=schedule_name).run_id
+        run_id = ingest(db, spec, input_path, schedule_name=schedule_name).run_id
+        if self.refuse_start:  # like the engine's budget check: the run is kept, failed
+            run = TABLES["run"]
+            with db.begin() as conn:
+                set_status(conn, run, RunStatus.PLANNED, run.c.id == run_id)
+                set_status(conn, run, RunStatus.FAILED, run.c.id == run_id,
+                           {"error": self.refuse_start})  # fmt: skip
+            raise BatcherError(self.refuse_start)
+        return run_id
 
     def drive(self, db, run_id, *, stop):
         self._note("drive", run_id)

@@ -297,3 +297,20 @@ def test_one_log_line_per_firing_and_input(sqlite_url, spec, inbox, caplog):
     lines = [r.getMessage() for r in caplog.records if "outcome=" in r.getMessage()]
     assert lines == [f"schedule=nightly input={inbox / 'a.jsonl'} run=1 outcome=completed"]
     scheduler.close()
+
+
+def test_a_run_refused_at_start_is_recorded_and_resumed_next_time(db_url, spec, inbox):
+    write_input(inbox / "a.jsonl", ["alpha"])
+    clock = Clock(utc(2026, 3, 1, 0, 0))
+    scheduler = make(db_url, clock, LedgerDriver(refuse_start="over the budget of $5.00"))
+    scheduler.schedules.add("nightly", job=str(spec), input=f"{inbox}/*.jsonl", cron="0 2 * * *")
+    tick_and_wait(scheduler, utc(2026, 3, 1, 2, 0))
+    [(_, run_id, outcome, error, _)] = firings(scheduler.db)
+    assert (outcome, error) == ("failed", "over the budget of $5.00")
+    assert runs(scheduler.db) == [(run_id, "failed", "nightly")]
+
+    scheduler.driver.refuse_start = None
+    tick_and_wait(scheduler, utc(2026, 3, 2, 2, 0))
+    assert scheduler.driver.calls[-1] == ("resume", run_id)
+    assert runs(scheduler.db) == [(run_id, "completed", "nightly")]
+    scheduler.close()
