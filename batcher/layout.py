@@ -1,0 +1,469 @@
+"""Laying requests out into batch files: cache groups kept contiguous, provider limits kept.
+
+Rows stream from the database in SQL order (model, tier, system prompt, id), so every cache
+group (same provider, model and system prompt) arrives contiguous; a batch is cut when the
+model or tier changes or when the next line would break a limit, and a group larger than a
+batch simply continues in the next one. Memory holds one batch's row ids, never the run.
+
+Each batch file is written and fsync'd before its row (and its attempts) are committed in one
+transaction, so a crash leaves at worst an orphan file and rows that are laid out again.
+
+Two sources feed the same loop: planned attempts without a batch (`attempt_source`, for
+retries and escalations), and pending items of a fresh run (`item_source`), whose first
+attempts are inserted with their batch already set: one write per attempt instead of an
+insert and an update, which halves the database work of planning a large run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batcher.errors import BatcherError, UsageError
+from batcher.providers import anthropic, openai
+from batcher.requests import (
+    anthropic_cache_ttl,
+    build_request,
+    cache_group_id,
+    defaults_fingerprint,
+    openai_cached_prefix,
+    request_hasher,
+)
+from batcher.spec import JobSpec, split_model_ref
+from batcher.states import AttemptStatus, BatchStatus, ItemStatus, set_status
+from batcher.store.db import state_dir
+from batcher.store.models import TABLES
+from batcher.tokens import count_tokens
+
+RENDER = {"openai": openai.render_line, "anthropic": anthropic.render_line}
+SHOWN_GROUPS = 20
+PROGRESS_EVERY = 10_000
+Progress = Callable[[int], None]
+_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    id: str
+    provider: str
+    model: str
+    tier: str
+    n_requests: int
+    n_bytes: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """One cache group as laid out. `cache` is the TTL marked on an Anthropic group, "key"
+    for an OpenAI group whose prefix is long enough to be cached, None otherwise."""
+
+    key: str | None
+    provider: str
+    model: str
+    tier: str
+    n_requests: int
+    prefix_tokens: int
+    cache: str | None
+    n_batches: int
+
+
+@dataclass
+class Layout:
+    batches: list[BatchInfo] = field(default_factory=list)
+    n_groups: int = 0
+    largest_groups: list[GroupInfo] = field(default_factory=list)  # largest first
+    n_requests: int = 0
+
+
+def limits(spec: JobSpec) -> dict[str, tuple[int, int]]:
+    """provider -> (max requests, max bytes) of one batch: the spec's, within the provider's."""
+    b = spec.batching
+    return {
+        "openai": (
+            min(b.openai_max_lines, openai.MAX_REQUESTS),
+            min(b.openai_max_bytes, openai.MAX_BYTES),
+        ),
+        "anthropic": (
+            min(b.anthropic_max_requests, anthropic.MAX_REQUESTS),
+            min(b.anthropic_max_bytes, anthropic.MAX_BYTES),
+        ),
+    }
+
+
+def prompt_text(conn: Connection, system_hash: str | None, cache: dict[str, str]) -> str | None:
+    """The text of a stored system prompt (a small cache: a run may have one per item)."""
+    if system_hash is None:
+        return None
+    text = cache.get(system_hash)
+    if text is None:
+        prompt = TABLES["prompt"]
+        query = sa.select(prompt.c.text).where(prompt.c.hash == system_hash)
+        text = conn.execute(query).scalar_one()
+        if len(cache) >= 64:
+            cache.clear()
+        cache[system_hash] = text
+    return text
+
+
+# ------------------------------------------------------------------------------ sources
+
+
+@dataclass
+class Source:
+    """Where rows come from and how a finished batch is saved.
+
+    `rows` yields (row id, custom id or None, "provider:model", tier, system hash, request
+    json) ordered by the key columns; `sizes` yields (ref, tier, system hash, count) in the
+    same order; `totals` yields (ref, tier, count)."""
+
+    rows: sa.Select
+    sizes: sa.Select
+    totals: sa.Select
+    save: Callable[[Connection, _BatchFile], int]  # -> rows saved
+
+
+def attempt_source(run_id: int) -> Source:
+    """Planned attempts of the run that are not in a batch yet."""
+    attempt, item = TABLES["attempt"], TABLES["item"]
+    ref = attempt.c.provider + sa.literal(":") + attempt.c.model
+    keys = (ref, attempt.c.tier, item.c.system_hash)
+    joined = attempt.join(item, item.c.id == attempt.c.item_id)
+    todo = sa.and_(
+        attempt.c.run_id == run_id,
+        attempt.c.status == AttemptStatus.PLANNED.value,
+        attempt.c.batch_id.is_(None),
+    )
+    return Source(
+        rows=sa.select(attempt.c.id, attempt.c.custom_id, *keys, item.c.request_json)
+        .select_from(joined)
+        .where(todo)
+        .order_by(*keys, attempt.c.id),
+        sizes=sa.select(*keys, sa.func.count())
+        .select_from(joined)
+        .where(todo)
+        .group_by(*keys)
+        .order_by(*keys),
+        totals=sa.select(ref, attempt.c.tier, sa.func.count())
+        .where(todo)
+        .group_by(ref, attempt.c.tier),
+        save=_save_attempts,
+    )
+
+
+def item_source(run_id: int, spec: JobSpec) -> Source:
+    """Pending, routed items of the run: their first attempts are created as they are laid
+    out (seq 1, custom id "i{item id}-a1")."""
+    item = TABLES["item"]
+    by_tier = sa.case({tier: ref for tier, ref in spec.tiers.items()}, value=item.c.tier)
+    ref = sa.func.coalesce(item.c.explicit_model, by_tier)
+    keys = (ref, item.c.tier, item.c.system_hash)
+    todo = sa.and_(
+        item.c.run_id == run_id,
+        item.c.status == ItemStatus.PENDING.value,
+        item.c.tier.isnot(None),
+    )
+    return Source(
+        rows=sa.select(item.c.id, sa.null(), *keys, item.c.request_json)
+        .where(todo)
+        .order_by(*keys, item.c.id),
+        sizes=sa.select(*keys, sa.func.count()).where(todo).group_by(*keys).order_by(*keys),
+        totals=sa.select(ref, item.c.tier, sa.func.count()).where(todo).group_by(ref, item.c.tier),
+        save=_save_first_attempts,
+    )
+
+
+def _executemany(conn: Connection, sql: str, rows: list[tuple], fallback: sa.Executable) -> int:
+    """A plain DBAPI executemany of tuples (a dict per row through SQLAlchemy costs more than
+    the I/O); SQLAlchemy binding for drivers with another paramstyle."""
+    mark = _MARKS.get(conn.dialect.paramstyle)
+    if mark is None:
+        names = [f"p{i}" for i in range(len(rows[0]))]
+        return conn.execute(fallback, [dict(zip(names, r, strict=True)) for r in rows]).rowcount
+    cursor = conn.connection.cursor()
+    try:
+        cursor.executemany(sql.replace("?", mark), rows)
+        return cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def _save_attempts(conn: Connection, batch: _BatchFile) -> int:
+    attempt = TABLES["attempt"]
+    p = sa.bindparam
+    fallback = (
+        sa.update(attempt)
+        .where(attempt.c.id == p("p2"), attempt.c.batch_id.is_(None))
+        .values(batch_id=p("p0"), request_hash=p("p1"))
+    )
+    rows = [(batch.id, h, row_id) for row_id, _, h in batch.rows]
+    sql = "UPDATE attempt SET batch_id = ?, request_hash = ? WHERE id = ? AND batch_id IS NULL"
+    return _executemany(conn, sql, rows, fallback)
+
+
+_FIRST_ATTEMPT_COLUMNS = (
+    "run_id", "item_id", "seq", "tier", "provider", "model", "batch_id", "custom_id",
+    "request_hash", "status",
+)  # fmt: skip
+
+
+def _save_first_attempts(conn: Connection, batch: _BatchFile) -> int:
+    attempt, item = TABLES["attempt"], TABLES["item"]
+    planned = AttemptStatus.PLANNED.value
+    rows = [
+        (batch.run_id, item_id, 1, batch.tier, batch.provider, batch.model, batch.id,
+         custom_id, h, planned)
+        for item_id, custom_id, h in batch.rows
+    ]  # fmt: skip
+    sql = (
+        f"INSERT INTO attempt ({', '.join(_FIRST_ATTEMPT_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(_FIRST_ATTEMPT_COLUMNS))})"
+    )
+    fallback = attempt.insert().values(
+        {c: sa.bindparam(f"p{i}") for i, c in enumerate(_FIRST_ATTEMPT_COLUMNS)}
+    )
+    _executemany(conn, sql, rows, fallback)
+    in_batch = sa.select(attempt.c.item_id).where(attempt.c.batch_id == batch.id)
+    return set_status(
+        conn,
+        item,
+        ItemStatus.QUEUED,
+        sa.and_(item.c.status == ItemStatus.PENDING.value, item.c.id.in_(in_batch)),
+        # The item's cache prefix; its group is (provider, model, this prefix).
+        {"cache_group": item.c.system_hash},
+    )
+
+
+# ----------------------------------------------------------------------- batch writing
+
+
+class _BatchFile:
+    """One batch being written: its file, its counts and its rows (id, custom id, hash)."""
+
+    def __init__(self, run_id: int, round_: int, provider: str, model: str, tier: str):
+        self.id = "b" + secrets.token_hex(8)
+        self.run_id, self.round = run_id, round_
+        self.provider, self.model, self.tier = provider, model, tier
+        self.key = (provider, model, tier)
+        folder = state_dir() / "batches" / f"run-{run_id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{self.id}.jsonl"
+        self.file = open(self.path, "wb", buffering=1 << 20)  # noqa: SIM115 - see close()
+        self.n_requests = self.n_bytes = 0
+        self.rows: list[tuple[int, str, str]] = []
+
+    def add(self, line: bytes, row_id: int, custom_id: str, req_hash: str) -> None:
+        self.file.write(line)
+        self.n_requests += 1
+        self.n_bytes += len(line)
+        self.rows.append((row_id, custom_id, req_hash))
+
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+    def discard(self) -> None:
+        self.file.close()
+        Path(self.path).unlink(missing_ok=True)
+
+    def commit(self, db: Engine, save: Callable[[Connection, _BatchFile], int]) -> BatchInfo:
+        """Close the file, then record the batch and its rows in one transaction."""
+        self.close()
+        with db.begin() as conn:
+            conn.execute(
+                TABLES["batch"]
+                .insert()
+                .values(
+                    id=self.id,
+                    run_id=self.run_id,
+                    round=self.round,
+                    provider=self.provider,
+                    model=self.model,
+                    tier=self.tier,
+                    status=BatchStatus.PLANNED.value,
+                    path=str(self.path),
+                    n_requests=self.n_requests,
+                    n_bytes=self.n_bytes,
+                    created_at=datetime.now(UTC),
+                )
+            )
+            saved = save(conn, self)
+            if saved != self.n_requests:
+                raise BatcherError(
+                    f"run {self.run_id}: {self.n_requests - saved} rows of batch {self.id} were "
+                    "planned by another process meanwhile; nothing of this batch was saved"
+                )
+        return BatchInfo(
+            self.id, self.provider, self.model, self.tier, self.n_requests, self.n_bytes,
+            str(self.path),
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ groups
+
+
+@dataclass
+class _Group:
+    """The group being laid out: what its requests share, and its summary."""
+
+    key: tuple  # ("provider:model", tier, system hash)
+    provider: str
+    model: str
+    system: str | None
+    cache_key: str | None
+    ttl: Literal["5m", "1h"] | None
+    hasher: Any  # request_hash prefix of the group (see requests.request_hasher)
+    info: tuple  # GroupInfo fields but n_batches
+    batches: set[str] = field(default_factory=set)
+
+
+class _Groups:
+    """Follows the stream group by group: each group's size (from a GROUP BY cursor walked
+    in the same order), prefix tokens and cache decision; keeps the largest for the summary."""
+
+    def __init__(self, conn: Connection, spec: JobSpec, source: Source):
+        self.conn, self.spec = conn, spec
+        self.sizes: Iterator = iter(conn.execution_options(yield_per=1000).execute(source.sizes))
+        self.totals = {(r[0], r[1]): r[2] for r in conn.execute(source.totals)}
+        self.limits = limits(spec)
+        self.fingerprint = defaults_fingerprint(spec)
+        self.prompts: dict[str, str] = {}
+        self.n_groups = 0
+        self.heap: list[tuple[int, int, GroupInfo]] = []
+        self.current: _Group | None = None
+
+    def enter(self, key: tuple, provider: str, model: str) -> _Group:
+        self.finish()
+        ref, tier, system_hash = key
+        for size_row in self.sizes:
+            if tuple(size_row[:3]) == key:
+                size = size_row[3]
+                break
+        else:
+            raise BatcherError(f"planner: group {key} missing from the group counts")
+        system = prompt_text(self.conn, system_hash, self.prompts)
+        prefix = count_tokens(system) if system else 0
+        cache_key = cache_group_id(provider, model, system_hash)
+        ttl = cache = None
+        if provider == "anthropic" and system:
+            batch_size = min(self.limits[provider][0], self.totals[(ref, tier)])
+            ttl = cache = anthropic_cache_ttl(model, prefix, size, batch_size, self.spec)
+        elif provider == "openai" and size >= 2 and openai_cached_prefix(prefix):
+            cache = "key"
+        else:
+            cache_key = None  # nothing shared worth a key
+        self.current = _Group(
+            key=key,
+            provider=provider,
+            model=model,
+            system=system,
+            cache_key=cache_key,
+            ttl=ttl,
+            hasher=request_hasher(ref, system_hash, self.fingerprint),
+            info=(cache_key, provider, model, tier, size, prefix, cache),
+        )
+        return self.current
+
+    def finish(self) -> None:
+        group, self.current = self.current, None
+        if group is None:
+            return
+        info = GroupInfo(*group.info, n_batches=len(group.batches))
+        self.n_groups += 1
+        entry = (info.n_requests, -self.n_groups, info)
+        if len(self.heap) < SHOWN_GROUPS:
+            heapq.heappush(self.heap, entry)
+        else:
+            heapq.heappushpop(self.heap, entry)
+
+    def largest(self) -> list[GroupInfo]:
+        return [entry[2] for entry in sorted(self.heap, key=lambda e: (-e[0], -e[1]))]
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def lay_out(
+    db: Engine,
+    run_id: int,
+    spec: JobSpec,
+    source: Source,
+    round_: int = 1,
+    progress: Progress | None = None,
+) -> Layout:
+    """Write the batch files and rows for every row of `source`; see the module docstring.
+
+    Raises UsageError when one request alone is larger than its provider's batch file limit.
+    """
+    limits_of = limits(spec)
+    layout = Layout()
+    batch: _BatchFile | None = None
+    group: _Group | None = None
+    with db.connect() as conn:
+        groups = _Groups(conn, spec, source)
+        try:
+            for row in conn.execution_options(yield_per=2000).execute(source.rows):
+                row_id, custom_id, ref, tier, system_hash, request_json = row
+                key = (ref, tier, system_hash)
+                if group is None or key != group.key:
+                    provider, model = split_model_ref(ref)
+                    if batch is not None and batch.key != (provider, model, tier):
+                        layout.batches.append(batch.commit(db, source.save))
+                        batch = None
+                    group = groups.enter(key, provider, model)
+                if custom_id is None:
+                    custom_id = f"i{row_id}-a1"
+                request = build_request(
+                    row, spec, _Attempt(custom_id, group.model),
+                    system=group.system, cache_key=group.cache_key, cache_ttl=group.ttl,
+                )  # fmt: skip
+                provider = group.provider
+                line = RENDER[provider](request)
+                max_requests, max_bytes = limits_of[provider]
+                if len(line) > max_bytes:
+                    raise UsageError(
+                        f"request {custom_id} is {len(line):,} bytes, over the {max_bytes:,}-byte "
+                        f"limit of one {provider} batch file: shorten that item"
+                    )
+                if batch is not None and (
+                    batch.n_requests >= max_requests or batch.n_bytes + len(line) > max_bytes
+                ):
+                    layout.batches.append(batch.commit(db, source.save))
+                    batch = None
+                if batch is None:
+                    batch = _BatchFile(run_id, round_, provider, group.model, tier)
+                group.batches.add(batch.id)
+                hasher = group.hasher.copy()
+                hasher.update(request_json.encode())
+                batch.add(line, row_id, custom_id, hasher.hexdigest()[:32])
+                layout.n_requests += 1
+                if progress is not None and layout.n_requests % PROGRESS_EVERY == 0:
+                    progress(layout.n_requests)
+            if batch is not None:
+                layout.batches.append(batch.commit(db, source.save))
+                batch = None
+        finally:
+            if batch is not None:  # stopped mid-batch: nothing of it was recorded
+                batch.discard()
+        groups.finish()
+    if progress is not None:
+        progress(layout.n_requests)
+    layout.n_groups = groups.n_groups
+    layout.largest_groups = groups.largest()
+    return layout
+
+
+@dataclass(slots=True)
+class _Attempt:
+    custom_id: str
+    model: str

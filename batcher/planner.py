@@ -1,0 +1,177 @@
+"""Planning a run: route its items, make their first attempts, lay them out into batches.
+
+`plan_run` turns an ingested run into planned batch files; `lay_out_batches` lays out any
+planned attempts that have no batch yet (the engine's retries and escalations). The layout
+itself (cache groups, provider limits, batch files) is in `batcher.layout`; the estimate of
+what a plan will cost is in `batcher.estimate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batcher.errors import BatcherError, UsageError
+from batcher.items import ParsedItem
+from batcher.layout import (
+    BatchInfo,
+    GroupInfo,
+    Progress,
+    attempt_source,
+    item_source,
+    lay_out,
+    prompt_text,
+)
+from batcher.pricing import check_model_known, check_models_known
+from batcher.routing import Router, estimate_input_tokens
+from batcher.spec import JobSpec, split_model_ref
+from batcher.states import ItemStatus, RunStatus, set_status
+from batcher.store.models import TABLES
+
+ROUTE_PAGE = 5000
+
+__all__ = ["BatchInfo", "GroupInfo", "PlanSummary", "lay_out_batches", "plan_run"]
+
+
+@dataclass
+class PlanSummary:
+    """What `plan_run` did: the tier split of the run, its cache groups and its batches."""
+
+    run_id: int
+    n_attempts: int  # first attempts created by this call
+    tiers: list[dict[str, Any]]  # {"tier", "reason", "items"} over every item of the run
+    batches: list[BatchInfo]
+    n_groups: int
+    largest_groups: list[GroupInfo]
+
+
+def _route_untiered(db: Engine, run_id: int, spec: JobSpec) -> None:
+    """Route pending items that were ingested without the routing annotator."""
+    item = TABLES["item"]
+    router = Router(spec)
+    prompts: dict[str, str] = {}
+    update = (
+        sa.update(item)
+        .where(item.c.id == sa.bindparam("_id"))
+        .values(
+            tier=sa.bindparam("_tier"),
+            route_reason=sa.bindparam("_reason"),
+            est_input_tokens=sa.bindparam("_tokens"),
+        )
+    )
+    columns = (item.c.id, item.c.request_json, item.c.metadata_json, item.c.explicit_model)
+    columns += (item.c.explicit_tier, item.c.system_hash)
+    last_id = 0
+    while True:
+        with db.begin() as conn:
+            rows = conn.execute(
+                sa.select(*columns)
+                .where(
+                    item.c.run_id == run_id,
+                    item.c.status == ItemStatus.PENDING.value,
+                    item.c.tier.is_(None),
+                    item.c.id > last_id,
+                )
+                .order_by(item.c.id)
+                .limit(ROUTE_PAGE)
+            ).all()
+            if not rows:
+                return
+            updates = []
+            for row in rows:
+                request = orjson.loads(row.request_json)
+                parsed = ParsedItem(line_no=0, custom_id="", messages=request["messages"])
+                tokens = estimate_input_tokens(parsed, prompt_text(conn, row.system_hash, prompts))
+                metadata = orjson.loads(row.metadata_json) if row.metadata_json else None
+                tier, reason = router.route(
+                    row.explicit_model, row.explicit_tier, metadata, parsed.prompt_text(), tokens
+                )
+                updates.append({"_id": row.id, "_tier": tier, "_reason": reason, "_tokens": tokens})
+            conn.execute(update, updates)
+            last_id = rows[-1].id
+
+
+def _check_explicit_models(db: Engine, run_id: int, spec: JobSpec) -> None:
+    item = TABLES["item"]
+    with db.connect() as conn:
+        refs = conn.execute(
+            sa.select(item.c.explicit_model)
+            .where(item.c.run_id == run_id, item.c.explicit_model.isnot(None))
+            .distinct()
+        ).scalars()
+        for ref in refs:
+            try:
+                provider, model = split_model_ref(ref)
+            except ValueError as exc:
+                raise UsageError(f"run {run_id}: {exc}") from None
+            check_model_known(spec, provider, model, f"run {run_id}: an item's model {ref!r}")
+
+
+def _tier_split(conn: Connection, run_id: int) -> list[dict[str, Any]]:
+    item = TABLES["item"]
+    rows = conn.execute(
+        sa.select(item.c.tier, item.c.route_reason, sa.func.count())
+        .where(item.c.run_id == run_id)
+        .group_by(item.c.tier, item.c.route_reason)
+    ).all()
+    split = [{"tier": t, "reason": r, "items": n} for t, r, n in rows]
+    return sorted(split, key=lambda row: (-row["items"], str(row["tier"]), str(row["reason"])))
+
+
+def plan_run(
+    db: Engine, run_id: int, spec: JobSpec, *, progress: Progress | None = None
+) -> PlanSummary:
+    """Route, make first attempts for, and lay out every pending item of run `run_id`.
+
+    Afterwards every such item is queued with one planned attempt (seq 1, custom id
+    "i{item}-a1") in a planned batch whose file is written, and the run is planned. The
+    first attempts are inserted with their batch already set (one write each instead of an
+    insert and an update); attempts already planned without a batch are laid out too, so a
+    call after a crash finishes the work. Raises UsageError for a model that cannot be
+    priced or a request too large for a batch file.
+    """
+    check_models_known(spec)
+    _check_explicit_models(db, run_id, spec)
+    _route_untiered(db, run_id, spec)
+    fresh = lay_out(db, run_id, spec, item_source(run_id, spec), 1, progress)
+    leftover = lay_out(db, run_id, spec, attempt_source(run_id), 1, None)
+    item = TABLES["item"]
+    with db.begin() as conn:
+        stranded = conn.execute(
+            sa.select(sa.func.count()).where(
+                item.c.run_id == run_id, item.c.status == ItemStatus.PENDING.value
+            )
+        ).scalar_one()
+        if stranded:  # routing gives every item a tier; refuse rather than lose items
+            raise BatcherError(f"run {run_id}: {stranded} pending items could not be planned")
+        set_status(conn, TABLES["run"], RunStatus.PLANNED, TABLES["run"].c.id == run_id)
+        tiers = _tier_split(conn, run_id)
+    return PlanSummary(
+        run_id=run_id,
+        n_attempts=fresh.n_requests,
+        tiers=tiers,
+        batches=fresh.batches + leftover.batches,
+        n_groups=fresh.n_groups + leftover.n_groups,
+        largest_groups=sorted(
+            fresh.largest_groups + leftover.largest_groups, key=lambda g: -g.n_requests
+        )[: len(fresh.largest_groups) or len(leftover.largest_groups)],
+    )
+
+
+def lay_out_batches(
+    db: Engine, run_id: int, spec: JobSpec, round: int = 1, *, progress: Progress | None = None
+) -> list[str]:
+    """Put every planned attempt of the run that has no batch into batch files and rows.
+
+    Attempts are grouped by (provider, model, tier, system prompt); files go to
+    state_dir()/batches/run-{run_id}/{batch_id}.jsonl, rendered by the provider modules, and
+    batch rows are inserted with status planned and this `round`. Returns the new batch ids
+    ("b" + 16 hex chars) in order.
+    """
+    return [
+        b.id for b in lay_out(db, run_id, spec, attempt_source(run_id), round, progress).batches
+    ]

@@ -1,0 +1,338 @@
+"""Planner: first attempts, batch files within limits, contiguous cache groups, cache
+markers where they pay, follow-up rounds, and a property test of the layout."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batcher.errors import UsageError
+from batcher.ingest import ingest
+from batcher.planner import lay_out_batches, plan_run
+from batcher.requests import (
+    anthropic_cache_ttl,
+    anthropic_min_cacheable_tokens,
+    build_request,
+    caching_pays,
+    expected_ttl,
+)
+from batcher.routing import make_annotator
+from batcher.spec import parse_spec
+from batcher.store import open_store
+from batcher.store.models import TABLES
+from batcher.tokens import count_tokens
+
+LONG_PROMPT = "Label the ticket by its queue and urgency, following every rule below. " * 120
+TIERS = {
+    "nano": "openai:gpt-5-nano",
+    "mid": "openai:gpt-5-mini",
+    "frontier": "anthropic:claude-sonnet-4-6",
+}
+
+
+def make_spec(**extra):
+    return parse_spec({"name": "t", "tiers": TIERS, **extra}, "jobs/t.toml")
+
+
+def ingest_lines(db, spec, folder: Path, lines: list[dict]):
+    path = folder / "in.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    return ingest(db, spec, path, annotate=make_annotator(spec)).run_id
+
+
+def rows(db, table: str, **where):
+    t = TABLES[table]
+    with db.connect() as conn:
+        query = sa.select(t).where(*(t.c[k] == v for k, v in where.items())).order_by(t.c[0])
+        return conn.execute(query).all()
+
+
+def read_lines(path: str) -> list[dict]:
+    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()]
+
+
+def test_plan_run_queues_every_item_with_one_attempt_in_one_batch(db_url, tmp_path, state_dir):
+    spec = make_spec(defaults={"system": "Be brief.", "max_tokens": 77})
+    db = open_store(db_url)
+    lines = [{"id": f"t{i}", "prompt": f"Classify ticket {i}"} for i in range(5)]
+    lines += [{"id": "hard", "prompt": "Analyze and compare both designs", "temperature": 0.5}]
+    run_id = ingest_lines(db, spec, tmp_path, lines)
+    summary = plan_run(db, run_id, spec)
+
+    assert summary.n_attempts == 6
+    assert rows(db, "run", id=run_id)[0].status == "planned"
+    items = rows(db, "item", run_id=run_id)
+    assert {i.status for i in items} == {"queued"}
+    attempts = rows(db, "attempt", run_id=run_id)
+    assert sorted(a.item_id for a in attempts) == sorted(i.id for i in items)
+    for a in attempts:
+        assert (a.seq, a.status, a.custom_id) == (1, "planned", f"i{a.item_id}-a1")
+        assert len(a.request_hash) == 32
+    batches = {b.id: b for b in rows(db, "batch", run_id=run_id)}
+    assert {b.id for b in summary.batches} == set(batches)
+    assert {(b.provider, b.model, b.tier) for b in batches.values()} == {
+        ("openai", "gpt-5-nano", "nano"),
+        ("anthropic", "claude-sonnet-4-6", "frontier"),
+    }
+    for batch in batches.values():
+        assert batch.id.startswith("b") and len(batch.id) == 17
+        assert batch.status == "planned" and batch.round == 1
+        path = Path(batch.path)
+        assert path.parent == state_dir / "batches" / f"run-{run_id}"
+        assert path.stat().st_size == batch.n_bytes
+        lines_in_file = read_lines(batch.path)
+        assert len(lines_in_file) == batch.n_requests
+        expected = {a.custom_id for a in attempts if a.batch_id == batch.id}
+        assert {line["custom_id"] for line in lines_in_file} == expected
+    nano = read_lines(next(b.path for b in batches.values() if b.tier == "nano"))[0]
+    assert nano["body"]["model"] == "gpt-5-nano"
+    assert nano["body"]["max_completion_tokens"] == 77
+    assert nano["body"]["messages"][0] == {"role": "system", "content": "Be brief."}
+    hard = read_lines(next(b.path for b in batches.values() if b.tier == "frontier"))[0]
+    assert hard["params"]["system"][0]["text"] == "Be brief."
+    assert "cache_control" not in hard["params"]["system"][0]  # 3 tokens: nothing to cache
+    assert hard["params"]["temperature"] == 0.5 and hard["params"]["max_tokens"] == 77
+    assert summary.tiers == [
+        {"tier": "nano", "reason": "classifier: low keyword in a short prompt", "items": 5},
+        {"tier": "frontier", "reason": "classifier: 2+ high keywords", "items": 1},
+    ]
+
+    again = plan_run(db, run_id, spec)  # nothing pending any more: nothing new
+    assert again.n_attempts == 0 and again.batches == []
+    assert len(rows(db, "attempt", run_id=run_id)) == 6
+
+
+def test_limits_split_batches_and_groups_span_consecutive_batches(sqlite_url, tmp_path):
+    spec = make_spec(
+        routing={"classifier": "fixed:nano"},
+        prompts={"a": LONG_PROMPT, "b": LONG_PROMPT + " Also be polite."},
+        batching={"openai_max_lines": 4},
+    )
+    db = open_store(sqlite_url)
+    lines = [{"id": str(i), "prompt": f"p{i}", "system_ref": "ab"[i % 2]} for i in range(10)]
+    run_id = ingest_lines(db, spec, tmp_path, lines)
+    summary = plan_run(db, run_id, spec)
+    assert [b.n_requests for b in summary.batches] == [4, 4, 2]
+    keys = [
+        line["body"]["prompt_cache_key"] for b in summary.batches for line in read_lines(b.path)
+    ]
+    assert len(set(keys)) == 2
+    assert keys == sorted(keys, key=keys.index)  # each group contiguous
+    assert summary.n_groups == 2
+    assert [(g.n_requests, g.n_batches, g.cache) for g in summary.largest_groups] == [
+        (5, 2, "key"),
+        (5, 2, "key"),
+    ]
+    assert summary.largest_groups[0].prefix_tokens == count_tokens(LONG_PROMPT)
+
+
+def test_byte_limit_and_a_request_too_large(sqlite_url, tmp_path):
+    db = open_store(sqlite_url)
+    spec = make_spec(routing={"classifier": "fixed:nano"}, batching={"openai_max_bytes": 700})
+    run_id = ingest_lines(db, spec, tmp_path, [{"prompt": "x" * 200} for _ in range(5)])
+    summary = plan_run(db, run_id, spec)
+    assert all(b.n_bytes <= 700 for b in summary.batches)
+    assert sum(b.n_requests for b in summary.batches) == 5 and len(summary.batches) > 1
+
+    run_id = ingest_lines(db, spec, tmp_path, [{"prompt": "x" * 2000}])
+    with pytest.raises(UsageError, match="over the 700-byte limit"):
+        plan_run(db, run_id, spec)
+    assert rows(db, "batch", run_id=run_id) == []  # nothing half-written stays
+    assert {i.status for i in rows(db, "item", run_id=run_id)} == {"pending"}
+
+
+def test_anthropic_cache_control_only_where_it_pays(sqlite_url, tmp_path):
+    spec = make_spec(
+        routing={"classifier": "fixed:frontier"},
+        prompts={"long": LONG_PROMPT, "short": "Be brief."},
+    )
+    db = open_store(sqlite_url)
+    lines = [{"id": f"l{i}", "prompt": "hi", "system_ref": "long"} for i in range(3)]
+    lines += [{"id": "alone", "prompt": "hi", "system": LONG_PROMPT + " Alone."}]
+    lines += [{"id": f"s{i}", "prompt": "hi", "system_ref": "short"} for i in range(3)]
+    run_id = ingest_lines(db, spec, tmp_path, lines)
+    summary = plan_run(db, run_id, spec)
+    (batch,) = summary.batches
+    marks = {}
+    attempts = {a.custom_id: a for a in rows(db, "attempt", run_id=run_id)}
+    items = {i.id: i.custom_id for i in rows(db, "item", run_id=run_id)}
+    for line in read_lines(batch.path):
+        block = line["params"]["system"][0]
+        marks[items[attempts[line["custom_id"]].item_id]] = block.get("cache_control")
+    assert marks == {
+        "l0": {"type": "ephemeral", "ttl": "5m"},
+        "l1": {"type": "ephemeral", "ttl": "5m"},
+        "l2": {"type": "ephemeral", "ttl": "5m"},
+        "alone": None,  # a group of one cannot repay the write
+        "s0": None,  # below Sonnet's 1,024-token minimum
+        "s1": None,
+        "s2": None,
+    }
+
+
+def test_cache_rules():
+    spec = make_spec()
+    assert anthropic_min_cacheable_tokens("claude-sonnet-4-6") == 1024
+    assert anthropic_min_cacheable_tokens("claude-opus-4-1") == 1024
+    assert anthropic_min_cacheable_tokens("claude-3-5-haiku-latest") == 2048
+    assert anthropic_min_cacheable_tokens("claude-opus-4-6") == 4096
+    assert anthropic_min_cacheable_tokens("claude-haiku-4-5") == 4096
+    assert expected_ttl(5000) == "5m" and expected_ttl(5001) == "1h"
+    # 5m writes (1.25x) pay back from 2 requests, 1h writes (2x) from 3
+    assert caching_pays("anthropic", "claude-sonnet-4-6", "5m", 2, spec)
+    assert not caching_pays("anthropic", "claude-sonnet-4-6", "1h", 2, spec)
+    assert caching_pays("anthropic", "claude-sonnet-4-6", "1h", 3, spec)
+    assert anthropic_cache_ttl("claude-sonnet-4-6", 2000, 50, 20_000, spec) == "1h"
+    assert anthropic_cache_ttl("claude-sonnet-4-6", 2000, 50, 100, spec) == "5m"
+    assert anthropic_cache_ttl("claude-opus-4-6", 2000, 50, 100, spec) is None
+    assert anthropic_cache_ttl("claude-sonnet-4-6", 1000, 50, 100, spec) is None
+
+
+def test_build_request_applies_spec_defaults():
+    spec = make_spec(defaults={"max_tokens": 64, "temperature": 0.2, "params": {"seed": 1}})
+
+    class Row:
+        request_json = '{"messages":[{"role":"user","content":"hi"}],"params":{"top_p":0.5}}'
+        custom_id = "i1-a1"
+        model = "gpt-5-nano"
+
+    request = build_request(Row, spec, Row, system="S", cache_key="gabc")
+    assert (request.max_tokens, request.temperature) == (64, 0.2)
+    assert request.params == {"seed": 1, "top_p": 0.5}
+    assert (request.system, request.cache_key, request.cache_ttl) == ("S", "gabc", None)
+    assert request.messages == [{"role": "user", "content": "hi"}]
+
+
+def test_explicit_model_is_used_and_gets_a_tier(sqlite_url, tmp_path):
+    spec = make_spec()
+    db = open_store(sqlite_url)
+    lines = [
+        {"id": "x", "prompt": "hi", "model": "openai:gpt-5.4"},
+        {"id": "y", "prompt": "hi", "model": "openai:gpt-5-mini"},
+        {"id": "z", "prompt": "hi", "tier": "mid"},
+    ]
+    run_id = ingest_lines(db, spec, tmp_path, lines)
+    summary = plan_run(db, run_id, spec)
+    by_item = {a.item_id: a for a in rows(db, "attempt", run_id=run_id)}
+    got = {i.custom_id: (by_item[i.id].model, by_item[i.id].tier) for i in rows(db, "item")}
+    assert got == {
+        "x": ("gpt-5.4", "frontier"),
+        "y": ("gpt-5-mini", "mid"),
+        "z": ("gpt-5-mini", "mid"),
+    }
+    # y (explicit mid model) and z (mid tier) share one batch; one model per batch
+    assert sorted((b.model, b.n_requests) for b in summary.batches) == [
+        ("gpt-5-mini", 2),
+        ("gpt-5.4", 1),
+    ]
+
+
+def test_lay_out_batches_takes_follow_up_attempts(db_url, tmp_path):
+    spec = make_spec(routing={"classifier": "fixed:nano"})
+    db = open_store(db_url)
+    run_id = ingest_lines(
+        db, spec, tmp_path, [{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}]
+    )
+    first = plan_run(db, run_id, spec)
+    assert lay_out_batches(db, run_id, spec, round=2) == []  # nothing new to lay out
+    (item, _) = rows(db, "item", run_id=run_id)
+    attempt = TABLES["attempt"]
+    with db.begin() as conn:  # what the engine does for an escalation
+        conn.execute(
+            attempt.insert().values(
+                run_id=run_id, item_id=item.id, seq=2, tier="frontier", provider="anthropic",
+                model="claude-sonnet-4-6", custom_id=f"i{item.id}-a2", request_hash="",
+                status="planned",
+            )
+        )  # fmt: skip
+    (batch_id,) = lay_out_batches(db, run_id, spec, round=2)
+    assert batch_id not in {b.id for b in first.batches}
+    (batch,) = rows(db, "batch", id=batch_id)
+    assert (batch.round, batch.provider, batch.tier, batch.n_requests) == (
+        2,
+        "anthropic",
+        "frontier",
+        1,
+    )
+    (line,) = read_lines(batch.path)
+    assert line["custom_id"] == f"i{item.id}-a2"
+    assert line["params"]["messages"] == [{"role": "user", "content": "one"}]
+    (second,) = rows(db, "attempt", custom_id=f"i{item.id}-a2")
+    assert second.batch_id == batch_id and len(second.request_hash) == 32
+
+
+def test_unknown_tier_model_is_refused_before_anything_is_written(sqlite_url, tmp_path):
+    spec = make_spec(routing={"classifier": "fixed:nano"})
+    db = open_store(sqlite_url)
+    run_id = ingest_lines(db, spec, tmp_path, [{"prompt": "hi"}])
+    bad = make_spec(
+        tiers={**TIERS, "nano": "openai:gpt-nope"}, routing={"classifier": "fixed:nano"}
+    )
+    with pytest.raises(UsageError, match="tiers.nano"):
+        plan_run(db, run_id, bad)
+    assert rows(db, "attempt", run_id=run_id) == []
+
+
+# ------------------------------------------------------------------ property of the layout
+
+PROMPTS = {"p0": LONG_PROMPT, "p1": "Short rules.", "p2": LONG_PROMPT + " Variant."}
+item_strategy = st.fixed_dictionaries(
+    {
+        "prompt": st.text(alphabet="abc xyz", max_size=60).map(lambda s: "q " + s),
+        "tier": st.sampled_from(["nano", "mid", "frontier"]),
+        "system_ref": st.sampled_from(["p0", "p1", "p2", None]),
+    }
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    items=st.lists(item_strategy, min_size=1, max_size=40),
+    max_lines=st.integers(1, 7),
+    max_bytes=st.integers(12_000, 40_000),
+    max_requests=st.integers(1, 7),
+)
+def test_layout_property(items, max_lines, max_bytes, max_requests):
+    spec = make_spec(
+        prompts=PROMPTS,
+        batching={
+            "openai_max_lines": max_lines,
+            "openai_max_bytes": max_bytes,
+            "anthropic_max_requests": max_requests,
+            "anthropic_max_bytes": max_bytes,
+        },
+    )
+    lines = [{k: v for k, v in x.items() if v is not None} for x in items]
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["BATCHER_STATE_DIR"] = folder
+        db = open_store(f"sqlite:///{folder}/t.db")
+        run_id = ingest_lines(db, spec, Path(folder), lines)
+        summary = plan_run(db, run_id, spec)
+        attempts = {a.custom_id: a for a in rows(db, "attempt", run_id=run_id)}
+        items_by_id = {i.id: i for i in rows(db, "item", run_id=run_id)}
+        seen: list[str] = []
+        groups: list[tuple] = []
+        for batch in summary.batches:
+            lines_in = read_lines(batch.path)
+            limit = max_lines if batch.provider == "openai" else max_requests
+            assert 1 <= len(lines_in) <= limit
+            assert Path(batch.path).stat().st_size == batch.n_bytes <= max_bytes
+            for line in lines_in:
+                a = attempts[line["custom_id"]]
+                assert a.batch_id == batch.id
+                assert (a.provider, a.model, a.tier) == (batch.provider, batch.model, batch.tier)
+                seen.append(line["custom_id"])
+                groups.append((a.provider, a.model, a.tier, items_by_id[a.item_id].system_hash))
+        # every attempt in exactly one batch
+        assert sorted(seen) == sorted(attempts) and len(attempts) == len(lines)
+        # each group's requests are contiguous across the batch sequence
+        runs = [g for i, g in enumerate(groups) if i == 0 or groups[i - 1] != g]
+        assert len(runs) == len(set(runs))
+        db.dispose()
