@@ -128,7 +128,7 @@ def check_budget(db: Engine, run_id: int, spec: JobSpec, max_usd: float | None) 
     over = to_usd(estimate - budget)
     message = (
         f"run {run_id}: the estimate ${to_usd(estimate):.4f} is ${over:.4f} over the budget of "
-        f"${Decimal(str(limit)):.2f} (max_usd); nothing was submitted. Raise the budget with "
+        f"${Decimal(str(limit))} (max_usd); nothing was submitted. Raise the budget with "
         f"`batcher resume {run_id} --max-usd X` (or max_usd in the spec), or send less input"
     )
     with db.begin() as conn:
@@ -248,7 +248,9 @@ def resume_run(
     registry = Registry(drive.get("clients"))
     with db.connect() as conn:
         providers = dict(
-            conn.execute(sa.select(BATCH.c.id, BATCH.c.provider).where(BATCH.c.run_id == run_id))
+            conn.execute(
+                sa.select(BATCH.c.id, BATCH.c.provider).where(BATCH.c.run_id == run_id)
+            ).all()
         )
     for batch_id, provider_batch_id in list((adopt or {}).items()) + [
         (b, None) for b in not_created or []

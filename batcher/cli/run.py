@@ -14,21 +14,14 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import click
 
 from batcher.cli import cli, db_option, handle_errors, json_option
 from batcher.output import print_json, print_table
 
-EXIT_CODES = """\b
-Exit codes:
-  0  every item succeeded
-  1  finished with failed items, or stopped on an error
-  2  bad usage or input (nothing submitted)
-  3  still running: interrupted, submitted without waiting, or
-     driven by another process (`batcher resume RUN` continues)
-  4  cancelled"""
 
 poll_option = click.option(
     "--poll-interval",
@@ -49,8 +42,10 @@ max_usd_option = click.option(
 )
 
 
-def _stop_on_signals() -> threading.Event:
-    """Ctrl-C or SIGTERM stop the loop cleanly (the run stays resumable) instead of killing."""
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C or SIGTERM stop the loop cleanly (the run stays resumable) instead of killing;
+    the previous handlers come back afterwards."""
     stop = threading.Event()
 
     def handler(signum, frame):  # noqa: ANN001 - signal handler signature
@@ -59,9 +54,15 @@ def _stop_on_signals() -> threading.Event:
         click.echo("stopping after the current step (Ctrl-C again to abort)...", err=True)
         stop.set()
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals can only be handled in the main thread
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _finish(outcome, as_json: bool) -> None:
@@ -114,6 +115,14 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
       batcher run jobs/example.toml --input tonight.jsonl --max-usd 20
       batcher run jobs/example.toml --json > outcome.json
 
+    \b
+    Exit codes:
+      0  every item succeeded
+      1  finished with failed items, or stopped on an error
+      2  bad usage or input (nothing submitted)
+      3  still running: interrupted, submitted without waiting, or driven
+         by another process (`batcher resume RUN` continues)
+      4  cancelled
     """
     from batcher.engine import drive_run, start_run
     from batcher.errors import LeaseHeld
@@ -140,7 +149,7 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
                 engine,
                 run_id,
                 clients=clients,
-                stop=_stop_on_signals(),
+                stop=stack.enter_context(_stop_on_signals()),
                 poll=poll_interval,
                 reporter=reporter,
                 reuse=not no_reuse,
@@ -151,8 +160,6 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
             reporter.close()
     _finish(outcome, as_json)
 
-
-run.help = (run.help or "") + "\n" + EXIT_CODES
 
 
 @cli.command()
@@ -231,6 +238,15 @@ def resume(run_id, adopt, not_created, max_usd, no_reuse, poll_interval, db, as_
       batcher resume 12
       batcher resume 12 --adopt b3f9...=msgbatch_01ab...
       batcher resume 12 --not-created b3f9...
+
+    \b
+    Exit codes:
+      0  every item succeeded
+      1  finished with failed items, or stopped on an error
+      2  bad usage or input (nothing submitted)
+      3  still running: interrupted, submitted without waiting, or driven
+         by another process (`batcher resume RUN` continues)
+      4  cancelled
     """
     from batcher.engine import resume_run
     from batcher.errors import LeaseHeld
@@ -239,25 +255,24 @@ def resume(run_id, adopt, not_created, max_usd, no_reuse, poll_interval, db, as_
 
     reporter = make_reporter()
     try:
-        outcome = resume_run(
-            open_store(db),
-            run_id,
-            adopt=_pairs(adopt),
-            not_created=list(not_created),
-            max_usd=max_usd,
-            stop=_stop_on_signals(),
-            poll=poll_interval,
-            reporter=reporter,
-            reuse=not no_reuse,
-        )
+        with _stop_on_signals() as stop:
+            outcome = resume_run(
+                open_store(db),
+                run_id,
+                adopt=_pairs(adopt),
+                not_created=list(not_created),
+                max_usd=max_usd,
+                stop=stop,
+                poll=poll_interval,
+                reporter=reporter,
+                reuse=not no_reuse,
+            )
     except LeaseHeld as exc:
         _lease_held(exc)
     finally:
         reporter.close()
     _finish(outcome, as_json)
 
-
-resume.help = (resume.help or "") + "\n" + EXIT_CODES
 
 
 @cli.command()
@@ -310,9 +325,10 @@ def cancel(run_id, poll_interval, db, as_json):
 
     reporter = make_reporter()
     try:
-        outcome = cancel_run(
-            open_store(db), run_id, stop=_stop_on_signals(), poll=poll_interval, reporter=reporter
-        )
+        with _stop_on_signals() as stop:
+            outcome = cancel_run(
+                open_store(db), run_id, stop=stop, poll=poll_interval, reporter=reporter
+            )
     finally:
         reporter.close()
     _finish(outcome, as_json)
