@@ -1,0 +1,324 @@
+"""What a planned run will cost, before a cent is spent, next to the article's baselines.
+
+The estimate prices the planned attempts of a run from their estimated input tokens (real
+offline tokenizer, counted at ingest), their output cap (`max_tokens`, an upper bound, unless
+an average is given), and the expected prompt-cache use of each cache group at an assumed
+hit rate. Five figures, each a technique on its own and then all together:
+
+    frontier_sync  every request on the frontier tier, standard rates, no cache
+    batch          ... at batch rates
+    caching        ... with prompt caching
+    routing        each request on its routed model, standard rates, no cache
+    combined       routed, batch rates, with caching: the estimate itself
+
+Requests are summed per cache group with exact per-token prices; a request long enough to
+reach a long-context price tier is priced on its own (tiers apply per request).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batcher.errors import UsageError
+from batcher.layout import limits, prompt_text
+from batcher.money import fmt_usd, to_pusd, to_usd
+from batcher.pricing import price_usd, unit_prices
+from batcher.providers.base import Usage
+from batcher.requests import anthropic_cache_ttl, openai_cached_prefix
+from batcher.spec import JobSpec
+from batcher.states import AttemptStatus
+from batcher.store.models import TABLES
+from batcher.tokens import count_tokens
+
+DEFAULT_HIT_RATE = Decimal("0.8")  # batches hit the cache best-effort (docs: 30-98%)
+SCENARIOS = ("frontier_sync", "batch", "caching", "routing", "combined")
+SCENARIO_LABELS = {
+    "frontier_sync": "all frontier, synchronous, no cache",
+    "batch": "all frontier, batch",
+    "caching": "all frontier, prompt caching",
+    "routing": "routed tiers, synchronous, no cache",
+    "combined": "routed + batch + caching (this plan)",
+}
+TOKEN_BASIS = "cl100k tokenizer (offline)"
+
+
+@dataclass
+class Estimate:
+    """The expected cost of a run's planned attempts and the five scenario figures."""
+
+    run_id: int
+    n_requests: int = 0
+    input_tokens: int = 0
+    cache_read_tokens: int = 0  # expected, in the combined scenario
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    output_basis: str = "max_tokens cap (upper bound)"
+    token_basis: str = TOKEN_BASIS
+    hit_rate: Decimal = DEFAULT_HIT_RATE
+    scenarios: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SCENARIOS, 0))
+    by_model: dict[tuple[str, str, str], dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def cost_pusd(self) -> int:
+        return self.scenarios["combined"]
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return to_usd(self.cost_pusd)
+
+    @property
+    def cached_share(self) -> Decimal:
+        """Expected share of input tokens read from the cache."""
+        if not self.input_tokens:
+            return Decimal(0)
+        return Decimal(self.cache_read_tokens) / Decimal(self.input_tokens)
+
+    def baseline_rows(self) -> list[dict[str, object]]:
+        """The scenarios for printing, each with its saving against all-frontier sync."""
+        top = self.scenarios["frontier_sync"]
+        return [
+            {
+                "scenario": SCENARIO_LABELS[name],
+                "usd": fmt_usd(to_usd(pusd)),
+                "saving": f"{(1 - Decimal(pusd) / top) * 100:.1f}%" if top else "",
+            }
+            for name, pusd in self.scenarios.items()
+        ]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "run": self.run_id,
+            "requests": self.n_requests,
+            "input_tokens": self.input_tokens,
+            "expected_cache_read_tokens": self.cache_read_tokens,
+            "expected_cache_write_tokens": self.cache_write_tokens,
+            "output_tokens": self.output_tokens,
+            "output_basis": self.output_basis,
+            "token_basis": self.token_basis,
+            "assumed_hit_rate": str(self.hit_rate),
+            "expected_cached_share": f"{self.cached_share:.4f}",
+            "estimate_usd": str(self.cost_usd),
+            "scenarios_usd": {k: str(to_usd(v)) for k, v in self.scenarios.items()},
+            "by_model": [
+                {"provider": p, "model": m, "tier": t, **{k: v for k, v in row.items()}}
+                for (p, m, t), row in self.by_model.items()
+            ],
+        }
+
+
+def check_budget(estimate: Estimate, max_usd: float | Decimal | None, where: str) -> None:
+    """Raise UsageError when the estimate exceeds `max_usd`, saying by how much."""
+    if max_usd is None:
+        return
+    limit = to_pusd(Decimal(str(max_usd)))
+    if estimate.cost_pusd > limit:
+        over = to_usd(estimate.cost_pusd - limit)
+        raise UsageError(
+            f"the estimate {fmt_usd(estimate.cost_usd)} exceeds max_usd {fmt_usd(to_usd(limit))}"
+            f" ({where}) by {fmt_usd(over)}: raise the budget or send fewer items"
+        )
+
+
+class _Pricer:
+    """Expected usage of a group on a model, priced per scenario."""
+
+    def __init__(self, spec: JobSpec, hit_rate: Decimal, key_totals: dict):
+        self.spec, self.hit_rate, self.key_totals = spec, hit_rate, key_totals
+        self.limits = limits(spec)
+
+    def cached_usage(
+        self, provider: str, model: str, n: int, prefix: int, input_sum: int, out_sum: int
+    ) -> Usage:
+        """Tokens of `n` requests sharing a `prefix`-token system prompt, with the expected
+        cache use: a share (1 - hit rate) of the requests miss, the first one at least; misses
+        write the prefix (Anthropic, where it is marked) and hits read it."""
+        usage = Usage(input_tokens=input_sum, output_tokens=out_sum)
+        misses = max(Decimal(1), n * (1 - self.hit_rate))
+        hits = n - misses
+        if provider == "anthropic" and prefix and n >= 2:
+            batch = min(self.limits["anthropic"][0], self.key_totals.get((provider, model), n))
+            ttl = anthropic_cache_ttl(model, prefix, n, batch, self.spec)
+            if ttl:
+                writes = int(misses * prefix)
+                if ttl == "1h":
+                    usage.cache_write_1h_tokens = writes
+                else:
+                    usage.cache_write_5m_tokens = writes
+                usage.cache_read_tokens = int(hits * prefix)
+        elif provider == "openai" and n >= 2:
+            usage.cache_read_tokens = int(hits * openai_cached_prefix(prefix))
+        return usage
+
+    def usd(self, provider: str, model: str, usage: Usage, batch: bool) -> Decimal:
+        return unit_prices(provider, model, batch=batch, spec=self.spec).cost(usage)
+
+
+def _long_threshold(spec: JobSpec, models: set[tuple[str, str]]) -> int | None:
+    starts = [
+        unit_prices(p, m, batch=b, spec=spec).tier_start for p, m in models for b in (True, False)
+    ]
+    starts = [s for s in starts if s is not None]
+    return min(starts) if starts else None
+
+
+def _output_caps(conn: Connection, run_id: int, spec: JobSpec, where: sa.ColumnElement) -> dict:
+    """Sum of max_tokens of the items that set their own, by group key; others use the
+    spec default. Only rows whose request mentions max_tokens are read."""
+    attempt, item = TABLES["attempt"], TABLES["item"]
+    query = (
+        sa.select(attempt.c.provider, attempt.c.model, attempt.c.tier, item.c.system_hash)
+        .add_columns(item.c.request_json)
+        .select_from(attempt.join(item, item.c.id == attempt.c.item_id))
+        .where(where, item.c.request_json.like('%"max_tokens"%'))
+    )
+    extra: dict[tuple, int] = {}
+    default = spec.defaults.max_tokens
+    for *key, request_json in conn.execution_options(yield_per=1000).execute(query):
+        own = orjson.loads(request_json).get("max_tokens", default)
+        extra[tuple(key)] = extra.get(tuple(key), 0) + own - default
+    return extra
+
+
+def estimate_run(
+    db: Engine,
+    run_id: int,
+    spec: JobSpec,
+    *,
+    hit_rate: Decimal = DEFAULT_HIT_RATE,
+    output_tokens: int | None = None,
+) -> Estimate:
+    """Estimate the cost of the run's planned attempts (see the module docstring).
+
+    `output_tokens` assumes that many output tokens a request instead of the max_tokens cap.
+    Raises UsageError when a model cannot be priced.
+    """
+    attempt, item = TABLES["attempt"], TABLES["item"]
+    est = Estimate(run_id=run_id, hit_rate=hit_rate)
+    if output_tokens is not None:
+        est.output_basis = f"{output_tokens} tokens a request (assumed)"
+    top = spec.model_of(spec.frontier_tier)
+    planned = sa.and_(attempt.c.run_id == run_id, attempt.c.status == AttemptStatus.PLANNED.value)
+    keys = (attempt.c.provider, attempt.c.model, attempt.c.tier, item.c.system_hash)
+    joined = attempt.join(item, item.c.id == attempt.c.item_id)
+    tokens = sa.func.coalesce(item.c.est_input_tokens, 0)
+    with db.connect() as conn:
+        models = conn.execute(
+            sa.select(attempt.c.provider, attempt.c.model).where(planned).distinct()
+        ).all()
+        threshold = _long_threshold(spec, {tuple(m) for m in models} | {top})
+        short = planned if threshold is None else sa.and_(planned, tokens <= threshold)
+        key_totals = {
+            (p, m): n
+            for p, m, n in conn.execute(
+                sa.select(attempt.c.provider, attempt.c.model, sa.func.count())
+                .where(planned)
+                .group_by(attempt.c.provider, attempt.c.model)
+            )
+        }
+        pricer = _Pricer(spec, hit_rate, key_totals)
+        caps = {} if output_tokens is not None else _output_caps(conn, run_id, spec, short)
+        groups = (
+            sa.select(*keys, sa.func.count(), sa.func.sum(tokens))
+            .select_from(joined)
+            .where(short)
+            .group_by(*keys)
+        )
+        prompts: dict[str, str] = {}
+        for provider, model, tier, system_hash, n, input_sum in conn.execute(groups):
+            per_request = output_tokens if output_tokens is not None else spec.defaults.max_tokens
+            out_sum = n * per_request + caps.get((provider, model, tier, system_hash), 0)
+            system = prompt_text(conn, system_hash, prompts)
+            prefix = count_tokens(system) if system else 0
+            _add_group(
+                est, pricer, top, (provider, model, tier), n, prefix, int(input_sum), out_sum
+            )
+        if threshold is not None:
+            _add_long(conn, est, spec, top, sa.and_(planned, tokens > threshold), output_tokens)
+    return est
+
+
+def _add_group(
+    est: Estimate,
+    pricer: _Pricer,
+    top: tuple[str, str],
+    key: tuple[str, str, str],
+    n: int,
+    prefix: int,
+    input_sum: int,
+    out_sum: int,
+) -> None:
+    provider, model, _ = key
+    plain = Usage(input_tokens=input_sum, output_tokens=out_sum)
+    routed_cached = pricer.cached_usage(provider, model, n, prefix, input_sum, out_sum)
+    top_cached = pricer.cached_usage(*top, n, prefix, input_sum, out_sum)
+    figures = {
+        "frontier_sync": pricer.usd(*top, plain, batch=False),
+        "batch": pricer.usd(*top, plain, batch=True),
+        "caching": pricer.usd(*top, top_cached, batch=False),
+        "routing": pricer.usd(provider, model, plain, batch=False),
+        "combined": pricer.usd(provider, model, routed_cached, batch=True),
+    }
+    _add(est, key, n, routed_cached, figures)
+
+
+def _add(est: Estimate, key: tuple, n: int, usage: Usage, figures: dict[str, Decimal]) -> None:
+    est.n_requests += n
+    est.input_tokens += usage.input_tokens
+    est.output_tokens += usage.output_tokens
+    est.cache_read_tokens += usage.cache_read_tokens
+    est.cache_write_tokens += usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
+    for name, usd in figures.items():
+        est.scenarios[name] += to_pusd(usd)
+    row = est.by_model.setdefault(
+        key, {"requests": 0, "input_tokens": 0, "cache_read_tokens": 0, "cost_pusd": 0}
+    )
+    row["requests"] += n
+    row["input_tokens"] += usage.input_tokens
+    row["cache_read_tokens"] += usage.cache_read_tokens
+    row["cost_pusd"] += to_pusd(figures["combined"])
+
+
+def _add_long(
+    conn: Connection,
+    est: Estimate,
+    spec: JobSpec,
+    top: tuple[str, str],
+    where: sa.ColumnElement,
+    output_tokens: int | None,
+) -> None:
+    """Requests past a long-context tier, priced one by one and without cache (an upper
+    bound: caching only lowers them)."""
+    attempt, item = TABLES["attempt"], TABLES["item"]
+    query = (
+        sa.select(
+            attempt.c.provider,
+            attempt.c.model,
+            attempt.c.tier,
+            item.c.est_input_tokens,
+            item.c.request_json,
+        )
+        .select_from(attempt.join(item, item.c.id == attempt.c.item_id))
+        .where(where)
+    )
+    for provider, model, tier, tokens, request_json in conn.execute(query):
+        out = output_tokens
+        if out is None:
+            out = orjson.loads(request_json).get("max_tokens", spec.defaults.max_tokens)
+        usage = Usage(input_tokens=tokens, output_tokens=out)
+
+        def usd(p: str, m: str, batch: bool, usage: Usage = usage) -> Decimal:
+            return price_usd(p, m, usage, batch=batch, spec=spec)
+
+        figures = {
+            "frontier_sync": usd(*top, False),
+            "batch": usd(*top, True),
+            "caching": usd(*top, False),
+            "routing": usd(provider, model, False),
+            "combined": usd(provider, model, True),
+        }
+        _add(est, (provider, model, tier), 1, usage, figures)
