@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import orjson
 import sqlalchemy as sa
@@ -26,7 +27,8 @@ from batcher.states import ItemStatus, RunStatus
 from batcher.store.db import state_dir
 from batcher.store.models import TABLES
 
-INSERT_CHUNK = 5000
+INSERT_CHUNK = 5000  # rows a batched insert
+FLUSH_BYTES = 32 << 20  # ... or fewer when their lines hold this much: bounded memory
 SHOWN_PROBLEMS = 20
 PENDING = ItemStatus.PENDING.value
 dumps = orjson.dumps
@@ -150,30 +152,42 @@ class _ItemWriter:
 
 
 class _Ingest:
-    """One pass over the input: checks against the spec, duplicate ids, batched inserts."""
+    """One pass over the input: checks against the spec, duplicate ids, batched inserts.
 
-    def __init__(self, conn: Connection, spec: JobSpec, run_id: int, annotate: Annotator | None):
+    Duplicate ids are found by the database's unique (run_id, custom_id) index rather than a
+    set in memory, so memory stays bounded for inputs of any size: a chunk that violates it
+    is rolled back to its savepoint, its duplicates are set aside with the line that first
+    used the id, and the rest is written again. Problems are held until their chunk is
+    written so that they come out in line order.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        spec: JobSpec,
+        run_id: int,
+        annotate: Annotator | None,
+        on_problem: Callable[[Problem], None],
+    ):
         self.conn, self.spec, self.run_id, self.annotate = conn, spec, run_id, annotate
+        self.on_problem = on_problem
         self.prompts = _PromptStore(conn)
         self.default_system = spec.defaults.system
         self.default_key = self.prompts.key(self.default_system)
         self.writer = _ItemWriter(conn)
-        # Duplicate ids, exactly: hashes of every stored id (a million strings would not fit
-        # the memory target), the ids of the unflushed rows, and the database for the rare
-        # hash hit that is not in the buffer.
-        self.id_hashes: set[int] = set()
-        self.buffered: dict[str, int] = {}  # custom id -> line, for rows not yet written
+        self.integrity_error = conn.dialect.loaded_dbapi.IntegrityError
         self.rows: list[tuple] = []
+        self.raws: list[bytes] = []  # each row's input line, for the rejects file
+        self.held: list[Problem] = []
+        self.held_bytes = 0
         self.n_items = 0
-        self.table = TABLES["item"]
 
     def check_against_spec(self, item: ParsedItem) -> str | None:
         """The reason the item does not fit the job, or None."""
         spec = self.spec
         if item.tier is not None and item.tier not in spec.tiers:
-            return (
-                f'"tier" {item.tier!r} is not a tier of the job: use one of {", ".join(spec.tiers)}'
-            )
+            tiers = ", ".join(spec.tiers)
+            return f'"tier" {item.tier!r} is not a tier of the job: use one of {tiers}'
         if item.model is not None and item.model.partition(":")[0] not in PROVIDERS:
             return f'"model" {item.model!r}: the provider must be one of {", ".join(PROVIDERS)}'
         if item.system_ref is not None and item.system_ref not in spec.prompts:
@@ -183,36 +197,23 @@ class _Ingest:
             )
         return None
 
-    def first_line_of(self, custom_id: str) -> int | None:
-        """Line of an earlier accepted item with this id, or None (a mere hash collision)."""
-        first = self.buffered.get(custom_id)
-        if first is not None:
-            return first
-        return self.conn.execute(
-            sa.select(self.table.c.line_no).where(
-                self.table.c.run_id == self.run_id, self.table.c.custom_id == custom_id
-            )
-        ).scalar()
+    def problem(self, problem: Problem) -> None:
+        self.held.append(problem)
+        self.held_bytes += len(problem.raw)
+        if self.held_bytes >= FLUSH_BYTES:
+            self.flush()
 
-    def add(self, item: ParsedItem) -> Problem | None:
-        """Buffer the item for insertion, or return the Problem that keeps it out.
+    def add(self, item: ParsedItem) -> None:
+        """Buffer the item for insertion, or hold the Problem that keeps it out.
 
         This runs once per input line: the common case (no tier, model or system_ref of its
-        own, a new id, the job's default system prompt) takes the fewest steps.
+        own, the job's default system prompt) takes the fewest steps.
         """
         if item.tier is not None or item.model is not None or item.system_ref is not None:
             reason = self.check_against_spec(item)
             if reason is not None:
-                return Problem(item.line_no, reason, item.raw)
-        custom_id = item.custom_id
-        id_hash = hash(custom_id)
-        if id_hash in self.id_hashes:
-            first = self.first_line_of(custom_id)
-            if first is not None:
-                reason = f"duplicate id {custom_id!r} (first used on line {first}): "
-                return Problem(item.line_no, reason + "give every item its own id", item.raw)
-        else:
-            self.id_hashes.add(id_hash)
+                self.problem(Problem(item.line_no, reason, item.raw))
+                return
         system = item.system
         if system is None:
             system = self.spec.prompts[item.system_ref] if item.system_ref else self.default_system
@@ -225,7 +226,7 @@ class _Ingest:
             (
                 self.run_id,
                 item.line_no,
-                custom_id,
+                item.custom_id,
                 system_key,
                 dumps(item.request()).decode(),
                 dumps(metadata).decode() if metadata else None,
@@ -237,17 +238,60 @@ class _Ingest:
                 PENDING,
             )
         )
-        self.buffered[custom_id] = item.line_no
-        self.n_items += 1
-        if len(self.rows) >= INSERT_CHUNK:
+        raw = item.raw
+        self.raws.append(raw)
+        self.held_bytes += len(raw)
+        if len(self.rows) >= INSERT_CHUNK or self.held_bytes >= FLUSH_BYTES:
             self.flush()
-        return None
 
     def flush(self) -> None:
+        """Write the buffered rows, then hand on the held problems in line order."""
         if self.rows:
-            self.writer.write(self.rows)
-            self.rows = []
-            self.buffered.clear()
+            try:
+                with self.conn.begin_nested():
+                    self.writer.write(self.rows)
+            except self.integrity_error:
+                self._set_duplicates_aside()
+                with self.conn.begin_nested():
+                    self.writer.write(self.rows)
+            self.n_items += len(self.rows)
+        if self.held:
+            self.held.sort(key=_line_of)
+            for problem in self.held:
+                self.on_problem(problem)
+        self.rows, self.raws, self.held, self.held_bytes = [], [], [], 0
+
+    def _set_duplicates_aside(self) -> None:
+        """Move rows whose id is already stored, or used earlier in the chunk, to problems."""
+        stored = self._stored_lines([row[2] for row in self.rows])
+        first_in_chunk: dict[str, int] = {}
+        kept = []
+        for row, raw in zip(self.rows, self.raws, strict=True):
+            line_no, custom_id = row[1], row[2]
+            first = stored.get(custom_id) or first_in_chunk.get(custom_id)
+            if first is None:
+                first_in_chunk[custom_id] = line_no
+                kept.append(row)
+            else:
+                reason = f"duplicate id {custom_id!r} (first used on line {first}): "
+                self.held.append(Problem(line_no, reason + "give every item its own id", raw))
+        self.rows = kept
+
+    def _stored_lines(self, custom_ids: list[str]) -> dict[str, int]:
+        item = TABLES["item"]
+        found: dict[str, int] = {}
+        for start in range(0, len(custom_ids), 500):  # well under every bind-parameter limit
+            query = sa.select(item.c.custom_id, item.c.line_no).where(
+                item.c.run_id == self.run_id,
+                item.c.custom_id.in_(custom_ids[start : start + 500]),
+            )
+            for custom_id, line_no in self.conn.execute(query):
+                found[custom_id] = line_no
+        return found
+
+
+def _line_of(problem: Problem) -> int:
+    return problem.line_no
 
 
 def _create_run(conn: Connection, spec: JobSpec, path: Path, schedule: str | None) -> int:
@@ -274,17 +318,25 @@ def default_rejects_path(run_id: int) -> Path:
     return state_dir() / "rejects" / f"run-{run_id}-rejects.jsonl"
 
 
-class _Rejects:
-    """The rejects JSONL file, opened at the first bad line."""
+class _Problems:
+    """Counts the problems, keeps the first few for the error, and with `rejects_path`
+    writes every one to the rejects JSONL file (opened at the first)."""
 
-    def __init__(self, path: Path, source: str):
-        self.path, self.source, self.file = path, source, None
+    def __init__(self, source: str, rejects_path: Path | None):
+        self.source, self.rejects_path = source, rejects_path
+        self.shown: list[Problem] = []
+        self.total = 0
+        self.file: IO[bytes] | None = None
 
-    def write(self, problem: Problem) -> None:
-        if self.file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
-        self.file.write(orjson.dumps(problem.to_reject(self.source)) + b"\n")
+    def __call__(self, problem: Problem) -> None:
+        self.total += 1
+        if len(self.shown) < SHOWN_PROBLEMS:
+            self.shown.append(problem)
+        if self.rejects_path is not None:
+            if self.file is None:
+                self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
+                self.file = open(self.rejects_path, "wb")  # noqa: SIM115 - closed by close()
+            self.file.write(orjson.dumps(problem.to_reject(self.source)) + b"\n")
 
     def close(self) -> None:
         if self.file is not None:
@@ -318,25 +370,22 @@ def ingest(
     with stream, ThreadPoolExecutor(1) as pool, engine.begin() as conn:
         sha_future = pool.submit(file_sha256, path)
         run_id = _create_run(conn, spec, path, schedule_name)
-        state = _Ingest(conn, spec, run_id, annotate)
         out_path = Path(rejects_path) if rejects_path else default_rejects_path(run_id)
-        rejects = _Rejects(out_path, str(path))
-        shown: list[Problem] = []
-        n_problems = 0
+        problems = _Problems(str(path), out_path if skip_invalid else None)
+        state = _Ingest(conn, spec, run_id, annotate, problems)
         try:
             for parsed in parse_lines(stream, max_line_bytes):
-                problem = parsed if type(parsed) is Problem else state.add(parsed)
-                if problem is None:
-                    continue
-                n_problems += 1
-                if len(shown) < SHOWN_PROBLEMS:
-                    shown.append(problem)
-                if skip_invalid:
-                    rejects.write(problem)
+                if type(parsed) is Problem:
+                    state.problem(parsed)
+                else:
+                    state.add(parsed)
             state.flush()
         finally:
-            rejects.close()
-        _refuse_if_unusable(str(path), state.n_items, shown, n_problems, skip_invalid, out_path)
+            problems.close()
+        n_problems = problems.total
+        _refuse_if_unusable(
+            str(path), state.n_items, problems.shown, n_problems, skip_invalid, out_path
+        )
         sha = sha_future.result()
         conn.execute(
             sa.update(TABLES["run"])

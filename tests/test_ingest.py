@@ -239,16 +239,49 @@ def test_duplicates_are_found_across_insert_chunks(engine, spec, tmp_path, monke
     ]
 
 
-def test_duplicate_detection_is_exact_when_id_hashes_collide(engine, spec, tmp_path, monkeypatch):
-    """Every id hashing alike must not make distinct ids duplicates (nor hide real ones)."""
-    monkeypatch.setattr(ingest_module, "INSERT_CHUNK", 2)
-    monkeypatch.setattr(ingest_module, "hash", lambda _s: 1, raising=False)
-    lines = [{"id": f"i{n}", "prompt": "p"} for n in range(5)] + [{"id": "i3", "prompt": "p"}]
-    with pytest.raises(InputError) as caught:
-        ingest(engine, spec, write(tmp_path, lines))
-    assert [(p.line_no, p.reason) for p in caught.value.problems] == [
-        (6, "duplicate id 'i3' (first used on line 4): give every item its own id")
+def test_duplicates_name_the_line_that_first_used_the_id(engine, spec, tmp_path, monkeypatch):
+    """In one chunk, across chunks, and repeated: always the line that was stored."""
+    monkeypatch.setattr(ingest_module, "INSERT_CHUNK", 4)
+    lines = [
+        {"id": "a", "prompt": "p"},  # 1  stored
+        {"id": "b", "prompt": "p"},  # 2  stored
+        {"id": "a", "prompt": "p"},  # 3  same chunk as line 1
+        {"id": "c", "prompt": "p"},  # 4  stored
+        {"id": "b", "prompt": "p"},  # 5  next chunk: line 2 is already written
+        {"id": "b", "prompt": "p"},  # 6  again: still line 2, not line 5
+        b"oops",  # 7  a parse problem between duplicates keeps its place
+        {"id": "d", "prompt": "p"},  # 8  stored
+        {"id": "d", "prompt": "p"},  # 9
     ]
+    result = ingest(engine, spec, write(tmp_path, lines), skip_invalid=True)
+    assert [(i["custom_id"], i["line_no"]) for i in rows(engine, "item")] == [
+        ("a", 1),
+        ("b", 2),
+        ("c", 4),
+        ("d", 8),
+    ]
+    assert (result.n_items, result.n_rejected) == (4, 5)
+    records = [orjson.loads(line) for line in Path(result.rejects_path).read_bytes().splitlines()]
+    assert [(r["line"], r["reason"]) for r in records] == [
+        (3, "duplicate id 'a' (first used on line 1): give every item its own id"),
+        (5, "duplicate id 'b' (first used on line 2): give every item its own id"),
+        (6, "duplicate id 'b' (first used on line 2): give every item its own id"),
+        (7, "invalid JSON at column 1: unexpected character, expected a JSON value"),
+        (9, "duplicate id 'd' (first used on line 8): give every item its own id"),
+    ]
+    [run] = rows(engine, "run")
+    assert (run["n_items"], run["n_rejected"]) == (4, 5)
+
+
+def test_memory_stays_bounded_by_flushing_on_bytes(engine, spec, tmp_path, monkeypatch):
+    """Big lines flush before the row count is reached; nothing is lost or reordered."""
+    monkeypatch.setattr(ingest_module, "FLUSH_BYTES", 2000)
+    lines = [{"id": f"i{n}", "prompt": "x" * 500} for n in range(20)] + [
+        {"id": "i3", "prompt": "y"}
+    ]
+    result = ingest(engine, spec, write(tmp_path, lines), skip_invalid=True)
+    assert (result.n_items, result.n_rejected) == (20, 1)
+    assert [i["line_no"] for i in rows(engine, "item")] == list(range(1, 21))
 
 
 def test_an_id_defaulting_to_its_line_number_can_clash(engine, spec, tmp_path):
