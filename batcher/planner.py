@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import BatcherError, UsageError
+from batcher.estimate import Estimate, estimate_run
 from batcher.items import ParsedItem
 from batcher.layout import (
     BatchInfo,
@@ -34,7 +35,15 @@ from batcher.store.models import TABLES
 
 ROUTE_PAGE = 5000
 
-__all__ = ["BatchInfo", "GroupInfo", "PlanSummary", "lay_out_batches", "plan_run"]
+__all__ = [
+    "BatchInfo",
+    "Estimate",
+    "GroupInfo",
+    "PlanSummary",
+    "estimate_run",
+    "lay_out_batches",
+    "plan_run",
+]
 
 
 @dataclass
@@ -175,3 +184,45 @@ def lay_out_batches(
     return [
         b.id for b in lay_out(db, run_id, spec, attempt_source(run_id), round, progress).batches
     ]
+
+
+@dataclass
+class PlanReport:
+    """Everything `batcher plan` shows: the ingest, the plan and its estimate."""
+
+    run_id: int
+    n_items: int
+    n_rejected: int
+    rejects_path: str | None
+    plan: PlanSummary
+    estimate: Estimate
+
+
+def plan_input(
+    db: Engine,
+    spec: JobSpec,
+    input_path: str,
+    *,
+    skip_invalid: bool = False,
+    output_tokens: int | None = None,
+    progress: Progress | None = None,
+) -> PlanReport:
+    """Ingest `input_path` with routing, plan the run and estimate it; nothing is sent.
+
+    The run stays in the database with status planned, for the engine to submit. Raises
+    what `ingest` and `plan_run` raise (UsageError for bad input or unknown models).
+    """
+    from batcher.ingest import ingest
+    from batcher.routing import make_annotator
+
+    check_models_known(spec)  # before reading a large input
+    stored = ingest(db, spec, input_path, skip_invalid=skip_invalid, annotate=make_annotator(spec))
+    summary = plan_run(db, stored.run_id, spec, progress=progress)
+    return PlanReport(
+        run_id=stored.run_id,
+        n_items=stored.n_items,
+        n_rejected=stored.n_rejected,
+        rejects_path=stored.rejects_path,
+        plan=summary,
+        estimate=estimate_run(db, stored.run_id, spec, output_tokens=output_tokens),
+    )

@@ -1,0 +1,150 @@
+"""`batcher plan`: what would be sent, and what it would cost, before anything is spent."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import click
+
+from batcher.cli import cli, db_option, handle_errors, json_option
+from batcher.output import print_json, print_table
+
+
+def _progress(n: int) -> None:
+    if n and n % 100_000 == 0:
+        click.echo(f"  laid out {n:,} requests", err=True)
+
+
+def _group_rows(plan) -> list[dict]:
+    return [
+        {
+            "group": g.key or "(no system prompt)",
+            "model": g.model,
+            "tier": g.tier,
+            "requests": g.n_requests,
+            "prefix tokens": g.prefix_tokens,
+            "cache": {"key": "prompt_cache_key"}.get(g.cache or "", g.cache or "none"),
+            "batches": g.n_batches,
+        }
+        for g in plan.largest_groups
+    ]
+
+
+def _batch_rows(plan) -> list[dict]:
+    return [
+        {
+            "batch": b.id,
+            "provider": b.provider,
+            "model": b.model,
+            "tier": b.tier,
+            "lines": b.n_requests,
+            "bytes": b.n_bytes,
+        }
+        for b in plan.batches
+    ]
+
+
+def _to_json(report) -> dict:
+    plan = report.plan
+    return {
+        "run": report.run_id,
+        "status": "planned",
+        "items": report.n_items,
+        "rejected": report.n_rejected,
+        "tiers": plan.tiers,
+        "groups": {"count": plan.n_groups, "largest": _group_rows(plan)},
+        "batches": _batch_rows(plan),
+        "estimate": report.estimate.to_dict(),
+    }
+
+
+def _print(report, spec) -> None:
+    plan, est = report.plan, report.estimate
+    tiers = [{**row, "model": spec.tiers.get(row["tier"], "")} for row in plan.tiers]
+    print_table(tiers, "Tiers", ["tier", "model", "reason", "items"])
+    shown = (
+        f" (largest {len(plan.largest_groups)})" if plan.n_groups > len(plan.largest_groups) else ""
+    )
+    print_table(_group_rows(plan), f"Cache groups: {plan.n_groups}{shown}")
+    print_table(_batch_rows(plan), f"Batches: {len(plan.batches)}")
+    print_table(est.baseline_rows(), "Estimate against the baselines")
+    click.echo(
+        f"Expected cached share of input tokens: {est.cached_share * 100:.1f}% "
+        f"(assumed hit rate {est.hit_rate * 100:.0f}%)\n"
+        f"Tokens: {est.input_tokens:,} input by {est.token_basis}; {est.output_tokens:,} "
+        f"output by {est.output_basis}\n"
+        f"Run {report.run_id} is planned ({report.n_items:,} items"
+        + (
+            f", {report.n_rejected:,} rejected to {report.rejects_path}"
+            if report.n_rejected
+            else ""
+        )
+        + f"); `batcher resume {report.run_id}` submits it."
+    )
+
+
+@cli.command()
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False),
+    help="Input JSONL (default: the spec's `input`).",
+)
+@click.option(
+    "--skip-invalid", is_flag=True, help="Set bad lines aside in a rejects file and plan the rest."
+)
+@click.option(
+    "--max-usd",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="X",
+    help="Refuse (exit 2) when the estimate is above X dollars [default: the spec's max_usd].",
+)
+@click.option(
+    "--output-tokens",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Estimate with N output tokens a request [default: each request's max_tokens, an "
+    "upper bound].",
+)
+@db_option
+@json_option
+@handle_errors
+def plan(job, input_path, skip_invalid, max_usd, output_tokens, db, as_json):
+    """Plan JOB over an input and show what would be sent and what it would cost.
+
+    Routes every item to a tier (and says why), groups items that share a system prompt so
+    the provider's prompt cache is reused, writes the batch files within the providers'
+    limits, and estimates the cost next to the baselines: all-frontier synchronous with no
+    cache, then with batch, with caching, with routing, and all combined. Nothing is sent;
+    the run stays planned in the database for `batcher resume RUN` to submit. Exit code 2
+    when the estimate is over the budget (--max-usd, else the spec's max_usd).
+
+    \b
+    Examples:
+      batcher plan jobs/example.toml
+      batcher plan jobs/example.toml --input tonight.jsonl --max-usd 20
+      batcher plan jobs/example.toml --output-tokens 200 --json
+    """
+    from batcher.estimate import check_budget
+    from batcher.planner import plan_input
+    from batcher.spec import load_spec
+    from batcher.store import open_store
+
+    spec = load_spec(job)
+    source = spec.input_file(input_path)
+    report = plan_input(
+        open_store(db),
+        spec,
+        source,
+        skip_invalid=skip_invalid,
+        output_tokens=output_tokens,
+        progress=_progress,
+    )
+    if as_json:
+        print_json(_to_json(report))
+    else:
+        _print(report, spec)
+    limit = max_usd if max_usd is not None else spec.max_usd
+    where = "--max-usd" if max_usd is not None else f"{spec.path}: max_usd"
+    check_budget(report.estimate, Decimal(str(limit)) if limit is not None else None, where)

@@ -1,0 +1,123 @@
+"""`batcher plan`: the tier split, groups, batches and estimate; --json; the budget refusal
+(exit 2, by how much) with the run kept planned."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from batcher.cli import cli
+from batcher.estimate import estimate_run
+from batcher.spec import load_spec
+from batcher.store import TABLES, open_store
+
+SPEC = """name = "labels"
+input = "in.jsonl"
+max_usd = 1.0
+
+[tiers]
+nano = "openai:gpt-5-nano"
+frontier = "anthropic:claude-sonnet-4-6"
+
+[routing]
+ladder = ["nano", "frontier"]
+
+[defaults]
+system = "You label tickets."
+max_tokens = 100
+"""
+LINES = [
+    {"id": "a", "prompt": "Classify this ticket: refund please"},
+    {"id": "b", "prompt": "Extract the order number: #123"},
+    {"id": "c", "prompt": "Analyze the logs and design a fix"},
+]
+
+
+@pytest.fixture
+def job(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.toml").write_text(SPEC)
+    (tmp_path / "in.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in LINES))
+    return tmp_path
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def run_status(url: str, run_id: int) -> str:
+    engine = open_store(url)
+    with engine.connect() as conn:
+        run_table = TABLES["run"]
+        return conn.execute(
+            sa.select(run_table.c.status).where(run_table.c.id == run_id)
+        ).scalar_one()
+
+
+def test_plan_shows_tiers_groups_batches_and_estimate(job, sqlite_url, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps cells to the terminal width
+    result = run("plan", "job.toml", "--db", sqlite_url)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for title in ("Tiers", "Cache groups: 2", "Batches: 2", "Estimate against the baselines"):
+        assert title in out
+    assert "classifier: low keyword in a short prompt" in out
+    assert "classifier: 2+ high keywords" in out
+    assert "all frontier, synchronous, no cache" in out and "(this plan)" in out
+    assert "Expected cached share of input tokens: 0.0%" in out
+    assert "Run 1 is planned (3 items); `batcher resume 1` submits it." in out
+    assert run_status(sqlite_url, 1) == "planned"
+
+
+def test_plan_json_matches_the_library(job, sqlite_url):
+    result = run("plan", "job.toml", "--db", sqlite_url, "--json", "--output-tokens", "50")
+    assert result.exit_code == 0, result.output
+    data = orjson.loads(result.stdout)
+    assert (data["run"], data["status"], data["items"]) == (1, "planned", 3)
+    assert sorted((b["model"], b["lines"]) for b in data["batches"]) == [
+        ("claude-sonnet-4-6", 1),
+        ("gpt-5-nano", 2),
+    ]
+    assert {t["tier"]: t["items"] for t in data["tiers"]} == {"nano": 2, "frontier": 1}
+    est = estimate_run(open_store(sqlite_url), 1, load_spec(job / "job.toml"), output_tokens=50)
+    assert data["estimate"]["estimate_usd"] == str(est.cost_usd)
+    assert data["estimate"]["output_tokens"] == 150
+    scenarios = {k: Decimal(v) for k, v in data["estimate"]["scenarios_usd"].items()}
+    assert scenarios["combined"] < scenarios["routing"] < scenarios["frontier_sync"]
+    assert scenarios["batch"] * 2 == scenarios["frontier_sync"]
+
+
+def test_over_budget_refuses_with_exit_2_and_keeps_the_plan(job, sqlite_url):
+    result = run("plan", "job.toml", "--db", sqlite_url, "--max-usd", "0.000001")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: the estimate $")
+    assert "exceeds max_usd $0.0000 (--max-usd) by $" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert run_status(sqlite_url, 1) == "planned"
+
+
+def test_spec_budget_applies_without_the_option(job, sqlite_url):
+    (job / "job.toml").write_text(SPEC.replace("max_usd = 1.0", "max_usd = 0.0000001"))
+    result = run("plan", "job.toml", "--db", sqlite_url)
+    assert result.exit_code == 2
+    assert "(job.toml: max_usd) by $" in result.stderr
+
+
+def test_unknown_model_is_refused_before_ingest(job, sqlite_url):
+    (job / "job.toml").write_text(SPEC.replace("gpt-5-nano", "gpt-5-nanoo"))
+    result = run("plan", "job.toml", "--db", sqlite_url)
+    assert result.exit_code == 2
+    assert "tiers.nano = 'openai:gpt-5-nanoo'" in result.stderr
+    engine = open_store(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(TABLES["run"])).scalar() == 0
+
+
+def test_help_teaches():
+    result = run("plan", "--help")
+    assert result.exit_code == 0
+    assert "Examples:" in result.stdout and "--max-usd" in result.stdout
