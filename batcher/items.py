@@ -282,7 +282,7 @@ def iter_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, by
             while raw and not raw.endswith(b"\n"):  # drop the rest of the long line
                 raw = readline(1 << 20)
             yield line_no, b"", True
-        elif raw.strip():
+        elif raw and not raw.isspace():  # isspace stops at the first character; strip copies
             yield line_no, raw, False
 
 
@@ -295,7 +295,7 @@ def parse_lines(
             yield Problem(
                 line_no,
                 f"line longer than the {max_line_bytes:,}-byte cap: shorten the item "
-                "or raise the cap",
+                "(lines are capped to keep memory bounded)",
             )
             continue
         try:

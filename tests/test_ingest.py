@@ -309,7 +309,8 @@ def test_line_over_the_size_cap(engine, spec, tmp_path):
     [problem] = caught.value.problems
     assert (problem.line_no, problem.reason) == (
         2,
-        "line longer than the 200-byte cap: shorten the item or raise the cap",
+        "line longer than the 200-byte cap: shorten the item "
+        "(lines are capped to keep memory bounded)",
     )
 
 

@@ -14,7 +14,7 @@ BAD_TIER = '"tier" must be a string naming a tier of the spec'
 BAD_MAX = '"max_tokens" must be an integer of at least 1'
 BAD_MESSAGES = '"messages" must be a non-empty list of {"role", "content"} objects'
 USE_METADATA = 'put extra data in "metadata"'
-CAP_FIX = "shorten the item or raise the cap"
+CAP_FIX = "shorten the item (lines are capped to keep memory bounded)"
 
 
 def parse(text: bytes, cap: int = 4096) -> list[ParsedItem | Problem]:
