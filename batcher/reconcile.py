@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from itertools import islice
 from typing import Any
 
@@ -24,16 +23,17 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from batcher.bulk import db_value, select_by_keys, set_status_rows, tune_for_bulk
 from batcher.errors import StateError
-from batcher.money import PICO_PER_USD
-from batcher.pricing import AttemptCosts, attempt_costs, unit_prices
+from batcher.pricer import Pricer
+from batcher.pricing import AttemptCosts
 from batcher.providers.base import Result, Usage
 from batcher.spec import JobSpec
-from batcher.states import AttemptStatus, BatchStatus, ItemStatus, allowed_sources, set_status
+from batcher.states import AttemptStatus, BatchStatus, ItemStatus, set_status
 from batcher.store.models import TABLES
 from batcher.validate import Validator, validator_for
 
-CHUNK = 5000
+CHUNK = 10_000  # results a transaction: bounded memory, few page rewrites per result
 MISSING_RESULT = "missing_result"
 BATCH_FAILED = "batch_failed"  # a line of the batch was refused, not this one: retry free
 SHOWN_UNMATCHED = 20
@@ -60,7 +60,8 @@ ATTEMPT_COLUMNS = [
     "baseline_pusd",
     "finished_at",
 ]
-NOTHING_BILLED = dict.fromkeys(ATTEMPT_COLUMNS[4:14], 0)
+NOTHING_BILLED = (0,) * 10
+ITEM_COLUMNS = ["output", "final_attempt_id"]
 OUTCOME_STATUS = {
     "errored": AttemptStatus.ERRORED,
     "expired": AttemptStatus.EXPIRED,
@@ -88,177 +89,63 @@ class ReconcileSummary:
     n_cancelled: int = 0
 
 
-def set_status_rows(
-    conn: Connection, table: sa.Table, to: str, rows: list[dict[str, Any]], columns: list[str]
-) -> int:
-    """`states.set_status_many`, usable until that one stops rendering its source statuses as
-    an expanding IN, which SQLAlchemy refuses inside an executemany (reported). Same contract:
-    rows are identified by `_id`; rows not in an allowed source status are left alone."""
-    if not rows:
-        return 0
-    sources = sorted(str(s) for s in allowed_sources(table.name, to))
-    stmt = (
-        sa.update(table)
-        .where(
-            table.c.id == sa.bindparam("_id"),
-            table.c.status.in_([sa.literal(s) for s in sources]),
-        )
-        .values(status=str(to), **{c: sa.bindparam(c) for c in columns})
-    )
-    return conn.execute(stmt, rows).rowcount
-
-
-class _Pricer:
-    """attempt_costs, fast: integer picodollar rates per token where they are exact.
-
-    genai-prices takes ~0.3 ms a call; a million results cannot afford that. Below a model's
-    long-context tier, a request's price is linear in its tokens, and per-token prices with up
-    to six decimals per million tokens are whole picodollars, so the integer dot product below
-    is exactly what `attempt_costs` returns (a test checks it). Anything else (a long request,
-    a fractional negotiated rate) goes to `attempt_costs` itself, cached by usage.
-    """
-
-    def __init__(self, spec: JobSpec):
-        self.spec = spec
-        self.cache: dict[tuple, AttemptCosts] = {}
-        self.rates: dict[tuple[str, str], _Rates | None] = {}
-        self.top = spec.model_of(spec.frontier_tier)
-
-    def costs(self, provider: str, model: str, usage: Usage) -> AttemptCosts:
-        rates = self.rates.get((provider, model), False)
-        if rates is False:
-            rates = self.rates[(provider, model)] = _Rates.of(self.spec, provider, model, self.top)
-        if rates is not None and usage.input_tokens < rates.limit:
-            return rates.costs(usage)
-        return self._slow(provider, model, usage)
-
-    def _slow(self, provider: str, model: str, usage: Usage) -> AttemptCosts:
-        key = (
-            provider,
-            model,
-            usage.input_tokens,
-            usage.cache_read_tokens,
-            usage.cache_write_5m_tokens,
-            usage.cache_write_1h_tokens,
-            usage.output_tokens,
-        )
-        found = self.cache.get(key)
-        if found is None:
-            if len(self.cache) >= 100_000:  # bounded memory on pathological usage spreads
-                self.cache.clear()
-            found = self.cache[key] = attempt_costs(self.spec, provider, model, usage)
-        return found
-
-
-def _whole_pusd(*usd_per_token: Decimal) -> tuple[int, ...] | None:
-    pusd = [value * PICO_PER_USD for value in usd_per_token]
-    if any(value != value.to_integral_value() for value in pusd):
-        return None
-    return tuple(int(value) for value in pusd)
-
-
-@dataclass(frozen=True, slots=True)
-class _Rates:
-    """Whole-picodollar prices per token: (plain input, cache read, 5m write, 1h write, output)
-    at batch and standard rates, and the frontier model's input and output at standard rates."""
-
-    batch: tuple[int, ...]
-    standard: tuple[int, ...]
-    top: tuple[int, ...]
-    limit: float  # requests with this many input tokens or more take the exact slow path
-
-    @classmethod
-    def of(cls, spec: JobSpec, provider: str, model: str, top: tuple[str, str]) -> _Rates | None:
-        batch = unit_prices(provider, model, batch=True, spec=spec)
-        standard = unit_prices(provider, model, batch=False, spec=spec)
-        frontier = unit_prices(*top, batch=False, spec=spec)
-        fields = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
-        batch_pusd = _whole_pusd(*(getattr(batch, f) for f in fields))
-        standard_pusd = _whole_pusd(*(getattr(standard, f) for f in fields))
-        top_pusd = _whole_pusd(frontier.input, frontier.output)
-        if batch_pusd is None or standard_pusd is None or top_pusd is None:
-            return None
-        starts = [p.tier_start for p in (batch, standard, frontier) if p.tier_start is not None]
-        return cls(batch_pusd, standard_pusd, top_pusd, min(starts, default=float("inf")))
-
-    def costs(self, usage: Usage) -> AttemptCosts:
-        read, w5, w1 = (
-            usage.cache_read_tokens,
-            usage.cache_write_5m_tokens,
-            usage.cache_write_1h_tokens,
-        )
-        total, out = usage.input_tokens, usage.output_tokens
-        plain = total - read - w5 - w1
-        if plain < 0:
-            raise ValueError(f"usage counts more cached than total input tokens: {usage}")
-        b, s, t = self.batch, self.standard, self.top
-        return AttemptCosts(
-            cost_pusd=plain * b[0] + read * b[1] + w5 * b[2] + w1 * b[3] + out * b[4],
-            standard_pusd=plain * s[0] + read * s[1] + w5 * s[2] + w1 * s[3] + out * s[4],
-            uncached_pusd=total * s[0] + out * s[4],
-            baseline_pusd=total * t[0] + out * t[1],
-        )
-
-
-def _usage_values(usage: Usage | None, costs: AttemptCosts | None) -> dict[str, int]:
+def _billed(usage: Usage | None, costs: AttemptCosts | None) -> tuple[int, ...]:
+    """The token and cost columns (ATTEMPT_COLUMNS[4:14]) of one result."""
     if usage is None or costs is None:
         return NOTHING_BILLED
-    return {
-        "input_tokens": usage.input_tokens,
-        "cache_read_tokens": usage.cache_read_tokens,
-        "cache_write_5m_tokens": usage.cache_write_5m_tokens,
-        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-        "output_tokens": usage.output_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "cost_pusd": costs.cost_pusd,
-        "standard_pusd": costs.standard_pusd,
-        "uncached_pusd": costs.uncached_pusd,
-        "baseline_pusd": costs.baseline_pusd,
-    }
+    return (
+        usage.input_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        usage.output_tokens,
+        usage.reasoning_tokens,
+        costs.cost_pusd,
+        costs.standard_pusd,
+        costs.uncached_pusd,
+        costs.baseline_pusd,
+    )
 
 
 class _Chunk:
     """One transaction's worth of results, turned into rows per target status."""
 
-    def __init__(self, validator: Validator, pricer: _Pricer, summary: ReconcileSummary):
+    def __init__(self, validator: Validator, pricer: Pricer, summary: ReconcileSummary):
         self.validator, self.pricer, self.summary = validator, pricer, summary
-        self.rows: dict[str, list[dict[str, Any]]] = {}
-        self.items: list[dict[str, Any]] = []
+        self.rows: dict[str, list[tuple[Any, ...]]] = {}
+        self.items: list[tuple[Any, ...]] = []
 
-    def add(self, attempt: sa.Row, result: Result, now: datetime) -> None:
+    def add(self, attempt: tuple[Any, ...], result: Result, now: Any) -> None:
         attempt_id, item_id, _, _, provider, model = attempt
         costs = None
         if result.usage is not None:  # billed only when the provider reported usage
             costs = self.pricer.costs(provider, model, result.usage)
             self.summary.cost_pusd += costs.cost_pusd
-        row = {
-            "_id": attempt_id,
-            "output": result.text,
-            "verdict": None,
-            "error_code": result.error_code,
-            "error_message": result.error_message,
-            "finished_at": now,
-            **_usage_values(result.usage, costs),
-        }
+        verdict = None
         if result.outcome == "succeeded":
-            verdict = self.validator.check(result.text)
-            row["verdict"] = verdict.reason
-            status = AttemptStatus.SUCCEEDED if verdict.ok else AttemptStatus.INVALID
-            if verdict.ok:
-                self.items.append(
-                    {"_id": item_id, "output": result.text, "final_attempt_id": attempt_id}
-                )
+            checked = self.validator.check(result.text)
+            verdict = checked.reason
+            status = AttemptStatus.SUCCEEDED if checked.ok else AttemptStatus.INVALID
+            if checked.ok:
+                self.items.append((result.text, attempt_id, item_id))
         else:
             status = OUTCOME_STATUS[result.outcome]
+        row = (
+            result.text,
+            verdict,
+            result.error_code,
+            result.error_message,
+            *_billed(result.usage, costs),
+            now,
+            attempt_id,
+        )
         self.rows.setdefault(status, []).append(row)
 
     def write(self, conn: Connection) -> None:
         for status, rows in self.rows.items():
-            moved = set_status_rows(conn, ATTEMPT, status, rows, ATTEMPT_COLUMNS)
+            moved = set_status_rows(conn, ATTEMPT, status, ATTEMPT_COLUMNS, rows)
             self.summary.stored[status] = self.summary.stored.get(status, 0) + moved
-        set_status_rows(
-            conn, ITEM, ItemStatus.SUCCEEDED, self.items, ["output", "final_attempt_id"]
-        )
+        set_status_rows(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_COLUMNS, self.items)
 
 
 def _chunks(results: Iterable[Result], size: int) -> Iterator[list[Result]]:
@@ -267,18 +154,17 @@ def _chunks(results: Iterable[Result], size: int) -> Iterator[list[Result]]:
         yield chunk
 
 
-def _attempts_of(conn: Connection, batch_id: str, custom_ids: list[str]) -> dict[str, sa.Row]:
-    rows = conn.execute(
-        sa.select(
-            ATTEMPT.c.id,
-            ATTEMPT.c.item_id,
-            ATTEMPT.c.custom_id,
-            ATTEMPT.c.status,
-            ATTEMPT.c.provider,
-            ATTEMPT.c.model,
-        ).where(ATTEMPT.c.batch_id == batch_id, ATTEMPT.c.custom_id.in_(custom_ids))
+def _attempts_of(
+    conn: Connection, batch_id: str, custom_ids: list[str]
+) -> dict[str, tuple[Any, ...]]:
+    rows = select_by_keys(
+        conn,
+        "SELECT id, item_id, custom_id, status, provider, model FROM attempt"
+        " WHERE batch_id = {p} AND custom_id",
+        custom_ids,
+        (batch_id,),
     )
-    return {row.custom_id: row for row in rows}
+    return {row[2]: row for row in rows}
 
 
 def _batch_status(conn: Connection, batch_id: str) -> str:
@@ -293,8 +179,9 @@ def _store_chunk(
 ) -> None:
     open_statuses = (AttemptStatus.PLANNED, AttemptStatus.SUBMITTED)
     with db.begin() as conn:
+        tune_for_bulk(conn)
         attempts = _attempts_of(conn, batch_id, [r.custom_id for r in chunk])
-        now = datetime.now(UTC)
+        now = db_value(conn, ATTEMPT.c.finished_at, datetime.now(UTC))
         seen: set[str] = set()
         for result in chunk:
             attempt = attempts.get(result.custom_id)
@@ -302,7 +189,7 @@ def _store_chunk(
                 summary.n_unmatched += 1
                 if len(summary.unmatched) < SHOWN_UNMATCHED:
                     summary.unmatched.append(result.custom_id)
-            elif attempt.status not in open_statuses or result.custom_id in seen:
+            elif attempt[3] not in open_statuses or result.custom_id in seen:
                 summary.n_skipped += 1  # stored before (or a duplicate line): never twice
             else:
                 seen.add(result.custom_id)
@@ -380,7 +267,7 @@ def reconcile_batch(
     with db.begin() as conn:  # the batch reached the provider, so every attempt of it did
         set_status(conn, ATTEMPT, AttemptStatus.SUBMITTED, ATTEMPT.c.batch_id == batch_id)
     summary = ReconcileSummary(batch_id)
-    validator, pricer = validator_for(spec.validation), _Pricer(spec)
+    validator, pricer = validator_for(spec.validation), Pricer(spec)
     for part in _chunks(results, chunk):
         summary.n_results += len(part)
         _store_chunk(db, batch_id, part, _Chunk(validator, pricer, summary), summary)
@@ -412,8 +299,8 @@ def _error_text(error: dict[str, Any]) -> str:
 
 
 def _failure_rows(
-    attempts: list[sa.Row], errors: list[dict[str, Any]], by_line: dict[int, str], now: datetime
-) -> list[dict[str, Any]]:
+    attempts: list[sa.Row], errors: list[dict[str, Any]], by_line: dict[int, str], now: Any
+) -> list[tuple[Any, ...]]:
     """Each attempt's error: its own line's, else the batch-level one, else `batch_failed`."""
     line_errors = {
         by_line[e["line"]]: e for e in errors if e.get("line") is not None and e["line"] in by_line
@@ -429,14 +316,10 @@ def _failure_rows(
     rows = []
     for attempt_id, custom_id in attempts:
         own = line_errors.get(custom_id)
-        rows.append(
-            {
-                "_id": attempt_id,
-                "error_code": (own.get("code") or "invalid_request") if own else code,
-                "error_message": _error_text(own) if own else message,
-                "finished_at": now,
-            }
-        )
+        if own is not None:
+            rows.append((own.get("code") or "invalid_request", _error_text(own), now, attempt_id))
+        else:
+            rows.append((code, message, now, attempt_id))
     return rows
 
 
@@ -465,14 +348,9 @@ def fail_batch(db: Engine, batch_id: str, errors: list[dict[str, Any]], spec: Jo
         ).all()
         needs_lines = any(e.get("line") is not None for e in errors)
         by_line = _custom_ids_by_line(path) if needs_lines else {}
-        rows = _failure_rows(attempts, errors, by_line, now)
-        moved = set_status_rows(
-            conn,
-            ATTEMPT,
-            AttemptStatus.ERRORED,
-            rows,
-            ["error_code", "error_message", "finished_at"],
-        )
+        rows = _failure_rows(attempts, errors, by_line, db_value(conn, ATTEMPT.c.finished_at, now))
+        columns = ["error_code", "error_message", "finished_at"]
+        moved = set_status_rows(conn, ATTEMPT, AttemptStatus.ERRORED, columns, rows)
         if status == BatchStatus.SUBMITTED:  # failed at the provider: it has ended
             set_status(conn, BATCH, BatchStatus.ENDED, BATCH.c.id == batch_id, {"ended_at": now})
             status = BatchStatus.ENDED

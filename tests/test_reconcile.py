@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
@@ -19,9 +21,10 @@ from reconcile_fixtures import (
 )
 
 from batcher.errors import StateError
+from batcher.pricer import Pricer
 from batcher.pricing import attempt_costs
 from batcher.providers.base import Result, Usage
-from batcher.reconcile import _Pricer, fail_batch, reconcile_batch
+from batcher.reconcile import fail_batch, reconcile_batch
 from batcher.states import BatchStatus
 from batcher.store.db import open_store
 
@@ -99,7 +102,7 @@ def test_every_outcome_is_stored(db, tmp_path):
         assert row["cost_pusd"] == costs.cost_pusd and row["standard_pusd"] == costs.standard_pusd
         assert row["uncached_pusd"] == costs.uncached_pusd
         assert row["baseline_pusd"] == costs.baseline_pusd
-        assert row["finished_at"] is not None
+        assert isinstance(row["finished_at"], datetime)  # stored in the database's own format
     assert a[0]["verdict"] == "ok: json, label" and a[0]["output"] == GOOD
     assert a[2]["verdict"] == "label 'sales' is not one of the allowed labels"
     assert a[2]["output"] == '{"label": "sales"}'
@@ -279,4 +282,4 @@ def test_fast_pricing_equals_attempt_costs(model, total, shares, output, negotia
     spec = make_spec(pricing=pricing)
     read, w5, w1 = (total * s // 3000 for s in shares)
     usage = Usage(total, read, w5, w1, output, output // 2)
-    assert _Pricer(spec).costs(*model, usage) == attempt_costs(spec, *model, usage)
+    assert Pricer(spec).costs(*model, usage) == attempt_costs(spec, *model, usage)
