@@ -96,9 +96,19 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
         if message.get("role") not in ROLES:
             raise LineError(f'"messages"[{i}].role must be one of {", ".join(ROLES)}')
         content = message.get("content")
-        if not isinstance(content, str) and not isinstance(content, list):
+        if type(content) is list:
+            _check_blocks(content, i)
+        elif type(content) is not str:
             raise LineError(f'"messages"[{i}].content must be a string or a list of blocks')
     return messages
+
+
+def _check_blocks(blocks: list[Any], i: int) -> None:
+    for j, block in enumerate(blocks):
+        if type(block) is not dict or type(block.get("type")) is not str:
+            raise LineError(f'"messages"[{i}].content[{j}] must be an object with a "type"')
+        if block["type"] == "text" and type(block.get("text")) is not str:
+            raise LineError(f'"messages"[{i}].content[{j}].text must be a string')
 
 
 def _split_system(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -259,8 +269,24 @@ def parse_line(raw: bytes, line_no: int) -> ParsedItem:
         item = _parse_batch_form(obj, line_no)
     else:
         item = _parse_item_form(obj, line_no)
+    if b"\\u0000" in raw:  # rare: only then look for NUL in the fields stored as text
+        _check_no_nul(item)
     item.raw = raw
     return item
+
+
+def _check_no_nul(item: ParsedItem) -> None:
+    """PostgreSQL cannot store NUL in text; JSON-encoded fields are safe, plain ones are not."""
+    fields = {
+        "id": item.custom_id,
+        "system": item.system,
+        "system_ref": item.system_ref,
+        "model": item.model,
+        "tier": item.tier,
+    }
+    for name, value in fields.items():
+        if value is not None and "\x00" in value:
+            raise LineError(f'"{name}" contains a NUL character (\\u0000): remove it')
 
 
 def iter_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes, bool]]:

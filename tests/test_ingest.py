@@ -390,3 +390,16 @@ def test_many_items_in_several_chunks(engine, spec, tmp_path, monkeypatch):
             sa.select(sa.func.count(), sa.func.min(item.c.line_no), sa.func.max(item.c.line_no))
         ).one()
     assert (count, low, high) == (1050, 1, 1050)
+
+
+def test_nul_characters_are_stored_escaped_or_refused(engine, spec, tmp_path):
+    """PostgreSQL refuses NUL in text: JSON-encoded columns keep it escaped, others refuse it."""
+    lines = [
+        {"id": "a", "prompt": "before \x00 after", "metadata": {"k": "\x00"}},
+        {"id": "b\x00", "prompt": "x"},
+    ]
+    result = ingest(engine, spec, write(tmp_path, lines), skip_invalid=True)
+    assert (result.n_items, result.n_rejected) == (1, 1)
+    [item] = rows(engine, "item")
+    assert orjson.loads(item["request_json"])["messages"][0]["content"] == "before \x00 after"
+    assert orjson.loads(item["metadata_json"]) == {"k": "\x00"}

@@ -6,6 +6,8 @@ import io
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batcher.items import ParsedItem, Problem, content_text, parse_lines
 
@@ -289,3 +291,78 @@ def test_reject_record():
         "reason": '"prompt" must be a non-empty string, got a number',
         "text": '{"prompt": 42}\n',
     }
+
+
+def test_nul_in_a_field_stored_as_text_is_a_problem():
+    assert problem({"id": "a\x00b", "prompt": "x"}) == (
+        '"id" contains a NUL character (\\u0000): remove it'
+    )
+    assert problem({"prompt": "x", "system": "s\x00"}) == (
+        '"system" contains a NUL character (\\u0000): remove it'
+    )
+    item = one({"id": "a", "prompt": "NUL \x00 inside the prompt is stored JSON-escaped"})
+    assert isinstance(item, ParsedItem)
+
+
+def test_content_blocks_are_checked():
+    line = {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}
+    assert problem(line) == '"messages"[0].content[0].text must be a string'
+    line = {"messages": [{"role": "user", "content": ["text"]}]}
+    assert problem(line) == '"messages"[0].content[0] must be an object with a "type"'
+
+
+# Property tests: whatever a line holds, parsing yields an item or a problem, never an error.
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+MESSAGE = st.dictionaries(
+    st.sampled_from(["role", "content", "name"]),
+    st.sampled_from(["user", "system", "assistant", "tool"])
+    | st.lists(
+        st.dictionaries(st.sampled_from(["type", "text"]), st.sampled_from(["text"]) | JSON),
+        max_size=2,
+    )
+    | JSON,
+)
+FIELD = st.sampled_from(
+    ["id", "prompt", "messages", "system", "system_ref", "tier", "model", "max_tokens"]
+    + ["temperature", "params", "metadata", "custom_id", "body", "method", "url", "other"]
+)
+LINE = st.dictionaries(
+    FIELD,
+    JSON
+    | st.lists(MESSAGE, max_size=3)
+    | st.fixed_dictionaries({"model": JSON, "messages": st.lists(MESSAGE, max_size=3)}),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(LINE)
+def test_any_object_is_an_item_or_a_problem(obj):
+    result = one(obj)
+    assert isinstance(result, ParsedItem | Problem)
+    if isinstance(result, ParsedItem):
+        orjson.dumps(result.request())  # what ingest stores must serialise
+        assert isinstance(result.prompt_text(), str)
+        assert isinstance(result.custom_id, str) and result.custom_id
+        assert result.system is None or isinstance(result.system, str)
+    else:
+        assert result.reason and result.line_no == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_parse_without_error(raw):
+    results = parse(raw, cap=64)
+    line_numbers = [r.line_no for r in results]
+    assert line_numbers == sorted(set(line_numbers))
+    assert all(isinstance(r, ParsedItem | Problem) for r in results)
