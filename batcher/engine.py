@@ -106,22 +106,15 @@ def outcome_of(db: Engine, run_id: int) -> RunOutcome:
     return RunOutcome(run_id, run.status, items, int(cost), int(baseline), run.error)
 
 
-def _estimate_pusd(estimate: Any) -> int:
-    """The estimated batch cost of a plan, in picodollars."""
-    for name in ("cost_pusd", "batch_pusd", "estimated_pusd"):
-        if hasattr(estimate, name):
-            return int(getattr(estimate, name))
-    return to_pusd(estimate.cost_usd)
-
-
-def check_budget(db: Engine, run_id: int, spec: JobSpec, max_usd: float | None) -> None:
-    """Refuse (BudgetExceeded, run marked failed) when the plan's estimate is over budget."""
-    limit = max_usd if max_usd is not None else spec.max_usd
+def check_budget(db: Engine, run_id: int, spec: JobSpec) -> None:
+    """Refuse (BudgetExceeded, run marked failed) when the plan's estimate is over the
+    spec's `max_usd`."""
+    limit = spec.max_usd
     if limit is None:
         return
-    from batcher.planner import estimate_run
+    from batcher.estimate import estimate_run
 
-    estimate = _estimate_pusd(estimate_run(db, run_id, spec))
+    estimate = estimate_run(db, run_id, spec).cost_pusd
     budget = to_pusd(Decimal(str(limit)))
     if estimate <= budget:
         return
@@ -129,7 +122,7 @@ def check_budget(db: Engine, run_id: int, spec: JobSpec, max_usd: float | None) 
     message = (
         f"run {run_id}: the estimate ${to_usd(estimate):.4f} is ${over:.4f} over the budget of "
         f"${Decimal(str(limit))} (max_usd); nothing was submitted. Raise the budget with "
-        f"`batcher resume {run_id} --max-usd X` (or max_usd in the spec), or send less input"
+        f"`batcher resume {run_id} --max-usd X`, or send less input"
     )
     with db.begin() as conn:
         set_status(conn, RUN, RunStatus.FAILED, RUN.c.id == run_id, {"error": message})
@@ -157,6 +150,8 @@ def start_run(
     from batcher.routing import make_annotator
 
     check_models_known(spec)
+    if max_usd is not None:  # the run's spec snapshot keeps the budget it runs under
+        spec = spec.model_copy(update={"max_usd": max_usd})
     result = ingest(
         db,
         spec,
@@ -167,7 +162,7 @@ def start_run(
         schedule_name=schedule_name,
     )
     plan_run(db, result.run_id, spec)
-    check_budget(db, result.run_id, spec, max_usd)
+    check_budget(db, result.run_id, spec)
     return result.run_id
 
 
@@ -222,10 +217,13 @@ def drive_run(
         try:
             driver.run(submit_only=submit_only)
         except (SubmissionUndecided, RunStopped, ProviderError) as exc:
+            message = str(exc)
+            if isinstance(exc, ProviderError):
+                message += f"; once it answers again, `batcher resume {run_id}` continues"
             with db.begin() as conn:
-                set_status(conn, RUN, RunStatus.FAILED, RUN.c.id == run_id, {"error": str(exc)})
+                set_status(conn, RUN, RunStatus.FAILED, RUN.c.id == run_id, {"error": message})
             outcome = outcome_of(db, run_id)
-            outcome.message = str(exc)
+            outcome.message = message
             return outcome
     return outcome_of(db, run_id)
 
@@ -240,8 +238,9 @@ def resume_run(
     **drive: Any,
 ) -> RunOutcome:
     """Finish a run after any interruption: settle the user's decisions about undecided
-    batches (`adopt` local id -> provider batch id, `not_created` local ids), re-check the
-    budget when `max_usd` is given and nothing was submitted, then `drive_run`."""
+    batches (`adopt` local id -> provider batch id, `not_created` local ids), set a new
+    budget (`max_usd`, kept with the run) and check it when nothing was submitted yet, then
+    `drive_run`."""
     from batcher.submit import resolve
 
     spec = run_spec(db, run_id)
@@ -260,8 +259,12 @@ def resume_run(
                 f"run {run_id} has no batch {batch_id!r} (see `batcher status {run_id}`)"
             )
         resolve(db, registry.get(providers[batch_id]), batch_id, provider_batch_id)
-    if max_usd is not None and not _anything_submitted(db, run_id):
-        check_budget(db, run_id, spec, max_usd)
+    if max_usd is not None:
+        spec = spec.model_copy(update={"max_usd": max_usd})
+        with db.begin() as conn:
+            conn.execute(sa.update(RUN).where(RUN.c.id == run_id).values(spec_json=spec.snapshot()))
+    if not _anything_submitted(db, run_id):  # e.g. a run the budget refused at start
+        check_budget(db, run_id, spec)
     return drive_run(db, run_id, **drive)
 
 
