@@ -30,6 +30,7 @@ from batcher.money import fmt_usd, to_pusd, to_usd
 from batcher.pricing import price_usd, unit_prices
 from batcher.providers.base import Usage
 from batcher.requests import anthropic_cache_ttl, openai_cached_prefix
+from batcher.routing import token_basis
 from batcher.spec import JobSpec
 from batcher.states import AttemptStatus
 from batcher.store.models import TABLES
@@ -44,7 +45,6 @@ SCENARIO_LABELS = {
     "routing": "routed tiers, synchronous, no cache",
     "combined": "routed + batch + caching (this plan)",
 }
-TOKEN_BASIS = "cl100k tokenizer (offline)"
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Estimate:
     cache_write_tokens: int = 0
     output_tokens: int = 0
     output_basis: str = "max_tokens cap (upper bound)"
-    token_basis: str = TOKEN_BASIS
+    token_basis: str = field(default_factory=token_basis)
     hit_rate: Decimal = DEFAULT_HIT_RATE
     scenarios: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SCENARIOS, 0))
     by_model: dict[tuple[str, str, str], dict[str, int]] = field(default_factory=dict)

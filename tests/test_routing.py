@@ -7,12 +7,14 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from batcher import routing
 from batcher.errors import UsageError
 from batcher.ingest import ingest
 from batcher.items import parse_line
 from batcher.routing import (
     HeuristicClassifier,
     Router,
+    TokenCounter,
     estimate_input_tokens,
     make_annotator,
     make_classifier,
@@ -210,3 +212,27 @@ def test_annotator_stores_tier_reason_and_tokens(tmp_path, sqlite_url):
     assert rows[0].est_input_tokens == (
         count_tokens("Label the ticket.") + count_tokens(lines[0]["prompt"]) + 4
     )
+
+
+def test_sampled_token_counts_stay_close_to_exact():
+    words = "refund invoice login crash 42 naïve café, timeout; ERROR".split()
+    texts = [
+        " ".join(words[(i * 7 + j) % len(words)] for j in range(5 + i % 90)) for i in range(3000)
+    ]
+    exact, sampled = TokenCounter(), TokenCounter(sample_every=8)
+    exact_sum = sum(exact.text(t) for t in texts)
+    sampled_counts = [sampled.text(t) for t in texts]
+    assert sampled_counts[:256] == [exact.text(t) for t in texts[:256]]  # the seed is exact
+    assert abs(sum(sampled_counts) - exact_sum) / exact_sum < 0.02
+
+
+def test_cheap_fallback_says_it_is_one(monkeypatch):
+    def broken():
+        raise OSError("no tokenizer data")
+
+    monkeypatch.setattr(routing, "encoding", broken)
+    monkeypatch.setattr(routing, "_ENCODE_FAILED", False)
+    with pytest.warns(UserWarning, match="4 characters a token"):
+        counter = TokenCounter()
+    assert counter.text("x" * 40) == 10
+    assert routing.token_basis().startswith("cheap estimate, 4 characters a token")
