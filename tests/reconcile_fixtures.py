@@ -148,3 +148,34 @@ def snapshot(db, run_id: int) -> list[tuple]:
                 )
             ]
     return out
+
+
+def plan(db, spec: JobSpec, tmp_path, n: int, name: str = "input.jsonl") -> int:
+    """A run of `n` items ingested and planned by the real planner; returns the run id."""
+    from batcher.planner import plan_run
+
+    run_id = ingest_items(db, spec, tmp_path, n, name)
+    plan_run(db, run_id, spec)
+    return run_id
+
+
+def send(db, run_id: int) -> list[str]:
+    """Move every planned batch of the run as the engine does: submitting, submitted (its
+    attempts submitted, its items in flight), ended. Returns their ids."""
+    with db.connect() as conn:
+        ids = list(
+            conn.execute(
+                sa.select(BATCH.c.id)
+                .where(BATCH.c.run_id == run_id, BATCH.c.status == BatchStatus.PLANNED)
+                .order_by(BATCH.c.id)
+            ).scalars()
+        )
+    for batch_id in ids:
+        with db.begin() as conn:
+            set_status(conn, BATCH, BatchStatus.SUBMITTING, BATCH.c.id == batch_id)
+            set_status(conn, BATCH, BatchStatus.SUBMITTED, BATCH.c.id == batch_id)
+            set_status(conn, ATTEMPT, AttemptStatus.SUBMITTED, ATTEMPT.c.batch_id == batch_id)
+            in_batch = sa.select(ATTEMPT.c.item_id).where(ATTEMPT.c.batch_id == batch_id)
+            set_status(conn, ITEM, ItemStatus.IN_FLIGHT, ITEM.c.id.in_(in_batch))
+            set_status(conn, BATCH, BatchStatus.ENDED, BATCH.c.id == batch_id)
+    return ids

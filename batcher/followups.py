@@ -1,0 +1,421 @@
+"""What happens after an attempt fails: retry, escalate, or end the item; and reuse.
+
+The decision is data and one pure function: `FollowupPolicy.from_spec(spec)` reads the
+spec's `retry`, `routing.ladder` and `on_invalid`, and `policy.decide(chain)` looks at an
+item's attempts (oldest first) and says what comes next. `plan_followups` applies it to every
+item of a run whose latest attempt is final, in chunks, one transaction each: new attempts are
+inserted (never overwriting old ones) in the same transaction that queues their items, so a
+crash or a second call never makes an attempt twice.
+
+`apply_reuse` answers planned attempts from identical requests that succeeded in earlier runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batcher.bulk import db_value, select_by_keys, set_status_rows
+from batcher.reconcile import ATTEMPT_COLUMNS, NOTHING_BILLED
+from batcher.requests import defaults_fingerprint, request_hash
+from batcher.spec import JobSpec
+from batcher.states import (
+    ATTEMPT_FINAL,
+    ITEM_TERMINAL,
+    AttemptStatus,
+    BatchStatus,
+    ItemStatus,
+    set_status,
+)
+from batcher.store.models import TABLES
+from batcher.validate import validator_for
+
+CHUNK = 5000
+BILLED_COLUMNS = ATTEMPT_COLUMNS[4:14]  # tokens and costs: all 0 for a reused answer
+ATTEMPT, ITEM, BATCH = TABLES["attempt"], TABLES["item"], TABLES["batch"]
+TRANSIENT = {AttemptStatus.ERRORED, AttemptStatus.EXPIRED}
+# Refusals of the whole batch that say nothing about this request: wait and send it again.
+FREE_CODES = frozenset({"token_limit_exceeded", "batch_failed"})
+# Errors that are the request's own fault: the same request would be refused again.
+PERMANENT_CODES = frozenset(
+    {
+        "invalid_request_error",
+        "invalid_request",
+        "invalid_json_line",
+        "duplicate_custom_id",
+        "url_mismatch",
+        "model_mismatch",
+    }
+)
+
+Kind = Literal["succeed", "retry", "escalate", "fail", "cancel", "wait"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One attempt of an item's chain, as the policy sees it."""
+
+    seq: int
+    tier: str
+    status: str
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kind: Kind
+    tier: str | None = None  # the tier of the next attempt (retry, escalate)
+    free: bool = False  # a retry that does not use the budget
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FollowupPolicy:
+    """Retries and escalation as data.
+
+    - A transient failure (errored, expired, missing_result) is retried on the same tier while
+      that tier has had at most `transient_retries` transient failures.
+    - A batch-level refusal (`token_limit_exceeded`, `batch_failed`) is retried without using
+      any budget, at most `free_retries` times, so a request that can never fit cannot loop.
+    - An error that is the request's own fault (invalid request, bad line) ends the item.
+    - An invalid answer moves to the next tier of `ladder` when `escalate_invalid`.
+    - No item gets more than `max_attempts` attempts that use the budget.
+    """
+
+    max_attempts: int
+    transient_retries: int
+    ladder: tuple[str, ...]
+    escalate_invalid: bool = True
+    free_retries: int = 10
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.transient_retries < 0 or self.free_retries < 0:
+            raise ValueError(f"retry limits must be positive: {self}")
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec) -> FollowupPolicy:
+        return cls(
+            max_attempts=spec.retry.max_attempts,
+            transient_retries=spec.retry.transient_retries,
+            ladder=tuple(spec.routing.ladder),
+            escalate_invalid=spec.on_invalid == "escalate",
+        )
+
+    def next_tier(self, tier: str) -> str | None:
+        """The tier above `tier` on the ladder (None at the top or off the ladder)."""
+        if tier not in self.ladder:
+            return None
+        index = self.ladder.index(tier)
+        return self.ladder[index + 1] if index + 1 < len(self.ladder) else None
+
+    def decide(self, chain: Sequence[Step]) -> Decision:
+        """What comes after the last attempt of `chain` (the item's attempts, oldest first)."""
+        last = chain[-1]
+        if last.status in (AttemptStatus.SUCCEEDED, AttemptStatus.REUSED):
+            return Decision("succeed")
+        if last.status == AttemptStatus.CANCELLED:
+            return Decision("cancel", reason="cancelled before it ran")
+        if last.status not in ATTEMPT_FINAL:
+            return Decision("wait")
+        used = sum(1 for step in chain if not _free(step))
+        if last.status == AttemptStatus.INVALID:
+            return self._after_invalid(last, used)
+        return self._after_error(chain, last, used)
+
+    def _after_invalid(self, last: Step, used: int) -> Decision:
+        if not self.escalate_invalid:
+            return Decision("fail", reason="invalid answer (on_invalid = fail)")
+        tier = self.next_tier(last.tier)
+        if tier is None:
+            return Decision("fail", reason=f"invalid answer and no tier above {last.tier!r}")
+        if used >= self.max_attempts:
+            return Decision("fail", reason=f"invalid answer after {used} attempts (max_attempts)")
+        return Decision("escalate", tier=tier)
+
+    def _after_error(self, chain: Sequence[Step], last: Step, used: int) -> Decision:
+        code = last.error_code or last.status
+        if code in PERMANENT_CODES:
+            return Decision("fail", reason=f"{code}: the provider refuses this request")
+        if _free(last):
+            n_free = sum(1 for step in chain if _free(step))
+            if n_free > self.free_retries:
+                return Decision("fail", reason=f"{code} {n_free} times")
+            return Decision("retry", tier=last.tier, free=True)
+        on_tier = sum(1 for s in chain if s.tier == last.tier and _transient(s) and not _free(s))
+        if on_tier > self.transient_retries:
+            return Decision("fail", reason=f"{code}: transient retries on {last.tier!r} used up")
+        if used >= self.max_attempts:
+            return Decision("fail", reason=f"{code} after {used} attempts (max_attempts)")
+        return Decision("retry", tier=last.tier)
+
+
+def _transient(step: Step) -> bool:
+    return step.status in TRANSIENT
+
+
+def _free(step: Step) -> bool:
+    return step.status == AttemptStatus.ERRORED and step.error_code in FREE_CODES
+
+
+@dataclass
+class FollowupSummary:
+    """Items by what `plan_followups` did with them."""
+
+    retried: int = 0  # new attempt on the same tier (free retries included)
+    free_retries: int = 0  # of which did not use the budget
+    escalated: int = 0  # new attempt on the next tier
+    failed: int = 0
+    cancelled: int = 0
+    succeeded: int = 0  # latest attempt had succeeded but the item was not marked yet
+
+    @property
+    def new_attempts(self) -> int:
+        return self.retried + self.escalated
+
+
+_OPEN_ITEMS = [s.value for s in ItemStatus if s not in ITEM_TERMINAL]
+_FINAL = [s.value for s in ATTEMPT_FINAL]
+
+
+def _candidates(conn: Connection, run_id: int, after: int, limit: int) -> list[int]:
+    """Open items of the run whose latest attempt is final, by item id after `after`."""
+    later = ATTEMPT.alias("later")
+    newer = sa.exists().where(later.c.item_id == ATTEMPT.c.item_id, later.c.seq > ATTEMPT.c.seq)
+    query = (
+        sa.select(ATTEMPT.c.item_id)
+        .join(ITEM, ITEM.c.id == ATTEMPT.c.item_id)
+        .where(
+            ATTEMPT.c.run_id == run_id,
+            ATTEMPT.c.item_id > after,
+            ITEM.c.status.in_(_OPEN_ITEMS),
+            ATTEMPT.c.status.in_(_FINAL),
+            ~newer,
+        )
+        .order_by(ATTEMPT.c.item_id)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def _chains(conn: Connection, item_ids: list[int]) -> dict[int, list[tuple]]:
+    """item id -> its attempts (id, seq, tier, provider, model, status, error_code, output)."""
+    chains: dict[int, list[tuple]] = {}
+    rows = select_by_keys(
+        conn,
+        "SELECT item_id, id, seq, tier, provider, model, status, error_code, output"
+        " FROM attempt WHERE item_id",
+        item_ids,
+    )
+    for item_id, *rest in rows:
+        chains.setdefault(item_id, []).append(tuple(rest))
+    for chain in chains.values():
+        chain.sort(key=lambda a: a[1])
+    return chains
+
+
+class _Round:
+    """The rows one chunk of decisions writes."""
+
+    def __init__(self, conn: Connection, run_id: int, spec: JobSpec, summary: FollowupSummary):
+        self.conn, self.run_id, self.spec, self.summary = conn, run_id, spec, summary
+        self.now = db_value(conn, ATTEMPT.c.finished_at, datetime.now(UTC))
+        self.new: list[dict[str, Any]] = []
+        self.ends: dict[str, list[tuple]] = {}  # item status -> (output, final attempt, id)
+
+    def apply(self, item_id: int, chain: list[tuple], decision: Decision) -> None:
+        last_id, last_seq, last_tier, provider, model, _, _, output = chain[-1]
+        if decision.kind in ("retry", "escalate"):
+            if decision.kind == "escalate":
+                provider, model = self.spec.model_of(decision.tier)
+                self.summary.escalated += 1
+            else:
+                self.summary.retried += 1
+                self.summary.free_retries += decision.free
+            seq = last_seq + 1
+            self.new.append(
+                {
+                    "run_id": self.run_id,
+                    "item_id": item_id,
+                    "seq": seq,
+                    "tier": decision.tier,
+                    "provider": provider,
+                    "model": model,
+                    "custom_id": f"i{item_id}-a{seq}",
+                    "status": AttemptStatus.PLANNED.value,
+                }
+            )
+            return
+        status = {
+            "succeed": ItemStatus.SUCCEEDED,
+            "fail": ItemStatus.FAILED,
+            "cancel": ItemStatus.CANCELLED,
+        }[decision.kind]
+        setattr(self.summary, status.value, getattr(self.summary, status.value) + 1)
+        kept = output if status == ItemStatus.SUCCEEDED else None
+        self.ends.setdefault(status, []).append((kept, last_id, item_id))
+
+    def write(self) -> None:
+        if self.new:
+            self._insert_attempts()
+        for status, rows in self.ends.items():
+            set_status_rows(self.conn, ITEM, status, ["output", "final_attempt_id"], rows)
+
+    def _insert_attempts(self) -> None:
+        items = {
+            row[0]: row
+            for row in select_by_keys(
+                self.conn, "SELECT id, system_hash, request_json FROM item WHERE id",
+                [a["item_id"] for a in self.new],
+            )
+        }  # fmt: skip
+        fingerprint = defaults_fingerprint(self.spec)
+        for attempt in self.new:
+            _, system_hash, request_json = items[attempt["item_id"]]
+            attempt["request_hash"] = request_hash(
+                attempt["provider"], attempt["model"], system_hash, request_json, fingerprint
+            )
+        self.conn.execute(ATTEMPT.insert(), self.new)
+        queued = [(a["item_id"],) for a in self.new]
+        set_status_rows(self.conn, ITEM, ItemStatus.QUEUED, [], queued)
+
+
+def plan_followups(
+    db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK
+) -> FollowupSummary:
+    """Decide the next step of every open item of run `run_id` whose latest attempt is final.
+
+    Retries and escalations become new planned attempts without a batch (seq + 1, custom id
+    "i{item}-a{seq}", request_hash as the planner computes it) and their items are queued;
+    `planner.lay_out_batches` then puts them into batches. Items out of options end `failed`
+    (their final_attempt_id points at the attempt holding the last error), items whose attempt
+    was cancelled end `cancelled`. Idempotent: a second call finds nothing to do.
+    """
+    policy = FollowupPolicy.from_spec(spec)
+    summary = FollowupSummary()
+    after = 0
+    while True:
+        with db.begin() as conn:
+            item_ids = _candidates(conn, run_id, after, chunk)
+            if not item_ids:
+                return summary
+            after = item_ids[-1]
+            work = _Round(conn, run_id, spec, summary)
+            for item_id, chain in _chains(conn, item_ids).items():
+                steps = [
+                    Step(seq, tier, status, code) for _, seq, tier, _, _, status, code, _ in chain
+                ]
+                work.apply(item_id, chain, policy.decide(steps))
+            work.write()
+
+
+def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -> int:
+    """Answer planned attempts of run `run_id` from earlier runs; returns how many.
+
+    A planned attempt (not yet sent: no batch, or a batch still `planned`) whose request_hash
+    equals that of a succeeded attempt of an earlier run, and whose earlier answer passes this
+    spec's checks, becomes `reused`: that output, every token and cost figure 0, reused_from
+    set; its item succeeds. A planned batch that held such attempts is `abandoned` (its file
+    would send them again) and its other planned attempts lose their batch, so the next
+    `planner.lay_out_batches` lays them out afresh. Idempotent.
+    """
+    validator = validator_for(spec.validation)
+    reused, after = 0, 0
+    while True:
+        with db.begin() as conn:
+            todo = _reusable(conn, run_id, after, chunk)
+            if not todo:
+                break
+            after = todo[-1][0]
+            sources = _earlier_answers(conn, run_id, sorted({h for _, _, h in todo}))
+            now = db_value(conn, ATTEMPT.c.finished_at, datetime.now(UTC))
+            attempts, items = [], []
+            for attempt_id, item_id, hash_ in todo:
+                source = sources.get(hash_)
+                if source is None:
+                    continue
+                verdict = validator.check(source[1])
+                if not verdict.ok:
+                    continue
+                reason = f"reused: {verdict.reason}"
+                attempts.append((source[1], reason, source[0], now, *NOTHING_BILLED, attempt_id))
+                items.append((source[1], attempt_id, item_id))
+            columns = ["output", "verdict", "reused_from", "finished_at", *BILLED_COLUMNS]
+            reused += set_status_rows(conn, ATTEMPT, AttemptStatus.REUSED, columns, attempts)
+            set_status_rows(conn, ITEM, ItemStatus.SUCCEEDED, ["output", "final_attempt_id"], items)
+    _abandon_stale_batches(db, run_id)
+    return reused
+
+
+def _reusable(conn: Connection, run_id: int, after: int, limit: int) -> list[tuple]:
+    """(attempt id, item id, request_hash) of planned, unsent attempts, in id order."""
+    unsent = sa.or_(
+        ATTEMPT.c.batch_id.is_(None),
+        ATTEMPT.c.batch_id.in_(
+            sa.select(BATCH.c.id).where(
+                BATCH.c.run_id == run_id, BATCH.c.status == BatchStatus.PLANNED
+            )
+        ),
+    )
+    query = (
+        sa.select(ATTEMPT.c.id, ATTEMPT.c.item_id, ATTEMPT.c.request_hash)
+        .where(
+            ATTEMPT.c.run_id == run_id,
+            ATTEMPT.c.status == AttemptStatus.PLANNED,
+            ATTEMPT.c.id > after,
+            unsent,
+        )
+        .order_by(ATTEMPT.c.id)
+        .limit(limit)
+    )
+    return [tuple(row) for row in conn.execute(query)]
+
+
+def _earlier_answers(conn: Connection, run_id: int, hashes: list[str]) -> dict[str, tuple]:
+    """request_hash -> (attempt id, output) of the latest succeeded attempt of an earlier run."""
+    found: dict[str, tuple] = {}
+    rows = select_by_keys(
+        conn,
+        "SELECT request_hash, id, output FROM attempt WHERE status = 'succeeded'"
+        " AND run_id < {p} AND request_hash",
+        hashes,
+        (run_id,),
+    )
+    for hash_, attempt_id, output in rows:
+        if hash_ not in found or attempt_id > found[hash_][0]:
+            found[hash_] = (attempt_id, output)
+    return found
+
+
+def _abandon_stale_batches(db: Engine, run_id: int) -> None:
+    """Planned batches holding reused attempts: detach the rest, abandon the batch."""
+    with db.begin() as conn:
+        stale = list(
+            conn.execute(
+                sa.select(BATCH.c.id)
+                .where(BATCH.c.run_id == run_id, BATCH.c.status == BatchStatus.PLANNED)
+                .where(
+                    sa.exists().where(
+                        ATTEMPT.c.batch_id == BATCH.c.id,
+                        ATTEMPT.c.status == AttemptStatus.REUSED,
+                    )
+                )
+            ).scalars()
+        )
+        for batch_id in stale:
+            conn.execute(
+                sa.update(ATTEMPT)
+                .where(ATTEMPT.c.batch_id == batch_id, ATTEMPT.c.status == AttemptStatus.PLANNED)
+                .values(batch_id=None)
+            )
+            set_status(
+                conn,
+                BATCH,
+                BatchStatus.ABANDONED,
+                BATCH.c.id == batch_id,
+                {"error": "requests answered from earlier runs; the rest laid out again"},
+            )
