@@ -257,10 +257,13 @@ def report_sections(report: Report) -> list[Section]:
     )
     c = report.total.costs
     savings = (
-        "Savings vs baseline (same tokens on the frontier model, standard rates, no cache)",
+        "Savings vs baseline",
         ("", "amount"),
         [
-            ["baseline", show_usd(c.baseline)],
+            [
+                "baseline: same tokens on the frontier model, standard rates, no cache",
+                show_usd(c.baseline),
+            ],
             ["saved by routing", show_usd(c.routing)],
             ["saved by caching", show_usd(c.caching)],
             ["saved by batch discount", show_usd(c.batch)],
