@@ -64,7 +64,9 @@ def runs_chart(report: Report) -> str:
     runs = report.runs
     height, top, bottom, left, right = 300, 40, 60, 80, 20
     plot_w, plot_h = WIDTH - left - right, height - top - bottom
-    peak = _nice_max(max((float(usd(r.costs.baseline)) for r in runs), default=0.0))
+    # the cost can top the baseline (escalations pay twice), so scale to the larger of both
+    amounts = [float(usd(max(r.costs.baseline, r.costs.cost))) for r in runs]
+    peak = _nice_max(max(amounts, default=0.0))
     parts = _svg_open("chart-runs", "Cost against baseline per run", height)
     for k in range(5):  # horizontal grid with dollar ticks
         y = top + plot_h - plot_h * k / 4

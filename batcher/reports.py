@@ -383,22 +383,30 @@ def _runs(conn: Connection, run_ids: list[int]) -> list[RunInfo]:
 
 def _cache_groups(conn: Connection, run_ids: list[int]) -> list[CacheGroupRow]:
     a, i, p = TABLES["attempt"], TABLES["item"], TABLES["prompt"]
-    keys = (i.c.cache_group, a.c.provider, a.c.model, p.c.text)
-    rows: dict[tuple[str, str, str], CacheGroupRow] = {}
+    keys = (i.c.cache_group, a.c.provider, a.c.model, i.c.system_hash)
     query = (
         sa.select(
             *keys,
             sa.func.count().label("attempts"),
             sa.func.coalesce(sa.func.sum(a.c.cache_read_tokens), 0).label("read"),
         )
-        .select_from(a.join(i, i.c.id == a.c.item_id).join(p, p.c.hash == i.c.system_hash))
+        .select_from(a.join(i, i.c.id == a.c.item_id))
         # only answered attempts: an error that never ran had no chance to read the cache
-        .where(a.c.run_id.in_(run_ids), i.c.cache_group.is_not(None), a.c.input_tokens > 0)
+        .where(
+            a.c.run_id.in_(run_ids),
+            i.c.cache_group.is_not(None),
+            i.c.system_hash.is_not(None),
+            a.c.input_tokens > 0,
+        )
         .group_by(*keys)
     )
-    for row in conn.execute(query):
+    found = list(conn.execute(query))
+    hashes = sorted({row.system_hash for row in found})
+    texts = dict(conn.execute(sa.select(p.c.hash, p.c.text).where(p.c.hash.in_(hashes))).all())
+    rows: dict[tuple[str, str, str], CacheGroupRow] = {}
+    for row in found:
         key = (row.cache_group, row.provider, row.model)
-        prefix = count_tokens(row.text)
+        prefix = count_tokens(texts[row.system_hash])
         n = _int(row.attempts)
         group = rows.setdefault(key, CacheGroupRow(*key, 0, prefix, 0, 0))
         group.attempts += n
