@@ -353,6 +353,7 @@ class _Groups:
             raise BatcherError(f"planner: group {key} missing from the group counts")
         system = prompt_text(self.conn, system_hash, self.prompts)
         prefix = count_tokens(system) if system else 0
+        # The group id travels as OpenAI's prompt_cache_key (Anthropic's renderer ignores it).
         cache_key = cache_group_id(provider, model, system_hash)
         ttl = cache = None
         if provider == "anthropic" and system:
@@ -360,8 +361,6 @@ class _Groups:
             ttl = cache = anthropic_cache_ttl(model, prefix, size, batch_size, self.spec)
         elif provider == "openai" and size >= 2 and openai_cached_prefix(prefix):
             cache = "key"
-        else:
-            cache_key = None  # nothing shared worth a key
         self.current = _Group(
             key=key,
             provider=provider,

@@ -19,6 +19,7 @@ from batcher.errors import BatcherError, UsageError
 from batcher.estimate import Estimate, estimate_run
 from batcher.items import ParsedItem
 from batcher.layout import (
+    SHOWN_GROUPS,
     BatchInfo,
     GroupInfo,
     Progress,
@@ -167,7 +168,7 @@ def plan_run(
         n_groups=fresh.n_groups + leftover.n_groups,
         largest_groups=sorted(
             fresh.largest_groups + leftover.largest_groups, key=lambda g: -g.n_requests
-        )[: len(fresh.largest_groups) or len(leftover.largest_groups)],
+        )[:SHOWN_GROUPS],
     )
 
 

@@ -268,6 +268,8 @@ _routers: dict[int, tuple[JobSpec, Router]] = {}
 def _router(spec: JobSpec) -> Router:
     cached = _routers.get(id(spec))
     if cached is None or cached[0] is not spec:
+        if len(_routers) >= 16:
+            _routers.clear()
         cached = _routers[id(spec)] = (spec, Router(spec))
     return cached[1]
 
@@ -312,9 +314,12 @@ def make_annotator(
             n_tokens = estimate_input_tokens(item, system, exact=False)
         else:
             n_tokens = counter.item(item, system)
-        tier, reason = router.route(
-            item.model, item.tier, item.metadata, item.prompt_text(), n_tokens
-        )
+        try:
+            tier, reason = router.route(
+                item.model, item.tier, item.metadata, item.prompt_text(), n_tokens
+            )
+        except UsageError as exc:  # an item's model that cannot be priced: name the line
+            raise UsageError(f"input line {item.line_no}: {exc}") from None
         return tier, reason, n_tokens
 
     return annotate
