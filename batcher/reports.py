@@ -223,34 +223,37 @@ def select_runs(
     job: str | None = None,
     since: datetime | None = None,
 ) -> list[int]:
-    """Ids of the runs to report, oldest first: RUN itself, else the runs of `job` created
-    at or after `since` (either filter alone works), else the latest run.
+    """Ids of the runs to report, oldest first: RUN itself; else the runs of `job` and/or
+    created at or after `since`; else the latest run.
 
-    Raises UsageError when nothing matches.
+    Raises UsageError when nothing matches, or when RUN is combined with a filter.
     """
     run = TABLES["run"]
-    query = sa.select(run.c.id).order_by(run.c.created_at, run.c.id)
+    filtered = job is not None or since is not None
+    if run_id is not None and filtered:
+        raise UsageError(f"give RUN ({run_id}) or --job/--since, not both")
     if run_id is not None:
-        query = query.where(run.c.id == run_id)
-    if job is not None:
-        query = query.where(run.c.job_name == job)
-    if since is not None:
-        query = query.where(run.c.created_at >= since)
-    if run_id is None and job is None and since is None:
+        query = sa.select(run.c.id).where(run.c.id == run_id)
+    elif filtered:
+        query = sa.select(run.c.id).order_by(run.c.created_at, run.c.id)
+        if job is not None:
+            query = query.where(run.c.job_name == job)
+        if since is not None:
+            query = query.where(run.c.created_at >= since)
+    else:
         query = sa.select(run.c.id).order_by(run.c.id.desc()).limit(1)
     with db.connect() as conn:
         ids = list(conn.execute(query).scalars())
     if ids:
-        return sorted(ids) if run_id is None and job is None and since is None else ids
+        return ids
     if run_id is not None:
         raise UsageError(f"run {run_id} not found: `batcher status` lists the runs")
-    wanted = " ".join(
-        part
-        for part in (f"--job {job}" if job else "", f"--since {since:%Y-%m-%d}" if since else "")
-        if part
-    )
-    if wanted:
-        raise UsageError(f"no run matches {wanted}: widen the filter or check the job's name")
+    if filtered:
+        wanted = [f"--job {job}" if job else "", f"--since {since:%Y-%m-%d}" if since else ""]
+        raise UsageError(
+            f"no run matches {' '.join(w for w in wanted if w)}: widen the filter or check "
+            "the job's name"
+        )
     raise UsageError("no runs yet: start one with `batcher run JOB`")
 
 

@@ -218,10 +218,17 @@ def test_runs_are_selected_by_id_job_and_date(db):
     assert select_runs(db, job="tickets") == [old, new]
     assert select_runs(db, since=parse_since("2026-11-01")) == [new, other]
     assert select_runs(db, job="tickets", since=parse_since("2026-11-01")) == [new]
+    with pytest.raises(UsageError, match=r"give RUN \(1\) or --job/--since, not both"):
+        select_runs(db, 1, job="tickets")
     with pytest.raises(UsageError, match=r"run 999 not found"):
         select_runs(db, 999)
     with pytest.raises(UsageError, match=r"no run matches --job nightly --since 2026-12-01"):
         select_runs(db, job="nightly", since=parse_since("2026-12-01"))
+
+
+def test_an_empty_database_says_how_to_start(db):
+    with pytest.raises(UsageError, match=r"no runs yet: start one with `batcher run JOB`"):
+        select_runs(db)
 
 
 def test_since_must_be_a_date():
