@@ -129,6 +129,7 @@ class Driver:
         self.start()
         self.settle_submitting()
         self.settle_leftovers()
+        self.apply_reuse()  # before anything of this run is sent
         self.follow_up()
         while True:
             if self.lease.lost.is_set():
@@ -171,7 +172,6 @@ class Driver:
             ).scalar_one()
         if pending:  # a crash between ingest and plan, or a run started by `ingest`
             plan_run(self.db, self.run_id, self.spec)
-            self.apply_reuse()
 
     def apply_reuse(self) -> None:
         if not self.reuse:
@@ -196,9 +196,12 @@ class Driver:
                     ATTEMPT.c.batch_id.is_(None),
                 )
             ).scalar_one()
+            # Follow-ups go one round after the last batch that ended; attempts freed by
+            # reuse before anything ended stay in round 1.
             last_round = conn.execute(
                 sa.select(sa.func.coalesce(sa.func.max(BATCH.c.round), 0)).where(
-                    BATCH.c.run_id == self.run_id
+                    BATCH.c.run_id == self.run_id,
+                    BATCH.c.status.in_([BatchStatus.ENDED, BatchStatus.RECONCILED]),
                 )
             ).scalar_one()
         if not waiting:
@@ -206,7 +209,7 @@ class Driver:
         self.apply_reuse()
         new = lay_out_batches(self.db, self.run_id, self.spec, round=last_round + 1)
         if new:
-            self.reporter.note(f"round {last_round + 1}: {len(new)} follow-up batch(es)")
+            self.reporter.note(f"round {last_round + 1}: {len(new)} new batch(es)")
 
     def complete(self) -> None:
         with self.db.begin() as conn:

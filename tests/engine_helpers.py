@@ -1,0 +1,156 @@
+"""Helpers for the engine tests: a served sandbox, small job specs and inputs, and checks
+that every input line is accounted for and every billed cent is in the database."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from genai_prices import Usage as PriceUsage
+from genai_prices import calc_price
+
+from batcher.money import to_pusd
+from batcher.providers import Clients
+from batcher.providers.calls import RetryPolicy
+from batcher.sandbox import start_sandbox
+from batcher.store import open_store
+from batcher.store.models import TABLES
+
+ITEM, ATTEMPT, BATCH, RUN = TABLES["item"], TABLES["attempt"], TABLES["batch"], TABLES["run"]
+LABELS = ["billing", "technical", "account"]
+FAST_RETRY = RetryPolicy(attempts=12, base_s=0.02, cap_s=0.5)
+POLL = 0.03
+
+SPEC = r"""
+name = "engine-test"
+[tiers]
+nano = "openai:gpt-5-nano"
+mid = "openai:gpt-5-mini"
+frontier = "anthropic:claude-sonnet-4-6"
+[defaults]
+max_tokens = 512
+system = "You label support tickets.\nAllowed labels: billing, technical, account"
+[routing]
+classifier = "{classifier}"
+ladder = ["nano", "mid", "frontier"]
+[validation]
+labels = ["billing", "technical", "account"]
+[retry]
+max_attempts = 4
+transient_retries = 2
+"""
+
+
+@pytest.fixture(scope="module", name="served")
+def served_fixture():
+    with start_sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(name="sandbox")
+def sandbox_fixture(served):
+    served.reset()
+    return served
+
+
+@pytest.fixture(name="clients")
+def clients_fixture(sandbox) -> Clients:
+    return Clients.for_sandbox(sandbox, FAST_RETRY)
+
+
+@pytest.fixture(name="db")
+def db_fixture(tmp_path):
+    return open_store(f"sqlite:///{tmp_path / 'state' / 'engine.db'}")
+
+
+def write_job(tmp_path: Path, n: int, classifier: str = "fixed:nano", name: str = "job") -> Path:
+    """A spec and its input of `n` tickets; returns the spec path (input set in the spec)."""
+    folder = tmp_path / name
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "input.jsonl", "wb") as f:
+        for i in range(n):
+            f.write(
+                orjson.dumps({"id": f"t{i}", "prompt": f"Ticket {i}: I cannot log in."}) + b"\n"
+            )
+    spec = folder / "job.toml"
+    spec.write_text('input = "input.jsonl"\n' + SPEC.format(classifier=classifier))
+    return spec
+
+
+def items_by_status(db, run_id: int) -> Counter:
+    with db.connect() as conn:
+        return Counter(
+            dict(
+                conn.execute(
+                    sa.select(ITEM.c.status, sa.func.count())
+                    .where(ITEM.c.run_id == run_id)
+                    .group_by(ITEM.c.status)
+                ).all()
+            )
+        )
+
+
+def attempts(db, run_id: int) -> list[dict]:
+    with db.connect() as conn:
+        return [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.select(ATTEMPT).where(ATTEMPT.c.run_id == run_id).order_by(ATTEMPT.c.id)
+            )
+        ]
+
+
+def batches(db, run_id: int) -> list[dict]:
+    with db.connect() as conn:
+        return [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.select(BATCH).where(BATCH.c.run_id == run_id).order_by(BATCH.c.round, BATCH.c.id)
+            )
+        ]
+
+
+def price_billed(rows: list[dict]) -> int:
+    """The sandbox's billed requests priced here, with genai-prices at batch rates."""
+    total = 0
+    for row in rows:
+        t = row["tokens"]
+        writes = t["cache_write_5m"] + t["cache_write_1h"]
+        usage = PriceUsage(
+            input_tokens=t["input"] + t["cache_read"] + writes,
+            cache_read_tokens=t["cache_read"],
+            cache_write_tokens=writes,
+            cache_write_1h_tokens=t["cache_write_1h"],
+            output_tokens=t["output"],
+        )
+        price = calc_price(
+            usage, row["model"], provider_id=row["provider"], price_context={"processing": "batch"}
+        )
+        total += to_pusd(Decimal(price.total_price))
+    return total
+
+
+def check_accounted(db, run_id: int, sandbox, n_items: int) -> None:
+    """Every line is an item in a terminal status; every billed request is stored once, on
+    the attempt that was sent with its custom_id, with the cost the test prices itself; and
+    no custom_id reached the provider twice."""
+    status = items_by_status(db, run_id)
+    assert sum(status.values()) == n_items
+    assert set(status) <= {"succeeded", "failed", "cancelled"}
+    stats = sandbox.stats()
+    assert stats["duplicates"] == {"openai": [], "anthropic": []}
+    rows = sandbox.billed()
+    billed = Counter((r["provider"], r["custom_id"]) for r in rows)
+    assert max(billed.values(), default=1) == 1
+    stored = {(a["provider"], a["custom_id"]): a for a in attempts(db, run_id)}
+    for row in rows:
+        attempt = stored[(row["provider"], row["custom_id"])]
+        assert attempt["output_tokens"] == row["tokens"]["output"]
+        assert attempt["cache_read_tokens"] == row["tokens"]["cache_read"]
+    paid = [a for a in stored.values() if a["cost_pusd"]]
+    assert len(paid) == len(rows)
+    assert sum(a["cost_pusd"] for a in paid) == price_billed(rows)

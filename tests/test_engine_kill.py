@@ -1,0 +1,68 @@
+"""Kill tests: `batcher run` in a subprocess is killed with SIGKILL at each step boundary (the
+BATCHER_CRASH_AT seam, see batcher.crash); `batcher resume` then finishes the run. The sandbox
+lives in this process, so it outlives the killed runner and its audit sees both."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from engine_helpers import (  # noqa: F401 - fixtures
+    attempts,
+    batches,
+    check_accounted,
+    sandbox_fixture,
+    served_fixture,
+    write_job,
+)
+
+from batcher.store import open_store
+
+BATCHER = str(Path(sys.executable).parent / "batcher")
+N = 12
+CASES = [
+    ("after_intent", "fixed:nano"),
+    ("after_intent", "fixed:frontier"),
+    ("after_upload", "fixed:nano"),  # only OpenAI uploads a file first
+    ("after_create", "fixed:nano"),
+    ("after_create", "fixed:frontier"),
+    ("after_record", "fixed:nano"),
+    ("while_polling", "fixed:nano"),
+    ("while_polling", "fixed:frontier"),
+    ("mid_reconcile", "fixed:nano"),
+    ("mid_reconcile", "fixed:frontier"),
+]
+
+
+def batcher(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([BATCHER, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("step,classifier", CASES)
+def test_resume_after_a_kill_loses_nothing_and_sends_nothing_twice(
+    sandbox, tmp_path, state_dir, step, classifier
+):
+    spec = write_job(tmp_path, N, classifier)
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    env = {**os.environ, **sandbox.env(), "BATCHER_STATE_DIR": str(state_dir)}
+    poll = ["--db", url, "--poll-interval", "0.03"]
+
+    killed = batcher(["run", str(spec), *poll], {**env, "BATCHER_CRASH_AT": step})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    resumed = batcher(["resume", "1", *poll], env)
+    assert resumed.returncode == 0, resumed.stderr
+
+    db = open_store(url)
+    check_accounted(db, 1, sandbox, N)
+    provider = "openai" if classifier == "fixed:nano" else "anthropic"
+    sent = sandbox.stats()["submissions"][provider]
+    reached = {b["id"] for b in batches(db, 1) if b["provider_batch_id"]}
+    expected = Counter(a["custom_id"] for a in attempts(db, 1) if a["batch_id"] in reached)
+    assert sent == dict(expected)  # each attempt's custom_id submitted exactly once
+    assert sandbox.stats()["batches_created"][provider] == len(reached)
