@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/batcher plan jobs/example.toml
+	$(BIN)/batcher run jobs/example.toml --sandbox
 
 # Debian's chromium opens the HTML report in tests/test_report_html.py; CI runs as root.
 browser:

@@ -44,11 +44,22 @@ def test_run_with_sandbox_succeeds_with_exit_0(tmp_path, db_url):
     assert float(summary["cost_usd"]) > 0
 
 
-def test_run_prints_a_summary_table(tmp_path, db_url):
+def test_run_prints_the_report_and_a_verdict(tmp_path, db_url):
     result = invoke("run", str(write_job(tmp_path, 3)), "--sandbox", "--db", db_url)
     assert result.exit_code == 0
-    for word in ("Run 1", "succeeded", "cost_usd", "baseline_usd", "cost_per_success_usd"):
-        assert word in result.stdout
+    assert "By tier" in result.stdout and "Savings vs baseline" in result.stdout
+    assert "run 1 completed: 3/3 succeeded, 0 failed, 0 cancelled; paid $" in result.stdout
+
+
+def test_second_run_reuses_answers_unless_told_not_to(tmp_path, db_url):
+    spec = str(write_job(tmp_path, 4))
+    assert invoke("run", spec, "--sandbox", "--db", db_url).exit_code == 0
+    again = json.loads(invoke("run", spec, "--sandbox", "--db", db_url, "--json").stdout)
+    assert again["succeeded"] == 4 and again["cost_usd"] == "0"
+    fresh = json.loads(
+        invoke("run", spec, "--sandbox", "--db", db_url, "--json", "--no-reuse").stdout
+    )
+    assert fresh["succeeded"] == 4 and float(fresh["cost_usd"]) > 0
 
 
 def test_run_with_bad_input_exits_2_and_submits_nothing(tmp_path, db_url):

@@ -20,8 +20,8 @@ from contextlib import ExitStack, contextmanager
 import click
 
 from batcher.cli import cli, db_option, handle_errors, json_option
+from batcher.money import fmt_usd
 from batcher.output import print_json, print_table
-
 
 poll_option = click.option(
     "--poll-interval",
@@ -65,11 +65,28 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def _finish(outcome, as_json: bool) -> None:
-    """Print the outcome and exit with its code."""
+def _print_report(engine, run_id: int) -> None:
+    """The run's cost and savings report (batcher report RUN), before the summary."""
+    from batcher.report_render import render_report
+    from batcher.reports import build_report, select_runs
+
+    click.echo(render_report(build_report(engine, select_runs(engine, run_id)), "table"), nl=False)
+
+
+def _finish(outcome, as_json: bool, engine=None) -> None:
+    """Print the outcome and exit with its code. With `engine` (run, resume), people get the
+    run's full report (batcher report RUN) and a one-line verdict instead of the summary."""
     summary = outcome.summary()
     if as_json:
         print_json(summary)
+    elif engine is not None and outcome.n_items:
+        _print_report(engine, outcome.run_id)
+        click.echo(
+            f"run {outcome.run_id} {outcome.status}: {summary['succeeded']}/{outcome.n_items} "
+            f"succeeded, {summary['failed']} failed, {summary['cancelled']} cancelled; "
+            f"paid {fmt_usd(summary['cost_usd'])} against a baseline of "
+            f"{fmt_usd(summary['baseline_usd'])}"
+        )
     else:
         rows = [{"": key, "value": value} for key, value in summary.items() if key != "message"]
         print_table(rows, title=f"Run {outcome.run_id}", columns=["", "value"])
@@ -158,8 +175,7 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
             _lease_held(exc)
         finally:
             reporter.close()
-    _finish(outcome, as_json)
-
+    _finish(outcome, as_json, engine)
 
 
 @cli.command()
@@ -253,11 +269,12 @@ def resume(run_id, adopt, not_created, max_usd, no_reuse, poll_interval, db, as_
     from batcher.progress import make_reporter
     from batcher.store import open_store
 
+    engine = open_store(db)
     reporter = make_reporter()
     try:
         with _stop_on_signals() as stop:
             outcome = resume_run(
-                open_store(db),
+                engine,
                 run_id,
                 adopt=_pairs(adopt),
                 not_created=list(not_created),
@@ -271,8 +288,7 @@ def resume(run_id, adopt, not_created, max_usd, no_reuse, poll_interval, db, as_
         _lease_held(exc)
     finally:
         reporter.close()
-    _finish(outcome, as_json)
-
+    _finish(outcome, as_json, engine)
 
 
 @cli.command()
