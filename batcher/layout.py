@@ -170,7 +170,7 @@ def item_source(run_id: int, spec: JobSpec) -> Source:
     todo = sa.and_(
         item.c.run_id == run_id,
         item.c.status == ItemStatus.PENDING.value,
-        item.c.tier.isnot(None),
+        ref.isnot(None),  # a tier the spec does not define stays pending; plan_run says so
     )
     return Source(
         rows=sa.select(item.c.id, sa.null(), *keys, item.c.request_json)

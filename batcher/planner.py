@@ -15,7 +15,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from batcher.errors import BatcherError, UsageError
+from batcher.errors import UsageError
 from batcher.estimate import Estimate, estimate_run
 from batcher.items import ParsedItem
 from batcher.layout import (
@@ -156,8 +156,11 @@ def plan_run(
                 item.c.run_id == run_id, item.c.status == ItemStatus.PENDING.value
             )
         ).scalar_one()
-        if stranded:  # routing gives every item a tier; refuse rather than lose items
-            raise BatcherError(f"run {run_id}: {stranded} pending items could not be planned")
+        if stranded:  # only a spec without the tier the items were routed to leaves these
+            raise UsageError(
+                f"run {run_id}: {stranded} items have a tier that the spec does not define "
+                f"(tiers: {', '.join(spec.tiers)}); plan with the spec the run was ingested with"
+            )
         set_status(conn, TABLES["run"], RunStatus.PLANNED, TABLES["run"].c.id == run_id)
         tiers = _tier_split(conn, run_id)
     return PlanSummary(

@@ -336,3 +336,24 @@ def test_layout_property(items, max_lines, max_bytes, max_requests):
         runs = [g for i, g in enumerate(groups) if i == 0 or groups[i - 1] != g]
         assert len(runs) == len(set(runs))
         db.dispose()
+
+
+def test_items_routed_to_a_tier_the_spec_lacks_are_refused(sqlite_url, tmp_path):
+    spec = make_spec(routing={"classifier": "fixed:mid"})
+    db = open_store(sqlite_url)
+    run_id = ingest_lines(db, spec, tmp_path, [{"prompt": "hi"}, {"prompt": "yo", "tier": "nano"}])
+    other = parse_spec(
+        {"name": "t", "tiers": {"nano": TIERS["nano"]}, "routing": {"ladder": ["nano"]}}
+    )
+    with pytest.raises(UsageError, match="1 items have a tier that the spec does not define"):
+        plan_run(db, run_id, other)
+    assert [i.status for i in rows(db, "item", run_id=run_id)] == ["pending", "queued"]
+
+
+def test_an_unpriceable_explicit_model_names_its_line(sqlite_url, tmp_path):
+    spec = make_spec()
+    db = open_store(sqlite_url)
+    with pytest.raises(UsageError, match=r"input line 2: .*'openai:gpt-404'"):
+        ingest_lines(
+            db, spec, tmp_path, [{"prompt": "a"}, {"prompt": "b", "model": "openai:gpt-404"}]
+        )
