@@ -1,0 +1,216 @@
+"""Planning benchmark: `batcher plan`'s work next to a minimal hand-written loop, same data.
+
+    .venv/bin/python bench/plan.py                    # 1,000,000 items, then 200,000 with prompts
+    .venv/bin/python bench/plan.py --items 100000     # scaled down (prompt workload: items / 5)
+    .venv/bin/python bench/plan.py --only prompts --prompt-items 50000
+
+Two workloads from ../shared/tools/make_workload.py, generated once into state/bench/:
+  no-system  --items N --no-system: every item uses the job's default system prompt
+  prompts    --items M --prompts 8: eight inline 2,000-token system prompts, interleaved
+
+Phases, each in its own subprocess so that its peak RSS (resource.getrusage) is its own:
+  ingest    ingest with the routing annotator (parse, route, count tokens, store in SQLite)
+  plan      plan_run (first attempts, cache groups, batch files written and fsync'd) and
+            estimate_run, on the database the ingest phase left
+  minimal   the least code that turns the input into request lines: orjson per line, sha256
+            of the system prompt, one OpenAI batch line written per item; no database
+
+Target (issue 4): batcher's planning at least half the minimal loop's rate, peak RSS under
+256 MB in every phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORKLOAD_TOOL = REPO.parent / "shared" / "tools" / "make_workload.py"
+DEFAULT_SYSTEM = "You label support tickets. " * 40  # the job's shared default, ~1 KB
+TARGET_RATIO, TARGET_RSS_MB = 0.5, 256
+SPEC = {
+    "name": "bench",
+    "tiers": {
+        "nano": "openai:gpt-5-nano",
+        "mid": "openai:gpt-5-mini",
+        "frontier": "anthropic:claude-sonnet-4-6",
+    },
+    "defaults": {"system": DEFAULT_SYSTEM, "max_tokens": 256},
+}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def workload(kind: str, items: int) -> Path:
+    args = ["--no-system"] if kind == "no-system" else ["--prompts", "8"]
+    path = REPO / "state" / "bench" / f"workload-{items}-{kind}.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"generating {path} ...", file=sys.stderr)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            command = [sys.executable, str(WORKLOAD_TOOL), "--items", str(items), *args]
+            subprocess.run(command, stdout=out, check=True)
+        tmp.rename(path)
+    return path
+
+
+# --- phases (each runs in a subprocess and prints one JSON line) ---------------------------
+
+
+def _spec():
+    from batcher.spec import parse_spec
+
+    return parse_spec(SPEC, "bench.toml")
+
+
+def phase_ingest(input_path: str, work: str) -> dict:
+    from batcher.ingest import ingest
+    from batcher.routing import make_annotator
+    from batcher.store import open_store
+
+    spec = _spec()
+    engine = open_store(f"sqlite:///{work}/bench.db")
+    start = time.perf_counter()
+    result = ingest(engine, spec, input_path, annotate=make_annotator(spec))
+    return {"items": result.n_items, "seconds": time.perf_counter() - start}
+
+
+def phase_plan(input_path: str, work: str) -> dict:
+    os.environ["BATCHER_STATE_DIR"] = f"{work}/state"
+    from batcher.planner import estimate_run, plan_run
+    from batcher.store import open_store
+
+    spec = _spec()
+    engine = open_store(f"sqlite:///{work}/bench.db")
+    start = time.perf_counter()
+    summary = plan_run(engine, 1, spec)
+    planned = time.perf_counter()
+    estimate = estimate_run(engine, 1, spec)
+    done = time.perf_counter()
+    return {
+        "items": summary.n_attempts,
+        "seconds": done - start,
+        "plan_seconds": planned - start,
+        "estimate_seconds": done - planned,
+        "batches": len(summary.batches),
+        "bytes": sum(b.n_bytes for b in summary.batches),
+        "groups": summary.n_groups,
+        "estimate_usd": str(estimate.cost_usd),
+        "cached_share": f"{estimate.cached_share:.3f}",
+    }
+
+
+def phase_minimal(input_path: str, work: str) -> dict:
+    """Parse, hash the system prompt, write a request line: nothing else."""
+    import hashlib
+
+    import orjson
+
+    start = time.perf_counter()
+    n = 0
+    with open(input_path, "rb") as f, open(f"{work}/minimal.jsonl", "wb") as out:
+        for n, line in enumerate(f, 1):
+            obj = orjson.loads(line)
+            system = obj.get("system") or DEFAULT_SYSTEM
+            key = hashlib.sha256(system.encode()).hexdigest()[:16]
+            body = {
+                "model": "gpt-5-nano",
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": obj["prompt"]},
+                ],
+                "max_completion_tokens": 256,
+                "prompt_cache_key": key,
+            }
+            request = {"custom_id": f"i{n}-a1", "method": "POST", "url": "/v1/chat/completions"}
+            request["body"] = body
+            out.write(orjson.dumps(request) + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
+    return {"items": n, "seconds": time.perf_counter() - start}
+
+
+PHASES = {"ingest": phase_ingest, "plan": phase_plan, "minimal": phase_minimal}
+
+
+def run_phase(name: str, input_path: Path, work: str) -> dict:
+    command = [sys.executable, __file__, "--phase", name, str(input_path), work]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        sys.exit(f"phase {name} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench(kind: str, items: int) -> bool:
+    path = workload(kind, items)
+    size_mb = path.stat().st_size / 1e6
+    print(f"\n== {kind}: {items:,} items ({size_mb:,.0f} MB), {path.name}")
+    with tempfile.TemporaryDirectory(dir=REPO / "state" / "bench") as work:
+        ingest = run_phase("ingest", path, work)
+        plan = run_phase("plan", path, work)
+        minimal = run_phase("minimal", path, work)
+    total = ingest["seconds"] + plan["seconds"]
+    rates = {
+        "batcher plan (ingest + plan + estimate)": items / total,
+        "  ingest with routing": items / ingest["seconds"],
+        "  plan_run + estimate_run": items / plan["seconds"],
+        "minimal loop": items / minimal["seconds"],
+    }
+    for label, rate in rates.items():
+        print(f"  {label:<42} {rate:>10,.0f} items/s")
+    print(
+        f"  plan_run {plan['plan_seconds']:.1f} s, estimate_run {plan['estimate_seconds']:.1f} s;"
+        f" {plan['batches']} batches, {plan['bytes'] / 1e6:,.0f} MB written, {plan['groups']}"
+        f" cache groups, cached share {plan['cached_share']}, estimate ${plan['estimate_usd']}"
+    )
+    ratio = rates["batcher plan (ingest + plan + estimate)"] / rates["minimal loop"]
+    plan_ratio = rates["  plan_run + estimate_run"] / rates["minimal loop"]
+    rss = {"ingest": ingest["rss_mb"], "plan": plan["rss_mb"], "minimal": minimal["rss_mb"]}
+    print(f"  ratio to the minimal loop: end to end {ratio:.2f}, plan phase alone {plan_ratio:.2f}")
+    print("  peak RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+    ok_ratio = ratio >= TARGET_RATIO
+    ok_rss = max(rss["ingest"], rss["plan"]) < TARGET_RSS_MB
+    print(
+        f"  targets: ratio >= {TARGET_RATIO} {'met' if ok_ratio else 'MISSED'}; "
+        f"RSS < {TARGET_RSS_MB} MB {'met' if ok_rss else 'MISSED'}"
+    )
+    return ok_ratio and ok_rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--prompt-items", type=int, help="default: 200,000, or --items / 5")
+    parser.add_argument("--only", choices=["no-system", "prompts"])
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        result = PHASES[args.phase](*args.rest)
+        result["rss_mb"] = peak_rss_mb()
+        print(json.dumps(result))
+        return
+    prompt_items = args.prompt_items or (
+        200_000 if args.items == 1_000_000 else max(1, args.items // 5)
+    )
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    ok = True
+    if args.only in (None, "no-system"):
+        ok &= bench("no-system", args.items)
+    if args.only in (None, "prompts"):
+        ok &= bench("prompts", prompt_items)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
