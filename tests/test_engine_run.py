@@ -114,3 +114,34 @@ def test_status_lists_runs_and_batches(db, sandbox, clients, tmp_path):
     assert detail["succeeded"] == 3 and detail["lease_owner"] is None
     assert [b["status"] for b in detail["batches"]] == ["reconciled"]
     assert {a["status"] for a in attempts(db, run_id)} == {"succeeded"}
+
+
+def test_runs_and_leases_on_postgresql(pg_url, sandbox, clients, tmp_path):
+    from batcher.store import open_store
+
+    db = open_store(pg_url)
+    spec = load_spec(write_job(tmp_path, 10, classifier="heuristic"))
+    run_id = engine.start_run(db, spec, spec.input_file())
+    acquire(db, run_id, "pg-host:1:cafe")
+    with pytest.raises(LeaseHeld, match="pg-host:1:cafe"):
+        engine.drive_run(db, run_id, clients=clients, poll=POLL)
+    with db.begin() as conn:
+        conn.execute(sa.update(RUN).values(lease_owner=None, lease_expires_at=None))
+    outcome = engine.drive_run(db, run_id, clients=clients, poll=POLL)
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    check_accounted(db, run_id, sandbox, 10)
+
+
+def test_progress_log_lines(db, sandbox, clients, tmp_path):
+    import io
+
+    from batcher.progress import LogReporter
+
+    stream = io.StringIO()
+    spec = load_spec(write_job(tmp_path, 5))
+    run_id = engine.start_run(db, spec, spec.input_file())
+    engine.drive_run(db, run_id, clients=clients, poll=POLL, reporter=LogReporter(stream))
+    lines = stream.getvalue().splitlines()
+    assert any(line.endswith("(openai:gpt-5-nano): completed, 5/5 requests") for line in lines)
+    assert "items 5/5 finished, cost so far $" in lines[-1]
+    assert all(line.startswith("[0:") for line in lines)
