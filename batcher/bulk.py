@@ -71,7 +71,7 @@ def db_value(conn: Connection, column: sa.Column, value: Any) -> Any:
 
 def select_by_keys(
     conn: Connection, sql_before_in: str, keys: Sequence[Any], params: tuple[Any, ...] = ()
-) -> Iterator[sa.Row]:
+) -> Iterator[tuple[Any, ...]]:
     """Rows of `sql_before_in + " IN (...)"` for `keys`, in slices of MAX_KEYS.
 
     `sql_before_in` uses `{p}` where a leading parameter goes, matched by `params`.
@@ -81,10 +81,17 @@ def select_by_keys(
     for start in range(0, len(keys), MAX_KEYS):
         part = tuple(keys[start : start + MAX_KEYS])
         sql = f"{head} IN ({', '.join([mark] * len(part))})"
-        yield from conn.exec_driver_sql(sql, params + part).fetchall()
+        cursor = conn.connection.cursor()  # plain tuples: no Row objects on the bulk path
+        try:
+            cursor.execute(sql, params + part)
+            yield from cursor.fetchall()
+        finally:
+            cursor.close()
 
 
 def tune_for_bulk(conn: Connection) -> None:
     """A larger SQLite page cache for this connection (the default 2 MB thrashes)."""
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+        conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 20000")
+        conn.exec_driver_sql("")

@@ -10,6 +10,7 @@ itself, cached by usage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -30,12 +31,23 @@ class Pricer:
 
     def costs(self, provider: str, model: str, usage: Usage) -> AttemptCosts:
         """The same figures as `attempt_costs(spec, provider, model, usage)`."""
+        return self.for_model(provider, model)(usage)
+
+    def for_model(self, provider: str, model: str) -> Callable[[Usage], AttemptCosts]:
+        """`costs` with the model fixed: the per-result path of a batch (one model each)."""
         rates = self.rates.get((provider, model), False)
         if rates is False:
             rates = self.rates[(provider, model)] = _Rates.of(self.spec, provider, model, self.top)
-        if rates is not None and usage.input_tokens < rates.limit:
-            return rates.costs(usage)
-        return self._slow(provider, model, usage)
+        if rates is None:
+            return lambda usage: self._slow(provider, model, usage)
+        fast, limit = rates.costs, rates.limit
+
+        def price(usage: Usage) -> AttemptCosts:
+            if usage.input_tokens < limit:
+                return fast(usage)
+            return self._slow(provider, model, usage)
+
+        return price
 
     def _slow(self, provider: str, model: str, usage: Usage) -> AttemptCosts:
         key = (

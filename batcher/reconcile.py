@@ -13,7 +13,7 @@ moved to `reconciled`, with counts taken from the database rather than from this
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -33,7 +33,10 @@ from batcher.states import AttemptStatus, BatchStatus, ItemStatus, set_status
 from batcher.store.models import TABLES
 from batcher.validate import Validator, validator_for
 
-CHUNK = 10_000  # results a transaction: bounded memory, few page rewrites per result
+# Results a transaction. Results arrive in any order, so each transaction rewrites most pages
+# of its batch's rows: bigger transactions rewrite them less often. 20k keeps a million-result
+# reconcile under ~200 MB and loses at most that many stored results to a crash.
+CHUNK = 20_000
 MISSING_RESULT = "missing_result"
 BATCH_FAILED = "batch_failed"  # a line of the batch was refused, not this one: retry free
 SHOWN_UNMATCHED = 20
@@ -89,38 +92,33 @@ class ReconcileSummary:
     n_cancelled: int = 0
 
 
-def _billed(usage: Usage | None, costs: AttemptCosts | None) -> tuple[int, ...]:
-    """The token and cost columns (ATTEMPT_COLUMNS[4:14]) of one result."""
-    if usage is None or costs is None:
-        return NOTHING_BILLED
-    return (
-        usage.input_tokens,
-        usage.cache_read_tokens,
-        usage.cache_write_5m_tokens,
-        usage.cache_write_1h_tokens,
-        usage.output_tokens,
-        usage.reasoning_tokens,
-        costs.cost_pusd,
-        costs.standard_pusd,
-        costs.uncached_pusd,
-        costs.baseline_pusd,
-    )
-
-
 class _Chunk:
     """One transaction's worth of results, turned into rows per target status."""
 
-    def __init__(self, validator: Validator, pricer: Pricer, summary: ReconcileSummary):
-        self.validator, self.pricer, self.summary = validator, pricer, summary
+    def __init__(self, validator: Validator, price: Callable[[Usage], AttemptCosts]):
+        self.validator, self.price = validator, price
         self.rows: dict[str, list[tuple[Any, ...]]] = {}
         self.items: list[tuple[Any, ...]] = []
+        self.cost_pusd = 0
 
-    def add(self, attempt: tuple[Any, ...], result: Result, now: Any) -> None:
-        attempt_id, item_id, _, _, provider, model = attempt
-        costs = None
-        if result.usage is not None:  # billed only when the provider reported usage
-            costs = self.pricer.costs(provider, model, result.usage)
-            self.summary.cost_pusd += costs.cost_pusd
+    def add(self, attempt_id: int, item_id: int, result: Result, now: Any) -> None:
+        usage = result.usage
+        billed = NOTHING_BILLED
+        if usage is not None:  # billed only when the provider reported usage
+            costs = self.price(usage)
+            self.cost_pusd += costs.cost_pusd
+            billed = (
+                usage.input_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_5m_tokens,
+                usage.cache_write_1h_tokens,
+                usage.output_tokens,
+                usage.reasoning_tokens,
+                costs.cost_pusd,
+                costs.standard_pusd,
+                costs.uncached_pusd,
+                costs.baseline_pusd,
+            )
         verdict = None
         if result.outcome == "succeeded":
             checked = self.validator.check(result.text)
@@ -135,17 +133,18 @@ class _Chunk:
             verdict,
             result.error_code,
             result.error_message,
-            *_billed(result.usage, costs),
+            *billed,
             now,
             attempt_id,
         )
         self.rows.setdefault(status, []).append(row)
 
-    def write(self, conn: Connection) -> None:
+    def write(self, conn: Connection, summary: ReconcileSummary) -> None:
         for status, rows in self.rows.items():
             moved = set_status_rows(conn, ATTEMPT, status, ATTEMPT_COLUMNS, rows)
-            self.summary.stored[status] = self.summary.stored.get(status, 0) + moved
+            summary.stored[status] = summary.stored.get(status, 0) + moved
         set_status_rows(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_COLUMNS, self.items)
+        summary.cost_pusd += self.cost_pusd
 
 
 def _chunks(results: Iterable[Result], size: int) -> Iterator[list[Result]]:
@@ -156,28 +155,32 @@ def _chunks(results: Iterable[Result], size: int) -> Iterator[list[Result]]:
 
 def _attempts_of(
     conn: Connection, batch_id: str, custom_ids: list[str]
-) -> dict[str, tuple[Any, ...]]:
+) -> dict[str, tuple[int, int, str]]:
+    """custom_id -> (attempt id, item id, status) of the batch's attempts among `custom_ids`."""
     rows = select_by_keys(
         conn,
-        "SELECT id, item_id, custom_id, status, provider, model FROM attempt"
-        " WHERE batch_id = {p} AND custom_id",
+        "SELECT custom_id, id, item_id, status FROM attempt WHERE batch_id = {p} AND custom_id",
         custom_ids,
         (batch_id,),
     )
-    return {row[2]: row for row in rows}
+    return {row[0]: row[1:] for row in rows}
 
 
-def _batch_status(conn: Connection, batch_id: str) -> str:
-    status = conn.execute(sa.select(BATCH.c.status).where(BATCH.c.id == batch_id)).scalar()
-    if status is None:
+def _batch(conn: Connection, batch_id: str) -> sa.Row:
+    """(status, provider, model, path) of the batch; StateError when there is none."""
+    row = conn.execute(
+        sa.select(BATCH.c.status, BATCH.c.provider, BATCH.c.model, BATCH.c.path).where(
+            BATCH.c.id == batch_id
+        )
+    ).first()
+    if row is None:
         raise StateError(f"no batch {batch_id!r} in the state database")
-    return status
+    return row
 
 
 def _store_chunk(
     db: Engine, batch_id: str, chunk: list[Result], make: _Chunk, summary: ReconcileSummary
 ) -> None:
-    open_statuses = (AttemptStatus.PLANNED, AttemptStatus.SUBMITTED)
     with db.begin() as conn:
         tune_for_bulk(conn)
         attempts = _attempts_of(conn, batch_id, [r.custom_id for r in chunk])
@@ -189,12 +192,12 @@ def _store_chunk(
                 summary.n_unmatched += 1
                 if len(summary.unmatched) < SHOWN_UNMATCHED:
                     summary.unmatched.append(result.custom_id)
-            elif attempt[3] not in open_statuses or result.custom_id in seen:
+            elif attempt[2] != AttemptStatus.SUBMITTED or result.custom_id in seen:
                 summary.n_skipped += 1  # stored before (or a duplicate line): never twice
             else:
                 seen.add(result.custom_id)
-                make.add(attempt, result, now)
-        make.write(conn)
+                make.add(attempt[0], attempt[1], result, now)
+        make.write(conn, summary)
 
 
 def _finish(conn: Connection, batch_id: str, summary: ReconcileSummary, error: str | None) -> None:
@@ -256,7 +259,7 @@ def reconcile_batch(
     when the batch is unknown or has not ended.
     """
     with db.connect() as conn:
-        status = _batch_status(conn, batch_id)
+        status, provider, model, _ = _batch(conn, batch_id)
         if status == BatchStatus.RECONCILED:
             return _already(conn, batch_id)
     if status != BatchStatus.ENDED:
@@ -267,10 +270,11 @@ def reconcile_batch(
     with db.begin() as conn:  # the batch reached the provider, so every attempt of it did
         set_status(conn, ATTEMPT, AttemptStatus.SUBMITTED, ATTEMPT.c.batch_id == batch_id)
     summary = ReconcileSummary(batch_id)
-    validator, pricer = validator_for(spec.validation), Pricer(spec)
+    # A batch holds one model (the planner groups by it), so one price list serves it all.
+    validator, price = validator_for(spec.validation), Pricer(spec).for_model(provider, model)
     for part in _chunks(results, chunk):
         summary.n_results += len(part)
-        _store_chunk(db, batch_id, part, _Chunk(validator, pricer, summary), summary)
+        _store_chunk(db, batch_id, part, _Chunk(validator, price), summary)
     with db.begin() as conn:
         _finish(conn, batch_id, summary, None)
     return summary
@@ -336,10 +340,9 @@ def fail_batch(db: Engine, batch_id: str, errors: list[dict[str, Any]], spec: Jo
     now = datetime.now(UTC)
     summary_error = "; ".join(_error_text(e) for e in errors[:5]) or "refused by the provider"
     with db.begin() as conn:
-        status = _batch_status(conn, batch_id)
+        status, _, _, path = _batch(conn, batch_id)
         if status in (BatchStatus.RECONCILED, BatchStatus.ABANDONED):
             return 0
-        path = conn.execute(sa.select(BATCH.c.path).where(BATCH.c.id == batch_id)).scalar_one()
         attempts = conn.execute(
             sa.select(ATTEMPT.c.id, ATTEMPT.c.custom_id).where(
                 ATTEMPT.c.batch_id == batch_id,
