@@ -156,6 +156,14 @@ class Driver:
     def start(self) -> None:
         from batcher.planner import plan_run
 
+        with self.db.connect() as conn:
+            pending = conn.execute(
+                sa.select(sa.func.count()).where(
+                    ITEM.c.run_id == self.run_id, ITEM.c.status == ItemStatus.PENDING
+                )
+            ).scalar_one()
+        if pending:  # a crash between ingest and plan, or a run stored by `batcher ingest`
+            plan_run(self.db, self.run_id, self.spec)
         with self.db.begin() as conn:
             set_status(
                 conn,
@@ -164,14 +172,6 @@ class Driver:
                 RUN.c.id == self.run_id,
                 {"error": None, "started_at": sa.func.coalesce(RUN.c.started_at, _now())},
             )
-        with self.db.connect() as conn:
-            pending = conn.execute(
-                sa.select(sa.func.count()).where(
-                    ITEM.c.run_id == self.run_id, ITEM.c.status == ItemStatus.PENDING
-                )
-            ).scalar_one()
-        if pending:  # a crash between ingest and plan, or a run started by `ingest`
-            plan_run(self.db, self.run_id, self.spec)
 
     def apply_reuse(self) -> None:
         if not self.reuse:

@@ -263,6 +263,10 @@ def resume_run(
         spec = spec.model_copy(update={"max_usd": max_usd})
         with db.begin() as conn:
             conn.execute(sa.update(RUN).where(RUN.c.id == run_id).values(spec_json=spec.snapshot()))
+    if outcome_of(db, run_id).status == RunStatus.CREATED:  # stored by `batcher ingest`
+        from batcher.planner import plan_run
+
+        plan_run(db, run_id, spec)
     if not _anything_submitted(db, run_id):  # e.g. a run the budget refused at start
         check_budget(db, run_id, spec)
     return drive_run(db, run_id, **drive)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 
+import orjson
 from engine_helpers import (  # noqa: F401 - fixtures
     POLL,
     attempts,
@@ -179,3 +181,56 @@ def test_cancel_before_submitting_abandons_everything(db, sandbox, clients, tmp_
     assert outcome.status == "cancelled" and outcome.items == {"cancelled": 3}
     assert [b["status"] for b in batches(db, run_id)] == ["abandoned"]
     assert sandbox.stats()["batches_created"] == {"openai": 0, "anthropic": 0}
+
+
+def enqueued_tokens(path: str) -> int:
+    """Input tokens of a batch file as the sandbox counts them against the limit."""
+    from batcher.sandbox.prompts import count, openai_parts
+
+    with open(path, "rb") as f:
+        lines = [orjson.loads(line) for line in f]
+    return sum(count(openai_parts(line["body"], line["url"])) for line in lines)
+
+
+def test_enqueued_token_limit_waits_for_the_running_batch(db, sandbox, clients, tmp_path):
+    path = write_job(tmp_path, 10)
+    with open(path, "a") as f:
+        f.write("[batching]\nopenai_max_lines = 5\n")  # two batches of five
+    spec = load_spec(path)
+    run_id = engine.start_run(db, spec, spec.input_file())
+    one_batch = max(enqueued_tokens(b["path"]) for b in batches(db, run_id))
+    # Room for one batch of the model at a time: the second must wait for the first.
+    sandbox.configure(openai_token_limit={"gpt-5-nano": int(one_batch * 1.5)})
+    outcome = engine.drive_run(db, run_id, clients=clients, poll=POLL)
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    refused = [b for b in batches(db, run_id) if b["raw_status"] == "failed"]
+    assert refused and all("token_limit_exceeded" in b["error"] for b in refused)
+    codes = Counter(a["error_code"] for a in attempts(db, run_id) if a["status"] == "errored")
+    assert set(codes) == {"token_limit_exceeded"}
+    check_accounted(db, run_id, sandbox, 10)
+
+
+def test_cancel_from_another_process_is_carried_out_by_the_driver(db, sandbox, clients, tmp_path):
+    spec = load_spec(write_job(tmp_path, 6))
+    run_id = engine.start_run(db, spec, spec.input_file())
+    sandbox.configure(faults="slow:count=5:factor=1000")
+    result = {}
+    driver = threading.Thread(
+        target=lambda: result.update(
+            outcome=engine.drive_run(db, run_id, clients=clients, poll=POLL)
+        )
+    )
+    driver.start()
+    deadline = time.monotonic() + 20
+    while batches(db, run_id)[0]["status"] != "submitted" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    told = engine.cancel_run(db, run_id, clients=clients, poll=POLL)
+    assert told.message == "the process driving this run is cancelling it"
+    while batches(db, run_id)[0]["raw_status"] != "cancelling" and time.monotonic() < deadline:
+        time.sleep(0.02)  # the driver sees the run cancelled and cancels its batch
+    while driver.is_alive() and time.monotonic() < deadline:
+        sandbox.advance_clock(300)  # the provider takes its time to cancel
+        driver.join(0.1)
+    assert result["outcome"].status == "cancelled"
+    assert items_by_status(db, run_id) == {"cancelled": 6}
+    assert batches(db, run_id)[0]["raw_status"] == "cancelled"

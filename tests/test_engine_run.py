@@ -145,3 +145,26 @@ def test_progress_log_lines(db, sandbox, clients, tmp_path):
     assert any(line.endswith("(openai:gpt-5-nano): completed, 5/5 requests") for line in lines)
     assert "items 5/5 finished, cost so far $" in lines[-1]
     assert all(line.startswith("[0:") for line in lines)
+
+
+def test_lost_lease_stops_the_driver(db, sandbox, clients, tmp_path):
+    from batcher.lease import Lease
+
+    spec = load_spec(write_job(tmp_path, 2))
+    run_id = engine.start_run(db, spec, spec.input_file())
+    with Lease(db, run_id, "me", ttl_s=0.15) as lease:
+        with db.begin() as conn:
+            conn.execute(sa.update(RUN).values(lease_owner="intruder"))
+        assert lease.lost.wait(2)
+    with db.connect() as conn:  # giving back a lease that is not ours leaves it alone
+        assert conn.execute(sa.select(RUN.c.lease_owner)).scalar() == "intruder"
+
+
+def test_a_run_stored_by_ingest_is_planned_and_driven_by_resume(db, sandbox, clients, tmp_path):
+    from batcher.ingest import ingest
+
+    spec = load_spec(write_job(tmp_path, 3))
+    run_id = ingest(db, spec, spec.input_file()).run_id
+    outcome = engine.resume_run(db, run_id, clients=clients, poll=POLL)
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    check_accounted(db, run_id, sandbox, 3)

@@ -91,7 +91,8 @@ def _finish(outcome, as_json: bool, engine=None) -> None:
         rows = [{"": key, "value": value} for key, value in summary.items() if key != "message"]
         print_table(rows, title=f"Run {outcome.run_id}", columns=["", "value"])
     if outcome.message:
-        click.echo(f"Error: {outcome.message}", err=True)
+        kind = "Error" if outcome.status == "failed" else "Note"
+        click.echo(f"{kind}: {outcome.message}", err=True)
     elif outcome.exit_code == 3:
         click.echo(
             f"run {outcome.run_id} is still running: `batcher resume {outcome.run_id}`", err=True
