@@ -33,7 +33,7 @@ from batcher.errors import BatcherError, LeaseHeld
 from batcher.ingest import file_sha256
 from batcher.schedule import Clock, utcnow
 from batcher.spec import JobSpec, load_spec
-from batcher.states import RUN_TERMINAL, RunStatus
+from batcher.states import RUN_TERMINAL, ItemStatus, RunStatus
 from batcher.store.models import TABLES
 
 log = logging.getLogger("batcher.schedule")
@@ -122,12 +122,19 @@ class FiringResult:
     input_path: str | None = None
     run_id: int | None = None
     error: str | None = None
+    items: dict[str, int] = field(default_factory=dict)  # the run's items by status
 
     def log_line(self) -> str:
+        counts = ""
+        if self.items:
+            total, done = sum(self.items.values()), self.items.get(ItemStatus.SUCCEEDED, 0)
+            counts = f" items={total} succeeded={done}"
+            if self.items.get(ItemStatus.FAILED):
+                counts += f" failed={self.items[ItemStatus.FAILED]}"
         error = f" error={_one_line(self.error)!r}" if self.error else ""
         return (
             f"schedule={self.schedule} input={self.input_path or '-'} "
-            f"run={self.run_id or '-'} outcome={self.outcome}{error}"
+            f"run={self.run_id or '-'} outcome={self.outcome}{counts}{error}"
         )
 
 
@@ -243,7 +250,8 @@ class Firing:
             error = f"{type(exc).__name__}: {exc}"
         if run_id is None:  # start failed; it may have kept a run (e.g. over budget)
             run_id = latest_open_run(self.ctx.db, self.name, sha)
-        self._finish(firing_id, FiringResult(self.name, outcome, path, run_id, error))
+        items = item_counts(self.ctx.db, run_id) if run_id is not None else {}
+        self._finish(firing_id, FiringResult(self.name, outcome, path, run_id, error, items))
 
     def _outcome_of(self, run_id: int) -> tuple[Outcome, str | None]:
         run = TABLES["run"]
@@ -366,6 +374,19 @@ def open_runs(db: Engine, schedule_name: str) -> list[sa.Row]:
                 )
                 .order_by(run.c.id)
             )
+        )
+
+
+def item_counts(db: Engine, run_id: int) -> dict[str, int]:
+    """The run's items by status."""
+    item = TABLES["item"]
+    with db.connect() as conn:
+        return dict(
+            conn.execute(
+                sa.select(item.c.status, sa.func.count())
+                .where(item.c.run_id == run_id)
+                .group_by(item.c.status)
+            ).all()
         )
 
 

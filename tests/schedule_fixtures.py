@@ -17,7 +17,7 @@ import orjson
 
 from batcher.errors import BatcherError
 from batcher.ingest import ingest
-from batcher.states import RunStatus, set_status
+from batcher.states import ItemStatus, RunStatus, set_status
 from batcher.store.models import TABLES
 
 SPEC = """
@@ -123,6 +123,8 @@ class LedgerDriver:
             if self.fail:
                 set_status(conn, run, RunStatus.FAILED, where, {"error": self.fail})
             else:
+                item = TABLES["item"]
+                set_status(conn, item, ItemStatus.SUCCEEDED, item.c.run_id == run_id)
                 set_status(conn, run, RunStatus.COMPLETED, where)
 
     def count(self, call: str) -> int:

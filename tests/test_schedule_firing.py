@@ -295,7 +295,9 @@ def test_one_log_line_per_firing_and_input(sqlite_url, spec, inbox, caplog):
     with caplog.at_level(logging.INFO, logger="batcher.schedule"):
         tick_and_wait(scheduler, utc(2026, 3, 1, 2, 0))
     lines = [r.getMessage() for r in caplog.records if "outcome=" in r.getMessage()]
-    assert lines == [f"schedule=nightly input={inbox / 'a.jsonl'} run=1 outcome=completed"]
+    assert lines == [
+        f"schedule=nightly input={inbox / 'a.jsonl'} run=1 outcome=completed items=1 succeeded=1"
+    ]
     scheduler.close()
 
 

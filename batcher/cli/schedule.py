@@ -64,9 +64,9 @@ def _show(info, as_json: bool, title: str) -> None:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True)
-    for noisy in ("apscheduler", "httpx", "httpcore", "openai", "anthropic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """batcher's own lines at INFO on stderr; other libraries only when they warn."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    logging.getLogger("batcher").setLevel(logging.INFO)
 
 
 @contextmanager
