@@ -7,6 +7,11 @@ without submitting anything twice.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -184,3 +189,61 @@ def test_run_now_from_the_command_line_uses_the_environments_endpoints(
         "processed)\n",
     )
     assert sandbox.stats()["batches_created"]["openai"] == 1
+
+
+def test_sigterm_stops_the_daemon_mid_run_and_the_next_start_finishes_it(
+    sqlite_url, tmp_path, sandbox
+):
+    spec, pattern = job(tmp_path, tier="frontier", n=3)
+    sandbox.configure(in_progress_s=3600.0)
+    runner = CliRunner()
+    added = runner.invoke(cli, ["schedule", "add", "often", "--job", str(spec), "--input",
+                                pattern, "--every", "2s", "--db", sqlite_url])  # fmt: skip
+    assert added.exit_code == 0, added.output
+    env = {**os.environ, "BATCHER_DB": sqlite_url,
+           "ANTHROPIC_BASE_URL": sandbox.anthropic_base_url, "ANTHROPIC_API_KEY": "sk-ant-x",
+           "OPENAI_BASE_URL": sandbox.openai_base_url, "OPENAI_API_KEY": "sk-x"}  # fmt: skip
+    db = open_store(sqlite_url)
+
+    first = _daemon(env, tmp_path / "first.log")
+    try:
+        _wait_for(lambda: _submitted_batches(db) == 1, timeout=60)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    finally:
+        _kill(first)
+    log = (tmp_path / "first.log").read_text()
+    assert re.search(r"schedule=often input=\S+tickets.jsonl run=1 outcome=stopped", log), log
+    with db.connect() as conn:
+        assert conn.execute(sa.select(RUN.c.status)).scalar_one() == "running"
+
+    sandbox.advance_clock(3700)  # the provider finishes the batch while the daemon is down
+    second = _daemon(env, tmp_path / "second.log")
+    try:
+        _wait_for(lambda: "outcome=completed" in (tmp_path / "second.log").read_text(), 60)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+    finally:
+        _kill(second)
+    log = (tmp_path / "second.log").read_text()
+    assert re.search(
+        r"schedule=often input=\S+tickets.jsonl run=1 outcome=completed items=3 succeeded=3", log
+    ), log
+    assert items_by_status(db, 1) == {"succeeded": 3}
+    stats = sandbox.stats()
+    assert stats["batches_created"]["anthropic"] == 1 and stats["duplicates"]["anthropic"] == []
+
+
+def _daemon(env: dict, log_path) -> subprocess.Popen:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from batcher.cli import main; main()", "scheduler",
+             "--poll", "0.2"],
+            env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+
+
+def _kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
