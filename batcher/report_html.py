@@ -78,7 +78,7 @@ def runs_chart(report: Report) -> str:
         )
     slot = plot_w / max(len(runs), 1)
     bar = max(1.0, min(28.0, slot * 0.38))
-    label_every = max(1, math.ceil(len(runs) / 12))
+    label_every = max(1, math.ceil(len(runs) / 8))  # dates need about 80 px each
     for n, run in enumerate(runs):
         x0 = left + slot * n + slot / 2 - bar
         for k, (kind, pusd) in enumerate(
