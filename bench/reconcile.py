@@ -115,7 +115,12 @@ def build(folder: Path, n_items: int) -> tuple[Path, list[str]]:
             "INSERT INTO item (id, run_id, line_no, custom_id, request_json, tier, status)"
             " VALUES (?, 1, ?, ?, ?, 'nano', 'in_flight')",
             (
-                (i, i, f"t{i}", orjson.dumps({"messages": [{"role": "user", "content": f"t{i}"}]}))
+                (
+                    i,
+                    i,
+                    f"t{i}",
+                    orjson.dumps({"messages": [{"role": "user", "content": f"t{i}"}]}).decode(),
+                )
                 for i in ids
             ),
         )

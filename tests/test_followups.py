@@ -329,3 +329,22 @@ def test_follow_up_attempts_are_reused_too(db, tmp_path):
     (item,) = rows_of(db, ITEM, ITEM.c.run_id == second)
     assert (item["status"], item["output"]) == ("succeeded", GOOD)
     assert lay_out_batches(db, second, spec, round=2) == []
+
+
+def test_an_item_left_behind_by_a_crash_is_settled(db, tmp_path):
+    """The attempt succeeded but its item was not marked (an older writer, a manual fix):
+    plan_followups completes the item from the attempt."""
+    spec = make_spec(routing={"classifier": "fixed:nano"})
+    run_id = plan(db, spec, tmp_path, 1)
+    answer_all(db, spec, run_id, lambda a: Result(a["custom_id"], "succeeded", GOOD, USAGE))
+    with db.begin() as conn:
+        conn.execute(sa.update(ITEM).values(status="in_flight", output=None, final_attempt_id=None))
+    summary = plan_followups(db, run_id, spec)
+    assert (summary.succeeded, summary.new_attempts) == (1, 0)
+    (item,) = rows_of(db, ITEM, ITEM.c.run_id == run_id)
+    (attempt,) = rows_of(db, ATTEMPT, ATTEMPT.c.run_id == run_id)
+    assert (item["status"], item["output"], item["final_attempt_id"]) == (
+        "succeeded",
+        GOOD,
+        attempt["id"],
+    )

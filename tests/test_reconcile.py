@@ -283,3 +283,20 @@ def test_fast_pricing_equals_attempt_costs(model, total, shares, output, negotia
     read, w5, w1 = (total * s // 3000 for s in shares)
     usage = Usage(total, read, w5, w1, output, output // 2)
     assert Pricer(spec).costs(*model, usage) == attempt_costs(spec, *model, usage)
+
+
+def test_a_chunk_larger_than_one_lookup(db, tmp_path):
+    """6,000 results in one transaction: the attempt lookup goes in slices of 5,000 keys."""
+    spec, run_id, items, batch_id, attempts = one_batch(db, tmp_path, 6000)
+    results = [Result(f"i{i}-a1", "succeeded", GOOD, USAGE) for i in reversed(items)]
+    summary = reconcile_batch(db, batch_id, results, spec, chunk=20_000)
+    assert summary.stored == {"succeeded": 6000} and summary.n_missing == 0
+    with db.connect() as conn:
+        done = conn.execute(
+            sa.select(sa.func.count()).where(
+                ITEM.c.run_id == run_id,
+                ITEM.c.status == "succeeded",
+                ITEM.c.final_attempt_id.isnot(None),
+            )
+        ).scalar()
+    assert done == 6000
