@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/export.py                   # 1,000,000 items
     .venv/bin/python bench/export.py --items 100000    # a quicker run
+    .venv/bin/python bench/export.py --items 100000 \
+        --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test   # also from PostgreSQL
 
 The database (generated once into state/bench/ and reused) is a reconciled run built with
 batcher's own schema: N items with a shared system prompt, a two-message request and
@@ -9,6 +11,9 @@ metadata, and 1.3 attempts an item on average (every third item escalated once).
 runs in its own subprocess so that its peak RSS (resource.getrusage) is its own. The minimal
 loop runs the same join and aggregate through sqlite3 and writes the same JSON lines with
 orjson, so the difference is what batcher adds around it.
+
+With --postgres the same rows are copied once into a schema of that database and exported
+from there too (a server-side cursor), to show the memory stays bounded on PostgreSQL.
 
 Targets (issue 6): peak RSS bounded (under 256 MB for a million items: nothing scales with
 the run), and JSONL at least half the minimal loop's rate.
@@ -106,6 +111,35 @@ def build_db(items: int) -> Path:
     return path
 
 
+def copy_to_postgres(source: Path, url: str, items: int) -> str:
+    """The bench run copied into schema bench_export_N of `url` (once); returns its URL."""
+    import sqlalchemy as sa
+
+    sys.path.insert(0, str(REPO))
+    from batcher.store import open_store
+    from batcher.store.models import TABLES
+
+    schema = f"bench_export_{items}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    admin.dispose()
+    target_url = f"{url}?options=-csearch_path%3D{schema}"
+    target = open_store(target_url)
+    with target.connect() as conn:
+        if conn.execute(sa.select(sa.func.count()).select_from(TABLES["item"])).scalar():
+            return target_url
+    print(f"copying the run into PostgreSQL schema {schema} ...", file=sys.stderr)
+    src = sa.create_engine(f"sqlite:///{source}")
+    with src.connect() as read, target.begin() as write:
+        for name in ("prompt", "run", "item", "attempt"):
+            table = TABLES[name]
+            result = read.execution_options(yield_per=20_000).execute(sa.select(table))
+            for part in result.partitions():
+                write.execute(table.insert(), [dict(r._mapping) for r in part])
+    return target_url
+
+
 # --- phases (each runs in a subprocess and prints one JSON line) ---------------------------
 
 
@@ -114,7 +148,7 @@ def _batcher(fmt: str):  # noqa: ANN202
         from batcher.exports import export_run
         from batcher.store import open_store
 
-        engine = open_store(f"sqlite:///{db}")
+        engine = open_store(db if "://" in db else f"sqlite:///{db}")
         start = time.perf_counter()
         n = export_run(engine, 1, out, fmt)
         return {"items": n, "seconds": time.perf_counter() - start}
@@ -192,9 +226,10 @@ PHASES = {
     "minimal-jsonl": phase_minimal,
     "minimal-csv": phase_minimal_csv,
 }
+PG_PHASES = {"batcher-jsonl-pg": _batcher("jsonl"), "batcher-parquet-pg": _batcher("parquet")}
 
 
-def run_phase(name: str, db: Path, workdir: Path) -> dict:
+def run_phase(name: str, db: Path | str, workdir: Path) -> dict:
     out = workdir / f"{name}.out"
     proc = subprocess.run(
         [sys.executable, __file__, "--phase", name, "--db", str(db), "--out", str(out)],
@@ -221,13 +256,14 @@ def show(name: str, fig: dict) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=1_000_000, help="run size to generate")
-    ap.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    ap.add_argument("--postgres", metavar="URL", help="also export from this PostgreSQL")
+    ap.add_argument("--phase", choices=[*PHASES, *PG_PHASES], help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.phase:  # child process: one phase, one JSON line
-        figures = PHASES[args.phase](args.db, args.out)
+        figures = {**PHASES, **PG_PHASES}[args.phase](args.db, args.out)
         figures["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(figures))
         return
@@ -236,6 +272,9 @@ def main() -> None:
     print(f"database: {db} ({db.stat().st_size / 1e6:,.0f} MB)")
     with tempfile.TemporaryDirectory(prefix="batcher-bench-") as tmp:
         figures = {name: run_phase(name, db, Path(tmp)) for name in PHASES}
+        if args.postgres:
+            pg = copy_to_postgres(db, args.postgres, args.items)
+            figures.update({name: run_phase(name, pg, Path(tmp)) for name in PG_PHASES})
     rates = {name: show(name, fig) for name, fig in figures.items()}
     ratio = rates["batcher-jsonl"] / rates["minimal-jsonl"]
     print(f"ratio batcher-jsonl/minimal-jsonl: {ratio:.2f}")
