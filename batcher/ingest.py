@@ -21,7 +21,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from batcher.errors import UsageError
+from batcher.errors import StoreError, UsageError
 from batcher.items import DEFAULT_MAX_LINE_BYTES, ParsedItem, Problem, parse_lines
 from batcher.spec import PROVIDERS, JobSpec
 from batcher.states import ItemStatus, RunStatus
@@ -113,13 +113,15 @@ class _PromptStore:
         return key
 
 
+# Columns of an item row as bound per row; run_id and status are the same for every row of
+# an ingest and go into the statement as literals (binding is the driver's costliest step).
 ITEM_COLUMNS = (
-    "run_id", "line_no", "custom_id", "system_hash", "request_json", "metadata_json",
-    "explicit_model", "explicit_tier", "tier", "route_reason", "est_input_tokens", "status",
+    "line_no", "custom_id", "system_hash", "request_json", "metadata_json",
+    "explicit_model", "explicit_tier", "tier", "route_reason", "est_input_tokens",
 )  # fmt: skip
-# Most items set none of the routing columns: their rows leave them out, because the driver
-# binding five NULLs cost more than a third of SQLite's own time per row.
-PLAIN_COLUMNS = (*ITEM_COLUMNS[:6], "status")
+# Most items set none of the routing columns: their rows leave them out, because binding
+# five NULLs cost more than a third of SQLite's own time per row.
+PLAIN_COLUMNS = ITEM_COLUMNS[:5]
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
@@ -132,32 +134,29 @@ class _ItemWriter:
     rows stay inside the caller's transaction.
     """
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, run_id: int):
         self.conn = conn
-        self.columns = {len(c): c for c in (PLAIN_COLUMNS, ITEM_COLUMNS)}
         mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
+        if mark is None:
+            raise StoreError(
+                f"the {conn.dialect.driver} driver's {conn.dialect.paramstyle!r} parameters "
+                "are not supported: use SQLite or PostgreSQL with psycopg"
+            )
         quote = conn.dialect.identifier_preparer.quote
-        self.sql = {  # None: a driver with another paramstyle, let SQLAlchemy bind
-            n: None
-            if mark is None
-            else f"INSERT INTO {quote('item')} ({', '.join(map(quote, cols))}) "
-            f"VALUES ({', '.join([mark] * n)})"
-            for n, cols in self.columns.items()
+        self.sql = {
+            len(cols): f"INSERT INTO {quote('item')} "
+            f"({', '.join(map(quote, ('run_id', *cols, 'status')))}) "
+            f"VALUES ({int(run_id)}, {', '.join([mark] * len(cols))}, '{PENDING}')"
+            for cols in (PLAIN_COLUMNS, ITEM_COLUMNS)
         }
 
     def write(self, rows: list[tuple]) -> None:
-        for n, group in groupby(rows, key=len):
-            run = list(group)
-            if self.sql[n] is None:
-                columns = self.columns[n]
-                dicts = [dict(zip(columns, r, strict=True)) for r in run]
-                self.conn.execute(TABLES["item"].insert(), dicts)
-                continue
-            cursor = self.conn.connection.cursor()
-            try:
-                cursor.executemany(self.sql[n], run)
-            finally:
-                cursor.close()
+        cursor = self.conn.connection.cursor()
+        try:
+            for n, run in groupby(rows, key=len):
+                cursor.executemany(self.sql[n], list(run))
+        finally:
+            cursor.close()
 
 
 class _Ingest:
@@ -183,7 +182,7 @@ class _Ingest:
         self.prompts = _PromptStore(conn)
         self.default_system = spec.defaults.system
         self.default_key = self.prompts.key(self.default_system)
-        self.writer = _ItemWriter(conn)
+        self.writer = _ItemWriter(conn, run_id)
         self.integrity_error = conn.dialect.loaded_dbapi.IntegrityError
         self.rows: list[tuple] = []
         self.raws: list[bytes] = []  # each row's input line, for the rejects file
@@ -233,35 +232,22 @@ class _Ingest:
         metadata = item.metadata
         request_json = dumps(item.request()).decode()
         metadata_json = dumps(metadata).decode() if metadata else None
-        if tier is None and item.model is None and item.tier is None:
-            self.rows.append(  # PLAIN_COLUMNS
-                (
-                    self.run_id,
-                    item.line_no,
-                    item.custom_id,
-                    system_key,
-                    request_json,
-                    metadata_json,
-                    PENDING,
-                )
-            )
+        if self.annotate is None and item.model is None and item.tier is None:
+            row = (item.line_no, item.custom_id, system_key, request_json, metadata_json)
         else:
-            self.rows.append(
-                (
-                    self.run_id,
-                    item.line_no,
-                    item.custom_id,
-                    system_key,
-                    request_json,
-                    metadata_json,
-                    item.model,
-                    item.tier,
-                    tier,
-                    reason_text,
-                    tokens,
-                    PENDING,
-                )
+            row = (
+                item.line_no,
+                item.custom_id,
+                system_key,
+                request_json,
+                metadata_json,
+                item.model,
+                item.tier,
+                tier,
+                reason_text,
+                tokens,
             )
+        self.rows.append(row)  # PLAIN_COLUMNS or ITEM_COLUMNS
         raw = item.raw
         self.raws.append(raw)
         self.held_bytes += len(raw)
@@ -287,11 +273,11 @@ class _Ingest:
 
     def _set_duplicates_aside(self) -> None:
         """Move rows whose id is already stored, or used earlier in the chunk, to problems."""
-        stored = self._stored_lines([row[2] for row in self.rows])
+        stored = self._stored_lines([row[1] for row in self.rows])
         first_in_chunk: dict[str, int] = {}
         kept = []
         for row, raw in zip(self.rows, self.raws, strict=True):
-            line_no, custom_id = row[1], row[2]
+            line_no, custom_id = row[0], row[1]
             first = stored.get(custom_id) or first_in_chunk.get(custom_id)
             if first is None:
                 first_in_chunk[custom_id] = line_no
