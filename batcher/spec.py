@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import jsonschema
 from pydantic import (
@@ -295,7 +295,8 @@ def parse_spec(data: dict[str, Any], path: str = "<spec>") -> JobSpec:
 def _section_model(loc: tuple) -> type[BaseModel] | None:
     """The model whose keys are allowed at `loc` (the section holding the bad key)."""
     model: type[BaseModel] = JobSpec
-    for part in loc[:-1]:
+    parts = iter(loc[:-1])
+    for part in parts:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
@@ -304,6 +305,8 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
         found = _model_in(field.annotation)
         if found is None:
             return None
+        if get_origin(field.annotation) is dict:
+            next(parts, None)  # the table's own key, e.g. pricing."openai:gpt-5"
         model = found
     return model
 

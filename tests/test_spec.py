@@ -228,3 +228,12 @@ def test_parse_spec_validates_a_mapping():
     assert isinstance(spec, JobSpec) and spec.frontier_tier == "a"
     with pytest.raises(SpecError, match=r"^<spec>: routing\.ladder\[0\]: 'nano' is not a tier"):
         parse_spec({"name": "x", "tiers": {"a": "openai:gpt-5-nano"}})
+
+
+def test_unknown_key_inside_a_table_of_tables(tmp_path):
+    text = (
+        TIERS + '\n[pricing."openai:gpt-5-nano"]\ninput_mtok = 0.05\noutput_mtok = 0.4\ncache = 1\n'
+    )
+    error = spec_error(tmp_path, text)
+    assert error.key == "pricing.openai:gpt-5-nano.cache"
+    assert error.problem.startswith("unknown key: check the spelling; allowed here: input_mtok, ")
