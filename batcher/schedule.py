@@ -146,13 +146,24 @@ def make_trigger(*, cron: str | None, every: str | None, tz: str, now: datetime)
 
 
 def describe_trigger(trigger: BaseTrigger) -> str:
+    """'0 2 * * * Europe/Berlin' for cron, 'every 6h' for an interval."""
     if isinstance(trigger, CronTrigger):
         f = {field.name: str(field) for field in trigger.fields}
         expr = f"{f['minute']} {f['hour']} {f['day']} {f['month']} {f['day_of_week']}"
-        return f"cron {expr} ({trigger.timezone})"
+        return f"{expr} {trigger.timezone}"
     if isinstance(trigger, IntervalTrigger):
-        return f"every {trigger.interval}"
+        return f"every {format_duration(trigger.interval)}"
     return str(trigger)
+
+
+def format_duration(delta: timedelta) -> str:
+    """The inverse of parse_every: timedelta(hours=1, minutes=30) -> '1h30m'."""
+    seconds, parts = int(delta.total_seconds()), []
+    for unit, size in _UNIT_SECONDS.items():
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
 
 
 def storable_url(db: Engine) -> str:

@@ -236,9 +236,9 @@ _change(
 def run_now(name, reprocess, db, as_json):
     """Fire schedule NAME once, now, in this process, and wait until its runs end.
 
-    Prints one line per input (schedule, input, run, outcome) on stdout, progress on stderr.
-    Exits 1 when any outcome is not completed or nothing_new. Ctrl-C or SIGTERM stops at a
-    safe point; the run resumes at the schedule's next firing.
+    Prints one line per input (schedule, input, run, outcome, items) on stdout, progress on
+    stderr. Exits 1 when an outcome is not completed or nothing_new, or items failed.
+    Ctrl-C or SIGTERM stops at a safe point; the run resumes at the schedule's next firing.
 
     \b
     Examples:
@@ -260,7 +260,8 @@ def run_now(name, reprocess, db, as_json):
         results = fire_now(open_store(db), name, reprocess=reprocess, stop=stop, report=echo)
     if as_json:
         print_json([{**r.__dict__, "outcome": r.outcome.value} for r in results])
-    if any(r.outcome not in OK_OUTCOMES for r in results):
+    # Like `batcher run`: 1 when anything did not end well, failed items included.
+    if any(r.outcome not in OK_OUTCOMES or r.items.get("failed") for r in results):
         sys.exit(EXIT_FAILURE)
 
 
