@@ -247,3 +247,20 @@ def _kill(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.kill()
         process.wait()
+
+
+def test_run_now_exits_1_when_the_run_ends_with_failed_items(sqlite_url, tmp_path, sandbox):
+    spec, pattern = job(tmp_path, tier="nano", n=2)
+    sandbox.configure(malformed={"gpt-5-nano": 1.0, "claude-sonnet-4-6": 1.0})
+    runner = CliRunner()
+    runner.invoke(cli, ["schedule", "add", "nightly", "--job", str(spec), "--input", pattern,
+                        "--cron", "0 2 * * *", "--db", sqlite_url])  # fmt: skip
+    env = {
+        "OPENAI_BASE_URL": sandbox.openai_base_url,
+        "OPENAI_API_KEY": "sk-x",
+        "ANTHROPIC_BASE_URL": sandbox.anthropic_base_url,
+        "ANTHROPIC_API_KEY": "sk-x",
+    }
+    result = runner.invoke(cli, ["schedule", "run-now", "nightly", "--db", sqlite_url], env=env)
+    assert result.exit_code == 1
+    assert result.stdout.endswith("run=1 outcome=completed items=2 succeeded=0 failed=2\n")
