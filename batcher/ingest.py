@@ -3,7 +3,9 @@
 By default a file with any problem is refused whole (nothing is stored, so nothing can be
 submitted) and the error lists the first problems with `file:line` and the total. With
 `skip_invalid`, bad lines go to a rejects JSONL file with their reasons and the rest is
-stored.
+stored. The whole ingest is one transaction, so a crash or Ctrl-C leaves no half-stored run.
+Memory stays bounded whatever the input's size: lines are read one at a time and buffered
+per chunk, and duplicate ids are found by the database's unique index.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ dumps = orjson.dumps
 
 # (item, system text) -> (tier, route reason, estimated input tokens); see routing.py
 Annotator = Callable[[ParsedItem, str | None], tuple[str, str, int]]
+# (bytes read so far, file size, items stored so far), called after each batched insert
+Progress = Callable[[int, int, int], None]
 
 
 @dataclass
@@ -189,6 +193,7 @@ class _Ingest:
         self.held: list[Problem] = []
         self.held_bytes = 0
         self.n_items = 0
+        self.on_flush: Callable[[], None] | None = None
 
     def check_against_spec(self, item: ParsedItem) -> str | None:
         """The reason the item does not fit the job, or None."""
@@ -270,6 +275,8 @@ class _Ingest:
             for problem in self.held:
                 self.on_problem(problem)
         self.rows, self.raws, self.held, self.held_bytes = [], [], [], 0
+        if self.on_flush is not None:
+            self.on_flush()
 
     def _set_duplicates_aside(self) -> None:
         """Move rows whose id is already stored, or used earlier in the chunk, to problems."""
@@ -363,13 +370,15 @@ def ingest(
     annotate: Annotator | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     schedule_name: str | None = None,
+    progress: Progress | None = None,
 ) -> IngestResult:
     """Store the items of `input_path` as a new run of `spec` (status created, items pending).
 
     Raises InputError (nothing stored: no run, no items) when the input has problems and
     `skip_invalid` is false, or when it holds no valid item at all; UsageError when the file
     cannot be read. With `skip_invalid`, every bad line goes to `rejects_path` (default
-    state/rejects/run-N-rejects.jsonl) as {"file", "line", "reason", "text"}.
+    state/rejects/run-N-rejects.jsonl) as {"file", "line", "reason", "text"}. `progress`
+    hears how far the reading has come after each batched insert.
     """
     path = Path(input_path)
     try:
@@ -383,6 +392,9 @@ def ingest(
         out_path = Path(rejects_path) if rejects_path else default_rejects_path(run_id)
         problems = _Problems(str(path), out_path if skip_invalid else None)
         state = _Ingest(conn, spec, run_id, annotate, problems)
+        if progress is not None:
+            size = path.stat().st_size
+            state.on_flush = lambda: progress(stream.tell(), size, state.n_items)
         try:
             for parsed in parse_lines(stream, max_line_bytes):
                 if type(parsed) is Problem:

@@ -403,3 +403,17 @@ def test_nul_characters_are_stored_escaped_or_refused(engine, spec, tmp_path):
     [item] = rows(engine, "item")
     assert orjson.loads(item["request_json"])["messages"][0]["content"] == "before \x00 after"
     assert orjson.loads(item["metadata_json"]) == {"k": "\x00"}
+
+
+def test_progress_is_reported_after_each_batched_insert(engine, spec, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "INSERT_CHUNK", 10)
+    path = write(tmp_path, [{"id": f"i{n}", "prompt": "p"} for n in range(25)])
+    calls = []
+    ingest(
+        engine, spec, path, progress=lambda done, total, items: calls.append((done, total, items))
+    )
+    size = path.stat().st_size
+    assert [items for _, _, items in calls] == [10, 20, 25]
+    assert all(total == size for _, total, _ in calls)
+    assert calls[-1][0] == size
+    assert [done for done, _, _ in calls] == sorted(done for done, _, _ in calls)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
 import click
 
 from batcher.cli import cli, db_option, handle_errors, json_option
@@ -44,9 +48,11 @@ def ingest(job, input_path, skip_invalid, rejects, db, as_json):
 
     spec = load_spec(job)
     source = spec.input_file(input_path)
-    result = ingest_input(
-        open_store(db), spec, source, skip_invalid=skip_invalid, rejects_path=rejects
-    )
+    engine = open_store(db)
+    with progress_bar("Ingesting") as progress:
+        result = ingest_input(
+            engine, spec, source, skip_invalid=skip_invalid, rejects_path=rejects, progress=progress
+        )
     if as_json:
         print_json(
             {
@@ -63,3 +69,29 @@ def ingest(job, input_path, skip_invalid, rejects, db, as_json):
     print_table([row], title=f"Ingested {source}")
     if result.rejects_path:
         click.echo(f"Rejected lines and their reasons: {result.rejects_path}")
+
+
+@contextlib.contextmanager
+def progress_bar(what: str) -> Iterator[Callable[[int, int, int], None] | None]:
+    """A bar on stderr for a person at a terminal (None for pipes and tests): bytes read of
+    the input and items stored, so a million-line ingest does not look stuck."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn(what),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[items]:,} items"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=None, items=0)
+
+        def update(done: int, total: int, items: int) -> None:
+            bar.update(task, completed=done, total=total, items=items)
+
+        yield update
