@@ -38,8 +38,7 @@ from batcher.validate import Validator, validator_for
 # reconcile under ~200 MB and loses at most that many stored results to a crash.
 CHUNK = 20_000
 MISSING_RESULT = "missing_result"
-BATCH_FAILED = "batch_failed"  # the batch was refused, not for this request: retry free
-TOKEN_LIMIT = "token_limit_exceeded"  # too many tokens enqueued for the model: retry later
+BATCH_FAILED = "batch_failed"  # the batch was refused for other lines, not this one: retry free
 SHOWN_UNMATCHED = 20
 
 ATTEMPT = TABLES["attempt"]
@@ -312,10 +311,7 @@ def _failure_rows(
     }
     batch_level = [e for e in errors if e.get("line") is None]
     if batch_level:
-        # Not this request's fault, whatever the code says (a 400 on the whole batch): keep
-        # token_limit_exceeded, which means "later", and call the rest batch_failed.
-        given = batch_level[0].get("code")
-        code = TOKEN_LIMIT if given == TOKEN_LIMIT else BATCH_FAILED
+        code = batch_level[0].get("code") or BATCH_FAILED
         message = "; ".join(_error_text(e) for e in batch_level)
     else:
         code = BATCH_FAILED
@@ -335,11 +331,12 @@ def fail_batch(db: Engine, batch_id: str, errors: list[dict[str, Any]], spec: Jo
     """Settle a batch the provider refused: every open attempt errored, the batch closed.
 
     `errors` are the provider's reasons `{code, message, line}`; `line` (1-based, in the batch
-    file) pins an error to one request, whose attempt gets that code. Every other attempt
-    gets `token_limit_exceeded` when the batch was refused for it, else `batch_failed` (the
-    provider's words in error_message); `plan_followups` retries both without using the retry
-    budget. An ended batch becomes
-    `reconciled`; one the provider never accepted (planned/submitting) becomes `abandoned`.
+    file) pins an error to one request, `line` None applies to every request of the batch
+    (e.g. `token_limit_exceeded`, or a create refused with `invalid_request_error`), whose
+    attempts get that code; `plan_followups` decides from it (see FollowupPolicy). Attempts
+    hit only by another line's error get `batch_failed`, retried without using the budget.
+    An ended batch becomes `reconciled`; one the provider never accepted (planned or
+    submitting) becomes `abandoned`.
     Idempotent; returns how many attempts it errored. Raises StateError for an unknown batch.
     """
     now = datetime.now(UTC)

@@ -255,9 +255,8 @@ def test_fail_batch_before_the_provider_accepted_it_abandons_it(db, tmp_path):
     assert (batch["status"], batch["n_errored"]) == ("abandoned", 2)
     assert batch["error"] == "invalid_request_error: bad"
     rows = rows_of(db, ATTEMPT, ATTEMPT.c.batch_id == batch_id)
-    # a refusal of the whole batch is no request's own fault: retried, not failed
     assert {(r["status"], r["error_code"], r["error_message"]) for r in rows} == {
-        ("errored", "batch_failed", "invalid_request_error: bad")
+        ("errored", "invalid_request_error", "invalid_request_error: bad")
     }
 
 
