@@ -30,6 +30,7 @@ from batcher.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended
 from batcher.progress import Reporter
 from batcher.providers import Registry
 from batcher.providers.base import BatchState
+from batcher.providers.calls import RETRYABLE, ProviderError
 from batcher.spec import JobSpec
 from batcher.states import (
     ITEM_TERMINAL,
@@ -45,6 +46,9 @@ from batcher.submit import settle, submit_batch
 RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
 MAX_CREATE_RETRIES = 5  # creates that provably did not happen, in a row, before giving up
 MAX_TOKEN_LIMIT_STRIKES = 6  # token_limit_exceeded with nothing of the model running
+# Polls that failed even after the client's retries, in a row, before the run stops: with the
+# wait growing to polling.max_interval_s this rides out an outage of an hour or more.
+MAX_POLL_FAILURES = 20
 
 
 class RunStopped(BatcherError):
@@ -81,6 +85,7 @@ class Driver:
         self.holds: dict[str, Hold] = {}
         self.create_retries: dict[str, int] = {}
         self.cancel_sent: set[str] = set()
+        self.poll_failures = 0
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -282,7 +287,12 @@ class Driver:
         moved = False
         for batch in self.batches(BatchStatus.SUBMITTED):
             provider = self.registry.get(batch.provider)
-            state = provider.poll(batch.provider_batch_id)
+            try:
+                state = provider.poll(batch.provider_batch_id)
+            except ProviderError as exc:
+                self.poll_failed(batch, exc)
+                continue
+            self.poll_failures = 0
             label = f"{batch.provider}:{batch.model}"
             self.reporter.batch(batch.id, label, state.done, batch.n_requests, state.raw_status)
             if not state.ended:
@@ -299,6 +309,14 @@ class Driver:
             self.settle(batch, state)
             moved = True
         return moved
+
+    def poll_failed(self, batch: Any, exc: ProviderError) -> None:
+        """A poll that failed through all retries: try again next loop, unless it is not a
+        passing problem (auth, unknown batch) or it has gone on too long."""
+        self.poll_failures += 1
+        if exc.status not in RETRYABLE | {None} or self.poll_failures > MAX_POLL_FAILURES:
+            raise exc
+        self.reporter.note(f"batch {batch.id}: {exc}; trying again")
 
     def mark_ended(self, batch_id: str, state: BatchState) -> None:
         values = {

@@ -22,6 +22,8 @@ from engine_helpers import (  # noqa: F401 - fixtures
 )
 
 from batcher import engine
+from batcher.providers import Clients
+from batcher.providers.calls import RetryPolicy
 from batcher.spec import load_spec
 
 
@@ -234,3 +236,52 @@ def test_cancel_from_another_process_is_carried_out_by_the_driver(db, sandbox, c
     assert result["outcome"].status == "cancelled"
     assert items_by_status(db, run_id) == {"cancelled": 6}
     assert batches(db, run_id)[0]["raw_status"] == "cancelled"
+
+
+def test_output_files_gone_retries_every_request(db, sandbox, clients, tmp_path):
+    import openai
+
+    spec = load_spec(write_job(tmp_path, 4))
+    run_id = engine.start_run(db, spec, spec.input_file())
+    engine.drive_run(db, run_id, clients=clients, poll=POLL, submit_only=True)
+    sdk = openai.OpenAI(base_url=sandbox.openai_base_url, api_key="sk-test")
+    batch_id = batches(db, run_id)[0]["provider_batch_id"]
+    deadline = time.monotonic() + 20
+    while (remote := sdk.batches.retrieve(batch_id)).status != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    sdk.files.delete(remote.output_file_id)  # expired or deleted before we read it
+    outcome = engine.resume_run(db, run_id, clients=clients, poll=POLL)
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    first, second = batches(db, run_id)
+    assert first["status"] == "reconciled" and first["n_errored"] == 4
+    assert second["round"] == 2 and second["n_succeeded"] == 4
+    for chain in by_item(db, run_id).values():
+        assert [a["error_code"] for a in chain] == ["missing_result", None]
+
+
+def impatient(sandbox) -> Clients:
+    """Clients that give up a call after 4 quick tries."""
+    return Clients.for_sandbox(sandbox, RetryPolicy(attempts=4, base_s=0.001, cap_s=0.005))
+
+
+def test_polls_ride_out_an_outage_longer_than_the_client_retries(db, sandbox, clients, tmp_path):
+    spec = load_spec(write_job(tmp_path, 3))
+    run_id = engine.start_run(db, spec, spec.input_file())
+    # 10 failures in a row: more than one poll's 4 tries, fewer than the loop tolerates.
+    sandbox.configure(faults="http500:count=10:route=retrieve")
+    outcome = engine.drive_run(db, run_id, clients=impatient(sandbox), poll=POLL)
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    check_accounted(db, run_id, sandbox, 3)
+
+
+def test_a_long_outage_stops_the_run_saying_how_to_continue(db, sandbox, clients, tmp_path):
+    spec = load_spec(write_job(tmp_path, 3))
+    run_id = engine.start_run(db, spec, spec.input_file())
+    sandbox.configure(faults="http500:count=100000:route=retrieve")
+    outcome = engine.drive_run(db, run_id, clients=impatient(sandbox), poll=0.01)
+    assert outcome.status == "failed" and outcome.exit_code == 1
+    assert "openai batch retrieve failed: HTTP 500" in outcome.message
+    assert f"`batcher resume {run_id}` continues" in outcome.message
+    sandbox.configure(clear_faults=True)
+    assert engine.resume_run(db, run_id, clients=clients, poll=POLL).exit_code == 0
