@@ -142,7 +142,7 @@ class _Chunk:
     def write(self, conn: Connection, summary: ReconcileSummary) -> None:
         for status, rows in self.rows.items():
             moved = set_status_rows(conn, ATTEMPT, status, ATTEMPT_COLUMNS, rows)
-            summary.stored[status] = summary.stored.get(status, 0) + moved
+            summary.stored[str(status)] = summary.stored.get(str(status), 0) + moved
         set_status_rows(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_COLUMNS, self.items)
         summary.cost_pusd += self.cost_pusd
 
