@@ -86,10 +86,9 @@ class EngineDriver:
     def resume(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
         from batcher import engine
 
-        # The budget is checked again for a run that never submitted (e.g. it failed the
-        # budget check): a schedule must not spend what a person would be refused.
-        budget = engine.run_spec(db, run_id).max_usd
-        engine.resume_run(db, run_id, max_usd=budget, stop=stop, **self._options())
+        # resume_run checks the run's budget again when nothing was submitted (e.g. the
+        # budget refused it at start): a schedule never spends what a person was refused.
+        engine.resume_run(db, run_id, stop=stop, **self._options())
 
     def _options(self) -> dict[str, Any]:
         return {"clients": self.clients, "owner": self.owner, "poll": self.poll}

@@ -264,3 +264,42 @@ def test_run_now_exits_1_when_the_run_ends_with_failed_items(sqlite_url, tmp_pat
     result = runner.invoke(cli, ["schedule", "run-now", "nightly", "--db", sqlite_url], env=env)
     assert result.exit_code == 1
     assert result.stdout.endswith("run=1 outcome=completed items=2 succeeded=0 failed=2\n")
+
+
+def test_a_run_another_scheduler_drives_is_left_alone(db_url, tmp_path, driver, sandbox):
+    spec, pattern = job(tmp_path, tier="nano", n=2)
+    sandbox.configure(in_progress_s=3600.0)
+    clock = Clock(utc(2026, 3, 1, 0, 0))
+    one = Scheduler(open_store(db_url), driver=driver, clock=clock)
+    one.schedules.add("nightly", job=str(spec), input=pattern, every="1h")
+    one.tick(utc(2026, 3, 1, 1, 0))
+    _wait_for(lambda: _submitted_batches(one.db) == 1)
+
+    two = Scheduler(open_store(db_url), driver=driver, clock=clock)  # another process
+    two.tick(utc(2026, 3, 1, 2, 0))
+    two.wait_idle(timeout=60)
+    info = two.schedules.get("nightly")
+    assert (info.last_outcome, info.last_run_id) == ("busy", 1)
+    assert "run 1" in info.last_error
+    one.request_stop()
+    one.close()
+    two.close()
+    assert sandbox.stats()["batches_created"]["openai"] == 1
+
+
+def test_a_run_over_budget_is_refused_at_every_firing(sqlite_url, tmp_path, driver, sandbox):
+    spec, pattern = job(tmp_path, tier="frontier", n=3)
+    spec.write_text("max_usd = 0.000001\n" + spec.read_text())
+    clock = Clock(utc(2026, 3, 1, 0, 0))
+    scheduler = Scheduler(open_store(sqlite_url), driver=driver, clock=clock)
+    scheduler.schedules.add("nightly", job=str(spec), input=pattern, cron="0 2 * * *")
+    for day in (1, 2):
+        scheduler.tick(utc(2026, 3, day, 2, 0))
+        scheduler.wait_idle(timeout=60)
+        info = scheduler.schedules.get("nightly")
+        assert (info.last_outcome, info.last_run_id) == ("failed", 1)
+        assert "over the budget of $0.000001 (max_usd); nothing was submitted" in info.last_error
+    with scheduler.db.connect() as conn:
+        assert conn.execute(sa.select(RUN.c.id, RUN.c.status)).all() == [(1, "failed")]
+    assert sandbox.stats()["batches_created"] == {"openai": 0, "anthropic": 0}
+    scheduler.close()
