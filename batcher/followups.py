@@ -223,12 +223,11 @@ class _Round:
 
     def __init__(self, conn: Connection, run_id: int, spec: JobSpec, summary: FollowupSummary):
         self.conn, self.run_id, self.spec, self.summary = conn, run_id, spec, summary
-        self.now = db_value(conn, ATTEMPT.c.finished_at, datetime.now(UTC))
         self.new: list[dict[str, Any]] = []
         self.ends: dict[str, list[tuple]] = {}  # item status -> (output, final attempt, id)
 
     def apply(self, item_id: int, chain: list[tuple], decision: Decision) -> None:
-        last_id, last_seq, last_tier, provider, model, _, _, output = chain[-1]
+        last_id, last_seq, _, provider, model, _, _, output = chain[-1]
         if decision.kind in ("retry", "escalate"):
             if decision.kind == "escalate":
                 provider, model = self.spec.model_of(decision.tier)
