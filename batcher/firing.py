@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -307,7 +307,8 @@ def claim(
                 table.insert()
                 .values(
                     schedule_name=name,
-                    scheduled_for=scheduled_for,
+                    # UTC: SQLite keeps the wall time only, and 02:30 CET is not 02:30 CEST.
+                    scheduled_for=scheduled_for.astimezone(UTC),
                     fired_at=now,
                     input_path=path,
                     input_sha256=sha,

@@ -316,3 +316,16 @@ def test_a_run_refused_at_start_is_recorded_and_resumed_next_time(db_url, spec, 
     assert scheduler.driver.calls[-1] == ("resume", run_id)
     assert runs(scheduler.db) == [(run_id, "completed", "nightly")]
     scheduler.close()
+
+
+def test_fire_times_are_recorded_in_utc(sqlite_url, spec, inbox):
+    write_input(inbox / "a.jsonl", ["alpha"])
+    clock = Clock(utc(2026, 3, 1, 0, 0))
+    scheduler = make(sqlite_url, clock)
+    scheduler.schedules.add("nightly", job=str(spec), input=f"{inbox}/*.jsonl",
+                            cron="0 2 * * *", tz="Europe/Berlin")  # fmt: skip
+    tick_and_wait(scheduler, utc(2026, 3, 1, 1, 0))  # 02:00 in Berlin (UTC+1 in March)
+    [(_, _, outcome, _, scheduled_for)] = firings(scheduler.db)
+    assert outcome == "completed"
+    assert scheduled_for.replace(tzinfo=None) == utc(2026, 3, 1, 1, 0).replace(tzinfo=None)
+    scheduler.close()
