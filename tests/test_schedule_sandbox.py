@@ -20,10 +20,11 @@ from click.testing import CliRunner
 from schedule_fixtures import Clock, utc, write_input
 
 from batcher.cli import cli
-from batcher.firing import EngineDriver
+from batcher.firing import EngineDriver, fire
 from batcher.providers import Clients
 from batcher.providers.calls import RetryPolicy
 from batcher.sandbox import start_sandbox
+from batcher.schedule import Schedules
 from batcher.scheduler import Scheduler
 from batcher.store import open_store
 from batcher.store.models import TABLES
@@ -303,3 +304,20 @@ def test_a_run_over_budget_is_refused_at_every_firing(sqlite_url, tmp_path, driv
         assert conn.execute(sa.select(RUN.c.id, RUN.c.status)).all() == [(1, "failed")]
     assert sandbox.stats()["batches_created"] == {"openai": 0, "anthropic": 0}
     scheduler.close()
+
+
+def test_the_stored_job_runs_on_its_own_from_its_plain_arguments(
+    sqlite_url, tmp_path, sandbox, monkeypatch
+):
+    spec, pattern = job(tmp_path, tier="nano", n=2)
+    schedules = Schedules(open_store(sqlite_url))
+    schedules.add("nightly", job=str(spec), input=pattern, cron="0 2 * * *")
+    stored = schedules.job("nightly")  # unpickled from the job store
+    schedules.close()
+    monkeypatch.setenv("OPENAI_BASE_URL", sandbox.openai_base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sandbox.anthropic_base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-x")
+    assert stored.func is fire
+    [result] = stored.func(*stored.args, **stored.kwargs)  # no scheduler, no engine object
+    assert (result.outcome, result.run_id, result.items) == ("completed", 1, {"succeeded": 2})
