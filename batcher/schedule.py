@@ -297,10 +297,13 @@ class Schedules:
 
     def set_next_fire(self, name: str, when: datetime | None) -> None:
         """Move a schedule on after a firing; a trigger with no next time removes it."""
-        if when is None:
-            self._manager.remove_job(name)
-        else:
-            self._manager.modify_job(name, next_run_time=when)
+        try:
+            if when is None:
+                self._manager.remove_job(name)
+            else:
+                self._manager.modify_job(name, next_run_time=when)
+        except JobLookupError:
+            pass  # removed meanwhile (e.g. `schedule remove` in another process)
 
     def next_fire_time(self) -> datetime | None:
         """The earliest next fire time over all schedules."""

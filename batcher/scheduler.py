@@ -115,10 +115,6 @@ class Scheduler:
         for future in futures:
             future.result(timeout)
 
-    def busy(self) -> bool:
-        with self._lock:
-            return any(not f.done() for fs in self._running.values() for f in fs)
-
     def run(self) -> None:
         """Fire schedules as they come due until `stop` is set; then let the firings stop at
         a safe point and return."""
