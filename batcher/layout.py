@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -32,10 +33,10 @@ from batcher.errors import BatcherError, UsageError
 from batcher.providers import anthropic, openai
 from batcher.requests import (
     anthropic_cache_ttl,
-    build_request,
     cache_group_id,
     defaults_fingerprint,
     openai_cached_prefix,
+    request_from,
     request_hasher,
 )
 from batcher.spec import JobSpec, split_model_ref
@@ -326,6 +327,16 @@ class _Group:
     info: tuple  # GroupInfo fields but n_batches
     batches: set[str] = field(default_factory=set)
 
+    @property
+    def batch_key(self) -> tuple[str, str, str]:
+        return (self.provider, self.model, self.key[1])
+
+    def request_hash(self, request_json: str) -> str:
+        """requests.request_hash of a request of this group, from the shared prefix."""
+        hasher = self.hasher.copy()
+        hasher.update(request_json.encode())
+        return hasher.hexdigest()[:32]
+
 
 class _Groups:
     """Follows the stream group by group: each group's size (from a GROUP BY cursor walked
@@ -342,9 +353,10 @@ class _Groups:
         self.heap: list[tuple[int, int, GroupInfo]] = []
         self.current: _Group | None = None
 
-    def enter(self, key: tuple, provider: str, model: str) -> _Group:
+    def enter(self, key: tuple) -> _Group:
         self.finish()
         ref, tier, system_hash = key
+        provider, model = split_model_ref(ref)
         for size_row in self.sizes:
             if tuple(size_row[:3]) == key:
                 size = size_row[3]
@@ -392,6 +404,45 @@ class _Groups:
 # ---------------------------------------------------------------------------- the loop
 
 
+class _Batches:
+    """The batch being filled, cut when the model or tier changes or a limit would break."""
+
+    def __init__(self, db: Engine, run_id: int, round_: int, spec: JobSpec, source: Source):
+        self.db, self.run_id, self.round, self.save = db, run_id, round_, source.save
+        self.limits = limits(spec)
+        self.current: _BatchFile | None = None
+        self.done: list[BatchInfo] = []
+
+    def add(self, group: _Group, row_id: int, custom_id: str, line: bytes, req_hash: str) -> None:
+        max_requests, max_bytes = self.limits[group.provider]
+        if len(line) > max_bytes:
+            raise UsageError(
+                f"request {custom_id} is {len(line):,} bytes, over the {max_bytes:,}-byte limit "
+                f"of one {group.provider} batch file: shorten that item"
+            )
+        batch = self.current
+        if batch is not None and (
+            batch.key != group.batch_key
+            or batch.n_requests >= max_requests
+            or batch.n_bytes + len(line) > max_bytes
+        ):
+            self.flush()
+        if self.current is None:
+            self.current = _BatchFile(self.run_id, self.round, *group.batch_key)
+        group.batches.add(self.current.id)
+        self.current.add(line, row_id, custom_id, req_hash)
+
+    def flush(self) -> None:
+        if self.current is not None:
+            self.done.append(self.current.commit(self.db, self.save))
+            self.current = None
+
+    def discard(self) -> None:
+        if self.current is not None:  # stopped mid-batch: nothing of it was recorded
+            self.current.discard()
+            self.current = None
+
+
 def lay_out(
     db: Engine,
     run_id: int,
@@ -404,65 +455,30 @@ def lay_out(
 
     Raises UsageError when one request alone is larger than its provider's batch file limit.
     """
-    limits_of = limits(spec)
-    layout = Layout()
-    batch: _BatchFile | None = None
-    group: _Group | None = None
+    batches = _Batches(db, run_id, round_, spec, source)
+    n = 0
     with db.connect() as conn:
         groups = _Groups(conn, spec, source)
+        group: _Group | None = None
         try:
-            for row in conn.execution_options(yield_per=2000).execute(source.rows):
-                row_id, custom_id, ref, tier, system_hash, request_json = row
-                key = (ref, tier, system_hash)
-                if group is None or key != group.key:
-                    provider, model = split_model_ref(ref)
-                    if batch is not None and batch.key != (provider, model, tier):
-                        layout.batches.append(batch.commit(db, source.save))
-                        batch = None
-                    group = groups.enter(key, provider, model)
-                if custom_id is None:
-                    custom_id = f"i{row_id}-a1"
-                request = build_request(
-                    row, spec, _Attempt(custom_id, group.model),
+            rows = conn.execution_options(yield_per=2000).execute(source.rows)
+            for row_id, custom_id, ref, tier, system_hash, request_json in rows:
+                if group is None or (ref, tier, system_hash) != group.key:
+                    group = groups.enter((ref, tier, system_hash))
+                custom_id = custom_id or f"i{row_id}-a1"
+                request = request_from(
+                    orjson.loads(request_json), spec, custom_id, group.model,
                     system=group.system, cache_key=group.cache_key, cache_ttl=group.ttl,
                 )  # fmt: skip
-                provider = group.provider
-                line = RENDER[provider](request)
-                max_requests, max_bytes = limits_of[provider]
-                if len(line) > max_bytes:
-                    raise UsageError(
-                        f"request {custom_id} is {len(line):,} bytes, over the {max_bytes:,}-byte "
-                        f"limit of one {provider} batch file: shorten that item"
-                    )
-                if batch is not None and (
-                    batch.n_requests >= max_requests or batch.n_bytes + len(line) > max_bytes
-                ):
-                    layout.batches.append(batch.commit(db, source.save))
-                    batch = None
-                if batch is None:
-                    batch = _BatchFile(run_id, round_, provider, group.model, tier)
-                group.batches.add(batch.id)
-                hasher = group.hasher.copy()
-                hasher.update(request_json.encode())
-                batch.add(line, row_id, custom_id, hasher.hexdigest()[:32])
-                layout.n_requests += 1
-                if progress is not None and layout.n_requests % PROGRESS_EVERY == 0:
-                    progress(layout.n_requests)
-            if batch is not None:
-                layout.batches.append(batch.commit(db, source.save))
-                batch = None
+                line = RENDER[group.provider](request)
+                batches.add(group, row_id, custom_id, line, group.request_hash(request_json))
+                n += 1
+                if progress is not None and n % PROGRESS_EVERY == 0:
+                    progress(n)
+            batches.flush()
         finally:
-            if batch is not None:  # stopped mid-batch: nothing of it was recorded
-                batch.discard()
+            batches.discard()
         groups.finish()
     if progress is not None:
-        progress(layout.n_requests)
-    layout.n_groups = groups.n_groups
-    layout.largest_groups = groups.largest()
-    return layout
-
-
-@dataclass(slots=True)
-class _Attempt:
-    custom_id: str
-    model: str
+        progress(n)
+    return Layout(batches.done, groups.n_groups, groups.largest(), n)

@@ -125,6 +125,31 @@ def resolve(request: dict[str, Any], spec: JobSpec) -> tuple[int, float | None, 
     )
 
 
+def request_from(
+    request: dict[str, Any],
+    spec: JobSpec,
+    custom_id: str,
+    model: str,
+    *,
+    system: str | None = None,
+    cache_key: str | None = None,
+    cache_ttl: Literal["5m", "1h"] | None = None,
+) -> Request:
+    """The Request for a stored request dict (see `build_request`)."""
+    max_tokens, temperature, params = resolve(request, spec)
+    return Request(
+        custom_id=custom_id,
+        model=model,
+        messages=request["messages"],
+        max_tokens=max_tokens,
+        system=system,
+        temperature=temperature,
+        params=params,
+        cache_key=cache_key,
+        cache_ttl=cache_ttl,
+    )
+
+
 def build_request(
     item: Any,
     spec: JobSpec,
@@ -140,15 +165,7 @@ def build_request(
     caching pays."""
     stored = item.request_json
     request = orjson.loads(stored) if isinstance(stored, str | bytes) else stored
-    max_tokens, temperature, params = resolve(request, spec)
-    return Request(
-        custom_id=attempt.custom_id,
-        model=attempt.model,
-        messages=request["messages"],
-        max_tokens=max_tokens,
-        system=system,
-        temperature=temperature,
-        params=params,
-        cache_key=cache_key,
-        cache_ttl=cache_ttl,
-    )
+    return request_from(
+        request, spec, attempt.custom_id, attempt.model,
+        system=system, cache_key=cache_key, cache_ttl=cache_ttl,
+    )  # fmt: skip
