@@ -63,15 +63,25 @@ def test_submit_only_then_resume(db, sandbox, clients, tmp_path):
 
 
 def test_stop_event_leaves_the_run_resumable(db, sandbox, clients, tmp_path):
+    from batcher.progress import QuietReporter
+
+    stop = threading.Event()
+
+    class StopOnceSubmitted(QuietReporter):
+        def batch(self, batch_id, label, done, total, status):
+            stop.set()  # as Ctrl-C would, once the batch is at the provider
+
     spec = load_spec(write_job(tmp_path, 5))
     run_id = engine.start_run(db, spec, spec.input_file())
     sandbox.configure(faults="slow:count=1:factor=20")
-    stop = threading.Event()
-    stop.set()  # stop at the first wait: after submitting
-    outcome = engine.drive_run(db, run_id, clients=clients, poll=POLL, stop=stop)
+    outcome = engine.drive_run(
+        db, run_id, clients=clients, poll=POLL, stop=stop, reporter=StopOnceSubmitted()
+    )
     assert outcome.status == "running" and outcome.exit_code == 3
+    assert [b["status"] for b in batches(db, run_id)] == ["submitted"]
     sandbox.advance_clock(60)
     assert engine.resume_run(db, run_id, clients=clients, poll=POLL).exit_code == 0
+    assert sandbox.stats()["batches_created"]["openai"] == 1
 
 
 def test_a_second_driver_is_told_who_holds_the_lease(db, clients, tmp_path):
