@@ -136,6 +136,7 @@ class Driver:
         self.settle_leftovers()
         self.apply_reuse()  # before anything of this run is sent
         self.follow_up()
+        self.report_overall()
         while True:
             if self.lease.lost.is_set():
                 raise RunStopped(f"run {self.run_id}: another process took over its lease")

@@ -76,7 +76,7 @@ class BarReporter:
 
         self.progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("{task.fields[info]}"),
@@ -89,7 +89,7 @@ class BarReporter:
     def batch(self, batch_id: str, label: str, done: int, total: int, status: str) -> None:
         if batch_id not in self.tasks:
             self.tasks[batch_id] = self.progress.add_task(
-                f"batch {batch_id} {label}", total=total, info=status
+                f"{batch_id} {label}", total=total, info=status
             )
         self.progress.update(self.tasks[batch_id], completed=done, total=total, info=status)
 
