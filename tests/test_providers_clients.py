@@ -188,3 +188,26 @@ def test_missing_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ProviderError, match="OPENAI_API_KEY"):
         connect("openai")
+
+
+def test_reads_wait_as_long_as_retry_after_says(sandbox, tmp_path):
+    import openai
+
+    from batcher.providers.calls import with_retries
+
+    sdk = openai.OpenAI(base_url=sandbox.openai_base_url, api_key="sk-test", max_retries=0)
+    sandbox.configure(
+        faults="http429:count=2:route=list:retry_after=1.5,http500:count=1:route=list"
+    )
+    waits: list[float] = []
+    page = with_retries(
+        lambda: sdk.batches.list(limit=1),
+        provider="openai",
+        operation="batch list",
+        policy=RetryPolicy(attempts=5, base_s=0.01, cap_s=0.02),
+        connection_errors=(openai.APIConnectionError,),
+        sleep=waits.append,
+    )
+    assert page.data == []
+    assert waits[:2] == [1.5, 1.5]  # the server's word, not our 10 ms backoff
+    assert len(waits) == 3 and waits[2] <= 0.02 * 1.25

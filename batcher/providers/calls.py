@@ -18,6 +18,7 @@ from batcher.errors import BatcherError
 
 T = TypeVar("T")
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
+MAX_RETRY_AFTER_S = 300.0  # the server's retry-after is obeyed, up to this much
 
 
 class ProviderError(BatcherError):
@@ -54,7 +55,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.cap_s * 4)
+            return min(max(retry_after, 0.0), MAX_RETRY_AFTER_S)
         backoff = min(self.cap_s, self.base_s * 2**attempt)
         return backoff * (0.75 + random.random() / 2)  # jitter: clients do not retry in step
 
