@@ -133,32 +133,45 @@ class _ItemWriter:
     """Batched inserts of item rows as tuples straight through the DBAPI cursor.
 
     SQLAlchemy's executemany builds and processes a dict per row; on a million rows that was
-    a third of the ingest time. Rows are tuples of PLAIN_COLUMNS or ITEM_COLUMNS (told apart
-    by length); runs of one kind are written in order, so item ids follow the lines. The
-    rows stay inside the caller's transaction.
+    a third of the ingest time. On PostgreSQL with psycopg the rows go through COPY, several
+    times faster than INSERTs there. Rows are tuples of PLAIN_COLUMNS or ITEM_COLUMNS (told
+    apart by length); runs of one kind are written in order, so item ids follow the lines.
+    The rows stay inside the caller's transaction.
     """
 
     def __init__(self, conn: Connection, run_id: int):
-        self.conn = conn
-        mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
+        self.conn, self.run_id = conn, int(run_id)
+        dialect = conn.dialect
+        mark = _PLACEHOLDERS.get(dialect.paramstyle)
         if mark is None:
             raise StoreError(
-                f"the {conn.dialect.driver} driver's {conn.dialect.paramstyle!r} parameters "
-                "are not supported: use SQLite or PostgreSQL with psycopg"
+                f"the {dialect.driver} driver's {dialect.paramstyle!r} parameters are not "
+                "supported: use SQLite or PostgreSQL with psycopg"
             )
-        quote = conn.dialect.identifier_preparer.quote
-        self.sql = {
-            len(cols): f"INSERT INTO {quote('item')} "
-            f"({', '.join(map(quote, ('run_id', *cols, 'status')))}) "
-            f"VALUES ({int(run_id)}, {', '.join([mark] * len(cols))}, '{PENDING}')"
-            for cols in (PLAIN_COLUMNS, ITEM_COLUMNS)
-        }
+        quote = dialect.identifier_preparer.quote
+        self.use_copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        self.sql = {}
+        for cols in (PLAIN_COLUMNS, ITEM_COLUMNS):
+            names = ", ".join(map(quote, ("run_id", *cols, "status")))
+            if self.use_copy:
+                self.sql[len(cols)] = f"COPY {quote('item')} ({names}) FROM STDIN"
+            else:
+                marks = ", ".join([mark] * len(cols))
+                self.sql[len(cols)] = (
+                    f"INSERT INTO {quote('item')} ({names}) "
+                    f"VALUES ({self.run_id}, {marks}, '{PENDING}')"
+                )
 
     def write(self, rows: list[tuple]) -> None:
         cursor = self.conn.connection.cursor()
         try:
             for n, run in groupby(rows, key=len):
-                cursor.executemany(self.sql[n], list(run))
+                if self.use_copy:
+                    with cursor.copy(self.sql[n]) as copy:
+                        for row in run:
+                            copy.write_row((self.run_id, *row, PENDING))
+                else:
+                    cursor.executemany(self.sql[n], list(run))
         finally:
             cursor.close()
 
