@@ -2,7 +2,7 @@
 
 Two line forms are accepted (see DESIGN.md): the item form
     {"id", "prompt" | "messages", "system", "system_ref", "tier", "model",
-     "max_tokens", "temperature", "metadata"}
+     "max_tokens", "temperature", "params", "metadata"}
 and OpenAI's batch-request form {"custom_id", "method", "url", "body": {...}}.
 
 Parsing never stops at a bad line: `parse_lines` yields a `Problem` for it and goes on, so
