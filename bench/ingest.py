@@ -5,6 +5,7 @@
     .venv/bin/python bench/ingest.py --input work.jsonl
     .venv/bin/python bench/ingest.py --items 100000 --parsers   # also orjson vs jsonlines
     .venv/bin/python bench/ingest.py --repeat 3        # alternate the phases, keep each best
+    .venv/bin/python bench/ingest.py --postgres postgresql+psycopg://postgres@127.0.0.1/test
 
 The workload is `../shared/tools/make_workload.py --items N --no-system` (generated once into
 state/bench/ and reused). Each phase runs in its own subprocess so that its peak RSS
@@ -24,6 +25,7 @@ Targets (issue 2): at least 30,000 items/s, at least half the minimal loop's rat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,7 +86,8 @@ def workload(items: int) -> Path:
 # --- phases (each runs in a subprocess and prints one JSON line) ---------------------------
 
 
-def phase_batcher(input_path: str, db_path: str) -> dict:
+def phase_batcher(input_path: str, db: str) -> dict:
+    """batcher.ingest.ingest into a fresh database: a SQLite path, or a PostgreSQL URL."""
     from batcher.ingest import ingest
     from batcher.spec import parse_spec
     from batcher.store import open_store
@@ -100,10 +104,34 @@ def phase_batcher(input_path: str, db_path: str) -> dict:
         },
         "bench.toml",
     )
-    engine = open_store(f"sqlite:///{db_path}")
-    with Timed() as timed:
-        result = ingest(engine, spec, input_path)
+    if "://" not in db:
+        engine = open_store(f"sqlite:///{db}")
+        with Timed() as timed:
+            result = ingest(engine, spec, input_path)
+        return timed.figures(result.n_items)
+    with fresh_pg_schema(db) as url:
+        engine = open_store(url)
+        with Timed() as timed:
+            result = ingest(engine, spec, input_path)
+        engine.dispose()
     return timed.figures(result.n_items)
+
+
+@contextlib.contextmanager
+def fresh_pg_schema(url: str) -> Iterator[str]:
+    """A URL whose search_path is a new schema of `url`'s database, dropped afterwards."""
+    import sqlalchemy as sa
+
+    schema = f"bench_{os.getpid()}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 MINIMAL_SCHEMA = """
@@ -197,12 +225,13 @@ PHASES = {
 }
 
 
-def run_phase(name: str, input_path: Path, workdir: Path) -> dict:
-    db = workdir / f"{name}.db"
-    for suffix in ("", "-wal", "-shm"):  # a fresh database every time
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+def run_phase(name: str, input_path: Path, workdir: Path, db: str | None = None) -> dict:
+    if db is None:
+        db = str(workdir / f"{name}.db")
+        for suffix in ("", "-wal", "-shm"):  # a fresh database every time
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
     proc = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--input", str(input_path), "--db", str(db)],
+        [sys.executable, __file__, "--phase", name, "--input", str(input_path), "--db", db],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -232,6 +261,11 @@ def main() -> None:
     ap.add_argument("--input", help="an existing JSONL file to ingest instead")
     ap.add_argument("--parsers", action="store_true", help="also time orjson vs jsonlines")
     ap.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also ingest into a fresh schema of this PostgreSQL database (no target)",
+    )
+    ap.add_argument(
         "--repeat", type=int, default=1, help="run each phase N times, alternating; keep the best"
     )
     ap.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
@@ -252,6 +286,11 @@ def main() -> None:
         for _ in range(args.repeat):  # alternate, so that a busy moment hits both alike
             ours = best(ours, run_phase("batcher", input_path, Path(tmp)))
             minimal = best(minimal, run_phase("minimal", input_path, Path(tmp)))
+        postgres = None
+        if args.postgres:
+            for _ in range(args.repeat):
+                phase = run_phase("batcher", input_path, Path(tmp), db=args.postgres)
+                postgres = best(postgres, phase)
         parsers = {}
         if args.parsers and importlib.util.find_spec("jsonlines") is None:
             sys.exit(
@@ -273,6 +312,8 @@ def main() -> None:
     ]
     for ok, what in checks:
         print(f"  {'ok  ' if ok else 'MISS'} {what}")
+    if postgres:
+        report("batcher.ingest PostgreSQL", postgres)
     if parsers:
         print("streaming parse only (no storage):")
         for name, fig in parsers.items():
