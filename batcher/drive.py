@@ -86,6 +86,9 @@ class Driver:
         self.create_retries: dict[str, int] = {}
         self.cancel_sent: set[str] = set()
         self.poll_failures = 0
+        # How long an unanswered create may take to show in the provider's list.
+        self.grace_s = min(60.0, max(0.2, poll.interval_s * 4))
+        self.waiting: set[str] = set()
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -142,6 +145,7 @@ class Driver:
                 raise RunStopped(f"run {self.run_id}: another process took over its lease")
             if self.run_status() == RunStatus.CANCELLED:  # `batcher cancel` from elsewhere
                 return self.drain()
+            self.settle_submitting()
             self.submit_planned()
             if submit_only:
                 return RunStatus.RUNNING
@@ -239,13 +243,24 @@ class Driver:
     # --- submitting ------------------------------------------------------------------------
 
     def settle_submitting(self) -> None:
-        """Batches left `submitting` by a crash: adopt or re-plan (SubmissionUndecided)."""
+        """Batches left `submitting` (a crash, an unanswered create): adopt, re-plan, or look
+        again later; SubmissionUndecided when the provider cannot tell."""
         for batch in self.batches(BatchStatus.SUBMITTING):
-            kind, detail = settle(self.db, self.registry.get(batch.provider), batch.id)
-            self.reporter.note(
-                f"batch {batch.id}: "
-                + (f"adopted {detail.provider_batch_id}" if kind == "submitted" else detail)
-            )
+            provider = self.registry.get(batch.provider)
+            kind, detail = settle(self.db, provider, batch.id, grace_s=self.grace_s)
+            self.report_settled(batch, kind, detail)
+
+    def report_settled(self, batch: Any, kind: str, detail: Any) -> None:
+        if kind == "wait":
+            if batch.id not in self.waiting:
+                self.waiting.add(batch.id)
+                self.reporter.note(f"{detail}; looking again")
+            return
+        self.waiting.discard(batch.id)
+        if kind == "submitted":
+            self.reporter.note(f"batch {batch.id}: adopted {detail.provider_batch_id}")
+        else:
+            self.reporter.note(f"batch {batch.id}: {detail}; submitting it again")
 
     def held(self, batch: Any) -> bool:
         hold = self.holds.get(batch.model)
@@ -263,9 +278,11 @@ class Driver:
             if self.stop.is_set() or self.held(batch):
                 continue
             provider = self.registry.get(batch.provider)
-            kind, detail = submit_batch(self.db, provider, batch)
+            kind, detail = submit_batch(self.db, provider, batch, grace_s=self.grace_s)
             label = f"{batch.provider}:{batch.model}"
-            if kind == "submitted":
+            if kind == "wait":
+                self.report_settled(batch, kind, detail)
+            elif kind == "submitted":
                 self.create_retries.pop(batch.id, None)
                 self.reporter.batch(batch.id, label, 0, batch.n_requests, detail.raw_status)
             elif kind == "refused":
@@ -378,22 +395,14 @@ class Driver:
 
     def drain(self) -> str:
         """The run was cancelled: stop what has not started, keep what finished."""
-        for batch in self.batches(BatchStatus.SUBMITTING):
-            settle(self.db, self.registry.get(batch.provider), batch.id)
-        with self.db.begin() as conn:
-            for batch in self.batches(BatchStatus.PLANNED):
-                set_status(conn, ATTEMPT, AttemptStatus.CANCELLED, ATTEMPT.c.batch_id == batch.id)
-                set_status(conn, BATCH, BatchStatus.ABANDONED, BATCH.c.id == batch.id)
-            set_status(
-                conn,
-                ATTEMPT,
-                AttemptStatus.CANCELLED,
-                sa.and_(ATTEMPT.c.run_id == self.run_id, ATTEMPT.c.batch_id.is_(None)),
-            )
         self.settle_leftovers()
         while True:
+            for batch in self.batches(BatchStatus.SUBMITTING):  # adopt it, to cancel it
+                provider = self.registry.get(batch.provider)
+                settle(self.db, provider, batch.id, grace_s=self.grace_s)
+            self.abandon_planned()
             open_batches = self.batches(BatchStatus.SUBMITTED)
-            if not open_batches:
+            if not open_batches and not self.batches(BatchStatus.SUBMITTING):
                 break
             for batch in open_batches:
                 if batch.id not in self.cancel_sent:
@@ -408,6 +417,19 @@ class Driver:
             conn.execute(sa.update(RUN).where(RUN.c.id == self.run_id).values(finished_at=_now()))
         self.report_overall()
         return RunStatus.CANCELLED
+
+    def abandon_planned(self) -> None:
+        """Nothing new goes out: planned batches and attempts without a batch are dropped."""
+        with self.db.begin() as conn:
+            for batch in self.batches(BatchStatus.PLANNED):
+                set_status(conn, ATTEMPT, AttemptStatus.CANCELLED, ATTEMPT.c.batch_id == batch.id)
+                set_status(conn, BATCH, BatchStatus.ABANDONED, BATCH.c.id == batch.id)
+            set_status(
+                conn,
+                ATTEMPT,
+                AttemptStatus.CANCELLED,
+                sa.and_(ATTEMPT.c.run_id == self.run_id, ATTEMPT.c.batch_id.is_(None)),
+            )
 
 
 def _now() -> datetime:

@@ -85,11 +85,14 @@ def refuse(db: Engine, batch_id: str, message: str) -> None:
         conn.execute(sa.update(BATCH).where(BATCH.c.id == batch_id).values(error=message))
 
 
-def submit_batch(db: Engine, provider: Provider, batch: Any) -> tuple[str, Any]:
+def submit_batch(
+    db: Engine, provider: Provider, batch: Any, *, grace_s: float = 0.0
+) -> tuple[str, Any]:
     """Submit one planned batch row. Returns (outcome, detail):
 
     ("submitted", BatchState), ("refused", errors list: settle it with reconcile.fail_batch),
-    ("retry", reason: back to `planned`). Raises SubmissionUndecided.
+    ("retry", reason: back to `planned`), ("wait", reason: still `submitting`, see `settle`).
+    Raises SubmissionUndecided.
     """
     if not mark_intent(db, batch.id):
         return "retry", "not planned any more"
@@ -111,7 +114,7 @@ def submit_batch(db: Engine, provider: Provider, batch: Any) -> tuple[str, Any]:
         refuse(db, batch.id, str(exc))
         return "refused", exc.errors
     except CreateUncertain as exc:
-        return settle(db, provider, batch.id, cause=str(exc))
+        return settle(db, provider, batch.id, cause=str(exc), grace_s=grace_s)
     except ProviderError as exc:  # the upload failed: no create was sent
         unsubmit(db, batch.id, str(exc))
         return "retry", str(exc)
@@ -131,11 +134,15 @@ def known_provider_ids(db: Engine, provider: str) -> set[str]:
         return {r[0] for r in rows}
 
 
-def settle(db: Engine, provider: Provider, batch_id: str, cause: str = "") -> tuple[str, Any]:
+def settle(
+    db: Engine, provider: Provider, batch_id: str, cause: str = "", *, grace_s: float = 0.0
+) -> tuple[str, Any]:
     """Decide a batch left in `submitting`: adopt the provider's batch, or re-plan it.
 
-    Raises SubmissionUndecided (the batch stays `submitting`) when the provider cannot be
-    asked or gives more than one candidate.
+    A create that timed out may still be running at the provider, so a batch that is not
+    listed within `grace_s` seconds of the intent is looked up again later ("wait") rather
+    than declared never created. Raises SubmissionUndecided (the batch stays `submitting`)
+    when the provider cannot be asked or gives more than one candidate.
     """
     with db.connect() as conn:
         batch = conn.execute(sa.select(BATCH).where(BATCH.c.id == batch_id)).one()
@@ -154,6 +161,8 @@ def settle(db: Engine, provider: Provider, batch_id: str, cause: str = "") -> tu
     if len(found) == 1:
         adopt(db, batch.id, found[0])
         return "submitted", found[0]
+    if not found and (datetime.now(UTC) - since).total_seconds() < grace_s:
+        return "wait", f"batch {batch.id} is not listed at {batch.provider} yet{why}"
     if not found:
         unsubmit(db, batch.id, f"the create did not reach {batch.provider}{why}")
         return "retry", f"batch {batch.id} was not created at {batch.provider}"

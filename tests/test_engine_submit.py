@@ -84,3 +84,20 @@ def test_an_openai_batch_created_before_the_crash_is_adopted(db, sandbox, client
     assert done.exit_code == 0, done.message
     assert batches(db, run_id)[0]["provider_batch_id"] == created.provider_batch_id
     assert items_by_status(db, run_id) == {"succeeded": 4}
+
+
+def test_a_fresh_intent_is_looked_up_again_before_it_is_declared_not_created(
+    db, sandbox, clients, tmp_path
+):
+    from batcher.submit import settle
+
+    run_id, batch = planned_run(db, tmp_path, 2, "fixed:nano")
+    assert mark_intent(db, batch["id"])
+    provider = connect("openai", clients)
+    # A create that timed out may still be under way at the provider: not listed yet is not
+    # proof, so within the grace period the batch stays `submitting`.
+    kind, detail = settle(db, provider, batch["id"], grace_s=60)
+    assert kind == "wait" and "not listed at openai yet" in detail
+    assert batches(db, run_id)[0]["status"] == "submitting"
+    kind, _ = settle(db, provider, batch["id"], grace_s=0)
+    assert kind == "retry" and batches(db, run_id)[0]["status"] == "planned"
