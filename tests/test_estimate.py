@@ -41,7 +41,7 @@ def usd(estimate, name):
     return to_usd(estimate.scenarios[name])
 
 
-def test_article_figures_through_the_plan(sqlite_url, tmp_path):
+def test_article_figures_through_the_plan(db_url, tmp_path):
     # 30 requests of 500 in / 300 out: the article's 30,000 scaled by 1/1000.
     spec = parse_spec(
         {
@@ -50,7 +50,7 @@ def test_article_figures_through_the_plan(sqlite_url, tmp_path):
             "routing": {"ladder": ["mid", "frontier"], "classifier": "fixed:mid"},
         }
     )
-    db = open_store(sqlite_url)
+    db = open_store(db_url)
     run_id = plan(db, spec, tmp_path, [{"prompt": f"q{i}"} for i in range(30)], tokens=500)
     est = estimate_run(db, run_id, spec, output_tokens=300)
     assert (est.n_requests, est.input_tokens, est.output_tokens) == (30, 15_000, 9_000)
@@ -62,7 +62,7 @@ def test_article_figures_through_the_plan(sqlite_url, tmp_path):
     assert est.cached_share == 0
 
 
-def test_caching_scenario_of_the_article(sqlite_url, tmp_path):
+def test_caching_scenario_of_the_article(db_url, tmp_path):
     # 1,000 requests with a 2,000-token system prompt and 200 user tokens at a 95% hit
     # rate: the article's 10,000-a-day scenario scaled by 1/10 ($66.00 -> $6.60 uncached,
     # $15.45 -> $1.545 cached: 50 writes at $3.75, 950 reads at $0.30, user tokens at $3).
@@ -75,7 +75,7 @@ def test_caching_scenario_of_the_article(sqlite_url, tmp_path):
             "defaults": {"system": SYSTEM_2000},
         }
     )
-    db = open_store(sqlite_url)
+    db = open_store(db_url)
     run_id = plan(db, spec, tmp_path, [{"prompt": f"q{i}"} for i in range(1000)], tokens=2200)
     est = estimate_run(db, run_id, spec, output_tokens=0, hit_rate=Decimal("0.95"))
     assert usd(est, "frontier_sync") == Decimal("6.60")
