@@ -63,7 +63,14 @@ def test_plan_shows_tiers_groups_batches_and_estimate(job, sqlite_url, monkeypat
     result = run("plan", "job.toml", "--db", sqlite_url)
     assert result.exit_code == 0, result.output
     out = result.stdout
-    for title in ("Tiers", "Cache groups: 2", "Batches: 2", "Estimate against the baselines"):
+    titles = (
+        "Tiers",
+        "Cache groups: 2",
+        "Batches: 2",
+        "Estimate by model",
+        "against the baselines",
+    )
+    for title in titles:
         assert title in out
     assert "classifier: low keyword in a short prompt" in out
     assert "classifier: 2+ high keywords" in out

@@ -7,6 +7,7 @@ from decimal import Decimal
 import click
 
 from batcher.cli import cli, db_option, handle_errors, json_option
+from batcher.money import fmt_usd, to_usd
 from batcher.output import print_json, print_table
 
 
@@ -44,6 +45,22 @@ def _batch_rows(plan) -> list[dict]:
     ]
 
 
+def _model_rows(est) -> list[dict]:
+    return [
+        {
+            "tier": tier,
+            "model": f"{provider}:{model}",
+            "requests": row["requests"],
+            "input tokens": row["input_tokens"],
+            "cached": f"{row['cache_read_tokens'] / row['input_tokens'] * 100:.1f}%"
+            if row["input_tokens"]
+            else "",
+            "usd": fmt_usd(to_usd(row["cost_pusd"])),
+        }
+        for (provider, model, tier), row in sorted(est.by_model.items(), key=lambda kv: kv[0][2])
+    ]
+
+
 def _to_json(report) -> dict:
     plan = report.plan
     return {
@@ -67,6 +84,7 @@ def _print(report, spec) -> None:
     )
     print_table(_group_rows(plan), f"Cache groups: {plan.n_groups}{shown}")
     print_table(_batch_rows(plan), f"Batches: {len(plan.batches)}")
+    print_table(_model_rows(est), "Estimate by model (batch rates, expected cache use)")
     print_table(est.baseline_rows(), "Estimate against the baselines")
     click.echo(
         f"Expected cached share of input tokens: {est.cached_share * 100:.1f}% "
