@@ -186,7 +186,7 @@ def nearest_tier(spec: JobSpec, ref: str) -> str:
 
     def price(p: str, m: str) -> float:
         units = unit_prices(p, m, batch=False, spec=spec)
-        return float(units.input + units.output)
+        return max(float(units.input + units.output), 1e-15)  # a free override stays finite
 
     target = price(provider, model)
     ladder = spec.routing.ladder or list(spec.tiers)
