@@ -417,3 +417,24 @@ def test_progress_is_reported_after_each_batched_insert(engine, spec, tmp_path, 
     assert all(total == size for _, total, _ in calls)
     assert calls[-1][0] == size
     assert [done for done, _, _ in calls] == sorted(done for done, _, _ in calls)
+
+
+def test_a_failure_mid_ingest_leaves_no_run(engine, spec, tmp_path, monkeypatch):
+    """One transaction: an error after some chunks were written rolls all of them back."""
+    monkeypatch.setattr(ingest_module, "INSERT_CHUNK", 2)
+
+    def annotate(item, system):
+        if item.line_no == 5:
+            raise RuntimeError("router crashed")
+        return "nano", "fixed", 1
+
+    path = write(tmp_path, [{"prompt": f"p{n}"} for n in range(8)])
+    with pytest.raises(RuntimeError, match="router crashed"):
+        ingest(engine, spec, path, annotate=annotate)
+    assert rows(engine, "run") == [] and rows(engine, "item") == []
+
+
+def test_schedule_name_is_recorded(engine, spec, tmp_path):
+    result = ingest(engine, spec, write(tmp_path, [{"prompt": "p"}]), schedule_name="nightly")
+    [run] = rows(engine, "run")
+    assert (run["id"], run["schedule_name"]) == (result.run_id, "nightly")
