@@ -149,7 +149,7 @@ class Driver:
             self.submit_planned()
             if submit_only:
                 return RunStatus.RUNNING
-            moved = self.poll_open()
+            moved = self.settle_leftovers() | self.poll_open()
             if moved:
                 self.follow_up()
                 self.backoff.moved()
@@ -324,8 +324,11 @@ class Driver:
                 crash_point("while_polling")
                 continue
             self.mark_ended(batch.id, state)
-            self.settle(batch, state)
             moved = True
+            try:
+                self.settle(batch, state)
+            except ProviderError as exc:  # reading the results failed: settle_leftovers retries
+                self.poll_failed(batch, exc)
         return moved
 
     def poll_failed(self, batch: Any, exc: ProviderError) -> None:
@@ -346,11 +349,18 @@ class Driver:
         with self.db.begin() as conn:
             set_status(conn, BATCH, BatchStatus.ENDED, BATCH.c.id == batch_id, values)
 
-    def settle_leftovers(self) -> None:
-        """Batches that ended but were not fully reconciled before a crash."""
+    def settle_leftovers(self) -> bool:
+        """Batches that ended but are not reconciled yet: a crash, or results that could not
+        be read. True when one was settled."""
+        settled = False
         for batch in self.batches(BatchStatus.ENDED):
-            state = self.registry.get(batch.provider).poll(batch.provider_batch_id)
-            self.settle(batch, state)
+            try:
+                state = self.registry.get(batch.provider).poll(batch.provider_batch_id)
+                self.settle(batch, state)
+                settled = True
+            except ProviderError as exc:
+                self.poll_failed(batch, exc)
+        return settled
 
     def settle(self, batch: Any, state: BatchState) -> None:
         kind, note = settle_ended(

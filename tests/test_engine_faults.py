@@ -285,3 +285,13 @@ def test_a_long_outage_stops_the_run_saying_how_to_continue(db, sandbox, clients
     assert f"`batcher resume {run_id}` continues" in outcome.message
     sandbox.configure(clear_faults=True)
     assert engine.resume_run(db, run_id, clients=clients, poll=POLL).exit_code == 0
+
+
+def test_results_that_cannot_be_read_yet_are_read_later(db, sandbox, clients, tmp_path):
+    spec = load_spec(write_job(tmp_path, 4, classifier="fixed:frontier"))
+    run_id = engine.start_run(db, spec, spec.input_file())
+    sandbox.configure(faults="http500:count=10:route=results")  # over two reads' 4 tries
+    outcome = engine.drive_run(db, run_id, clients=impatient(sandbox), poll=POLL)
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    assert [b["status"] for b in batches(db, run_id)] == ["reconciled"]
+    check_accounted(db, run_id, sandbox, 4)

@@ -18,6 +18,7 @@ from batcher.providers.calls import (
     ProviderError,
     RetryPolicy,
     describe,
+    guarded_lines,
     retry_after_of,
     with_retries,
 )
@@ -238,7 +239,7 @@ class AnthropicBatches:
         )
         response = decoder.http_response
         try:
-            for line in response.iter_lines():
+            for line in guarded_lines(response.iter_lines(), NAME, "batch results"):
                 if line.strip():
                     yield parse_result(orjson.loads(line))
         finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -122,3 +122,18 @@ def with_retries(
                 ) from exc
             sleep(policy.delay(attempt, retry_after_of(exc)))
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def guarded_lines(lines: Iterable[Any], provider: str, operation: str) -> Iterator[Any]:
+    """`lines` of a streamed download; a connection that breaks off midway becomes a
+    ProviderError without a status (transient: reading again later is safe, since storing
+    results is idempotent)."""
+    iterator = iter(lines)
+    while True:
+        try:
+            line = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - the SDKs' transport errors vary
+            raise ProviderError(f"{provider} {operation}: the download broke off: {exc}") from exc
+        yield line

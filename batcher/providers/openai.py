@@ -17,6 +17,7 @@ from batcher.providers.calls import (
     ProviderError,
     RetryPolicy,
     describe,
+    guarded_lines,
     retry_after_of,
     with_retries,
 )
@@ -250,7 +251,7 @@ class OpenAIBatches:
             lambda: self.client.files.with_streaming_response.content(file_id).__enter__(),
         )
         try:
-            for line in opened.iter_lines():
+            for line in guarded_lines(opened.iter_lines(), NAME, "file content"):
                 if line.strip():
                     yield parse_result(orjson.loads(line))
         finally:
