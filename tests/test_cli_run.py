@@ -128,3 +128,12 @@ def test_help_documents_the_exit_codes():
     assert "Exit codes:" in result.output
     assert "3  still running" in result.output
     assert "batcher run jobs/example.toml --sandbox" in result.output
+
+
+def test_status_tables_for_people(tmp_path, db_url):
+    assert invoke("run", str(write_job(tmp_path, 2)), "--sandbox", "--db", db_url).exit_code == 0
+    listing = invoke("status", "--db", db_url)
+    assert listing.exit_code == 0 and "Runs" in listing.stdout and "completed" in listing.stdout
+    detail = invoke("status", "1", "--db", db_url)
+    assert "Run 1" in detail.stdout and "Batches" in detail.stdout
+    assert "reconciled" in detail.stdout and "gpt-5-nano" in detail.stdout
