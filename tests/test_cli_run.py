@@ -130,7 +130,8 @@ def test_help_documents_the_exit_codes():
     assert "batcher run jobs/example.toml --sandbox" in result.output
 
 
-def test_status_tables_for_people(tmp_path, db_url):
+def test_status_tables_for_people(tmp_path, db_url, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
     assert invoke("run", str(write_job(tmp_path, 2)), "--sandbox", "--db", db_url).exit_code == 0
     listing = invoke("status", "--db", db_url)
     assert listing.exit_code == 0 and "Runs" in listing.stdout and "completed" in listing.stdout

@@ -317,7 +317,30 @@ def status(run_id, db, as_json):
         batches = data.pop("batches")
         rows = [{"": k, "value": v} for k, v in data.items() if v is not None]
         print_table(rows, title=f"Run {run_id}", columns=["", "value"])
-        print_table(batches, title="Batches")
+        print_table([_batch_row(b) for b in batches], title="Batches")
+        for batch in batches:
+            if batch["error"]:
+                click.echo(f"batch {batch['id']}: {batch['error']}")
+
+
+def _batch_row(batch: dict) -> dict:
+    """A batch for people: fewer, wider columns than --json gives."""
+    status = batch["status"]
+    if status != "reconciled" and batch["raw_status"]:  # where it is at the provider
+        status += f" ({batch['raw_status']})"
+    counts = ", ".join(
+        f"{batch[f'n_{name}']} {name}"
+        for name in ("succeeded", "errored", "expired", "cancelled")
+        if batch[f"n_{name}"]
+    )
+    return {
+        "batch": batch["id"],
+        "round": batch["round"],
+        "model": f"{batch['provider']}:{batch['model']}",
+        "status": status,
+        "requests": batch["n_requests"],
+        "results": counts if batch["status"] == "reconciled" else "",
+    }
 
 
 @cli.command()
