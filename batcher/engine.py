@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError, UsageError
 from batcher.lease import Lease, new_owner
-from batcher.money import to_pusd, to_usd
+from batcher.money import to_usd
 from batcher.poll import PollSettings
 from batcher.progress import QuietReporter, Reporter
 from batcher.providers import Clients, Registry
@@ -109,19 +109,13 @@ def outcome_of(db: Engine, run_id: int) -> RunOutcome:
 def check_budget(db: Engine, run_id: int, spec: JobSpec) -> None:
     """Refuse (BudgetExceeded, run marked failed) when the plan's estimate is over the
     spec's `max_usd`."""
-    limit = spec.max_usd
-    if limit is None:
-        return
-    from batcher.estimate import estimate_run
+    from batcher.estimate import budget_refusal, estimate_run
 
-    estimate = estimate_run(db, run_id, spec).cost_pusd
-    budget = to_pusd(Decimal(str(limit)))
-    if estimate <= budget:
+    refusal = budget_refusal(estimate_run(db, run_id, spec), spec.max_usd, "max_usd")
+    if refusal is None:
         return
-    over = to_usd(estimate - budget)
     message = (
-        f"run {run_id}: the estimate ${to_usd(estimate):.4f} is ${over:.4f} over the budget of "
-        f"${Decimal(str(limit))} (max_usd); nothing was submitted. Raise the budget with "
+        f"run {run_id}: {refusal}. Raise the budget with "
         f"`batcher resume {run_id} --max-usd X`, or send less input"
     )
     with db.begin() as conn:

@@ -111,17 +111,32 @@ class Estimate:
         }
 
 
+def budget_refusal(estimate: Estimate, max_usd: float | Decimal | None, where: str) -> str | None:
+    """Why the estimate may not be spent under `max_usd` (exact amounts), or None when it may.
+
+    `where` names the budget's source, e.g. "--max-usd" or "job.toml: max_usd".
+    """
+    if max_usd is None:
+        return None
+    limit = to_pusd(Decimal(str(max_usd)))
+    if estimate.cost_pusd <= limit:
+        return None
+    over = estimate.cost_pusd - limit
+    return (
+        f"the estimate ${_exact(estimate.cost_pusd)} is ${_exact(over)} over the budget of "
+        f"${_exact(limit)} ({where}); nothing was submitted"
+    )
+
+
+def _exact(pusd: int) -> str:
+    return f"{to_usd(pusd).normalize():f}"
+
+
 def check_budget(estimate: Estimate, max_usd: float | Decimal | None, where: str) -> None:
     """Raise UsageError when the estimate exceeds `max_usd`, saying by how much."""
-    if max_usd is None:
-        return
-    limit = to_pusd(Decimal(str(max_usd)))
-    if estimate.cost_pusd > limit:
-        over = to_usd(estimate.cost_pusd - limit)
-        raise UsageError(
-            f"the estimate {fmt_usd(estimate.cost_usd)} exceeds max_usd {fmt_usd(to_usd(limit))}"
-            f" ({where}) by {fmt_usd(over)}: raise the budget or send fewer items"
-        )
+    refusal = budget_refusal(estimate, max_usd, where)
+    if refusal:
+        raise UsageError(f"{refusal}: raise the budget or send fewer items")
 
 
 class _Pricer:

@@ -102,7 +102,7 @@ def test_over_budget_refuses_with_exit_2_and_keeps_the_plan(job, sqlite_url):
     result = run("plan", "job.toml", "--db", sqlite_url, "--max-usd", "0.000001")
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: the estimate $")
-    assert "exceeds max_usd $0.0000 (--max-usd) by $" in result.stderr
+    assert "over the budget of $0.000001 (--max-usd); nothing was submitted" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert run_status(sqlite_url, 1) == "planned"
 
@@ -111,7 +111,7 @@ def test_spec_budget_applies_without_the_option(job, sqlite_url):
     (job / "job.toml").write_text(SPEC.replace("max_usd = 1.0", "max_usd = 0.0000001"))
     result = run("plan", "job.toml", "--db", sqlite_url)
     assert result.exit_code == 2
-    assert "(job.toml: max_usd) by $" in result.stderr
+    assert "over the budget of $0.0000001 (job.toml: max_usd)" in result.stderr
 
 
 def test_unknown_model_is_refused_before_ingest(job, sqlite_url):

@@ -154,4 +154,7 @@ def test_budget_check_says_by_how_much(sqlite_url, tmp_path):
     check_budget(est, None, "spec")
     with pytest.raises(UsageError) as info:
         check_budget(est, 0.02, "--max-usd")
-    assert "exceeds max_usd $0.0200 (--max-usd) by $0.0050" in str(info.value)
+    assert str(info.value) == (
+        "the estimate $0.025 is $0.005 over the budget of $0.02 (--max-usd); "
+        "nothing was submitted: raise the budget or send fewer items"
+    )
