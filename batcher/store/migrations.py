@@ -176,9 +176,33 @@ def m004_schedule_firing(op: Operations) -> None:
     op.create_index("ix_schedule_firing_run_id", "schedule_firing", ["run_id"])
 
 
+def m005_bulk_write_indexes(op: Operations) -> None:
+    """Indexes the million-row write paths do not pay for needlessly.
+
+    Every query on a status also names a run or a batch, so the global single-column status
+    indexes of item and attempt served none of them, while every status change rewrote an
+    entry (~1.4x on reconcile); ix_attempt_batch_id duplicated the first column of
+    ux_attempt_batch_custom_id. Reuse looks earlier answers up by request_hash among
+    succeeded attempts only: indexing just those spares planning a random B-tree insert per
+    attempt (the hashes are uniformly spread)."""
+    op.drop_index("ix_attempt_status", table_name="attempt")
+    op.drop_index("ix_item_status", table_name="item")
+    # ux_attempt_batch_custom_id starts with batch_id and serves every lookup by batch.
+    op.drop_index("ix_attempt_batch_id", table_name="attempt")
+    op.drop_index("ix_attempt_request_hash", table_name="attempt")
+    op.create_index(
+        "ix_attempt_request_hash",
+        "attempt",
+        ["request_hash"],
+        sqlite_where=sa.text("status = 'succeeded'"),
+        postgresql_where=sa.text("status = 'succeeded'"),
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
     ("m003_attempt_batch_custom_id", m003_attempt_batch_custom_id),
     ("m004_schedule_firing", m004_schedule_firing),
+    ("m005_bulk_write_indexes", m005_bulk_write_indexes),
 ]

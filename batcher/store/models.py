@@ -77,7 +77,7 @@ class Item(SQLModel, table=True):
     route_reason: str | None = None
     cache_group: str | None = None
     est_input_tokens: int | None = None
-    status: str = Field(index=True)
+    status: str  # queried with run_id: no index of its own (see m005)
     output: str | None = None
     final_attempt_id: int | None = None
 
@@ -86,7 +86,16 @@ class Attempt(SQLModel, table=True):
     """One submission of one item to one model. Retries and escalations add rows."""
 
     __tablename__ = "attempt"
-    __table_args__ = (sa.Index("ux_attempt_batch_custom_id", "batch_id", "custom_id", unique=True),)
+    __table_args__ = (
+        sa.Index("ux_attempt_batch_custom_id", "batch_id", "custom_id", unique=True),
+        # Reuse looks up succeeded answers only; planned attempts stay out of this index.
+        sa.Index(
+            "ix_attempt_request_hash",
+            "request_hash",
+            sqlite_where=sa.text("status = 'succeeded'"),
+            postgresql_where=sa.text("status = 'succeeded'"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id", index=True)
@@ -95,10 +104,10 @@ class Attempt(SQLModel, table=True):
     tier: str
     provider: str
     model: str
-    batch_id: str | None = Field(default=None, foreign_key="batch.id", index=True)
+    batch_id: str | None = Field(default=None, foreign_key="batch.id")  # indexed by the ux above
     custom_id: str  # the id on the wire, unique within its batch
-    request_hash: str = Field(index=True)  # sha256 of model + request, for reuse
-    status: str = Field(index=True)
+    request_hash: str  # sha256 of model + request, for reuse
+    status: str  # queried with run_id or batch_id: no index of its own (see m005)
     output: str | None = None
     verdict: str | None = None  # why validation passed or failed
     error_code: str | None = None
