@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# --no-reuse: a second demo would otherwise answer every item from the first run's results
+# (at no cost), and its report would show nothing spent or saved.
 demo: install
-	$(BIN)/batcher run jobs/example.toml --sandbox
+	$(BIN)/batcher run jobs/example.toml --sandbox --no-reuse
 
 # Debian's chromium opens the HTML report in tests/test_report_html.py; CI runs as root.
 browser:

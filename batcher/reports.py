@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import BatcherError, UsageError
 from batcher.money import to_usd
-from batcher.states import ITEM_TERMINAL, RUN_TERMINAL, ItemStatus
+from batcher.states import ITEM_TERMINAL, RUN_TERMINAL, AttemptStatus, ItemStatus
 from batcher.store.models import TABLES
 from batcher.tokens import count_tokens
 
@@ -103,6 +103,7 @@ class TierRow:
     items: int = 0
     succeeded: int = 0
     attempts: int = 0
+    reused: int = 0  # attempts answered from an earlier run at no cost
     input_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
@@ -268,6 +269,9 @@ def _sums(a: sa.Table) -> list[sa.ColumnElement]:
     total = sa.func.coalesce
     return [
         sa.func.count().label("attempts"),
+        total(
+            sa.func.sum(sa.case((a.c.status == AttemptStatus.REUSED.value, 1), else_=0)), 0
+        ).label("reused"),
         total(sa.func.sum(a.c.input_tokens), 0).label("input_tokens"),
         total(sa.func.sum(a.c.cache_read_tokens), 0).label("cache_read_tokens"),
         total(sa.func.sum(a.c.cache_write_5m_tokens + a.c.cache_write_1h_tokens), 0).label(
@@ -283,6 +287,7 @@ def _sums(a: sa.Table) -> list[sa.ColumnElement]:
 
 def _fill(row: TierRow, sums: sa.Row) -> TierRow:
     row.attempts = _int(sums.attempts)
+    row.reused = _int(sums.reused)
     row.input_tokens = _int(sums.input_tokens)
     row.cache_read_tokens = _int(sums.cache_read_tokens)
     row.cache_write_tokens = _int(sums.cache_write_tokens)
@@ -438,6 +443,7 @@ def check_report(report: Report) -> None:
         raise ReportMismatch(f"per-tier costs {summed} differ from the totals {t.costs}")
     for name in (
         "attempts",
+        "reused",
         "input_tokens",
         "cache_read_tokens",
         "cache_write_tokens",

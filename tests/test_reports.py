@@ -256,3 +256,18 @@ def test_an_unknown_format_is_refused(db):
     run_id, _ = build_completed_run(db)
     with pytest.raises(UsageError, match=r"unknown report format 'xml': use one of table"):
         render_run_report(db, run_id, "xml")
+
+
+def test_answers_reused_from_earlier_runs_are_counted_and_cost_nothing(db):
+    run_id = add_run(db)
+    free = {"cost_pusd": 0, "standard_pusd": 0, "uncached_pusd": 0, "baseline_pusd": 0}
+    reused = attempt("nano", "reused", 0, input_tokens=0, output_tokens=0, **free)
+    add_item(db, run_id, 1, "succeeded", [reused], output="refund")
+    add_item(db, run_id, 2, "succeeded", [attempt("nano", "succeeded", 5_000)], output="invoice")
+    report = build_report(db, [run_id])
+
+    assert (report.total.attempts, report.total.reused, report.total.succeeded) == (2, 1, 2)
+    assert report.tiers[0].reused == 1 and report.total.costs.cost == 5_000
+    assert orjson.loads(render_report(report, "json"))["total"]["reused"] == 1
+    header = render_report(report, "csv").splitlines()[0].split(",")
+    assert header[header.index("attempts") + 1] == "reused"
