@@ -11,7 +11,12 @@ transaction, so a crash leaves at worst an orphan file and rows that are laid ou
 Two sources feed the same loop: planned attempts without a batch (`attempt_source`, for
 retries and escalations), and pending items of a fresh run (`item_source`), whose first
 attempts are inserted with their batch already set: one write per attempt instead of an
-insert and an update, which halves the database work of planning a large run.
+insert and an update, which halves the database work of planning a large run. Those items
+are queued afterwards by `queue_first_attempts`, in one UPDATE over the run: per batch, each
+item page was rewritten once for every batch holding one of its items (tiers interleave),
+twice the cost. Until then an item with an attempt stays pending, and `item_source` skips it,
+so a crash in between never plans it twice; the unique (item_id, seq) index keeps a second
+planner from doing so either.
 """
 
 from __future__ import annotations
@@ -162,9 +167,9 @@ def attempt_source(run_id: int) -> Source:
 
 
 def item_source(run_id: int, spec: JobSpec) -> Source:
-    """Pending, routed items of the run: their first attempts are created as they are laid
-    out (seq 1, custom id "i{item id}-a1")."""
-    item = TABLES["item"]
+    """Pending, routed items of the run without an attempt: their first attempts are created
+    as they are laid out (seq 1, custom id "i{item id}-a1")."""
+    item, attempt = TABLES["item"], TABLES["attempt"]
     by_tier = sa.case({tier: ref for tier, ref in spec.tiers.items()}, value=item.c.tier)
     ref = sa.func.coalesce(item.c.explicit_model, by_tier)
     keys = (ref, item.c.tier, item.c.system_hash)
@@ -172,6 +177,7 @@ def item_source(run_id: int, spec: JobSpec) -> Source:
         item.c.run_id == run_id,
         item.c.status == ItemStatus.PENDING.value,
         ref.isnot(None),  # a tier the spec does not define stays pending; plan_run says so
+        ~sa.exists().where(attempt.c.item_id == item.c.id),  # laid out before a crash
     )
     return Source(
         rows=sa.select(item.c.id, sa.null(), *keys, item.c.request_json)
@@ -218,7 +224,7 @@ _FIRST_ATTEMPT_COLUMNS = (
 
 
 def _save_first_attempts(conn: Connection, batch: _BatchFile) -> int:
-    attempt, item = TABLES["attempt"], TABLES["item"]
+    attempt = TABLES["attempt"]
     planned = AttemptStatus.PLANNED.value
     rows = [
         (batch.run_id, item_id, 1, batch.tier, batch.provider, batch.model, batch.id,
@@ -232,14 +238,26 @@ def _save_first_attempts(conn: Connection, batch: _BatchFile) -> int:
     fallback = attempt.insert().values(
         {c: sa.bindparam(f"p{i}") for i, c in enumerate(_FIRST_ATTEMPT_COLUMNS)}
     )
-    _executemany(conn, sql, rows, fallback)
-    in_batch = sa.select(attempt.c.item_id).where(attempt.c.batch_id == batch.id)
+    try:
+        _executemany(conn, sql, rows, fallback)
+    except (conn.dialect.dbapi.IntegrityError, sa.exc.IntegrityError):
+        return 0  # ux_attempt_item_seq: another process made some of these first attempts
+    return len(rows)  # an INSERT stores every row or raises
+
+
+def queue_first_attempts(conn: Connection, run_id: int) -> int:
+    """Move the run's pending items that have an attempt to queued, with their cache group
+    (provider and model are the attempt's; the prefix is the item's system prompt)."""
+    item, attempt = TABLES["item"], TABLES["attempt"]
     return set_status(
         conn,
         item,
         ItemStatus.QUEUED,
-        sa.and_(item.c.status == ItemStatus.PENDING.value, item.c.id.in_(in_batch)),
-        # The item's cache prefix; its group is (provider, model, this prefix).
+        sa.and_(
+            item.c.run_id == run_id,
+            item.c.status == ItemStatus.PENDING.value,
+            sa.exists().where(attempt.c.item_id == item.c.id),
+        ),
         {"cache_group": item.c.system_hash},
     )
 
@@ -301,8 +319,8 @@ class _BatchFile:
             saved = save(conn, self)
             if saved != self.n_requests:
                 raise BatcherError(
-                    f"run {self.run_id}: {self.n_requests - saved} rows of batch {self.id} were "
-                    "planned by another process meanwhile; nothing of this batch was saved"
+                    f"run {self.run_id}: rows of batch {self.id} were planned by another "
+                    "process meanwhile; nothing of this batch was saved"
                 )
         return BatchInfo(
             self.id, self.provider, self.model, self.tier, self.n_requests, self.n_bytes,

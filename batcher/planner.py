@@ -27,6 +27,7 @@ from batcher.layout import (
     item_source,
     lay_out,
     prompt_text,
+    queue_first_attempts,
 )
 from batcher.pricing import check_model_known, check_models_known
 from batcher.routing import Router, estimate_input_tokens
@@ -140,9 +141,10 @@ def plan_run(
     Afterwards every such item is queued with one planned attempt (seq 1, custom id
     "i{item}-a1") in a planned batch whose file is written, and the run is planned. The
     first attempts are inserted with their batch already set (one write each instead of an
-    insert and an update); attempts already planned without a batch are laid out too, so a
-    call after a crash finishes the work. Raises UsageError for a model that cannot be
-    priced or a request too large for a batch file.
+    insert and an update) and the items queued at the end, in one UPDATE; attempts already
+    planned without a batch are laid out too, so a call after a crash finishes the work.
+    Raises UsageError for a model that cannot be priced or a request too large for a batch
+    file.
     """
     check_models_known(spec)
     _check_explicit_models(db, run_id, spec)
@@ -150,6 +152,8 @@ def plan_run(
     fresh = lay_out(db, run_id, spec, item_source(run_id, spec), 1, progress)
     leftover = lay_out(db, run_id, spec, attempt_source(run_id), 1, None)
     item = TABLES["item"]
+    with db.begin() as conn:  # committed even when the check below refuses the run
+        queue_first_attempts(conn, run_id)
     with db.begin() as conn:
         stranded = conn.execute(
             sa.select(sa.func.count()).where(

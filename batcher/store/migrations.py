@@ -199,10 +199,20 @@ def m005_bulk_write_indexes(op: Operations) -> None:
     )
 
 
+def m006_attempt_item_seq(op: Operations) -> None:
+    """An item's attempts are numbered 1, 2, 3...: unique, so that two planners can never both
+    make an item's first attempt (the planner queues items once per run, not per batch, and
+    relies on this), nor two follow-up rounds its next one. It also serves every lookup by
+    item_id, so it replaces ix_attempt_item_id at the same cost per insert."""
+    op.drop_index("ix_attempt_item_id", table_name="attempt")
+    op.create_index("ux_attempt_item_seq", "attempt", ["item_id", "seq"], unique=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
     ("m003_attempt_batch_custom_id", m003_attempt_batch_custom_id),
     ("m004_schedule_firing", m004_schedule_firing),
     ("m005_bulk_write_indexes", m005_bulk_write_indexes),
+    ("m006_attempt_item_seq", m006_attempt_item_seq),
 ]

@@ -88,6 +88,7 @@ class Attempt(SQLModel, table=True):
     __tablename__ = "attempt"
     __table_args__ = (
         sa.Index("ux_attempt_batch_custom_id", "batch_id", "custom_id", unique=True),
+        sa.Index("ux_attempt_item_seq", "item_id", "seq", unique=True),
         # Reuse looks up succeeded answers only; planned attempts stay out of this index.
         sa.Index(
             "ix_attempt_request_hash",
@@ -99,7 +100,7 @@ class Attempt(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id", index=True)
-    item_id: int = Field(foreign_key="item.id", index=True)
+    item_id: int = Field(foreign_key="item.id")  # indexed by ux_attempt_item_seq
     seq: int  # 1 for the first attempt of the item, then 2, 3, ...
     tier: str
     provider: str
