@@ -363,7 +363,9 @@ def compare(a: Path, b: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
-    parser.add_argument("--chunk", type=int, default=5000)
+    parser.add_argument(
+        "--chunk", type=int, help="results per transaction, both loops (default: batcher's CHUNK)"
+    )
     parser.add_argument("--keep", help="build in this folder and keep it")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -375,6 +377,10 @@ def main() -> None:
         print(json.dumps(PHASES[args.phase](args.db, args.folder, batches, args.chunk)))
         return
 
+    if args.chunk is None:  # measure batcher as it ships; the minimal loop gets the same
+        from batcher.reconcile import CHUNK
+
+        args.chunk = CHUNK
     folder = Path(args.keep or tempfile.mkdtemp(prefix="bench-reconcile-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -382,7 +388,7 @@ def main() -> None:
         base, batch_ids = build(folder, args.items)
         print(
             f"set-up: {args.items:,} items/attempts in {len(batch_ids)} batches, "
-            f"{time.perf_counter() - t0:.1f}s (untimed)"
+            f"{time.perf_counter() - t0:.1f}s (untimed); {args.chunk:,} results a transaction"
         )
         figures = {}
         for name in PHASES:
