@@ -20,7 +20,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from batcher.bulk import db_value, select_by_keys, set_status_rows
+from batcher.bulk import db_value, select_by_keys
 from batcher.reconcile import ATTEMPT_COLUMNS, NOTHING_BILLED
 from batcher.requests import defaults_fingerprint, request_hash
 from batcher.spec import JobSpec
@@ -31,6 +31,7 @@ from batcher.states import (
     BatchStatus,
     ItemStatus,
     set_status,
+    set_status_many,
 )
 from batcher.store.models import TABLES
 from batcher.validate import validator_for
@@ -262,7 +263,7 @@ class _Round:
         if self.new:
             self._insert_attempts()
         for status, rows in self.ends.items():
-            set_status_rows(self.conn, ITEM, status, ["output", "final_attempt_id"], rows)
+            set_status_many(self.conn, ITEM, status, ["output", "final_attempt_id"], rows)
 
     def _insert_attempts(self) -> None:
         items = {
@@ -280,7 +281,7 @@ class _Round:
             )
         self.conn.execute(ATTEMPT.insert(), self.new)
         queued = [(a["item_id"],) for a in self.new]
-        set_status_rows(self.conn, ITEM, ItemStatus.QUEUED, [], queued)
+        set_status_many(self.conn, ITEM, ItemStatus.QUEUED, [], queued)
 
 
 def plan_followups(
@@ -344,8 +345,8 @@ def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -
                 attempts.append((source[1], reason, source[0], now, *NOTHING_BILLED, attempt_id))
                 items.append((source[1], attempt_id, item_id))
             columns = ["output", "verdict", "reused_from", "finished_at", *BILLED_COLUMNS]
-            reused += set_status_rows(conn, ATTEMPT, AttemptStatus.REUSED, columns, attempts)
-            set_status_rows(conn, ITEM, ItemStatus.SUCCEEDED, ["output", "final_attempt_id"], items)
+            reused += set_status_many(conn, ATTEMPT, AttemptStatus.REUSED, columns, attempts)
+            set_status_many(conn, ITEM, ItemStatus.SUCCEEDED, ["output", "final_attempt_id"], items)
     _abandon_stale_batches(db, run_id)
     return reused
 

@@ -23,13 +23,13 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from batcher.bulk import db_value, select_by_keys, set_status_rows, tune_for_bulk
+from batcher.bulk import db_value, select_by_keys, tune_for_bulk
 from batcher.errors import StateError
 from batcher.pricer import Pricer
 from batcher.pricing import AttemptCosts
 from batcher.providers.base import Result, Usage
 from batcher.spec import JobSpec
-from batcher.states import AttemptStatus, BatchStatus, ItemStatus, set_status
+from batcher.states import AttemptStatus, BatchStatus, ItemStatus, set_status, set_status_many
 from batcher.store.models import TABLES
 from batcher.validate import Validator, validator_for
 
@@ -141,9 +141,9 @@ class _Chunk:
 
     def write(self, conn: Connection, summary: ReconcileSummary) -> None:
         for status, rows in self.rows.items():
-            moved = set_status_rows(conn, ATTEMPT, status, ATTEMPT_COLUMNS, rows)
+            moved = set_status_many(conn, ATTEMPT, status, ATTEMPT_COLUMNS, rows)
             summary.stored[str(status)] = summary.stored.get(str(status), 0) + moved
-        set_status_rows(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_COLUMNS, self.items)
+        set_status_many(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_COLUMNS, self.items)
         summary.cost_pusd += self.cost_pusd
 
 
@@ -355,7 +355,7 @@ def fail_batch(db: Engine, batch_id: str, errors: list[dict[str, Any]], spec: Jo
         by_line = _custom_ids_by_line(path) if needs_lines else {}
         rows = _failure_rows(attempts, errors, by_line, db_value(conn, ATTEMPT.c.finished_at, now))
         columns = ["error_code", "error_message", "finished_at"]
-        moved = set_status_rows(conn, ATTEMPT, AttemptStatus.ERRORED, columns, rows)
+        moved = set_status_many(conn, ATTEMPT, AttemptStatus.ERRORED, columns, rows)
         if status == BatchStatus.SUBMITTED:  # failed at the provider: it has ended
             set_status(conn, BATCH, BatchStatus.ENDED, BATCH.c.id == batch_id, {"ended_at": now})
             status = BatchStatus.ENDED
