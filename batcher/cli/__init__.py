@@ -42,6 +42,12 @@ db_option = click.option(
     "[env BATCHER_DB; default state/batcher.db].",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+input_option = click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False),
+    help="Input JSONL (default: the spec's `input`).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

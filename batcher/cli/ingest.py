@@ -8,18 +8,13 @@ from collections.abc import Callable, Iterator
 
 import click
 
-from batcher.cli import cli, db_option, handle_errors, json_option
+from batcher.cli import cli, db_option, handle_errors, input_option, json_option
 from batcher.output import print_json, print_table
 
 
 @cli.command()
 @click.argument("job", type=click.Path(dir_okay=False))
-@click.option(
-    "--input",
-    "input_path",
-    type=click.Path(dir_okay=False),
-    help="Input JSONL (default: the spec's `input`).",
-)
+@input_option
 @click.option(
     "--skip-invalid", is_flag=True, help="Set bad lines aside in a rejects file and store the rest."
 )

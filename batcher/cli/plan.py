@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import click
 
-from batcher.cli import cli, db_option, handle_errors, json_option
+from batcher.cli import cli, db_option, handle_errors, input_option, json_option
 from batcher.money import fmt_usd, to_usd
 from batcher.output import print_json, print_table
 
@@ -103,12 +103,7 @@ def _print(report, spec) -> None:
 
 @cli.command()
 @click.argument("job", type=click.Path(dir_okay=False))
-@click.option(
-    "--input",
-    "input_path",
-    type=click.Path(dir_okay=False),
-    help="Input JSONL (default: the spec's `input`).",
-)
+@input_option
 @click.option(
     "--skip-invalid", is_flag=True, help="Set bad lines aside in a rejects file and plan the rest."
 )

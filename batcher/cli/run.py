@@ -19,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 
 import click
 
-from batcher.cli import cli, db_option, handle_errors, json_option
+from batcher.cli import cli, db_option, handle_errors, input_option, json_option
 from batcher.money import fmt_usd
 from batcher.output import print_json, print_table
 
@@ -107,7 +107,7 @@ def _lease_held(exc) -> None:
 
 @cli.command()
 @click.argument("job", type=click.Path(dir_okay=False))
-@click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Input JSONL.")
+@input_option
 @click.option("--sandbox", is_flag=True, help="Run against the local sandbox (no real calls).")
 @click.option("--skip-invalid", is_flag=True, help="Set bad input lines aside, run the rest.")
 @max_usd_option
@@ -181,7 +181,7 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
 
 @cli.command()
 @click.argument("job", type=click.Path(dir_okay=False))
-@click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Input JSONL.")
+@input_option
 @click.option("--skip-invalid", is_flag=True, help="Set bad input lines aside, run the rest.")
 @max_usd_option
 @reuse_option
