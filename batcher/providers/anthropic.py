@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,13 +12,10 @@ import orjson
 
 from batcher.providers.base import BatchState, Request, Result, Usage
 from batcher.providers.calls import (
-    CreateRefused,
-    CreateUncertain,
     ProviderError,
     RetryPolicy,
-    describe,
+    create_once,
     guarded_lines,
-    retry_after_of,
     with_retries,
 )
 
@@ -183,21 +179,16 @@ class AnthropicBatches:
         `line` when the message names one); 5xx and lost answers raise CreateUncertain.
         """
         requests = read_requests(Path(path))
-        for attempt in range(self.policy.attempts):
-            try:
-                return state_of(self.client.messages.batches.create(requests=requests))
-            except self._sdk.APIStatusError as exc:
-                status = exc.status_code
-                if status == 429 and attempt + 1 < self.policy.attempts:
-                    time.sleep(self.policy.delay(attempt, retry_after_of(exc)))
-                    continue
-                message = describe(NAME, "batch create", exc)
-                if 400 <= status < 500 and status not in (408, 409):
-                    raise CreateRefused(message, status, [_create_error(exc)]) from exc
-                raise CreateUncertain(message, status) from exc
-            except self._sdk.APIConnectionError as exc:
-                raise CreateUncertain(describe(NAME, "batch create", exc)) from exc
-        raise CreateUncertain(f"anthropic batch create for {local_id}: rate limited throughout")
+        batch = create_once(
+            lambda: self.client.messages.batches.create(requests=requests),
+            provider=NAME,
+            policy=self.policy,
+            status_error=self._sdk.APIStatusError,
+            connection_error=self._sdk.APIConnectionError,
+            refusal=_create_error,
+            local_id=local_id,
+        )
+        return state_of(batch)
 
     def find(self, local_id: str, *, created_after: datetime, n_requests: int) -> list[BatchState]:
         """Batches created since `created_after` (less clock slack) with `n_requests` requests.

@@ -124,6 +124,40 @@ def with_retries(
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
+def create_once(
+    call: Callable[[], T],
+    *,
+    provider: str,
+    policy: RetryPolicy,
+    status_error: type[BaseException],
+    connection_error: type[BaseException],
+    refusal: Callable[[Any], dict[str, Any]],
+    local_id: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call()`, the batch create of `local_id`, made once: never repeated after an unclear answer.
+
+    A 429 means the service did nothing, so it waits and asks again. Other 4xx raise
+    CreateRefused carrying `refusal(exc)` as its error; 5xx, 408, 409 and lost connections
+    raise CreateUncertain (the batch may exist: look it up before creating again).
+    """
+    for attempt in range(policy.attempts):
+        try:
+            return call()
+        except status_error as exc:
+            status = status_of(exc)
+            if status == 429 and attempt + 1 < policy.attempts:
+                sleep(policy.delay(attempt, retry_after_of(exc)))
+                continue
+            message = describe(provider, "batch create", exc)
+            if status is not None and 400 <= status < 500 and status not in (408, 409):
+                raise CreateRefused(message, status, [refusal(exc)]) from exc
+            raise CreateUncertain(message, status) from exc
+        except connection_error as exc:
+            raise CreateUncertain(describe(provider, "batch create", exc)) from exc
+    raise CreateUncertain(f"{provider} batch create for {local_id}: rate limited throughout")
+
+
 def guarded_lines(lines: Iterable[Any], provider: str, operation: str) -> Iterator[Any]:
     """`lines` of a streamed download; a connection that breaks off midway becomes a
     ProviderError without a status (transient: reading again later is safe, since storing

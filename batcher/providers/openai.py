@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,13 +11,10 @@ import orjson
 
 from batcher.providers.base import BatchState, Request, Result, Usage
 from batcher.providers.calls import (
-    CreateRefused,
-    CreateUncertain,
     ProviderError,
     RetryPolicy,
-    describe,
+    create_once,
     guarded_lines,
-    retry_after_of,
     with_retries,
 )
 
@@ -182,27 +178,21 @@ class OpenAIBatches:
     def create(self, local_id: str, input_file_id: str) -> BatchState:
         """Create the batch once. 429 waits and asks again (the service did nothing);
         other 4xx raise CreateRefused; 5xx and lost answers raise CreateUncertain."""
-        for attempt in range(self.policy.attempts):
-            try:
-                batch = self.client.batches.create(
-                    input_file_id=input_file_id,
-                    endpoint=ENDPOINT,
-                    completion_window="24h",
-                    metadata={METADATA_KEY: local_id},
-                )
-                return state_of(batch)
-            except self._sdk.APIStatusError as exc:
-                status = exc.status_code
-                if status == 429 and attempt + 1 < self.policy.attempts:
-                    time.sleep(self.policy.delay(attempt, retry_after_of(exc)))
-                    continue
-                message = describe(NAME, "batch create", exc)
-                if 400 <= status < 500 and status not in (408, 409):
-                    raise CreateRefused(message, status, [_create_error(exc)]) from exc
-                raise CreateUncertain(message, status) from exc
-            except self._sdk.APIConnectionError as exc:
-                raise CreateUncertain(describe(NAME, "batch create", exc)) from exc
-        raise CreateUncertain(f"openai batch create for {local_id}: rate limited throughout")
+        batch = create_once(
+            lambda: self.client.batches.create(
+                input_file_id=input_file_id,
+                endpoint=ENDPOINT,
+                completion_window="24h",
+                metadata={METADATA_KEY: local_id},
+            ),
+            provider=NAME,
+            policy=self.policy,
+            status_error=self._sdk.APIStatusError,
+            connection_error=self._sdk.APIConnectionError,
+            refusal=_create_error,
+            local_id=local_id,
+        )
+        return state_of(batch)
 
     def submit(
         self,
