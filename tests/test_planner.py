@@ -357,3 +357,33 @@ def test_an_unpriceable_explicit_model_names_its_line(sqlite_url, tmp_path):
         ingest_lines(
             db, spec, tmp_path, [{"prompt": "a"}, {"prompt": "b", "model": "openai:gpt-404"}]
         )
+
+
+class Crash(Exception):
+    """Stands for the process dying between two committed batches."""
+
+
+def test_a_plan_stopped_between_batches_plans_no_item_twice_when_run_again(sqlite_url, tmp_path):
+    db = open_store(sqlite_url)
+    spec = make_spec(
+        routing={"classifier": "fixed:nano", "ladder": ["nano"]},
+        batching={"openai_max_lines": 4000},
+    )
+    run_id = ingest_lines(db, spec, tmp_path, [{"prompt": f"ticket {n}"} for n in range(12_000)])
+
+    def die_after_two_batches(n_laid_out: int) -> None:
+        raise Crash(n_laid_out)  # first call comes at 10,000 items: batches 1 and 2 are stored
+
+    with pytest.raises(Crash):
+        plan_run(db, run_id, spec, progress=die_after_two_batches)
+    assert len(rows(db, "batch", run_id=run_id)) == 2
+    plan_run(db, run_id, spec)
+
+    attempts = rows(db, "attempt", run_id=run_id)
+    assert len(attempts) == 12_000 == len({a.item_id for a in attempts})
+    assert all(a.batch_id is not None and a.seq == 1 for a in attempts)
+    batches = rows(db, "batch", run_id=run_id)
+    assert sum(b.n_requests for b in batches) == 12_000 and len(batches) == 3
+    assert {i.status for i in rows(db, "item", run_id=run_id)} == {"queued"}
+    for batch in batches:  # each request is in exactly one batch file
+        assert len(read_lines(batch.path)) == batch.n_requests
