@@ -11,13 +11,13 @@ per chunk, and duplicate ids are found by the database's unique index.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -34,12 +34,54 @@ INSERT_CHUNK = 5000  # rows a batched insert
 FLUSH_BYTES = 32 << 20  # ... or fewer when their lines hold this much: bounded memory
 SHOWN_PROBLEMS = 20
 PENDING = ItemStatus.PENDING.value
+QUEUED = ItemStatus.QUEUED.value
 dumps = orjson.dumps
 
 # (item, system text) -> (tier, route reason, estimated input tokens); see routing.py
 Annotator = Callable[[ParsedItem, str | None], tuple[str, str, int]]
 # (bytes read so far, file size, items stored so far), called after each batched insert
 Progress = Callable[[int, int, int], None]
+
+
+class ItemSink(Protocol):
+    """Plans the items of an ingest as they are stored, inside its transaction.
+
+    With a sink, items are stored queued with their cache group, under ids chosen before
+    the insert (so that the sink knows them), and every row is ITEM_COLUMNS (an annotator is
+    required). `take` gets each batch of stored rows with their ids, in line order; `finish`
+    runs after the last, still inside the transaction: it must give every item its attempt,
+    because the transaction commits when it returns (and rolls back when it raises).
+    """
+
+    def take(self, rows: list[tuple], ids: list[int]) -> None: ...
+
+    def finish(self, conn: Connection, result: IngestResult) -> None: ...
+
+
+class _ItemIds:
+    """Ids for new item rows, chosen before they are inserted.
+
+    SQLite: the ingest's transaction holds the write lock from its first insert (the run
+    row) on, so nobody else adds items meanwhile and the ids after the largest are free.
+    PostgreSQL: taken from the table's own sequence, which is safe beside other writers.
+    """
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.sequence = conn.dialect.name == "postgresql"
+        self.next_id: int | None = None
+
+    def take(self, n: int) -> list[int]:
+        if self.sequence:
+            query = sa.text(
+                "SELECT nextval(pg_get_serial_sequence('item', 'id')) FROM generate_series(1, :n)"
+            )
+            return list(self.conn.execute(query, {"n": n}).scalars())
+        if self.next_id is None:
+            largest = self.conn.execute(sa.select(sa.func.max(TABLES["item"].c.id))).scalar()
+            self.next_id = (largest or 0) + 1
+        start, self.next_id = self.next_id, self.next_id + n
+        return list(range(start, start + n))
 
 
 @dataclass
@@ -136,11 +178,13 @@ class _ItemWriter:
     a third of the ingest time. On PostgreSQL with psycopg the rows go through COPY, several
     times faster than INSERTs there. Rows are tuples of PLAIN_COLUMNS or ITEM_COLUMNS (told
     apart by length); runs of one kind are written in order, so item ids follow the lines.
-    The rows stay inside the caller's transaction.
+    A `planned` writer stores the items queued, with the ids it is given and their system
+    prompt as cache group (see `ItemSink`). The rows stay inside the caller's transaction.
     """
 
-    def __init__(self, conn: Connection, run_id: int):
-        self.conn, self.run_id = conn, int(run_id)
+    def __init__(self, conn: Connection, run_id: int, planned: bool = False):
+        self.conn, self.run_id, self.planned = conn, int(run_id), planned
+        self.status = QUEUED if planned else PENDING
         dialect = conn.dialect
         mark = _PLACEHOLDERS.get(dialect.paramstyle)
         if mark is None:
@@ -150,30 +194,44 @@ class _ItemWriter:
             )
         quote = dialect.identifier_preparer.quote
         self.use_copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        head, tail = (("id",), ("cache_group",)) if planned else ((), ())
+        first, last = (f"{mark}, ", f", {mark}") if planned else ("", "")
         self.sql = {}
         for cols in (PLAIN_COLUMNS, ITEM_COLUMNS):
-            names = ", ".join(map(quote, ("run_id", *cols, "status")))
+            names = ", ".join(map(quote, (*head, "run_id", *cols, "status", *tail)))
             if self.use_copy:
                 self.sql[len(cols)] = f"COPY {quote('item')} ({names}) FROM STDIN"
             else:
                 marks = ", ".join([mark] * len(cols))
                 self.sql[len(cols)] = (
                     f"INSERT INTO {quote('item')} ({names}) "
-                    f"VALUES ({self.run_id}, {marks}, '{PENDING}')"
+                    f"VALUES ({first}{self.run_id}, {marks}, '{self.status}'{last})"
                 )
 
-    def write(self, rows: list[tuple]) -> None:
+    def write(self, rows: list[tuple], ids: list[int] | None = None) -> None:
+        """Insert `rows`; a planned writer needs each row's id in `ids`."""
         cursor = self.conn.connection.cursor()
         try:
             for n, run in groupby(rows, key=len):
                 if self.use_copy:
-                    with cursor.copy(self.sql[n]) as copy:
-                        for row in run:
-                            copy.write_row((self.run_id, *row, PENDING))
+                    self._copy(cursor, self.sql[n], run, ids)
+                elif ids is not None:  # planned rows are all of one kind (see ItemSink)
+                    bound = [(i, *row, row[2]) for i, row in zip(ids, run, strict=True)]
+                    cursor.executemany(self.sql[n], bound)
                 else:
                     cursor.executemany(self.sql[n], list(run))
         finally:
             cursor.close()
+
+    def _copy(self, cursor: Any, sql: str, rows: Iterable[tuple], ids: list[int] | None) -> None:
+        run_id, status = self.run_id, self.status
+        with cursor.copy(sql) as copy:
+            if ids is None:
+                for row in rows:
+                    copy.write_row((run_id, *row, status))
+            else:
+                for i, row in zip(ids, rows, strict=True):
+                    copy.write_row((i, run_id, *row, status, row[2]))
 
 
 class _Ingest:
@@ -193,13 +251,15 @@ class _Ingest:
         run_id: int,
         annotate: Annotator | None,
         on_problem: Callable[[Problem], None],
+        sink: ItemSink | None = None,
     ):
         self.conn, self.spec, self.run_id, self.annotate = conn, spec, run_id, annotate
-        self.on_problem = on_problem
+        self.on_problem, self.sink = on_problem, sink
+        self.ids = _ItemIds(conn) if sink is not None else None
         self.prompts = _PromptStore(conn)
         self.default_system = spec.defaults.system
         self.default_key = self.prompts.key(self.default_system)
-        self.writer = _ItemWriter(conn, run_id)
+        self.writer = _ItemWriter(conn, run_id, planned=sink is not None)
         self.integrity_error = conn.dialect.loaded_dbapi.IntegrityError
         self.rows: list[tuple] = []
         self.raws: list[bytes] = []  # each row's input line, for the rejects file
@@ -276,13 +336,13 @@ class _Ingest:
         """Write the buffered rows, then hand on the held problems in line order."""
         if self.rows:
             try:
-                with self.conn.begin_nested():
-                    self.writer.write(self.rows)
+                ids = self._write()
             except self.integrity_error:
                 self._set_duplicates_aside()
-                with self.conn.begin_nested():
-                    self.writer.write(self.rows)
+                ids = self._write()
             self.n_items += len(self.rows)
+            if self.sink is not None:
+                self.sink.take(self.rows, ids)
         if self.held:
             self.held.sort(key=_line_of)
             for problem in self.held:
@@ -290,6 +350,13 @@ class _Ingest:
         self.rows, self.raws, self.held, self.held_bytes = [], [], [], 0
         if self.on_flush is not None:
             self.on_flush()
+
+    def _write(self) -> list[int] | None:
+        """Insert the buffered rows in a savepoint; their ids when a sink takes them."""
+        ids = self.ids.take(len(self.rows)) if self.ids is not None else None
+        with self.conn.begin_nested():
+            self.writer.write(self.rows, ids)
+        return ids
 
     def _set_duplicates_aside(self) -> None:
         """Move rows whose id is already stored, or used earlier in the chunk, to problems."""
@@ -384,6 +451,7 @@ def ingest(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     schedule_name: str | None = None,
     progress: Progress | None = None,
+    sink: ItemSink | None = None,
 ) -> IngestResult:
     """Store the items of `input_path` as a new run of `spec` (status created, items pending).
 
@@ -391,8 +459,11 @@ def ingest(
     `skip_invalid` is false, or when it holds no valid item at all; UsageError when the file
     cannot be read. With `skip_invalid`, every bad line goes to `rejects_path` (default
     state/rejects/run-N-rejects.jsonl) as {"file", "line", "reason", "text"}. `progress`
-    hears how far the reading has come after each batched insert.
+    hears how far the reading has come after each batched insert. A `sink` plans the items
+    in the same transaction (see `ItemSink`; it needs `annotate`).
     """
+    if sink is not None and annotate is None:
+        raise ValueError("ingest: a sink needs the routing annotator")
     path = Path(input_path)
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed below
@@ -404,7 +475,7 @@ def ingest(
         run_id = _create_run(conn, spec, path, schedule_name)
         out_path = Path(rejects_path) if rejects_path else default_rejects_path(run_id)
         problems = _Problems(str(path), out_path if skip_invalid else None)
-        state = _Ingest(conn, spec, run_id, annotate, problems)
+        state = _Ingest(conn, spec, run_id, annotate, problems, sink)
         if progress is not None:
             size = path.stat().st_size
             state.on_flush = lambda: progress(stream.tell(), size, state.n_items)
@@ -427,13 +498,16 @@ def ingest(
             .where(TABLES["run"].c.id == run_id)
             .values(n_items=state.n_items, n_rejected=n_problems, input_sha256=sha)
         )
-    return IngestResult(
-        run_id=run_id,
-        n_items=state.n_items,
-        n_rejected=n_problems,
-        input_sha256=sha,
-        rejects_path=str(out_path) if n_problems else None,
-    )
+        result = IngestResult(
+            run_id=run_id,
+            n_items=state.n_items,
+            n_rejected=n_problems,
+            input_sha256=sha,
+            rejects_path=str(out_path) if n_problems else None,
+        )
+        if sink is not None:
+            sink.finish(conn, result)
+    return result
 
 
 def _refuse_if_unusable(

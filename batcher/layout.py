@@ -8,8 +8,10 @@ batch simply continues in the next one. Memory holds one batch's row ids, never 
 Each batch file is written and fsync'd before its row (and its attempts) are committed in one
 transaction, so a crash leaves at worst an orphan file and rows that are laid out again.
 
-Two sources feed the same loop: planned attempts without a batch (`attempt_source`, for
-retries and escalations), and pending items of a fresh run (`item_source`), whose first
+Three sources feed the same loop: planned attempts without a batch (`attempt_source`, for
+retries and escalations), the rows a one-pass plan spooled by group while ingesting (see
+`batcher.spool`; its batches go into the caller's transaction), and pending items of an
+ingested run (`item_source`), whose first
 attempts are inserted with their batch already set: one write per attempt instead of an
 insert and an update, which halves the database work of planning a large run. Those items
 are queued afterwards by `queue_first_attempts`, in one UPDATE over the run: per batch, each
@@ -24,7 +26,8 @@ from __future__ import annotations
 import heapq
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +57,7 @@ RENDER = {"openai": openai.render_line, "anthropic": anthropic.render_line}
 SHOWN_GROUPS = 20
 PROGRESS_EVERY = 10_000
 Progress = Callable[[int], None]
+Begin = Callable[[], AbstractContextManager[Connection]]  # a transaction, or the caller's
 _MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
@@ -124,17 +128,22 @@ def prompt_text(conn: Connection, system_hash: str | None, cache: dict[str, str]
 # ------------------------------------------------------------------------------ sources
 
 
+Row = tuple[int, str | None, str, str, str | None, str]
+
+
 @dataclass
 class Source:
     """Where rows come from and how a finished batch is saved.
 
     `rows` yields (row id, custom id or None, "provider:model", tier, system hash, request
-    json) ordered by the key columns; `sizes` yields (ref, tier, system hash, count) in the
-    same order; `totals` yields (ref, tier, count)."""
+    json) ordered so that each key (ref, tier, system hash) is contiguous; `sizes` gives
+    (ref, tier, system hash, count) in the same order, or is a dict of the counts by key;
+    `totals` gives (ref, tier, count), or is a dict of them. A query reads the database; a
+    planner that already holds the rows (see `batcher.spool`) passes them and its counts."""
 
-    rows: sa.Select
-    sizes: sa.Select
-    totals: sa.Select
+    rows: sa.Select | Iterable[Row]
+    sizes: sa.Select | dict[tuple, int]
+    totals: sa.Select | dict[tuple[str, str], int]
     save: Callable[[Connection, _BatchFile], int]  # -> rows saved
 
 
@@ -166,16 +175,16 @@ def attempt_source(run_id: int) -> Source:
     )
 
 
-def item_source(run_id: int, spec: JobSpec) -> Source:
-    """Pending, routed items of the run without an attempt: their first attempts are created
-    as they are laid out (seq 1, custom id "i{item id}-a1")."""
+def item_source(run_id: int, spec: JobSpec, status: str = ItemStatus.PENDING) -> Source:
+    """Pending (or `status`), routed items of the run without an attempt: their first
+    attempts are created as they are laid out (seq 1, custom id "i{item id}-a1")."""
     item, attempt = TABLES["item"], TABLES["attempt"]
     by_tier = sa.case({tier: ref for tier, ref in spec.tiers.items()}, value=item.c.tier)
     ref = sa.func.coalesce(item.c.explicit_model, by_tier)
     keys = (ref, item.c.tier, item.c.system_hash)
     todo = sa.and_(
         item.c.run_id == run_id,
-        item.c.status == ItemStatus.PENDING.value,
+        item.c.status == str(status),
         ref.isnot(None),  # a tier the spec does not define stays pending; plan_run says so
         ~sa.exists().where(attempt.c.item_id == item.c.id),  # laid out before a crash
     )
@@ -185,7 +194,7 @@ def item_source(run_id: int, spec: JobSpec) -> Source:
         .order_by(*keys, item.c.id),
         sizes=sa.select(*keys, sa.func.count()).where(todo).group_by(*keys).order_by(*keys),
         totals=sa.select(ref, item.c.tier, sa.func.count()).where(todo).group_by(ref, item.c.tier),
-        save=_save_first_attempts,
+        save=save_first_attempts,
     )
 
 
@@ -223,7 +232,7 @@ _FIRST_ATTEMPT_COLUMNS = (
 )  # fmt: skip
 
 
-def _save_first_attempts(conn: Connection, batch: _BatchFile) -> int:
+def save_first_attempts(conn: Connection, batch: _BatchFile) -> int:
     attempt = TABLES["attempt"]
     planned = AttemptStatus.PLANNED.value
     rows = [
@@ -295,10 +304,10 @@ class _BatchFile:
         self.file.close()
         Path(self.path).unlink(missing_ok=True)
 
-    def commit(self, db: Engine, save: Callable[[Connection, _BatchFile], int]) -> BatchInfo:
+    def commit(self, begin: Begin, save: Callable[[Connection, _BatchFile], int]) -> BatchInfo:
         """Close the file, then record the batch and its rows in one transaction."""
         self.close()
-        with db.begin() as conn:
+        with begin() as conn:
             conn.execute(
                 TABLES["batch"]
                 .insert()
@@ -349,21 +358,29 @@ class _Group:
     def batch_key(self) -> tuple[str, str, str]:
         return (self.provider, self.model, self.key[1])
 
-    def request_hash(self, request_json: str) -> str:
+    def request_hash(self, request_json: str | bytes) -> str:
         """requests.request_hash of a request of this group, from the shared prefix."""
         hasher = self.hasher.copy()
-        hasher.update(request_json.encode())
+        hasher.update(request_json if type(request_json) is bytes else request_json.encode())
         return hasher.hexdigest()[:32]
 
 
 class _Groups:
     """Follows the stream group by group: each group's size (from a GROUP BY cursor walked
-    in the same order), prefix tokens and cache decision; keeps the largest for the summary."""
+    in the same order, or the source's counts), prefix tokens and cache decision; keeps the
+    largest for the summary."""
 
     def __init__(self, conn: Connection, spec: JobSpec, source: Source):
         self.conn, self.spec = conn, spec
-        self.sizes: Iterator = iter(conn.execution_options(yield_per=1000).execute(source.sizes))
-        self.totals = {(r[0], r[1]): r[2] for r in conn.execute(source.totals)}
+        self.counts = source.sizes if isinstance(source.sizes, dict) else None
+        if self.counts is None:
+            self.sizes: Iterator = iter(
+                conn.execution_options(yield_per=1000).execute(source.sizes)
+            )
+        totals = source.totals
+        if not isinstance(totals, dict):
+            totals = {(r[0], r[1]): r[2] for r in conn.execute(totals)}
+        self.totals = totals
         self.limits = limits(spec)
         self.fingerprint = defaults_fingerprint(spec)
         self.prompts: dict[str, str] = {}
@@ -375,12 +392,7 @@ class _Groups:
         self.finish()
         ref, tier, system_hash = key
         provider, model = split_model_ref(ref)
-        for size_row in self.sizes:
-            if tuple(size_row[:3]) == key:
-                size = size_row[3]
-                break
-        else:
-            raise BatcherError(f"planner: group {key} missing from the group counts")
+        size = self._size(key)
         system = prompt_text(self.conn, system_hash, self.prompts)
         prefix = count_tokens(system) if system else 0
         # The group id travels as OpenAI's prompt_cache_key (Anthropic's renderer ignores it).
@@ -402,6 +414,14 @@ class _Groups:
             info=(cache_key, provider, model, tier, size, prefix, cache),
         )
         return self.current
+
+    def _size(self, key: tuple) -> int:
+        if self.counts is not None:
+            return self.counts[key]
+        for size_row in self.sizes:
+            if tuple(size_row[:3]) == key:
+                return size_row[3]
+        raise BatcherError(f"planner: group {key} missing from the group counts")
 
     def finish(self) -> None:
         group, self.current = self.current, None
@@ -425,8 +445,8 @@ class _Groups:
 class _Batches:
     """The batch being filled, cut when the model or tier changes or a limit would break."""
 
-    def __init__(self, db: Engine, run_id: int, round_: int, spec: JobSpec, source: Source):
-        self.db, self.run_id, self.round, self.save = db, run_id, round_, source.save
+    def __init__(self, begin: Begin, run_id: int, round_: int, spec: JobSpec, source: Source):
+        self.begin, self.run_id, self.round, self.save = begin, run_id, round_, source.save
         self.limits = limits(spec)
         self.current: _BatchFile | None = None
         self.done: list[BatchInfo] = []
@@ -452,13 +472,18 @@ class _Batches:
 
     def flush(self) -> None:
         if self.current is not None:
-            self.done.append(self.current.commit(self.db, self.save))
+            self.done.append(self.current.commit(self.begin, self.save))
             self.current = None
 
     def discard(self) -> None:
         if self.current is not None:  # stopped mid-batch: nothing of it was recorded
             self.current.discard()
             self.current = None
+
+    def discard_done(self) -> None:
+        """Delete the files of the batches saved so far (their rows are being rolled back)."""
+        for info in self.done:
+            Path(info.path).unlink(missing_ok=True)
 
 
 def lay_out(
@@ -468,35 +493,59 @@ def lay_out(
     source: Source,
     round_: int = 1,
     progress: Progress | None = None,
+    *,
+    conn: Connection | None = None,
 ) -> Layout:
     """Write the batch files and rows for every row of `source`; see the module docstring.
 
+    Each batch is committed on its own, unless `conn` is given: then every row goes into
+    that connection's transaction, which the caller commits after this returns (each file is
+    fsync'd before then); when this raises, the files it wrote are deleted again.
     Raises UsageError when one request alone is larger than its provider's batch file limit.
     """
-    batches = _Batches(db, run_id, round_, spec, source)
-    n = 0
-    with db.connect() as conn:
-        groups = _Groups(conn, spec, source)
-        group: _Group | None = None
+    begin: Begin = db.begin if conn is None else lambda: nullcontext(conn)
+    batches = _Batches(begin, run_id, round_, spec, source)
+    with db.connect() if conn is None else nullcontext(conn) as reader:
+        groups = _Groups(reader, spec, source)
         try:
-            rows = conn.execution_options(yield_per=2000).execute(source.rows)
-            for row_id, custom_id, ref, tier, system_hash, request_json in rows:
-                if group is None or (ref, tier, system_hash) != group.key:
-                    group = groups.enter((ref, tier, system_hash))
-                custom_id = custom_id or f"i{row_id}-a1"
-                request = request_from(
-                    orjson.loads(request_json), spec, custom_id, group.model,
-                    system=group.system, cache_key=group.cache_key, cache_ttl=group.ttl,
-                )  # fmt: skip
-                line = RENDER[group.provider](request)
-                batches.add(group, row_id, custom_id, line, group.request_hash(request_json))
-                n += 1
-                if progress is not None and n % PROGRESS_EVERY == 0:
-                    progress(n)
-            batches.flush()
+            n = _lay_out_rows(reader, spec, source, groups, batches, progress)
+        except BaseException:
+            if conn is not None:
+                batches.discard_done()
+            raise
         finally:
             batches.discard()
         groups.finish()
     if progress is not None:
         progress(n)
     return Layout(batches.done, groups.n_groups, groups.largest(), n)
+
+
+def _lay_out_rows(
+    conn: Connection,
+    spec: JobSpec,
+    source: Source,
+    groups: _Groups,
+    batches: _Batches,
+    progress: Progress | None,
+) -> int:
+    rows = source.rows
+    if isinstance(rows, sa.Select):
+        rows = conn.execution_options(yield_per=2000).execute(rows)
+    group: _Group | None = None
+    n = 0
+    for row_id, custom_id, ref, tier, system_hash, request_json in rows:
+        if group is None or (ref, tier, system_hash) != group.key:
+            group = groups.enter((ref, tier, system_hash))
+        custom_id = custom_id or f"i{row_id}-a1"
+        request = request_from(
+            orjson.loads(request_json), spec, custom_id, group.model,
+            system=group.system, cache_key=group.cache_key, cache_ttl=group.ttl,
+        )  # fmt: skip
+        line = RENDER[group.provider](request)
+        batches.add(group, row_id, custom_id, line, group.request_hash(request_json))
+        n += 1
+        if progress is not None and n % PROGRESS_EVERY == 0:
+            progress(n)
+    batches.flush()
+    return n

@@ -1,13 +1,16 @@
 """Planning a run: route its items, make their first attempts, lay them out into batches.
 
-`plan_run` turns an ingested run into planned batch files; `lay_out_batches` lays out any
-planned attempts that have no batch yet (the engine's retries and escalations). The layout
+`plan_input` (what `batcher plan` does) ingests, routes and lays out a fresh input in one
+pass (see `batcher.spool`); `plan_run` turns an already ingested run (the engine's path)
+into planned batch files; `lay_out_batches` lays out any planned attempts that have no
+batch yet (the engine's retries and escalations). The layout
 itself (cache groups, provider limits, batch files) is in `batcher.layout`; the estimate of
 what a plan will cost is in `batcher.estimate`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +132,12 @@ def _tier_split(conn: Connection, run_id: int) -> list[dict[str, Any]]:
         .where(item.c.run_id == run_id)
         .group_by(item.c.tier, item.c.route_reason)
     ).all()
-    split = [{"tier": t, "reason": r, "items": n} for t, r, n in rows]
+    return _sorted_split(rows)
+
+
+def _sorted_split(counts: Iterable[tuple[str, str, int]]) -> list[dict[str, Any]]:
+    """Rows of the tier split, largest first."""
+    split = [{"tier": t, "reason": r, "items": n} for t, r, n in counts]
     return sorted(split, key=lambda row: (-row["items"], str(row["tier"]), str(row["reason"])))
 
 
@@ -217,15 +225,35 @@ def plan_input(
 ) -> PlanReport:
     """Ingest `input_path` with routing, plan the run and estimate it; nothing is sent.
 
-    The run stays in the database with status planned, for the engine to submit. Raises
-    what `ingest` and `plan_run` raise (UsageError for bad input or unknown models).
+    Ingest and plan are one pass and one transaction (see `batcher.spool`): the run is
+    stored planned, with its attempts and batches, or not at all. It stays in the database
+    for the engine to submit. Raises what `ingest` and `plan_run` raise (UsageError for bad
+    input or unknown models).
     """
     from batcher.ingest import ingest
     from batcher.routing import make_annotator
+    from batcher.spool import PlanningSink
 
     check_models_known(spec)  # before reading a large input
-    stored = ingest(db, spec, input_path, skip_invalid=skip_invalid, annotate=make_annotator(spec))
-    summary = plan_run(db, stored.run_id, spec, progress=progress)
+    with PlanningSink(db, spec, progress) as sink:
+        stored = ingest(
+            db,
+            spec,
+            input_path,
+            skip_invalid=skip_invalid,
+            annotate=make_annotator(spec),
+            sink=sink,
+        )
+    layout = sink.layout
+    assert layout is not None  # the ingest committed, so the sink laid the run out
+    summary = PlanSummary(
+        run_id=stored.run_id,
+        n_attempts=layout.n_requests,
+        tiers=_sorted_split((t, r, n) for (t, r), n in sink.tier_split.items()),
+        batches=layout.batches,
+        n_groups=layout.n_groups,
+        largest_groups=layout.largest_groups,
+    )
     return PlanReport(
         run_id=stored.run_id,
         n_items=stored.n_items,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from batcher.errors import UsageError
 from batcher.ingest import ingest
-from batcher.planner import lay_out_batches, plan_run
+from batcher.planner import lay_out_batches, plan_input, plan_run
 from batcher.requests import (
     anthropic_cache_ttl,
     anthropic_min_cacheable_tokens,
@@ -25,6 +25,7 @@ from batcher.requests import (
 )
 from batcher.routing import make_annotator
 from batcher.spec import parse_spec
+from batcher.spool import MAX_SPOOLS
 from batcher.store import open_store
 from batcher.store.models import TABLES
 from batcher.tokens import count_tokens
@@ -387,3 +388,116 @@ def test_a_plan_stopped_between_batches_plans_no_item_twice_when_run_again(sqlit
     assert {i.status for i in rows(db, "item", run_id=run_id)} == {"queued"}
     for batch in batches:  # each request is in exactly one batch file
         assert len(read_lines(batch.path)) == batch.n_requests
+
+
+# ------------------------------------------------------ plan_input: ingest and plan in one
+
+
+def plan_lines(db, spec, folder: Path, lines: list[dict], **options):
+    path = folder / "in.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    return plan_input(db, spec, str(path), **options)
+
+
+def laid_out(db, batches) -> list[tuple]:
+    """Every line of the batches in order, with the input id in place of the custom id."""
+    items = {i.id: i.custom_id for i in rows(db, "item")}
+    attempts = {a.custom_id: items[a.item_id] for a in rows(db, "attempt")}
+    out = []
+    for b in batches:
+        for line in read_lines(b.path):
+            line["custom_id"] = attempts[line["custom_id"]]
+            out.append((b.provider, b.model, b.tier, b.n_requests, orjson.dumps(line)))
+    return out
+
+
+MIXED = [
+    {"id": f"m{i}", "prompt": ["Classify ticket", "Analyze and compare designs", "q"][i % 3]}
+    | ({"system_ref": "ab"[i % 2]} if i % 5 else {})
+    | ({"model": "openai:gpt-5.4"} if i % 11 == 0 else {})
+    for i in range(60)
+]
+
+
+@pytest.mark.parametrize("distinct_systems", [False, True])
+def test_plan_input_lays_out_what_ingest_and_plan_run_do(tmp_path, distinct_systems):
+    """One pass (spooled groups, or the database past MAX_SPOOLS groups) gives the same
+    batch files as an ingest followed by plan_run."""
+    spec = make_spec(
+        prompts={"a": LONG_PROMPT, "b": "Short rules."},
+        batching={"openai_max_lines": 7, "anthropic_max_requests": 5},
+    )
+    lines = [dict(x) for x in MIXED]
+    if distinct_systems:  # more groups than are spooled
+        for i, line in enumerate(lines):
+            line.pop("system_ref", None)
+            line["system"] = f"{LONG_PROMPT} {i % (MAX_SPOOLS + 10)}"
+    two_pass = open_store(f"sqlite:///{tmp_path}/a.db")
+    run_id = ingest_lines(two_pass, spec, tmp_path, lines)
+    expected = plan_run(two_pass, run_id, spec)
+    one_pass = open_store(f"sqlite:///{tmp_path}/b.db")
+    report = plan_lines(one_pass, spec, tmp_path, lines)
+
+    assert laid_out(one_pass, report.plan.batches) == laid_out(two_pass, expected.batches)
+    assert report.plan.tiers == expected.tiers
+    assert report.plan.n_groups == expected.n_groups
+    assert report.plan.largest_groups == expected.largest_groups
+    assert report.plan.n_attempts == len(lines)
+    for db in (one_pass, two_pass):
+        assert [(i.status, i.cache_group) for i in rows(db, "item")] == [
+            ("queued", i.system_hash) for i in rows(db, "item")
+        ]
+        assert rows(db, "run")[0].status == "planned"
+    assert attempt_rows(one_pass) == attempt_rows(two_pass)
+    assert list(state_dir_of().glob("spool-*")) == []
+
+
+def attempt_rows(db) -> list[tuple]:
+    return sorted(
+        (a.item_id, a.seq, a.tier, a.provider, a.model, a.custom_id, a.request_hash, a.status)
+        for a in rows(db, "attempt")
+    )
+
+
+def state_dir_of() -> Path:
+    return Path(os.environ["BATCHER_STATE_DIR"])
+
+
+def test_plan_input_then_more_runs_on_either_database(db_url, tmp_path):
+    """Ids chosen before the insert leave the table's own ids (PostgreSQL's sequence) usable."""
+    spec = make_spec(prompts={"a": LONG_PROMPT, "b": "Short rules."})
+    db = open_store(db_url)
+    first = plan_lines(db, spec, tmp_path, MIXED)
+    second = plan_lines(db, spec, tmp_path, MIXED[:10])
+    run_id = ingest_lines(db, spec, tmp_path, MIXED[:5])  # the ordinary ingest after them
+    plan_run(db, run_id, spec)
+    items = rows(db, "item")
+    assert len(items) == len({i.id for i in items}) == 75
+    assert {i.status for i in items} == {"queued"}
+    attempts = rows(db, "attempt")
+    assert sorted(a.item_id for a in attempts) == sorted(i.id for i in items)
+    assert all(a.custom_id == f"i{a.item_id}-a1" and a.batch_id for a in attempts)
+    for report in (first, second):
+        assert sum(b.n_requests for b in report.plan.batches) == report.n_items
+        assert report.estimate.n_requests == report.n_items
+
+
+def test_plan_input_refused_or_stopped_leaves_nothing(sqlite_url, tmp_path):
+    db = open_store(sqlite_url)
+    spec = make_spec(routing={"classifier": "fixed:nano"}, batching={"openai_max_lines": 4000})
+    with pytest.raises(UsageError, match="1 invalid line"):
+        plan_lines(db, spec, tmp_path, [{"prompt": "a"}, {"prompt": ""}])
+
+    def stop_after_two_batches(n_laid_out: int) -> None:
+        raise Crash(n_laid_out)
+
+    lines = [{"prompt": f"ticket {n}"} for n in range(12_000)]
+    with pytest.raises(Crash):
+        plan_lines(db, spec, tmp_path, lines, progress=stop_after_two_batches)
+    for table in ("run", "item", "attempt", "batch"):
+        assert rows(db, table) == []
+    assert list(state_dir_of().rglob("*.jsonl")) == []  # batch files written were removed
+    assert list(state_dir_of().glob("spool-*")) == []
+
+    report = plan_lines(db, spec, tmp_path, lines)  # and it plans afterwards
+    assert [b.n_requests for b in report.plan.batches] == [4000, 4000, 4000]
