@@ -94,12 +94,19 @@ class HeuristicClassifier:
         n_high = count_keywords(lowered, self.high, stop_at=2)
         if n_high >= 2:
             return self.top, "classifier: 2+ high keywords"
-        n_words = len(text.split())
-        if n_high and n_words > self.frontier_words:
+        if n_high and more_words_than(text, self.frontier_words):
             return self.top, "classifier: long prompt with a high keyword"
-        if n_words < self.nano_words and count_keywords(lowered, self.low, stop_at=1):
+        if not more_words_than(text, self.nano_words - 1) and count_keywords(
+            lowered, self.low, stop_at=1
+        ):
             return self.bottom, "classifier: low keyword in a short prompt"
         return self.middle, "classifier: default"
+
+
+def more_words_than(text: str, n: int) -> bool:
+    """Whether `text` has more than `n` whitespace-separated words. It splits off at most
+    n + 1 of them: a long prompt is not split whole only to be compared with a threshold."""
+    return len(text.split(None, n)) > n
 
 
 def make_classifier(spec: JobSpec) -> Classifier:
