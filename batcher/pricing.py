@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
+from typing import NamedTuple
 
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price, data_snapshot
@@ -37,9 +38,10 @@ DEFAULT_WRITE_RATIO = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptCosts:
-    """What one attempt cost and what it would have cost otherwise, in picodollars."""
+class AttemptCosts(NamedTuple):
+    """What one attempt cost and what it would have cost otherwise, in picodollars.
+
+    A NamedTuple: reconciling makes one per result, and a tuple is cheap to build."""
 
     cost_pusd: int  # batch rates, with cache prices: what the provider bills
     standard_pusd: int  # same model and tokens at standard (non-batch) rates, with cache
