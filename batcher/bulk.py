@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 MAX_KEYS = 5000  # bound parameters in one IN list; SQLite allows 32766
 SQLITE_CACHE_KIB = 65536  # page cache for bulk work: a batch's rows and index pages stay hot
@@ -25,9 +25,8 @@ def placeholder(conn: Connection) -> str:
     raise NotImplementedError(f"bulk SQL supports qmark and format paramstyles, not {style}")
 
 
-def db_value(conn: Connection | Engine, column: sa.Column, value: Any) -> Any:
-    """`value` as the driver of `conn` (or an engine) must receive it for `column` (SQLite
-    stores times as text)."""
+def db_value(conn: Connection, column: sa.Column, value: Any) -> Any:
+    """`value` as the driver must receive it for `column` (SQLite stores times as text)."""
     process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     return process(value) if process is not None else value
 

@@ -26,13 +26,7 @@ from sqlalchemy.engine import Engine
 from batcher.crash import crash_point
 from batcher.errors import BatcherError
 from batcher.lease import Lease
-from batcher.poll import (
-    TOKEN_LIMIT,
-    Backoff,
-    PollSettings,
-    ResultsUnreadable,
-    settle_ended_batches,
-)
+from batcher.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended
 from batcher.progress import Reporter
 from batcher.providers import Registry
 from batcher.providers.base import BatchState
@@ -309,7 +303,6 @@ class Driver:
     def poll_open(self) -> bool:
         """Look at every submitted batch; settle those that ended. True when anything moved."""
         moved = False
-        ended: list[tuple[Any, BatchState]] = []
         for batch in self.batches(BatchStatus.SUBMITTED):
             provider = self.registry.get(batch.provider)
             try:
@@ -332,8 +325,10 @@ class Driver:
                 continue
             self.mark_ended(batch.id, state)
             moved = True
-            ended.append((batch, state))
-        self.settle(ended)
+            try:
+                self.settle(batch, state)
+            except ProviderError as exc:  # reading the results failed: settle_leftovers retries
+                self.poll_failed(batch, exc)
         return moved
 
     def poll_failed(self, batch: Any, exc: ProviderError) -> None:
@@ -357,32 +352,20 @@ class Driver:
     def settle_leftovers(self) -> bool:
         """Batches that ended but are not reconciled yet: a crash, or results that could not
         be read. True when one was settled."""
-        ended = []
+        settled = False
         for batch in self.batches(BatchStatus.ENDED):
             try:
-                ended.append(
-                    (batch, self.registry.get(batch.provider).poll(batch.provider_batch_id))
-                )
+                state = self.registry.get(batch.provider).poll(batch.provider_batch_id)
+                self.settle(batch, state)
+                settled = True
             except ProviderError as exc:
                 self.poll_failed(batch, exc)
-        return self.settle(ended)
+        return settled
 
-    def settle(self, ended: list[tuple[Any, BatchState]]) -> bool:
-        """Store what the ended batches produced (their results in one pipeline). True when
-        all were settled; a batch whose results could not be read waits for the next look."""
-        if not ended:
-            return False
-        jobs = [(self.registry.get(batch.provider), batch, state) for batch, state in ended]
-        try:
-            outcomes = settle_ended_batches(self.db, jobs, self.spec)
-        except ResultsUnreadable as exc:
-            self.poll_failed(exc.batch, exc.error)
-            return False
-        for (batch, state), (kind, note) in zip(ended, outcomes, strict=True):
-            self.settled(batch, state, kind, note)
-        return True
-
-    def settled(self, batch: Any, state: BatchState, kind: str, note: str | None) -> None:
+    def settle(self, batch: Any, state: BatchState) -> None:
+        kind, note = settle_ended(
+            self.db, self.registry.get(batch.provider), batch, state, self.spec
+        )
         label = f"{batch.provider}:{batch.model}"
         self.reporter.batch(batch.id, label, state.done, batch.n_requests, state.raw_status)
         if kind == "refused" and note == TOKEN_LIMIT:

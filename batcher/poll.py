@@ -93,53 +93,6 @@ def settle_ended(
     return "reconciled", None
 
 
-class ResultsUnreadable(Exception):
-    """Reading an ended batch's results failed (not because they are gone)."""
-
-    def __init__(self, batch: Any, error: ProviderError):
-        super().__init__(f"batch {batch.id}: {error}")
-        self.batch, self.error = batch, error
-
-
-def settle_ended_batches(
-    db: Engine, ended: list[tuple[Provider, Any, BatchState]], spec: JobSpec
-) -> list[tuple[str, str | None]]:
-    """`settle_ended` for several batches, in order: (kind, note) for each.
-
-    The batches whose results can be read are reconciled together (`reconcile_batches`), so a
-    large run's writes overlap the reading of the next batch. Raises ResultsUnreadable when
-    reading a batch's results fails; the batches after it stay ended, for a later look.
-    """
-    from batcher.reconcile import reconcile_batches
-
-    outcomes: dict[str, tuple[str, str | None]] = {}
-    readable = []
-    for provider, batch, state in ended:
-        if state.raw_status == "failed" or _armed("mid_reconcile"):
-            outcomes[batch.id] = settle_ended(db, provider, batch, state, spec)
-        else:
-            readable.append((provider, batch, state))
-    gone: dict[str, str] = {}
-    streams = [(b.id, _results_unless_gone(p, b, s, gone)) for p, b, s in readable]
-    reconcile_batches(db, streams, spec)
-    for _, batch, _ in readable:
-        outcomes[batch.id] = ("gone", gone[batch.id]) if batch.id in gone else ("reconciled", None)
-    return [outcomes[batch.id] for _, batch, _ in ended]
-
-
-def _results_unless_gone(
-    provider: Provider, batch: Any, state: BatchState, gone: dict[str, str]
-) -> Iterator[Result]:
-    """The batch's results; when its files are gone (404), what was read, and a note in
-    `gone`: every attempt without a result is then marked missing and retried."""
-    try:
-        yield from provider.results(state)
-    except ProviderError as exc:
-        if exc.status != 404:
-            raise ResultsUnreadable(batch, exc) from exc
-        gone[batch.id] = f"results of batch {batch.id} are gone at {batch.provider}: {exc}"
-
-
 def _armed(step: str) -> bool:
     import os
 

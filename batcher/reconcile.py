@@ -23,7 +23,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from batcher.bulk import db_value, placeholder
+from batcher.bulk import db_value, placeholder, tune_for_bulk
 from batcher.errors import StateError
 from batcher.pricer import Pricer
 from batcher.pricing import AttemptCosts
@@ -32,7 +32,6 @@ from batcher.spec import JobSpec
 from batcher.states import AttemptStatus, BatchStatus, ItemStatus, set_status, set_status_many
 from batcher.store.models import TABLES
 from batcher.validate import Validator, validator_for
-from batcher.writer import InlineWriter, ProcessWriter, Step, open_writer
 
 # Results a transaction. Results arrive in any order, so each transaction rewrites most pages
 # of its batch's rows: bigger transactions rewrite them less often. 20k keeps a million-result
@@ -42,10 +41,6 @@ MISSING_RESULT = "missing_result"
 BATCH_FAILED = "batch_failed"  # the batch was refused for other lines, not this one: retry free
 SHOWN_UNMATCHED = 20
 STORED = "stored in this pass"  # marks an attempt whose result a chunk has taken
-OPEN = frozenset({AttemptStatus.PLANNED, AttemptStatus.SUBMITTED})  # may take a result
-# Requests across the batches of one call before their writes go to a second process: below
-# this, starting the process costs more than the overlap saves.
-PARALLEL_MIN = 100_000
 
 ATTEMPT = TABLES["attempt"]
 ITEM = TABLES["item"]
@@ -120,7 +115,7 @@ class _Chunk:
                 usage.cache_write_1h_tokens,
                 usage.output_tokens,
                 usage.reasoning_tokens,
-                *costs,
+                *costs,  # cost, standard, uncached, baseline
             )
         verdict = None
         if result.outcome == "succeeded":
@@ -142,65 +137,12 @@ class _Chunk:
         )
         self.rows.setdefault(status, []).append(row)
 
-    def steps(self) -> list[Step]:
-        return [(_store_rows, (self.rows, self.items))]
-
-
-# --- the writes, as steps a writer runs in a transaction (see batcher.writer) ---------------
-
-
-def _mark_submitted(conn: Connection, batch_id: str) -> None:
-    """The batch reached the provider, so every attempt of it did."""
-    set_status(conn, ATTEMPT, AttemptStatus.SUBMITTED, ATTEMPT.c.batch_id == batch_id)
-
-
-def _store_rows(
-    conn: Connection, rows: dict[str, list[tuple[Any, ...]]], items: list[tuple[Any, ...]]
-) -> dict[str, Any]:
-    stored = {}
-    for status, status_rows in rows.items():
-        stored[str(status)] = set_status_many(conn, ATTEMPT, status, ATTEMPT_COLUMNS, status_rows)
-    set_status_many(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_COLUMNS, items)
-    return {"stored": stored}
-
-
-def _finish(conn: Connection, batch_id: str, error: str | None) -> dict[str, Any]:
-    """Attempts left without a result become errors; the batch gets its counts."""
-    n_missing = set_status(
-        conn,
-        ATTEMPT,
-        AttemptStatus.ERRORED,
-        ATTEMPT.c.batch_id == batch_id,
-        {
-            "error_code": MISSING_RESULT,
-            "error_message": "the provider returned no result for this request",
-            "finished_at": datetime.now(UTC),
-        },
-    )
-    counts = _counts(conn, batch_id)
-    values: dict[str, Any] = {**counts, "reconciled_at": datetime.now(UTC)}
-    if error is not None:
-        values["error"] = error
-    set_status(conn, BATCH, BatchStatus.RECONCILED, BATCH.c.id == batch_id, values)
-    return {"n_missing": n_missing, **counts}
-
-
-def _record(summary: ReconcileSummary) -> Callable[[list[Any]], None]:
-    """What a writer calls with a transaction's step values: they go into `summary`."""
-
-    def done(values: list[Any]) -> None:
-        for value in values:
-            for name, figure in (value or {}).items():
-                if name == "stored":
-                    for status, n in figure.items():
-                        summary.stored[status] = summary.stored.get(status, 0) + n
-                else:
-                    setattr(summary, name, figure)
-
-    return done
-
-
-# --- reading ---------------------------------------------------------------------------------
+    def write(self, conn: Connection, summary: ReconcileSummary) -> None:
+        for status, rows in self.rows.items():
+            moved = set_status_many(conn, ATTEMPT, status, ATTEMPT_COLUMNS, rows)
+            summary.stored[str(status)] = summary.stored.get(str(status), 0) + moved
+        set_status_many(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_COLUMNS, self.items)
+        summary.cost_pusd += self.cost_pusd
 
 
 def _chunks(results: Iterable[Result], size: int) -> Iterator[list[Result]]:
@@ -212,9 +154,8 @@ def _chunks(results: Iterable[Result], size: int) -> Iterator[list[Result]]:
 def _attempts_of(conn: Connection, batch_id: str) -> dict[str, tuple[int, int, str]]:
     """custom_id -> (attempt id, item id, status) of every attempt of the batch.
 
-    One indexed scan per batch: a batch holds at most 100,000 requests (the providers'
-    limit), so this stays a few tens of MB, and it costs far less than looking the results
-    up chunk by chunk."""
+    One indexed scan per batch rather than a lookup per chunk: a batch holds at most 100,000
+    requests (the providers' limit), so this stays a few tens of MB."""
     cursor = conn.connection.cursor()  # plain tuples: no Row objects on the bulk path
     try:
         cursor.execute(
@@ -239,26 +180,51 @@ def _batch(conn: Connection, batch_id: str) -> sa.Row:
     return row
 
 
-def _take(
+def _store_chunk(
+    db: Engine,
     chunk: list[Result],
     attempts: dict[str, tuple[int, int, str]],
     make: _Chunk,
     summary: ReconcileSummary,
-    now: Any,
 ) -> None:
-    """Each result onto its open attempt; unknown ids and results stored before are counted."""
-    for result in chunk:
-        attempt = attempts.get(result.custom_id)
-        if attempt is None:
-            summary.n_unmatched += 1
-            if len(summary.unmatched) < SHOWN_UNMATCHED:
-                summary.unmatched.append(result.custom_id)
-        elif attempt[2] not in OPEN:
-            summary.n_skipped += 1  # stored before (or a duplicate line): never twice
-        else:
-            attempts[result.custom_id] = (*attempt[:2], STORED)
-            make.add(attempt[0], attempt[1], result, now)
-    summary.cost_pusd += make.cost_pusd
+    """One transaction: the chunk's results stored on their attempts (and items)."""
+    with db.begin() as conn:
+        tune_for_bulk(conn)
+        now = db_value(conn, ATTEMPT.c.finished_at, datetime.now(UTC))
+        for result in chunk:
+            attempt = attempts.get(result.custom_id)
+            if attempt is None:
+                summary.n_unmatched += 1
+                if len(summary.unmatched) < SHOWN_UNMATCHED:
+                    summary.unmatched.append(result.custom_id)
+            elif attempt[2] != AttemptStatus.SUBMITTED:
+                summary.n_skipped += 1  # stored before (or a duplicate line): never twice
+            else:
+                attempts[result.custom_id] = (*attempt[:2], STORED)
+                make.add(attempt[0], attempt[1], result, now)
+        make.write(conn, summary)
+
+
+def _finish(conn: Connection, batch_id: str, summary: ReconcileSummary, error: str | None) -> None:
+    """Attempts left without a result become errors; the batch gets its counts."""
+    summary.n_missing = set_status(
+        conn,
+        ATTEMPT,
+        AttemptStatus.ERRORED,
+        ATTEMPT.c.batch_id == batch_id,
+        {
+            "error_code": MISSING_RESULT,
+            "error_message": "the provider returned no result for this request",
+            "finished_at": datetime.now(UTC),
+        },
+    )
+    counts = _counts(conn, batch_id)
+    for name, value in counts.items():
+        setattr(summary, name, value)
+    values: dict[str, Any] = {**counts, "reconciled_at": datetime.now(UTC)}
+    if error is not None:
+        values["error"] = error
+    set_status(conn, BATCH, BatchStatus.RECONCILED, BATCH.c.id == batch_id, values)
 
 
 def _counts(conn: Connection, batch_id: str) -> dict[str, int]:
@@ -297,82 +263,27 @@ def reconcile_batch(
     stopped halfway is finished by calling again with the full results. Raises StateError
     when the batch is unknown or has not ended.
     """
-    return reconcile_batches(db, [(batch_id, results)], spec, chunk=chunk)[0]
-
-
-def reconcile_batches(
-    db: Engine,
-    batches: Iterable[tuple[str, Iterable[Result]]],
-    spec: JobSpec,
-    *,
-    chunk: int = CHUNK,
-    parallel: bool | None = None,
-) -> list[ReconcileSummary]:
-    """`reconcile_batch` for several (distinct) ended batches, in order, in one pipeline.
-
-    With `parallel` (by default: when the batches hold PARALLEL_MIN requests or more) the
-    database writes run in a second process (batcher.writer) while this one reads, checks
-    and prices the next results, across batch boundaries. Every batch is reconciled when
-    this returns; after an error, the chunks already committed stay, as after a crash.
-    """
-    batches = list(batches)
-    if parallel is None:
-        parallel = _n_requests(db, [batch_id for batch_id, _ in batches]) >= PARALLEL_MIN
-    pricer = Pricer(spec)
-    validator = validator_for(spec.validation)
-    summaries = []
-    writer = open_writer(db, parallel)
-    try:
-        for batch_id, results in batches:
-            one = _reconcile_one(db, writer, batch_id, results, validator, pricer, chunk)
-            summaries.append(one)
-        writer.wait()
-    finally:
-        writer.close()
-    return summaries
-
-
-def _n_requests(db: Engine, batch_ids: list[str]) -> int:
-    with db.connect() as conn:
-        total = conn.execute(
-            sa.select(sa.func.sum(BATCH.c.n_requests)).where(BATCH.c.id.in_(batch_ids))
-        ).scalar()
-    return int(total or 0)
-
-
-def _reconcile_one(
-    db: Engine,
-    writer: InlineWriter | ProcessWriter,
-    batch_id: str,
-    results: Iterable[Result],
-    validator: Validator,
-    pricer: Pricer,
-    chunk: int,
-) -> ReconcileSummary:
-    """Hand the batch's transactions to `writer`; the summary fills in as they commit."""
     with db.connect() as conn:
         status, provider, model, _ = _batch(conn, batch_id)
         if status == BatchStatus.RECONCILED:
             return _already(conn, batch_id)
-        if status != BatchStatus.ENDED:
-            raise StateError(
-                f"batch {batch_id} is {status}: only an ended batch can be reconciled "
-                "(poll it until the provider reports it ended)"
-            )
-        attempts = _attempts_of(conn, batch_id)
+    if status != BatchStatus.ENDED:
+        raise StateError(
+            f"batch {batch_id} is {status}: only an ended batch can be reconciled "
+            "(poll it until the provider reports it ended)"
+        )
+    with db.begin() as conn:  # the batch reached the provider, so every attempt of it did
+        set_status(conn, ATTEMPT, AttemptStatus.SUBMITTED, ATTEMPT.c.batch_id == batch_id)
     summary = ReconcileSummary(batch_id)
-    done = _record(summary)
+    with db.connect() as conn:
+        attempts = _attempts_of(conn, batch_id)
     # A batch holds one model (the planner groups by it), so one price list serves it all.
-    price = pricer.for_model(provider, model)
-    now = db_value(db, ATTEMPT.c.finished_at, datetime.now(UTC))
-    steps: list[Step] = [(_mark_submitted, (batch_id,))]
+    validator, price = validator_for(spec.validation), Pricer(spec).for_model(provider, model)
     for part in _chunks(results, chunk):
         summary.n_results += len(part)
-        make = _Chunk(validator, price)
-        _take(part, attempts, make, summary, now)
-        writer.submit([*steps, *make.steps()], done)
-        steps = []
-    writer.submit([*steps, (_finish, (batch_id, None))], done)
+        _store_chunk(db, part, attempts, _Chunk(validator, price), summary)
+    with db.begin() as conn:
+        _finish(conn, batch_id, summary, None)
     return summary
 
 
@@ -456,7 +367,8 @@ def fail_batch(db: Engine, batch_id: str, errors: list[dict[str, Any]], spec: Jo
             set_status(conn, BATCH, BatchStatus.ENDED, BATCH.c.id == batch_id, {"ended_at": now})
             status = BatchStatus.ENDED
         if status == BatchStatus.ENDED:
-            _finish(conn, batch_id, summary_error[:2000])
+            summary = ReconcileSummary(batch_id)
+            _finish(conn, batch_id, summary, summary_error[:2000])
         else:
             counts = {"n_errored": moved, "error": summary_error[:2000]}
             set_status(conn, BATCH, BatchStatus.ABANDONED, BATCH.c.id == batch_id, counts)

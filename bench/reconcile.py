@@ -1,4 +1,4 @@
-"""Reconcile benchmark: batcher.reconcile.reconcile_batches next to a minimal hand-written loop.
+"""Reconcile benchmark: batcher.reconcile.reconcile_batch next to a minimal hand-written loop.
 
     .venv/bin/python bench/reconcile.py                  # 1,000,000 results
     .venv/bin/python bench/reconcile.py --items 100000   # a quicker run
@@ -62,16 +62,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def child_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def child_peak_rss_mb() -> float:
-    """Peak RSS of the largest finished child: batcher's writer process, if it started one."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
 def cpu_seconds() -> float:
     """User + system CPU time of this process: the machine may be shared, so the figures
     also show results per CPU second, which other processes do not slow down."""
@@ -85,8 +75,6 @@ def phase_figures(n: int, started: float, cpu_started: float) -> dict:
         "seconds": time.perf_counter() - started,
         "cpu_seconds": cpu_seconds() - cpu_started,
         "rss_mb": peak_rss_mb(),
-        "child_rss_mb": child_peak_rss_mb(),
-        "child_cpu_seconds": child_cpu_seconds(),
     }
 
 
@@ -187,7 +175,7 @@ def phase_batcher(db_path: str, folder: str, batch_ids: list[str], chunk: int) -
     import orjson
 
     from batcher.providers.base import Result, Usage
-    from batcher.reconcile import reconcile_batches
+    from batcher.reconcile import reconcile_batch
     from batcher.spec import parse_spec
     from batcher.store.db import open_store
 
@@ -208,9 +196,13 @@ def phase_batcher(db_path: str, folder: str, batch_ids: list[str], chunk: int) -
     spec = parse_spec(SPEC)
     db = open_store(f"sqlite:///{db_path}")
     started, cpu_started = time.perf_counter(), cpu_seconds()
-    batches = [(b, results(Path(folder) / f"{b}.jsonl")) for b in batch_ids]
-    summaries = reconcile_batches(db, batches, spec, chunk=chunk)
-    return phase_figures(sum(s.n_results for s in summaries), started, cpu_started)
+    n = 0
+    for batch_id in batch_ids:
+        summary = reconcile_batch(
+            db, batch_id, results(Path(folder) / f"{batch_id}.jsonl"), spec, chunk=chunk
+        )
+        n += summary.n_results
+    return phase_figures(n, started, cpu_started)
 
 
 def rates() -> dict[str, int]:
@@ -413,16 +405,10 @@ def report(figures: dict, problems: list[str]) -> None:
     for name, f in figures.items():
         rate = f["results"] / f["seconds"]
         f["rate"] = rate
-        f["total_rss_mb"] = f["rss_mb"] + f["child_rss_mb"]
-        child = (
-            f" + writer process {f['child_rss_mb']:.0f} MB ({f['child_cpu_seconds']:.1f} CPU-s)"
-            if f["child_rss_mb"]
-            else ""
-        )
         print(
             f"{name:>8}: {f['results']:>9,} results in {f['seconds']:6.2f}s = "
-            f"{rate:>9,.0f} results/s ({f['results'] / f['cpu_seconds']:,.0f} per CPU-second "
-            f"of this process), peak RSS {f['rss_mb']:.0f} MB{child}"
+            f"{rate:>9,.0f} results/s ({f['results'] / f['cpu_seconds']:,.0f} per CPU-second), "
+            f"peak RSS {f['rss_mb']:.0f} MB"
         )
     ratio = figures["batcher"]["rate"] / figures["minimal"]["rate"]
     cpu_ratio = figures["minimal"]["cpu_seconds"] / figures["batcher"]["cpu_seconds"]
@@ -432,7 +418,7 @@ def report(figures: dict, problems: list[str]) -> None:
     ok = (
         figures["batcher"]["rate"] >= TARGET_RATE
         and ratio >= TARGET_RATIO
-        and figures["batcher"]["total_rss_mb"] < TARGET_RSS_MB
+        and figures["batcher"]["rss_mb"] < TARGET_RSS_MB
         and not problems
     )
     print(
