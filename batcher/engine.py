@@ -135,27 +135,29 @@ def start_run(
 ) -> int:
     """Ingest `input_path` as a new run of `spec`, plan it and check its budget.
 
+    Ingest and plan are one pass and one transaction (`batcher.spool`), as in `batcher plan`.
     Returns the run id (status `planned`). Raises UsageError (bad input, unknown models; no
     run is left behind for bad input), BudgetExceeded (the run is kept, `failed`).
     """
     from batcher.ingest import ingest
-    from batcher.planner import plan_run
     from batcher.pricing import check_models_known
     from batcher.routing import make_annotator
+    from batcher.spool import PlanningSink
 
     check_models_known(spec)
     if max_usd is not None:  # the run's spec snapshot keeps the budget it runs under
         spec = spec.model_copy(update={"max_usd": max_usd})
-    result = ingest(
-        db,
-        spec,
-        input_path,
-        skip_invalid=skip_invalid,
-        rejects_path=rejects_path,
-        annotate=make_annotator(spec),
-        schedule_name=schedule_name,
-    )
-    plan_run(db, result.run_id, spec)
+    with PlanningSink(db, spec) as sink:
+        result = ingest(
+            db,
+            spec,
+            input_path,
+            skip_invalid=skip_invalid,
+            rejects_path=rejects_path,
+            annotate=make_annotator(spec),
+            schedule_name=schedule_name,
+            sink=sink,
+        )
     check_budget(db, result.run_id, spec)
     return result.run_id
 
