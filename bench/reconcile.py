@@ -24,6 +24,7 @@ under 256 MB peak RSS.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -128,12 +129,18 @@ def build(folder: Path, n_items: int) -> tuple[Path, list[str]]:
             "INSERT INTO attempt (id, run_id, item_id, seq, tier, provider, model, batch_id,"
             " custom_id, request_hash, status) VALUES (?, 1, ?, 1, 'nano', 'openai',"
             " 'gpt-5-nano', ?, ?, ?, 'submitted')",
-            ((i, i, batch_id, f"i{i}-a1", f"{i:064x}") for i in ids),
+            ((i, i, batch_id, f"i{i}-a1", request_hash(i)) for i in ids),
         )
         write_results(folder / f"{batch_id}.jsonl", list(ids), rng)
         conn.commit()
     conn.close()
     return db_path, batch_ids
+
+
+def request_hash(i: int) -> str:
+    """A sha256 hex digest, as the planner stores: random order, like real requests' hashes
+    (sequential values would make the reuse index's inserts look cheaper than they are)."""
+    return hashlib.sha256(b"request %d" % i).hexdigest()
 
 
 def write_results(path: Path, ids: list[int], rng: random.Random) -> None:
