@@ -304,3 +304,15 @@ def test_a_chunk_larger_than_one_lookup(db, tmp_path):
             )
         ).scalar()
     assert done == 6000
+
+
+def test_a_chunk_is_cut_by_answer_text_as_well_as_by_count(monkeypatch):
+    """Long answers keep a transaction's memory bounded: 3 of 5 chars each fill 10 chars."""
+    import batcher.reconcile as reconcile
+
+    monkeypatch.setattr(reconcile, "CHUNK_TEXT_CHARS", 10)
+    results = [Result(f"c{i}", "succeeded", "x" * 5) for i in range(5)]
+    results.insert(2, Result("e", "errored"))  # no text: counts only towards the size
+    chunks = list(reconcile._chunks(results, size=4))
+    assert [[r.custom_id for r in c] for c in chunks] == [["c0", "c1"], ["e", "c2", "c3"], ["c4"]]
+    assert [len(c) for c in reconcile._chunks(results, size=2)] == [2, 2, 2]
