@@ -1,24 +1,23 @@
 """Laying requests out into batch files: cache groups kept contiguous, provider limits kept.
 
-Rows stream from the database in SQL order (model, tier, system prompt, id), so every cache
-group (same provider, model and system prompt) arrives contiguous; a batch is cut when the
-model or tier changes or when the next line would break a limit, and a group larger than a
-batch simply continues in the next one. Memory holds one batch's row ids, never the run.
+Rows come in group order (provider and model, tier, system prompt, id), so every cache
+group arrives contiguous; a batch is cut when the model or tier changes or when the next line
+would break a limit, and a group larger than a batch simply continues in the next one. Memory
+holds one batch's row ids, never the run.
 
-Each batch file is written and fsync'd before its row (and its attempts) are committed in one
-transaction, so a crash leaves at worst an orphan file and rows that are laid out again.
+Each batch file is written and fsync'd before its row (and its attempts) are committed, so a
+crash leaves at worst an orphan file and rows that are laid out again.
 
-Three sources feed the same loop: planned attempts without a batch (`attempt_source`, for
-retries and escalations), the rows a one-pass plan spooled by group while ingesting (see
-`batcher.spool`; its batches go into the caller's transaction), and pending items of an
-ingested run (`item_source`), whose first
-attempts are inserted with their batch already set: one write per attempt instead of an
-insert and an update, which halves the database work of planning a large run. Those items
-are queued afterwards by `queue_first_attempts`, in one UPDATE over the run: per batch, each
-item page was rewritten once for every batch holding one of its items (tiers interleave),
-twice the cost. Until then an item with an attempt stays pending, and `item_source` skips it,
-so a crash in between never plans it twice; the unique (item_id, seq) index keeps a second
-planner from doing so either.
+Three sources feed the same loop:
+- the rows a one-pass plan spooled by cache group while ingesting (`batcher.spool`: what
+  `batcher plan` and `batcher run` use); its batches go into the ingest's transaction;
+- pending items of a run ingested on its own (`item_source`), whose first attempts are
+  inserted with their batch already set (one write per attempt instead of an insert and an
+  update). Those items are queued afterwards by `queue_first_attempts`, in one UPDATE over
+  the run; until then an item with an attempt stays pending and `item_source` skips it, so a
+  crash in between never plans it twice, and the unique (item_id, seq) index keeps a second
+  planner from doing so either;
+- planned attempts without a batch (`attempt_source`): the engine's retries and escalations.
 """
 
 from __future__ import annotations
