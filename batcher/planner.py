@@ -1,11 +1,12 @@
 """Planning a run: route its items, make their first attempts, lay them out into batches.
 
-`plan_input` (what `batcher plan` does) ingests, routes and lays out a fresh input in one
-pass (see `batcher.spool`); `plan_run` turns an already ingested run (the engine's path)
-into planned batch files; `lay_out_batches` lays out any planned attempts that have no
-batch yet (the engine's retries and escalations). The layout
-itself (cache groups, provider limits, batch files) is in `batcher.layout`; the estimate of
-what a plan will cost is in `batcher.estimate`.
+`plan_input` (`batcher plan`; `batcher run` does the same through `engine.start_run`)
+ingests, routes and lays out a fresh input in one pass (see `batcher.spool`); `plan_run`
+turns a run ingested on its own (`batcher ingest`, or a crash between the two on an older
+run) into planned batch files; `lay_out_batches` lays out any planned attempts that have no
+batch yet (the engine's retries and escalations). The layout itself (cache groups, provider
+limits, batch files) is in `batcher.layout`; the estimate of what a plan will cost is in
+`batcher.estimate`.
 """
 
 from __future__ import annotations
