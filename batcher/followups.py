@@ -33,7 +33,7 @@ from batcher.states import (
     set_status,
     set_status_many,
 )
-from batcher.store.models import REQUEST_KEY_CHARS, REQUEST_KEY_SQL, TABLES
+from batcher.store.models import TABLES
 from batcher.validate import validator_for
 
 CHUNK = 5000
@@ -376,23 +376,16 @@ def _reusable(conn: Connection, run_id: int, after: int, limit: int) -> list[tup
 
 
 def _earlier_answers(conn: Connection, run_id: int, hashes: list[str]) -> dict[str, tuple]:
-    """request_hash -> (attempt id, output) of the latest succeeded attempt of an earlier run.
-
-    Looked up by the hashes' first REQUEST_KEY_CHARS digits (what the index holds), then
-    matched on the whole hash."""
-    wanted = set(hashes)
-    keys = sorted({h[:REQUEST_KEY_CHARS] for h in hashes})
+    """request_hash -> (attempt id, output) of the latest succeeded attempt of an earlier run."""
     found: dict[str, tuple] = {}
     rows = select_by_keys(
         conn,
         "SELECT request_hash, id, output FROM attempt WHERE status = 'succeeded'"
-        f" AND run_id < {{p}} AND {REQUEST_KEY_SQL}",
-        keys,
+        " AND run_id < {p} AND request_hash",
+        hashes,
         (run_id,),
     )
     for hash_, attempt_id, output in rows:
-        if hash_ not in wanted:
-            continue  # same 64-bit prefix, another request
         if hash_ not in found or attempt_id > found[hash_][0]:
             found[hash_] = (attempt_id, output)
     return found

@@ -138,9 +138,10 @@ def build(folder: Path, n_items: int) -> tuple[Path, list[str]]:
 
 
 def request_hash(i: int) -> str:
-    """A sha256 hex digest, as the planner stores: random order, like real requests' hashes
-    (sequential values would make the reuse index's inserts look cheaper than they are)."""
-    return hashlib.sha256(b"request %d" % i).hexdigest()
+    """32 hex digits of a sha256, as the planner stores (requests.request_hash): spread
+    like real requests' hashes, since sequential values would make the reuse index's
+    inserts look cheaper than they are."""
+    return hashlib.sha256(b"request %d" % i).hexdigest()[:32]
 
 
 def write_results(path: Path, ids: list[int], rng: random.Random) -> None:

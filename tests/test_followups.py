@@ -279,25 +279,6 @@ def test_a_refused_line_fails_its_item_and_the_rest_retry(db, tmp_path):
     assert (summary.failed, summary.retried, summary.free_retries) == (1, 2, 2)
 
 
-def test_an_answer_sharing_only_the_index_key_is_not_reused(db, tmp_path):
-    """The reuse index holds the first 16 hex digits of request_hash; a different request
-    whose hash shares them (1 in 2**64, forced here) must not get the earlier answer."""
-    spec = make_spec(routing={"classifier": "fixed:nano"})
-    first = plan(db, spec, tmp_path, 2, "night1.jsonl")
-    answer_all(db, spec, first, lambda a: Result(a["custom_id"], "succeeded", GOOD, USAGE))
-    with db.begin() as conn:
-        (old_hash,) = conn.execute(
-            sa.select(ATTEMPT.c.request_hash).where(ATTEMPT.c.item_id == 1)
-        ).one()
-        other = old_hash[:16] + ("0" if old_hash[16] != "0" else "1") + old_hash[17:]
-        conn.execute(sa.update(ATTEMPT).where(ATTEMPT.c.item_id == 1).values(request_hash=other))
-
-    second = plan(db, spec, tmp_path, 2, "night2.jsonl")  # the same two requests again
-    assert apply_reuse(db, second, spec) == 1
-    items = items_by_custom_id(db, second)
-    assert [items[f"t{i}"]["status"] for i in range(2)] == ["queued", "succeeded"]
-
-
 def test_answers_are_reused_across_runs(db, tmp_path):
     spec = make_spec(routing={"classifier": "fixed:nano"})
     first = plan(db, spec, tmp_path, 4, "night1.jsonl")

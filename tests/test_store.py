@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -13,19 +11,11 @@ from sqlmodel import SQLModel
 from batcher.errors import StoreError
 from batcher.store import TABLES, db, migrations, open_store, resolve_url
 from batcher.store.db import migrate
-from batcher.store.models import REQUEST_KEY_SQL
-
-NAME = "ix_attempt_request_key"
 
 
 def schema_differences(engine) -> list:
-    """What alembic would change to make the database match the SQLModel models.
-
-    Alembic cannot compare expression indexes (it warns and skips them): the reuse index
-    has its own test below."""
-    with engine.connect() as conn, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression")
-        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based")
+    """What alembic would change to make the database match the SQLModel models."""
+    with engine.connect() as conn:
         context = MigrationContext.configure(
             conn, opts={"compare_type": True, "compare_server_default": True}
         )
@@ -50,29 +40,6 @@ def test_migrations_build_the_schema_of_the_models(db_url):
     assert migration_names(engine) == sorted(name for name, _ in migrations.MIGRATIONS)
     assert set(TABLES) <= set(sa.inspect(engine).get_table_names())
     engine.dispose()
-
-
-def test_reuse_looks_answers_up_through_the_short_key_index(db_url):
-    """m007's index: the first 16 hex digits of request_hash, succeeded attempts only."""
-    engine = open_store(db_url)
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            plan = conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN SELECT id FROM attempt WHERE status = 'succeeded'"
-                f" AND run_id < 9 AND {REQUEST_KEY_SQL} IN ('0123456789abcdef')"
-            ).all()
-            assert "ix_attempt_request_key" in " ".join(str(row) for row in plan)
-        definitions = dict(
-            conn.exec_driver_sql(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'attempt'"
-                if engine.dialect.name == "postgresql"
-                else "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'attempt'"
-            ).all()
-        )
-    engine.dispose()
-    assert "ix_attempt_request_hash" not in definitions  # m005's 64-character keys are gone
-    definition = definitions[NAME].replace("(request_hash)::text", "request_hash")
-    assert "substr(request_hash, 1, 16)" in definition and "'succeeded'" in definition
 
 
 def test_the_comparison_would_see_a_difference(db_url):

@@ -82,10 +82,6 @@ class Item(SQLModel, table=True):
     final_attempt_id: int | None = None
 
 
-REQUEST_KEY_CHARS = 16
-REQUEST_KEY_SQL = f"substr(request_hash, 1, {REQUEST_KEY_CHARS})"  # what reuse's index holds
-
-
 class Attempt(SQLModel, table=True):
     """One submission of one item to one model. Retries and escalations add rows."""
 
@@ -93,11 +89,10 @@ class Attempt(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ux_attempt_batch_custom_id", "batch_id", "custom_id", unique=True),
         sa.Index("ux_attempt_item_seq", "item_id", "seq", unique=True),
-        # Reuse looks up succeeded answers only (planned attempts stay out of this index), by
-        # the hash's first 16 hex digits: short keys keep the index small (see m007).
+        # Reuse looks up succeeded answers only; planned attempts stay out of this index.
         sa.Index(
-            "ix_attempt_request_key",
-            sa.text(REQUEST_KEY_SQL),
+            "ix_attempt_request_hash",
+            "request_hash",
             sqlite_where=sa.text("status = 'succeeded'"),
             postgresql_where=sa.text("status = 'succeeded'"),
         ),
