@@ -34,7 +34,7 @@ from batcher.validate import Validator, validator_for
 
 # Results a transaction, at most. Results arrive in any order, so each transaction rewrites
 # most pages of its batch's rows (and of the reuse index): fewer, bigger transactions rewrite
-# them less often (1M results: 37k/s at 20,000 a transaction, 42k/s at 50,000). A chunk is
+# them less often (1M results: 35k/s at 20,000 a transaction, 42k/s at 50,000). A chunk is
 # also cut at CHUNK_TEXT_CHARS of answer text, so long answers keep memory bounded (~200 MB
 # for a million short ones). A crash loses at most one chunk of stored results, redone.
 CHUNK = 50_000
