@@ -101,31 +101,34 @@ def phase_plan(input_path: str, work: str) -> dict:
     }
 
 
-def phase_minimal(input_path: str, work: str) -> dict:
-    """Parse, hash the system prompt, write a request line: nothing else."""
+def _request_line(obj: dict, n: int) -> dict:
+    """The OpenAI batch line of input object `obj` on line `n`: sha256 of its system prompt
+    as the cache key, the system and user messages, the defaults."""
     import hashlib
 
+    system = obj.get("system") or DEFAULT_SYSTEM
+    key = hashlib.sha256(system.encode()).hexdigest()[:16]
+    body = {
+        "model": "gpt-5-nano",
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": obj["prompt"]},
+        ],
+        "max_completion_tokens": 256,
+        "prompt_cache_key": key,
+    }
+    return {"custom_id": f"i{n}-a1", "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+def phase_minimal(input_path: str, work: str) -> dict:
+    """Parse, hash the system prompt, write a request line: nothing else."""
     import orjson
 
     start = time.perf_counter()
     n = 0
     with open(input_path, "rb") as f, open(f"{work}/minimal.jsonl", "wb") as out:
         for n, line in enumerate(f, 1):
-            obj = orjson.loads(line)
-            system = obj.get("system") or DEFAULT_SYSTEM
-            key = hashlib.sha256(system.encode()).hexdigest()[:16]
-            body = {
-                "model": "gpt-5-nano",
-                "messages": [
-                    {"role": "system", "content": system},
-                    {"role": "user", "content": obj["prompt"]},
-                ],
-                "max_completion_tokens": 256,
-                "prompt_cache_key": key,
-            }
-            request = {"custom_id": f"i{n}-a1", "method": "POST", "url": "/v1/chat/completions"}
-            request["body"] = body
-            out.write(orjson.dumps(request) + b"\n")
+            out.write(orjson.dumps(_request_line(orjson.loads(line), n)) + b"\n")
         out.flush()
         os.fsync(out.fileno())
     return {"items": n, "seconds": time.perf_counter() - start}
@@ -172,27 +175,13 @@ def phase_minimal_store(input_path: str, work: str) -> dict:
     with open(input_path, "rb") as f, open(f"{work}/minimal.jsonl", "wb") as out:
         for n, line in enumerate(f, 1):
             obj = orjson.loads(line)
-            system = obj.get("system") or DEFAULT_SYSTEM
-            key = hashlib.sha256(system.encode()).hexdigest()[:16]
-            messages = [
-                {"role": "system", "content": system},
-                {"role": "user", "content": obj["prompt"]},
-            ]
-            body = {
-                "model": "gpt-5-nano",
-                "messages": messages,
-                "max_completion_tokens": 256,
-                "prompt_cache_key": key,
-            }
-            custom_id = f"i{n}-a1"
-            request = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions"}
-            request["body"] = body
+            request = _request_line(obj, n)
             encoded = orjson.dumps(request)
             out.write(encoded + b"\n")
-            items.append(
-                (n, n, str(obj.get("id", n)), orjson.dumps({"messages": messages}).decode())
-            )
-            attempts.append((n, n, custom_id, hashlib.sha256(encoded).hexdigest()))
+            stored_request = orjson.dumps({"messages": request["body"]["messages"]}).decode()
+            items.append((n, n, str(obj.get("id", n)), stored_request))
+            hash_ = hashlib.sha256(encoded).hexdigest()[:32]  # as long as the planner's
+            attempts.append((n, n, request["custom_id"], hash_))
             if len(items) >= 5000:
                 conn.executemany(item_sql, items)
                 conn.executemany(attempt_sql, attempts)
