@@ -16,6 +16,7 @@ from batcher.providers.calls import (
     RetryPolicy,
     create_once,
     guarded_lines,
+    open_client,
     with_retries,
 )
 
@@ -144,13 +145,15 @@ class AnthropicBatches:
 
         self._sdk = sdk
         self.policy = policy or RetryPolicy()
-        try:
-            # max_retries=0: a retried create would make a second, billed batch.
-            self.client = sdk.Anthropic(
-                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout
-            )
-        except sdk.AnthropicError as exc:
-            raise ProviderError(f"anthropic: {exc} (set ANTHROPIC_API_KEY)") from exc
+        self.client = open_client(
+            sdk.Anthropic,
+            sdk.AnthropicError,
+            NAME,
+            "ANTHROPIC_API_KEY",
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+        )
 
     def render_line(self, request: Request) -> bytes:
         return render_line(request)

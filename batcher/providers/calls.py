@@ -99,6 +99,25 @@ def describe(provider: str, operation: str, exc: BaseException) -> str:
     return f"{provider} {operation} failed: {where}: {message}{hint}"
 
 
+def open_client(
+    make: Callable[..., T],
+    error: type[Exception],
+    provider: str,
+    key_env: str,
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    timeout: float,
+) -> T:
+    """An SDK client (`make` is the SDK's client class) that never retries on its own:
+    a retried create would make a second, billed batch. A missing key is a ProviderError
+    that names the variable to set."""
+    try:
+        return make(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+    except error as exc:
+        raise ProviderError(f"{provider}: {exc} (set {key_env})") from exc
+
+
 def with_retries(
     call: Callable[[], T],
     *,

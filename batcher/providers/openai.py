@@ -15,6 +15,7 @@ from batcher.providers.calls import (
     RetryPolicy,
     create_once,
     guarded_lines,
+    open_client,
     with_retries,
 )
 
@@ -146,13 +147,15 @@ class OpenAIBatches:
 
         self._sdk = sdk
         self.policy = policy or RetryPolicy()
-        try:
-            # max_retries=0: a retried create would make a second, billed batch.
-            self.client = sdk.OpenAI(
-                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout
-            )
-        except sdk.OpenAIError as exc:
-            raise ProviderError(f"openai: {exc} (set OPENAI_API_KEY)") from exc
+        self.client = open_client(
+            sdk.OpenAI,
+            sdk.OpenAIError,
+            NAME,
+            "OPENAI_API_KEY",
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+        )
 
     def render_line(self, request: Request) -> bytes:
         return render_line(request)
