@@ -1,10 +1,11 @@
 """The run lease: only one process drives a run at a time.
 
 The lease lives in the run row (`lease_owner`, `lease_expires_at`). A driver takes it with one
-conditional UPDATE (free, expired, or already ours), renews it from a background thread while
-it works, and gives it back when it stops. A process killed without giving it back holds it
-until it expires, except that a process on the same host whose owner pid is gone takes it over
-at once, so `batcher resume` right after a crash does not have to wait.
+atomic UPDATE that also returns who holds it (see batcher.store.lease), renews it from a
+background thread while it works, and gives it back when it stops. A process killed without
+giving it back holds it until it expires, except that a process on the same host whose owner
+pid is gone takes it over at once, so `batcher resume` right after a crash does not have to
+wait.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import os
 import socket
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batcher.errors import LeaseHeld
-from batcher.store.models import TABLES
+from batcher.store.lease import release_lease, renew_lease, take_lease
 
 DEFAULT_TTL_S = 120.0
 
@@ -48,69 +48,30 @@ def _dead_local_owner(owner: str | None) -> bool:
 
 def acquire(db: Engine, run_id: int, owner: str, ttl_s: float = DEFAULT_TTL_S) -> None:
     """Take the lease of `run_id` for `owner`. Raises LeaseHeld naming the holder."""
-    run = TABLES["run"]
-    now = datetime.now(UTC)
-    with db.begin() as conn:
-        current = conn.execute(
-            sa.select(run.c.lease_owner, run.c.lease_expires_at).where(run.c.id == run_id)
-        ).first()
-        if current is None:
-            raise LeaseHeld(f"run {run_id} does not exist")
-        holder, expires = current
-        free = (
-            holder is None
-            or holder == owner
-            or _aware(expires) is None
-            or _aware(expires) < now
-            or _dead_local_owner(holder)
+    holder = take_lease(db, run_id, owner, ttl_s)
+    if holder is not None and holder.owner != owner and _dead_local_owner(holder.owner):
+        # The holder crashed on this host: take over at once, but only from that holder, so
+        # a third process that got there first still wins.
+        holder = take_lease(db, run_id, owner, ttl_s, stale=holder.owner)
+    if holder is None:
+        raise LeaseHeld(f"run {run_id} does not exist")
+    if holder.owner != owner:
+        until = f"{holder.expires_at:%Y-%m-%d %H:%M:%S} UTC" if holder.expires_at else "unknown"
+        raise LeaseHeld(
+            f"run {run_id} is being driven by {holder.owner} (lease until {until}); wait for "
+            f"it to finish, or stop that process and run `batcher resume {run_id}` after the "
+            f"lease expires"
         )
-        if free:
-            # Conditional on what we read, so two processes racing cannot both win.
-            cond = run.c.lease_owner.is_(None) if holder is None else run.c.lease_owner == holder
-            taken = conn.execute(
-                sa.update(run)
-                .where(run.c.id == run_id, cond)
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_s))
-            ).rowcount
-            if taken == 1:
-                return
-    raise LeaseHeld(
-        f"run {run_id} is being driven by {holder} (lease until "
-        f"{_aware(expires):%Y-%m-%d %H:%M:%S} UTC); wait for it to finish, or stop that "
-        f"process and run `batcher resume {run_id}` after the lease expires"
-    )
 
 
 def renew(db: Engine, run_id: int, owner: str, ttl_s: float = DEFAULT_TTL_S) -> bool:
     """Extend our lease; False when it is no longer ours."""
-    run = TABLES["run"]
-    with db.begin() as conn:
-        return (
-            conn.execute(
-                sa.update(run)
-                .where(run.c.id == run_id, run.c.lease_owner == owner)
-                .values(lease_expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s))
-            ).rowcount
-            == 1
-        )
+    return renew_lease(db, run_id, owner, ttl_s)
 
 
 def release(db: Engine, run_id: int, owner: str) -> None:
     """Give the lease back (no-op when it is not ours)."""
-    run = TABLES["run"]
-    with db.begin() as conn:
-        conn.execute(
-            sa.update(run)
-            .where(run.c.id == run_id, run.c.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-        )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite gives naive datetimes back; they were written in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    release_lease(db, run_id, owner)
 
 
 class Lease:
