@@ -29,7 +29,7 @@ from batcher.layout import limits, prompt_text
 from batcher.money import fmt_usd, to_pusd, to_usd
 from batcher.pricing import price_usd, unit_prices
 from batcher.providers.base import Usage
-from batcher.requests import anthropic_cache_ttl, openai_cached_prefix
+from batcher.requests import anthropic_cache_ttl, gemini_cached_prefix, openai_cached_prefix
 from batcher.routing import token_basis
 from batcher.spec import JobSpec
 from batcher.states import AttemptStatus
@@ -167,6 +167,8 @@ class _Pricer:
                 usage.cache_read_tokens = int(hits * prefix)
         elif provider == "openai" and n >= 2:
             usage.cache_read_tokens = int(hits * openai_cached_prefix(prefix))
+        elif provider == "google" and n >= 2:
+            usage.cache_read_tokens = int(hits * gemini_cached_prefix(model, prefix))
         return usage
 
     def usd(self, provider: str, model: str, usage: Usage, batch: bool) -> Decimal:

@@ -37,11 +37,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import BatcherError, UsageError
-from batcher.providers import anthropic, openai
+from batcher.providers import anthropic, google, openai
 from batcher.requests import (
     anthropic_cache_ttl,
     cache_group_id,
     defaults_fingerprint,
+    gemini_cached_prefix,
     openai_cached_prefix,
     request_from,
     request_hasher,
@@ -52,7 +53,11 @@ from batcher.store.db import state_dir
 from batcher.store.models import TABLES
 from batcher.tokens import count_tokens
 
-RENDER = {"openai": openai.render_line, "anthropic": anthropic.render_line}
+RENDER = {
+    "openai": openai.render_line,
+    "anthropic": anthropic.render_line,
+    "google": google.render_line,
+}
 SHOWN_GROUPS = 20
 PROGRESS_EVERY = 10_000
 Progress = Callable[[int], None]
@@ -74,7 +79,8 @@ class BatchInfo:
 @dataclass(frozen=True, slots=True)
 class GroupInfo:
     """One cache group as laid out. `cache` is the TTL marked on an Anthropic group, "key"
-    for an OpenAI group whose prefix is long enough to be cached, None otherwise."""
+    for an OpenAI group whose prefix is long enough to be cached, "implicit" for a Gemini
+    group whose prefix reaches the model's caching minimum, None otherwise."""
 
     key: str | None
     provider: str
@@ -105,6 +111,10 @@ def limits(spec: JobSpec) -> dict[str, tuple[int, int]]:
         "anthropic": (
             min(b.anthropic_max_requests, anthropic.MAX_REQUESTS),
             min(b.anthropic_max_bytes, anthropic.MAX_BYTES),
+        ),
+        "google": (
+            min(b.google_max_requests, google.MAX_REQUESTS),
+            min(b.google_max_bytes, google.MAX_BYTES),
         ),
     }
 
@@ -402,6 +412,8 @@ class _Groups:
             ttl = cache = anthropic_cache_ttl(model, prefix, size, batch_size, self.spec)
         elif provider == "openai" and size >= 2 and openai_cached_prefix(prefix):
             cache = "key"
+        elif provider == "google" and size >= 2 and gemini_cached_prefix(model, prefix):
+            cache = "implicit"  # Gemini 2.5+ caches a shared prefix on its own
         self.current = _Group(
             key=key,
             provider=provider,

@@ -69,7 +69,7 @@ def settle_ended(
     """
     from batcher.reconcile import fail_batch, reconcile_batch
 
-    if state.raw_status == "failed":
+    if state.failed or state.raw_status == "failed":
         errors = state.errors or [
             {"code": "batch_failed", "message": "the provider failed the batch", "line": None}
         ]

@@ -35,6 +35,7 @@ BATCH_CONTEXT = {"processing": "batch"}
 DEFAULT_WRITE_RATIO = {
     "anthropic": (Decimal("1.25"), Decimal(2)),
     "openai": (Decimal(1), Decimal(1)),
+    "google": (Decimal(1), Decimal(1)),  # implicit caching: no write price, no storage
 }
 
 

@@ -26,6 +26,8 @@ _ANTHROPIC_MIN_CACHE = (
 ANTHROPIC_DEFAULT_MIN_CACHE = 1024  # Sonnet 4.x, Opus 4 and 4.1
 OPENAI_MIN_CACHE = 1024  # OpenAI caches prompts of 1,024 tokens or more, in 128-token steps
 OPENAI_CACHE_STEP = 128
+GEMINI_FLASH_MIN_CACHE = 2048  # Gemini 2.5 Flash (and Flash-Lite)
+GEMINI_MIN_CACHE = 4096  # 2.5 Pro and the 3.x models
 # Assumed processing rate of a batch, to guess its duration: a batch expected to run longer
 # than the 5-minute TTL gets the 1-hour one so that late requests still find the prefix.
 EXPECTED_REQUESTS_PER_MINUTE = 1_000
@@ -46,6 +48,17 @@ def openai_cached_prefix(prefix_tokens: int) -> int:
     if prefix_tokens < OPENAI_MIN_CACHE:
         return 0
     return prefix_tokens // OPENAI_CACHE_STEP * OPENAI_CACHE_STEP
+
+
+def gemini_min_cacheable_tokens(model: str) -> int:
+    """The shortest prompt Gemini's implicit caching considers. Versions of the docs give
+    1,024 or 2,048 for 2.5 Flash and 2,048 or 4,096 for the others: the larger is assumed."""
+    return GEMINI_FLASH_MIN_CACHE if model.startswith("gemini-2.5-flash") else GEMINI_MIN_CACHE
+
+
+def gemini_cached_prefix(model: str, prefix_tokens: int) -> int:
+    """Tokens a Gemini request can read from the implicit cache when its prefix is cached."""
+    return prefix_tokens if prefix_tokens >= gemini_min_cacheable_tokens(model) else 0
 
 
 def cache_group_id(provider: str, model: str, system_hash: str | None) -> str | None:

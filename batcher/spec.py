@@ -25,7 +25,7 @@ from pydantic import (
 
 from batcher.errors import SpecError, UsageError
 
-PROVIDERS = ("openai", "anthropic")
+PROVIDERS = ("openai", "anthropic", "google")
 
 HIGH_KEYWORDS = [
     "analyze", "compare", "debug", "refactor", "architect", "design", "optimize",
@@ -132,6 +132,8 @@ class Batching(_Strict):
     openai_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1, le=200 * 1024 * 1024)
     anthropic_max_requests: int = Field(default=100_000, ge=1, le=100_000)
     anthropic_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, le=256 * 1024 * 1024)
+    google_max_requests: int = Field(default=100_000, ge=1, le=100_000)
+    google_max_bytes: int = Field(default=2 * 1024**3, ge=1, le=2 * 1024**3)
 
 
 class Polling(_Strict):

@@ -2,8 +2,8 @@
 
 `connect(name, clients)` gives the batch client of a provider. `Clients` says where the SDKs
 point; its fields left at None fall back to the SDKs' own environment variables
-(OPENAI_API_KEY / OPENAI_BASE_URL, ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL). Keys are never
-stored anywhere else.
+(OPENAI_API_KEY / OPENAI_BASE_URL, ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL, GEMINI_API_KEY /
+GOOGLE_GEMINI_BASE_URL). Keys are never stored anywhere else.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from batcher.errors import UsageError
 from batcher.providers.base import Provider
 from batcher.providers.calls import RetryPolicy
 
-NAMES = ("openai", "anthropic")
+NAMES = ("openai", "anthropic", "google")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class Clients:
     openai_api_key: str | None = None
     anthropic_base_url: str | None = None
     anthropic_api_key: str | None = None
+    gemini_base_url: str | None = None
+    gemini_api_key: str | None = None
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     # Ready-made Provider objects by name (tests, custom endpoints); they win over the rest.
     instances: dict[str, Any] = field(default_factory=dict)
@@ -38,6 +40,8 @@ class Clients:
             openai_api_key="sk-sandbox",
             anthropic_base_url=sandbox.anthropic_base_url,
             anthropic_api_key="sk-ant-sandbox",
+            gemini_base_url=sandbox.gemini_base_url,
+            gemini_api_key="gemini-sandbox",
             policy=policy or RetryPolicy(attempts=10, base_s=0.05, cap_s=1.0),
         )
 
@@ -57,6 +61,10 @@ def connect(name: str, clients: Clients | None = None) -> Provider:
         return AnthropicBatches(
             clients.anthropic_base_url, clients.anthropic_api_key, policy=clients.policy
         )
+    if name == "google":
+        from batcher.providers.google import GeminiBatches
+
+        return GeminiBatches(clients.gemini_base_url, clients.gemini_api_key, policy=clients.policy)
     raise UsageError(f"unknown provider {name!r}: use one of {', '.join(NAMES)}")
 
 

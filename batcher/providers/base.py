@@ -70,6 +70,7 @@ class BatchState:
     # validation errors of a batch the provider refused: [{"code", "message", "line"}]
     errors: list[dict[str, Any]] = field(default_factory=list)
     created_at: datetime | None = None
+    failed: bool = False  # the provider failed the batch as a whole (OpenAI says "failed")
 
 
 class Provider(Protocol):

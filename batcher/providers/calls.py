@@ -3,7 +3,8 @@
 The SDK clients are built with `max_retries=0`: their automatic retries would repeat a batch
 create whose answer was lost and bill it twice. Reads (retrieve, list, file content) are safe
 to repeat, so they go through `with_retries`, which waits through 429, 408, 409, 5xx and
-connection errors, honouring the server's `retry-after-ms` / `retry-after` headers.
+connection errors, honouring the server's `retry-after-ms` / `retry-after` headers (or, from
+Google, the RetryInfo detail of the error body).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from batcher.errors import BatcherError
 T = TypeVar("T")
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 MAX_RETRY_AFTER_S = 300.0  # the server's retry-after is obeyed, up to this much
+KEY_ENVS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
+            "google": "GEMINI_API_KEY"}  # fmt: skip
 
 
 class ProviderError(BatcherError):
@@ -62,11 +65,17 @@ class RetryPolicy:
 
 def status_of(exc: BaseException) -> int | None:
     """The HTTP status of an SDK error, None for connection errors and others."""
-    return getattr(exc, "status_code", None)
+    status = getattr(exc, "status_code", None)
+    if status is None and hasattr(exc, "details"):  # google-genai's APIError calls it `code`
+        status = getattr(exc, "code", None)
+    return status if isinstance(status, int) else None
 
 
 def retry_after_of(exc: BaseException) -> float | None:
     """Seconds the server asked us to wait, from `retry-after-ms` or `retry-after`."""
+    delay = _retry_info(getattr(exc, "details", None))
+    if delay is not None:
+        return delay
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     if not headers:
@@ -78,6 +87,19 @@ def retry_after_of(exc: BaseException) -> float | None:
             return float(headers["retry-after"])
     except ValueError:  # an HTTP date: fall back to our own backoff
         return None
+    return None
+
+
+def _retry_info(details: Any) -> float | None:
+    """Seconds from a Google error's RetryInfo detail (`"retryDelay": "1.5s"`), if any."""
+    error = details.get("error", details) if isinstance(details, dict) else None
+    for detail in (error or {}).get("details") or []:
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return float(delay[:-1])
+            except ValueError:
+                return None
     return None
 
 
@@ -94,8 +116,7 @@ def describe(provider: str, operation: str, exc: BaseException) -> str:
     where = f"HTTP {status}" if status else type(exc).__name__
     hint = ""
     if status in (401, 403):
-        key = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
-        hint = f" (check {key})"
+        hint = f" (check {KEY_ENVS.get(provider, 'the API key')})"
     return f"{provider} {operation} failed: {where}: {message}{hint}"
 
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batcher.sandbox import admin, anthropic_api, openai_api
+from batcher.sandbox import admin, anthropic_api, gemini_api, openai_api
 from batcher.sandbox.errors import ApiError, error_response, retry_headers
 from batcher.sandbox.state import SandboxState
 
@@ -19,6 +19,16 @@ HTTP_FAULTS = (("http429", 429), ("http500", 500), ("http529", 529))
 
 def _check_auth(provider: str, request: Request, state: SandboxState) -> None:
     if not state.config.require_auth:
+        return
+    if provider == "google":
+        # The Gemini API takes its key as x-goog-api-key (or ?key=); an upload session URL
+        # carries its own authority (the SDK sends no key with the chunks).
+        if "upload_id" in request.query_params:
+            return
+        if not (request.headers.get("x-goog-api-key") or request.query_params.get("key")):
+            raise ApiError(403, "Method doesn't allow unregistered callers (callers without "
+                           "established identity). Please use API Key or other form of API "
+                           "consumer identity to call this API.")
         return
     bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     key = bearer or (request.headers.get("x-api-key", "") if provider == "anthropic" else "")
@@ -33,11 +43,14 @@ def _http_fault(state: SandboxState, provider: str, route: str) -> None:
         if fault is None:
             continue
         headers = retry_headers(fault.retry_after) if status == 429 else {}
+        if provider == "google":
+            headers = {}  # Google says how long to wait in the error's RetryInfo, not headers
         message = {429: "Rate limit reached (injected by the sandbox).",
                    500: "The server had an error (injected by the sandbox).",
                    529: "Overloaded (injected by the sandbox)."}[status]
         raise ApiError(status, message, headers=headers,
-                       code="rate_limit_exceeded" if status == 429 else None)
+                       code="rate_limit_exceeded" if status == 429 else None,
+                       retry_after=fault.retry_after if status == 429 else None)
 
 
 def wrap(provider: str, route: str, handler: Handler, state: SandboxState):
@@ -54,7 +67,9 @@ def wrap(provider: str, route: str, handler: Handler, state: SandboxState):
 def build_app(state: SandboxState) -> Starlette:
     """The sandbox's ASGI app over `state`."""
     routes = []
-    for provider, table in (("openai", openai_api.ROUTES), ("anthropic", anthropic_api.ROUTES)):
+    tables = (("openai", openai_api.ROUTES), ("anthropic", anthropic_api.ROUTES),
+              ("google", gemini_api.ROUTES))
+    for provider, table in tables:
         for method, path, route, handler in table:
             routes.append(Route(path, wrap(provider, route, handler, state), methods=[method]))
     for method, path, handler in admin.ROUTES:

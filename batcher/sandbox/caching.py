@@ -1,4 +1,4 @@
-"""Prompt-cache accounting: OpenAI automatic prefix caching and Anthropic cache_control.
+"""Prompt-cache accounting: OpenAI and Gemini implicit prefix caching, Anthropic cache_control.
 
 Entries live on the sandbox clock: each has the time it was written and the time it lapses;
 a read refreshes it (both providers keep a used prefix warm). Requests are processed in order
@@ -69,6 +69,34 @@ def openai_cached_tokens(
                 break
     for index in range(first, len(links.hashes)):
         cache.put((model, cache_key, links.hashes[index]), now, ttl)
+    return links.length, hit
+
+
+def gemini_cached_tokens(
+    cache: PromptCache,
+    model: str,
+    parts: tuple[Part, ...],
+    now: float,
+    ttl: float,
+    minimum: int,
+    miss: bool = False,
+) -> tuple[int, int]:
+    """(prompt tokens, cached tokens) of one Gemini request under implicit caching.
+
+    Prompts shorter than the model's `minimum` are not cached. A hit reports the longest
+    cached prefix, counted in whole 128-token chunks (the sandbox's unit of prefix identity).
+    """
+    links = chain(parts)
+    if links.length < minimum:
+        return links.length, 0
+    hit = 0
+    if not miss:
+        for index in range(len(links.hashes) - 1, -1, -1):
+            if cache.alive((model, links.hashes[index]), now):
+                hit = (index + 1) * CHUNK
+                break
+    for key in links.hashes:
+        cache.put((model, key), now, ttl)
     return links.length, hit
 
 

@@ -38,6 +38,13 @@ class SandboxConfig:
     anthropic_max_requests: int = 100_000
     anthropic_max_bytes: int = 256 * MB
     openai_cache_ttl_s: float = 600.0
+    # Gemini implicit caching: how long a prefix stays cached (undocumented), and per-model
+    # minimum prompt sizes overriding the documented table (see gemini_batches).
+    gemini_cache_ttl_s: float = 300.0
+    gemini_min_cache_tokens: dict[str, int] = field(default_factory=dict)
+    # The docs say an expired job has no results; True keeps what expired and cancelled
+    # jobs finished (and bills it).
+    gemini_partial_results: bool = False
     require_auth: bool = True
 
     def updated(self, changes: dict[str, Any]) -> SandboxConfig:

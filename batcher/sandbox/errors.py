@@ -37,10 +37,12 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers or {}
+        self.retry_after = retry_after
 
 
 def request_id(prefix: str = "req_") -> str:
@@ -50,6 +52,8 @@ def request_id(prefix: str = "req_") -> str:
 def error_response(provider: str, err: ApiError) -> JSONResponse:
     rid = request_id()
     headers = dict(err.headers)
+    if provider == "google":
+        return JSONResponse(google_error(err), status_code=err.status, headers=headers)
     if provider == "anthropic":
         kind = ANTHROPIC_TYPES.get(err.status, "api_error")
         body = {"type": "error", "error": {"type": kind, "message": err.message}, "request_id": rid}
@@ -61,6 +65,29 @@ def error_response(provider: str, err: ApiError) -> JSONResponse:
         }
         headers["x-request-id"] = rid
     return JSONResponse(body, status_code=err.status, headers=headers)
+
+
+GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def google_error(err: ApiError) -> dict:
+    """Google's error envelope; a 429 says how long to wait in a RetryInfo detail."""
+    error: dict = {"code": err.status, "message": err.message,
+                   "status": GOOGLE_STATUS.get(err.status, "UNKNOWN")}
+    if err.retry_after is not None:
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                             "retryDelay": f"{err.retry_after:g}s"}]
+    return {"error": error}
 
 
 def retry_headers(seconds: float) -> dict[str, str]:

@@ -7,8 +7,8 @@ Grammar (whitespace ignored)::
     OPTION := KEY "=" VALUE
 
 Every fault takes `count=N` (fires N times, then is spent) and/or `rate=P` (fires with
-probability P; with both, at most N times). Neither means `count=1`. `provider=openai|anthropic`
-limits a fault to one provider. Kinds:
+probability P; with both, at most N times). Neither means `count=1`.
+`provider=openai|anthropic|google` limits a fault to one provider. Kinds:
 
 - `http429`, `http500`, `http529`: answer the HTTP call with that status instead of serving it.
   `route=create|retrieve|list|cancel|delete|results|files` (several joined by `|`; default all
@@ -18,7 +18,7 @@ limits a fault to one provider. Kinds:
 - `request_error`: a request in a batch fails (OpenAI error file, Anthropic `errored`).
   `model=NAME` limits it to one model. Rates are decided per (batch, custom_id), so stable.
 - `invalid_batch`: OpenAI batch goes `failed` (code `invalid_request`); Anthropic create
-  answers 400.
+  answers 400; a Gemini job goes `BATCH_STATE_FAILED`.
 - `token_limit`: OpenAI batch goes `failed` with `token_limit_exceeded`.
 - `expire`: the batch expires once fraction `after=F` (default 0.5) of its requests finished.
 - `slow`: the batch's phases take `factor=X` (default 20) times longer.
@@ -53,7 +53,7 @@ KINDS = {
     "malformed",
 }
 ROUTES = {"create", "retrieve", "list", "cancel", "delete", "results", "files"}
-PROVIDERS = {"openai", "anthropic"}
+PROVIDERS = {"openai", "anthropic", "google"}
 _COMMON = {"count", "rate", "provider"}
 _EXTRA = {
     "http429": {"route", "retry_after"},
@@ -131,7 +131,8 @@ def _apply_option(fault: Fault, key: str, value: str) -> None:
         fault.rate = _fraction(value)
     elif key == "provider":
         if value not in PROVIDERS:
-            raise ValueError(f"provider must be openai or anthropic, not {value!r}")
+            raise ValueError(f"provider must be one of {', '.join(sorted(PROVIDERS))}, "
+                             f"not {value!r}")
         fault.provider = value
     elif key == "route":
         routes = frozenset(value.split("|"))

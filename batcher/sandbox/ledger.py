@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+PROVIDERS = ("openai", "anthropic", "google")
 KINDS = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning")
 
 
@@ -50,11 +51,10 @@ class Ledger:
     def stats(self) -> dict:
         subs = {p: dict(c) for p, c in self.submissions.items()}
         return {
-            "batches_created": {p: self.batches.get(p, 0) for p in ("openai", "anthropic")},
-            "submissions": {p: subs.get(p, {}) for p in ("openai", "anthropic")},
+            "batches_created": {p: self.batches.get(p, 0) for p in PROVIDERS},
+            "submissions": {p: subs.get(p, {}) for p in PROVIDERS},
             "duplicates": {
-                p: sorted(k for k, v in subs.get(p, {}).items() if v > 1)
-                for p in ("openai", "anthropic")
+                p: sorted(k for k, v in subs.get(p, {}).items() if v > 1) for p in PROVIDERS
             },
             "requests_billed": len(self.billed),
             "billed_tokens": {

@@ -88,11 +88,17 @@ class Sandbox:
     def anthropic_base_url(self) -> str:
         return self.url
 
+    @property
+    def gemini_base_url(self) -> str:
+        return self.url + "/gemini"
+
     def env(self) -> dict[str, str]:
         """Environment for subprocesses: base URLs and dummy keys."""
         return {"OPENAI_BASE_URL": self.openai_base_url, "OPENAI_API_KEY": "sk-sandbox",
                 "ANTHROPIC_BASE_URL": self.anthropic_base_url,
-                "ANTHROPIC_API_KEY": "sk-ant-sandbox"}
+                "ANTHROPIC_API_KEY": "sk-ant-sandbox",
+                "GOOGLE_GEMINI_BASE_URL": self.gemini_base_url,
+                "GEMINI_API_KEY": "gemini-sandbox"}
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change settings now: faults=SPEC (replace), add_faults=SPEC, clear_faults=True,

@@ -57,10 +57,14 @@ class SandboxState:
         self.faults = FaultSet(config.faults, config.seed)
         self.openai_cache = PromptCache()
         self.anthropic_cache = PromptCache()
+        self.gemini_cache = PromptCache()
         self.ledger = Ledger()
         self.files: dict[str, FileRecord] = {}
         self.openai_batches: dict[str, Any] = {}
         self.anthropic_batches: dict[str, Any] = {}
+        self.gemini_batches: dict[str, Any] = {}
+        self.gemini_files: dict[str, Any] = {}
+        self.gemini_uploads: dict[str, Any] = {}  # resumable upload sessions by token
         self.pending: list[Pending] = []
         self.responder = self._responder(config)
 

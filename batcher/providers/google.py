@@ -1,0 +1,331 @@
+"""Gemini API batch mode (Files + batchGenerateContent), through the official google-genai SDK.
+
+A batch file holds one `{"key", "request": GenerateContentRequest}` line a request; it is
+uploaded with the Files API and named in `models/{model}:batchGenerateContent`. The job's
+display name carries the local batch id, so `find` can look a job up after a crash. Results
+come back as a JSONL file of `{"key", "response" | "error"}` lines.
+
+The SDK is an optional extra (`pip install 'batcher[google]'`); it is imported only when a
+Gemini client is built.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from batcher.errors import UsageError
+from batcher.providers.base import BatchState, Request, Result, Usage
+from batcher.providers.calls import (
+    ProviderError,
+    RetryPolicy,
+    create_once,
+    with_retries,
+)
+
+T = TypeVar("T")
+
+NAME = "google"
+KEY_ENV = "GEMINI_API_KEY"  # the SDK also reads GOOGLE_API_KEY, which wins when both are set
+BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
+# No request-count limit is documented; this one is ours, to keep a job's results file and
+# its retries a manageable size. The 2 GB is the documented input file limit.
+MAX_REQUESTS = 100_000
+MAX_BYTES = 2 * 1024**3
+ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
+         "JOB_STATE_PARTIALLY_SUCCEEDED"}  # fmt: skip
+FAILED = "JOB_STATE_FAILED"
+# How the requests without a result line ended, by the job's final state.
+UNFINISHED = {"JOB_STATE_EXPIRED": "expired", "JOB_STATE_CANCELLED": "cancelled"}
+FIND_SLACK_S = 300  # clock skew allowed between us and the provider when matching by time
+# Request fields that sit beside `contents`; any other param goes into generationConfig.
+TOP_LEVEL = {"tools", "toolConfig", "safetySettings", "cachedContent", "labels"}
+FINISH_REASONS = {"STOP": "end", "MAX_TOKENS": "max_tokens"}
+
+
+def _text_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}]
+    return [{"text": block.get("text", "")} for block in content or [] if isinstance(block, dict)]
+
+
+def render_request(request: Request) -> dict[str, Any]:
+    """The GenerateContentRequest of `request` (REST field names)."""
+    system = [request.system] if request.system is not None else []
+    contents = []
+    for message in request.messages:
+        role = message.get("role")
+        if role in ("system", "developer"):  # Gemini has one system instruction, not turns
+            system.extend(part["text"] for part in _text_parts(message.get("content")))
+            continue
+        contents.append(
+            {"role": "model" if role == "assistant" else "user",
+             "parts": _text_parts(message.get("content"))}
+        )  # fmt: skip
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    config: dict[str, Any] = {"maxOutputTokens": request.max_tokens}
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    for key, value in request.params.items():
+        if key == "response_format":
+            config.update(_schema_config(value))
+        elif key in TOP_LEVEL:
+            body[key] = value
+        else:
+            config[key] = value
+    body["generationConfig"] = config
+    return body
+
+
+def _schema_config(response_format: Any) -> dict[str, Any]:
+    """OpenAI's response_format as Gemini JSON mode: `responseJsonSchema` takes a JSON Schema
+    as written (the older `responseSchema` is an OpenAPI subset that refuses keywords such as
+    additionalProperties)."""
+    if not isinstance(response_format, dict):
+        return {}
+    config: dict[str, Any] = {"responseMimeType": "application/json"}
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if response_format.get("type") == "json_schema" and schema:
+        config["responseJsonSchema"] = schema
+    return config
+
+
+def render_line(request: Request) -> bytes:
+    """One line of a Gemini batch input file."""
+    return orjson.dumps({"key": request.custom_id, "request": render_request(request)}) + b"\n"
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+def usage_of(raw: dict[str, Any] | None) -> Usage | None:
+    """Provider-neutral usage of a usageMetadata. promptTokenCount includes the cached tokens;
+    thinking tokens are billed as output."""
+    if not raw:
+        return None
+    thoughts = raw.get("thoughtsTokenCount") or 0
+    return Usage(
+        input_tokens=(raw.get("promptTokenCount") or 0) + (raw.get("toolUsePromptTokenCount") or 0),
+        cache_read_tokens=raw.get("cachedContentTokenCount") or 0,
+        output_tokens=(raw.get("candidatesTokenCount") or 0) + thoughts,
+        reasoning_tokens=thoughts,
+    )
+
+
+def text_of(response: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(answer text, normalised stop reason) of a GenerateContentResponse."""
+    candidates = response.get("candidates") or []
+    if not candidates:
+        return None, None
+    first = candidates[0]
+    parts = (first.get("content") or {}).get("parts") or []
+    texts = [p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought")]
+    reason = first.get("finishReason")
+    return ("".join(texts) if texts else None), FINISH_REASONS.get(reason, reason)
+
+
+def parse_result(row: dict[str, Any]) -> Result:
+    """One line of a responses file as a Result."""
+    key = str(row.get("key"))
+    response = row.get("response")
+    if isinstance(response, dict):
+        text, stop = text_of(response)
+        result = Result(key, "succeeded", text, usage_of(response.get("usageMetadata")))
+        if hasattr(result, "stop_reason"):
+            result.stop_reason = stop
+        return result
+    error = row.get("error") or row.get("status") or {}
+    code = error.get("status") or (f"http_{error['code']}" if error.get("code") else "error")
+    return Result(key, "errored", error_code=code, error_message=error.get("message"))
+
+
+def state_of(job: Any) -> BatchState:
+    """A BatchJob of the SDK as a BatchState."""
+    state = job.state.value if job.state is not None else "JOB_STATE_UNSPECIFIED"
+    errors = []
+    if state == FAILED:
+        message = getattr(job.error, "message", None) or "the job failed"
+        errors = [{"code": "batch_failed", "message": message, "line": None}]
+    output = job.dest.file_name if job.dest is not None else None
+    return BatchState(
+        provider_batch_id=job.name,
+        raw_status=state,
+        ended=state in ENDED,
+        output_file_id=output,
+        errors=errors,
+        created_at=job.create_time,
+        failed=state == FAILED,
+    )
+
+
+# --- the batch client (engine side) -------------------------------------------------------
+
+
+class GeminiBatches:
+    """Gemini batch mode through google-genai (any base URL, e.g. the sandbox's)."""
+
+    name = NAME
+    max_requests = MAX_REQUESTS
+    max_bytes = MAX_BYTES
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        try:
+            from google import genai
+            from google.genai import errors, types
+        except ImportError as exc:
+            raise UsageError(
+                "the google provider needs the google-genai SDK: pip install 'batcher[google]'"
+            ) from exc
+        self._errors = errors
+        self._types = types
+        self.policy = policy or RetryPolicy()
+        self._connection_errors = _transport_errors()
+        # No retry_options: the SDK then sends each call once, so a create is never repeated
+        # behind our back (its retries would bill a second job).
+        options = types.HttpOptions(
+            base_url=base_url or os.environ.get(BASE_URL_ENV), timeout=int(timeout * 1000)
+        )
+        try:
+            self.client = genai.Client(api_key=api_key, http_options=options)
+        except ValueError as exc:  # no key anywhere
+            raise ProviderError(f"{NAME}: {exc} (set {KEY_ENV})") from exc
+
+    def render_line(self, request: Request) -> bytes:
+        return render_line(request)
+
+    def _read(self, operation: str, call: Callable[[], T]) -> T:
+        return with_retries(
+            call,
+            provider=NAME,
+            operation=operation,
+            policy=self.policy,
+            connection_errors=self._connection_errors,
+        )
+
+    def upload(self, local_id: str, path: Path) -> str:
+        """Upload a batch input file (resumable upload); returns its name ("files/...")."""
+        config = self._types.UploadFileConfig(display_name=local_id, mime_type="jsonl")
+        return self._read(
+            "file upload", lambda: self.client.files.upload(file=str(path), config=config).name
+        )
+
+    def create(self, local_id: str, model: str, file_name: str) -> BatchState:
+        """Create the job once. 429 waits and asks again; other 4xx raise CreateRefused; 5xx
+        and lost answers raise CreateUncertain (the docs: a create is not idempotent)."""
+        job = create_once(
+            lambda: self.client.batches.create(
+                model=model, src=file_name, config={"display_name": local_id}
+            ),
+            provider=NAME,
+            policy=self.policy,
+            status_error=self._errors.APIError,
+            connection_error=self._connection_errors,
+            refusal=_create_error,
+            local_id=local_id,
+        )
+        state = state_of(job)
+        state.input_file_id = file_name
+        return state
+
+    def submit(
+        self,
+        local_id: str,
+        path: Path,
+        model: str,
+        *,
+        input_file_id: str | None = None,
+        on_uploaded: Callable[[str], None] | None = None,
+    ) -> BatchState:
+        """Upload `path` (unless `input_file_id` is already there) and create the job."""
+        if input_file_id is None:
+            input_file_id = self.upload(local_id, Path(path))
+            if on_uploaded is not None:
+                on_uploaded(input_file_id)
+        return self.create(local_id, model, input_file_id)
+
+    def find(self, local_id: str, *, created_after: datetime, n_requests: int) -> list[BatchState]:
+        """Jobs whose display name is `local_id`, created since `created_after`."""
+        since = created_after.timestamp() - FIND_SLACK_S
+
+        def listed() -> list[Any]:
+            pager = self.client.batches.list(config={"page_size": 100})
+            return [job for job in pager if job.display_name == local_id]
+
+        found = self._read("batch list", listed)
+        return [
+            state_of(job)
+            for job in found
+            if job.create_time is None or job.create_time.timestamp() >= since
+        ]
+
+    def poll(self, provider_batch_id: str) -> BatchState:
+        return state_of(
+            self._read("batch get", lambda: self.client.batches.get(name=provider_batch_id))
+        )
+
+    def results(self, state: BatchState) -> Iterator[Result]:
+        """Stream the responses file line by line (downloaded to a temporary file first, so
+        memory stays flat whatever its size)."""
+        if not state.output_file_id:
+            return
+        with tempfile.TemporaryDirectory(prefix="batcher-gemini-") as folder:
+            target = Path(folder) / "responses.jsonl"
+            self._read(
+                "file download",
+                lambda: self.client.files.download(
+                    file=state.output_file_id, destination=str(target)
+                ),
+            )
+            with open(target, "rb") as f:
+                for line in f:
+                    if line.strip():
+                        yield parse_result(orjson.loads(line))
+
+    def cancel(self, provider_batch_id: str) -> BatchState:
+        try:
+            self._read("batch cancel", lambda: self.client.batches.cancel(name=provider_batch_id))
+        except ProviderError as exc:
+            if exc.status != 400:  # 400: the job is no longer pending or running
+                raise
+        return self.poll(provider_batch_id)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client errors of a lost connection or timeout (the SDK uses httpx2 where it is
+    installed, httpx otherwise)."""
+    found: list[type[BaseException]] = []
+    for module in ("httpx", "httpx2"):
+        try:
+            found.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+_LINE_RE = re.compile(r"[Ll]ine (\d+)")
+
+
+def _create_error(exc: Any) -> dict[str, Any]:
+    message = getattr(exc, "message", None) or str(exc)
+    line = _LINE_RE.search(message)
+    return {
+        "code": getattr(exc, "status", None) or f"http_{exc.code}",
+        "message": message,
+        "line": int(line.group(1)) if line else None,
+    }
