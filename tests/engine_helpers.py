@@ -67,7 +67,15 @@ def db_fixture(tmp_path):
     return open_store(f"sqlite:///{tmp_path / 'state' / 'engine.db'}")
 
 
-def write_job(tmp_path: Path, n: int, classifier: str = "fixed:nano", name: str = "job") -> Path:
+# The same job on Gemini: nano and mid on google, frontier on anthropic.
+GEMINI_SPEC = SPEC.replace('"openai:gpt-5-nano"', '"google:gemini-2.5-flash-lite"').replace(
+    '"openai:gpt-5-mini"', '"google:gemini-2.5-flash"'
+)
+
+
+def write_job(
+    tmp_path: Path, n: int, classifier: str = "fixed:nano", name: str = "job", spec: str = SPEC
+) -> Path:
     """A spec and its input of `n` tickets; returns the spec path (input set in the spec)."""
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,9 +84,9 @@ def write_job(tmp_path: Path, n: int, classifier: str = "fixed:nano", name: str 
             f.write(
                 orjson.dumps({"id": f"t{i}", "prompt": f"Ticket {i}: I cannot log in."}) + b"\n"
             )
-    spec = folder / "job.toml"
-    spec.write_text('input = "input.jsonl"\n' + SPEC.format(classifier=classifier))
-    return spec
+    path = folder / "job.toml"
+    path.write_text('input = "input.jsonl"\n' + spec.format(classifier=classifier))
+    return path
 
 
 def items_by_status(db, run_id: int) -> Counter:
@@ -142,7 +150,7 @@ def check_accounted(db, run_id: int, sandbox, n_items: int) -> None:
     assert sum(status.values()) == n_items
     assert set(status) <= {"succeeded", "failed", "cancelled"}
     stats = sandbox.stats()
-    assert stats["duplicates"] == {"openai": [], "anthropic": []}
+    assert stats["duplicates"] == {"openai": [], "anthropic": [], "google": []}
     rows = sandbox.billed()
     billed = Counter((r["provider"], r["custom_id"]) for r in rows)
     assert max(billed.values(), default=1) == 1

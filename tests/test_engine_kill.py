@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import (  # noqa: F401 - fixtures
+    GEMINI_SPEC,
     attempts,
     batches,
     check_accounted,
@@ -66,3 +67,31 @@ def test_resume_after_a_kill_loses_nothing_and_sends_nothing_twice(
     expected = Counter(a["custom_id"] for a in attempts(db, 1) if a["batch_id"] in reached)
     assert sent == dict(expected)  # each attempt's custom_id submitted exactly once
     assert sandbox.stats()["batches_created"][provider] == len(reached)
+
+
+def test_gemini_killed_at_each_step_in_turn_loses_nothing_and_sends_nothing_twice(
+    sandbox, tmp_path, state_dir
+):
+    """One run on Gemini killed after the upload, then its resumes killed after the create
+    (the first create never happened: the job is looked up by display name, found missing,
+    and created from the uploaded file) and halfway through reconciling (the job is found,
+    adopted and read); a last resume finishes it. One job, each key sent once."""
+    spec = write_job(tmp_path, N, "fixed:nano", spec=GEMINI_SPEC)
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    env = {**os.environ, **sandbox.env(), "BATCHER_STATE_DIR": str(state_dir)}
+    poll = ["--db", url, "--poll-interval", "0.03"]
+    steps = ["after_upload", "after_create", "mid_reconcile"]
+    for index, step in enumerate(steps):
+        args = ["run", str(spec), *poll] if index == 0 else ["resume", "1", *poll]
+        killed = batcher(args, {**env, "BATCHER_CRASH_AT": step})
+        assert killed.returncode == -signal.SIGKILL, (step, killed.stderr)
+    resumed = batcher(["resume", "1", *poll], env)
+    assert resumed.returncode == 0, resumed.stderr
+
+    db = open_store(url)
+    check_accounted(db, 1, sandbox, N)
+    stats = sandbox.stats()
+    assert stats["batches_created"]["google"] == 1
+    assert stats["submissions"]["google"] == {a["custom_id"]: 1 for a in attempts(db, 1)}
+    (batch,) = batches(db, 1)
+    assert batch["provider_batch_id"].startswith("batches/")

@@ -94,7 +94,7 @@ def test_stats_and_billing_ledger_add_up(sandbox, oai, ant):
     stats = sandbox.stats()
     assert stats["batches_created"] == {"openai": 1, "anthropic": 1}
     assert stats["submissions"]["openai"] == {"r0": 1, "r1": 1, "r2": 1}
-    assert stats["duplicates"] == {"openai": [], "anthropic": []}
+    assert stats["duplicates"] == {"openai": [], "anthropic": [], "google": []}
     rows = sandbox.billed()
     assert stats["requests_billed"] == len(rows) == 4
     nano = [r for r in rows if r["model"] == "gpt-5-nano"]

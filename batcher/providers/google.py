@@ -42,6 +42,7 @@ MAX_BYTES = 2 * 1024**3
 ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
          "JOB_STATE_PARTIALLY_SUCCEEDED"}  # fmt: skip
 FAILED = "JOB_STATE_FAILED"
+JOB_FAILED = "job_failed"
 # How the requests without a result line ended, by the job's final state.
 UNFINISHED = {"JOB_STATE_EXPIRED": "expired", "JOB_STATE_CANCELLED": "cancelled"}
 FIND_SLACK_S = 300  # clock skew allowed between us and the provider when matching by time
@@ -153,8 +154,10 @@ def state_of(job: Any) -> BatchState:
     state = job.state.value if job.state is not None else "JOB_STATE_UNSPECIFIED"
     errors = []
     if state == FAILED:
-        message = getattr(job.error, "message", None) or "the job failed"
-        errors = [{"code": "batch_failed", "message": message, "line": None}]
+        # The SDK does not pass the Operation's error on, so the reason is unknown: a
+        # transient code, retried within the tier's budget rather than for free.
+        message = getattr(job.error, "message", None) or "the provider failed the job"
+        errors = [{"code": JOB_FAILED, "message": message, "line": None}]
     output = job.dest.file_name if job.dest is not None else None
     return BatchState(
         provider_batch_id=job.name,

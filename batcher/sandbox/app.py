@@ -53,11 +53,16 @@ def _http_fault(state: SandboxState, provider: str, route: str) -> None:
                        retry_after=fault.retry_after if status == 429 else None)
 
 
+def _route_of(route: str, request: Request) -> str:
+    """A Gemini upload session's chunks share the start's path; faults tell them apart."""
+    return "upload" if "upload_id" in request.query_params else route
+
+
 def wrap(provider: str, route: str, handler: Handler, state: SandboxState):
     async def endpoint(request: Request) -> Response:
         try:
             _check_auth(provider, request, state)
-            _http_fault(state, provider, route)
+            _http_fault(state, provider, _route_of(route, request))
             return await handler(request, state)
         except ApiError as err:
             return error_response(provider, err)

@@ -11,8 +11,9 @@ probability P; with both, at most N times). Neither means `count=1`.
 `provider=openai|anthropic|google` limits a fault to one provider. Kinds:
 
 - `http429`, `http500`, `http529`: answer the HTTP call with that status instead of serving it.
-  `route=create|retrieve|list|cancel|delete|results|files` (several joined by `|`; default all
-  non-admin routes). `retry_after=SECONDS` (429 only, default 0.1) sets `retry-after(-ms)`.
+  `route=create|retrieve|list|cancel|delete|results|files|upload` (several joined by `|`;
+  default all non-admin routes; `upload` is a chunk of a Gemini resumable upload).
+  `retry_after=SECONDS` (429 only, default 0.1) sets `retry-after(-ms)`.
 - `create_lost`: the batch is created, but the create call answers 500 (a timed-out request).
   The SDKs retry 5xx, so a blind client creates the batch twice.
 - `request_error`: a request in a batch fails (OpenAI error file, Anthropic `errored`).
@@ -52,7 +53,7 @@ KINDS = {
     "cache_miss",
     "malformed",
 }
-ROUTES = {"create", "retrieve", "list", "cancel", "delete", "results", "files"}
+ROUTES = {"create", "retrieve", "list", "cancel", "delete", "results", "files", "upload"}
 PROVIDERS = {"openai", "anthropic", "google"}
 _COMMON = {"count", "rate", "provider"}
 _EXTRA = {

@@ -1,11 +1,14 @@
 """Gemini API routes: Files (resumable upload, get, download, delete) and batch mode.
 
-Paths as the google-genai SDK sends them (below PREFIX), under either API version (`v1beta` in the docs,
-`v1` the SDK's default): `POST /upload/{v}/files` starts an upload and answers the session
-URL in `x-goog-upload-url`; chunks are POSTed there with `X-Goog-Upload-Command: upload` (and
-`finalize` on the last); `POST /{v}/models/{model}:batchGenerateContent` creates a job;
-`GET /{v}/batches[/{id}]`, `POST /{v}/batches/{id}:cancel`, `DELETE /{v}/batches/{id}`;
-`GET /{v}/files/{id}:download?alt=media` reads a responses file.
+Paths as the google-genai SDK sends them (below PREFIX), under either API version (`v1beta`
+in the docs, `v1` the SDK's default):
+
+- `POST /upload/{v}/files` starts an upload and answers the session URL in
+  `x-goog-upload-url`; chunks are POSTed there with `X-Goog-Upload-Command: upload` (plus
+  `finalize` on the last one);
+- `POST /{v}/models/{model}:batchGenerateContent` creates a job;
+- `GET /{v}/batches[/{id}]`, `POST /{v}/batches/{id}:cancel`, `DELETE /{v}/batches/{id}`;
+- `GET /{v}/files/{id}:download?alt=media` reads a responses file.
 """
 
 from __future__ import annotations
@@ -79,8 +82,9 @@ async def _start_upload(request: Request, state: SandboxState) -> Response:
     if headers.get("x-goog-upload-protocol") != "resumable" or (
         headers.get("x-goog-upload-command") != "start"
     ):
-        raise ApiError(400, "Expected X-Goog-Upload-Protocol: resumable and "
-                       "X-Goog-Upload-Command: start.")
+        raise ApiError(
+            400, "Expected X-Goog-Upload-Protocol: resumable and X-Goog-Upload-Command: start."
+        )
     size = int(headers.get("x-goog-upload-header-content-length") or -1)
     if not 0 <= size <= MAX_FILE_BYTES:
         raise ApiError(400, f"File size {size} is outside 0..{MAX_FILE_BYTES} bytes.")
@@ -105,17 +109,22 @@ async def _upload_chunk(request: Request, state: SandboxState, token: str) -> Re
         if session is None:
             raise ApiError(404, "Upload session not found or finished.")
         if offset != len(session.data):
-            raise ApiError(400, f"X-Goog-Upload-Offset {offset} does not match the "
-                           f"{len(session.data)} bytes received so far.")
+            raise ApiError(
+                400,
+                f"X-Goog-Upload-Offset {offset} does not match the "
+                f"{len(session.data)} bytes received so far.",
+            )
         session.data += data
         if "finalize" not in command:
             return Response(b"", headers={"x-goog-upload-status": "active"})
         del state.gemini_uploads[token]
     if len(session.data) != session.size:
-        raise ApiError(400, f"Upload finalized at {len(session.data)} bytes; "
-                       f"{session.size} were declared.")
-    record = store_file(state, bytes(session.data), session.display_name, "UPLOADED",
-                        session.mime_type)
+        raise ApiError(
+            400, f"Upload finalized at {len(session.data)} bytes; {session.size} were declared."
+        )
+    record = store_file(
+        state, bytes(session.data), session.display_name, "UPLOADED", session.mime_type
+    )
     return JSONResponse({"file": record.to_json()}, headers={"x-goog-upload-status": "final"})
 
 
@@ -125,8 +134,7 @@ async def get_file(request: Request, state: SandboxState) -> Response:
     if rest.endswith(":download"):
         record = _file(state, _split(rest, "download"))
         if record.source != "GENERATED":
-            raise ApiError(400, "Only generated files can be downloaded; uploaded files "
-                           "cannot.")
+            raise ApiError(400, "Only generated files can be downloaded; uploaded files cannot.")
         return Response(record.data, media_type="application/octet-stream")
     return JSONResponse(_file(state, _split(rest, None)).to_json())
 
@@ -146,8 +154,11 @@ async def create(request: Request, state: SandboxState) -> Response:
     source = batch.get("inputConfig") or batch.get("input_config") or {}
     file_name = source.get("fileName") or source.get("file_name")
     if not isinstance(file_name, str) or not file_name.startswith("files/"):
-        raise ApiError(400, "batch.input_config.file_name must name an uploaded file "
-                       "(files/...); inlined requests are not emulated.")
+        raise ApiError(
+            400,
+            "batch.input_config.file_name must name an uploaded file "
+            "(files/...); inlined requests are not emulated.",
+        )
     display = batch.get("displayName") or batch.get("display_name")
     if not display:
         raise ApiError(400, "batch.display_name is required.")
@@ -157,8 +168,9 @@ async def create(request: Request, state: SandboxState) -> Response:
         payload = job.to_json(state.now())
         lost = state.faults.fire("create_lost", "google")
     if lost:
-        raise ApiError(500, "An internal error has occurred (the batch was created; injected "
-                       "by the sandbox).")
+        raise ApiError(
+            500, "An internal error has occurred (the batch was created; injected by the sandbox)."
+        )
     return JSONResponse(payload)
 
 
@@ -177,8 +189,7 @@ async def cancel(request: Request, state: SandboxState) -> Response:
     with state.lock:
         job = _batch(state, _split(request.path_params["rest"], "cancel"))
         if job.state(now) not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
-            raise ApiError(400, f"Batch {job.name} is {job.state(now)} and cannot be "
-                           "cancelled.")
+            raise ApiError(400, f"Batch {job.name} is {job.state(now)} and cannot be cancelled.")
         if job.failure is None and job.timeline.cancel_requested is None:
             job.timeline.cancel_requested = now
     return JSONResponse({})
@@ -210,6 +221,8 @@ async def list_batches(request: Request, state: SandboxState) -> Response:
 
 
 ROUTES = [
+    # Chunks of a resumable upload are the "upload" route; starting one is "files". The SDK
+    # waits 1 s, 2 s, 4 s before resending a chunk whose answer has no upload status.
     ("POST", PREFIX + "/upload/{version}/files", "files", upload),
     ("GET", PREFIX + "/{version}/files/{rest}", "results", get_file),
     ("DELETE", PREFIX + "/{version}/files/{rest}", "files", delete_file),

@@ -22,24 +22,74 @@ from batcher.sandbox.responders import make_query, pick
 from batcher.sandbox.state import SandboxState, new_id
 
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
-OUTPUT_TYPE = (
-    "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
-)
+OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
 EXPIRY_S = 2 * DAY  # "running or pending for more than 48 hours"
 # GenerateContentRequest fields (proto JSON accepts camelCase and snake_case names).
 REQUEST_FIELDS = {
-    "contents", "systemInstruction", "generationConfig", "safetySettings", "tools",
-    "toolConfig", "cachedContent", "model", "labels",
+    "contents",
+    "systemInstruction",
+    "generationConfig",
+    "safetySettings",
+    "tools",
+    "toolConfig",
+    "cachedContent",
+    "model",
+    "labels",
 }
 GENERATION_FIELDS = {
-    "stopSequences", "responseMimeType", "responseSchema", "responseJsonSchema",
-    "candidateCount", "maxOutputTokens", "temperature", "topP", "topK", "seed",
-    "presencePenalty", "frequencyPenalty", "responseLogprobs", "logprobs",
-    "thinkingConfig", "responseModalities", "mediaResolution", "speechConfig",
+    "stopSequences",
+    "responseMimeType",
+    "responseSchema",
+    "responseJsonSchema",
+    "candidateCount",
+    "maxOutputTokens",
+    "temperature",
+    "topP",
+    "topK",
+    "seed",
+    "presencePenalty",
+    "frequencyPenalty",
+    "responseLogprobs",
+    "logprobs",
+    "thinkingConfig",
+    "responseModalities",
+    "mediaResolution",
+    "speechConfig",
+}
+# The fields of the Schema object (an OpenAPI subset) that `responseSchema` takes; anything
+# else, such as additionalProperties, is refused (responseJsonSchema takes JSON Schema).
+SCHEMA_FIELDS = {
+    "type",
+    "format",
+    "title",
+    "description",
+    "nullable",
+    "enum",
+    "maxItems",
+    "minItems",
+    "properties",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "example",
+    "anyOf",
+    "propertyOrdering",
+    "default",
+    "items",
+    "minimum",
+    "maximum",
 }
 THINKING_RE = re.compile(r"^gemini-(2\.5-(flash|pro)(?!-lite)|[3-9])")
-STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
-                500: "INTERNAL", 503: "UNAVAILABLE"}
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 
 
 def camel(name: str) -> str:
@@ -75,19 +125,30 @@ class GeminiFile:
     created_at: float
 
     def to_json(self) -> dict:
-        out = {"name": f"files/{self.id}", "displayName": self.display_name,
-               "mimeType": self.mime_type, "sizeBytes": str(len(self.data)),
-               "createTime": timestamp(self.created_at),
-               "updateTime": timestamp(self.created_at),
-               "expirationTime": timestamp(self.created_at + EXPIRY_S), "state": "ACTIVE",
-               "source": self.source, "uri": f"files/{self.id}"}
+        out = {
+            "name": f"files/{self.id}",
+            "displayName": self.display_name,
+            "mimeType": self.mime_type,
+            "sizeBytes": str(len(self.data)),
+            "createTime": timestamp(self.created_at),
+            "updateTime": timestamp(self.created_at),
+            "expirationTime": timestamp(self.created_at + EXPIRY_S),
+            "state": "ACTIVE",
+            "source": self.source,
+            "uri": f"files/{self.id}",
+        }
         if self.source == "GENERATED":
             out["downloadUri"] = f"files/{self.id}:download?alt=media"
         return out
 
 
-def store_file(state: SandboxState, data: bytes, display_name: str, source: str,
-               mime_type: str = "application/jsonl") -> GeminiFile:
+def store_file(
+    state: SandboxState,
+    data: bytes,
+    display_name: str,
+    source: str,
+    mime_type: str = "application/jsonl",
+) -> GeminiFile:
     """A Files API file, kept for 48 hours."""
     record = GeminiFile(new_id("f"), data, display_name, mime_type, source, state.now())
     with state.lock:
@@ -127,24 +188,61 @@ def check_request(request: object) -> str | None:
     config = normalized(body.get("generationConfig"))
     unknown = sorted(set(config) - GENERATION_FIELDS)
     if unknown:
-        return (f'Invalid JSON payload received. Unknown name "{unknown[0]}" at '
-                "'generation_config': Cannot find field.")
-    if config.get("responseSchema") and config.get("responseMimeType") != "application/json":
-        return "responseSchema requires responseMimeType to be application/json."
+        return (
+            f'Invalid JSON payload received. Unknown name "{unknown[0]}" at '
+            "'generation_config': Cannot find field."
+        )
+    schema = config.get("responseSchema") or config.get("responseJsonSchema")
+    if schema and config.get("responseMimeType") not in ("application/json", "text/x.enum"):
+        return "A response schema needs responseMimeType application/json."
+    bad = _schema_problem(config.get("responseSchema"), "generation_config.response_schema")
+    return bad
+
+
+def _schema_problem(schema: object, where: str) -> str | None:
+    """The first keyword of `schema` that the Schema object does not have, as the service
+    words it; None when every keyword is known."""
+    if not isinstance(schema, dict):
+        return None
+    for key, value in schema.items():
+        if camel(key) not in SCHEMA_FIELDS:
+            return (
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}': "
+                "Cannot find field."
+            )
+        children = (
+            value.values()
+            if key == "properties" and isinstance(value, dict)
+            else (
+                value
+                if key == "anyOf" and isinstance(value, list)
+                else [value]
+                if key == "items"
+                else []
+            )
+        )
+        for child in children:
+            problem = _schema_problem(child, f"{where}.{key}")
+            if problem:
+                return problem
     return None
 
 
 def contents_text(body: dict) -> tuple[str, list[dict]]:
     """(system text, messages with role/content) of a request, for counting and answering."""
     system = normalized(body.get("systemInstruction"))
-    system_text = "\n".join(text_of(p.get("text")) for p in system.get("parts") or []
-                            if isinstance(p, dict))
+    system_text = "\n".join(
+        text_of(p.get("text")) for p in system.get("parts") or [] if isinstance(p, dict)
+    )
     messages = []
     for content in body.get("contents") or []:
         if not isinstance(content, dict):
             continue
-        text = "\n".join(text_of(p.get("text")) for p in content.get("parts") or []
-                         if isinstance(p, dict) and "text" in p)
+        text = "\n".join(
+            text_of(p.get("text"))
+            for p in content.get("parts") or []
+            if isinstance(p, dict) and "text" in p
+        )
         role = "assistant" if content.get("role") == "model" else "user"
         messages.append({"role": role, "content": text})
     return system_text, messages
@@ -176,8 +274,11 @@ class GeminiBatch:
             return "BATCH_STATE_FAILED" if now >= t.validated else "BATCH_STATE_PENDING"
         outcome = t.outcome()
         if now >= t.ended():
-            return {"done": "BATCH_STATE_SUCCEEDED", "expired": "BATCH_STATE_EXPIRED",
-                    "cancelled": "BATCH_STATE_CANCELLED"}[outcome]
+            return {
+                "done": "BATCH_STATE_SUCCEEDED",
+                "expired": "BATCH_STATE_EXPIRED",
+                "cancelled": "BATCH_STATE_CANCELLED",
+            }[outcome]
         return "BATCH_STATE_PENDING" if now < t.validated else "BATCH_STATE_RUNNING"
 
     def materialize(self, state: SandboxState) -> None:
@@ -205,25 +306,38 @@ class GeminiBatch:
         t = self.timeline
         total = len(self.lines)
         done = self.counts["ok"] + self.counts["failed"] if self.materialized else 0
-        stats = {"requestCount": str(total), "successfulRequestCount": str(self.counts["ok"]),
-                 "failedRequestCount": str(self.counts["failed"]),
-                 "pendingRequestCount": str(0 if ended else total - done)}
-        meta = {"@type": BATCH_TYPE, "name": self.name, "model": self.model,
-                "displayName": self.display_name,
-                "inputConfig": {"fileName": f"files/{self.file_name}"},
-                "createTime": timestamp(t.created), "updateTime": timestamp(now),
-                "batchStats": stats, "state": state, "priority": "0"}
+        stats = {
+            "requestCount": str(total),
+            "successfulRequestCount": str(self.counts["ok"]),
+            "failedRequestCount": str(self.counts["failed"]),
+            "pendingRequestCount": str(0 if ended else total - done),
+        }
+        meta = {
+            "@type": BATCH_TYPE,
+            "name": self.name,
+            "model": self.model,
+            "displayName": self.display_name,
+            "inputConfig": {"fileName": f"files/{self.file_name}"},
+            "createTime": timestamp(t.created),
+            "updateTime": timestamp(now),
+            "batchStats": stats,
+            "state": state,
+            "priority": "0",
+        }
         op: dict = {"name": self.name, "metadata": meta}
         if ended:
-            meta["endTime"] = timestamp(min(now, t.ended() if self.failure is None
-                                            else t.validated))
+            meta["endTime"] = timestamp(
+                min(now, t.ended() if self.failure is None else t.validated)
+            )
             op["done"] = True
             if self.failure is not None:
                 op["error"] = status(400, self.failure)
             elif self.output_file:
                 meta["output"] = {"responsesFile": f"files/{self.output_file}"}
-                op["response"] = {"@type": OUTPUT_TYPE,
-                                  "responsesFile": f"files/{self.output_file}"}
+                op["response"] = {
+                    "@type": OUTPUT_TYPE,
+                    "responsesFile": f"files/{self.output_file}",
+                }
             else:
                 op["response"] = {"@type": OUTPUT_TYPE}
         return op
@@ -238,8 +352,10 @@ def run_request(state: SandboxState, batch: GeminiBatch, line: dict, at: float) 
         return {**out, "error": status(400, problem)}
     model = batch.model.removeprefix("models/")
     if state.faults.fire("request_error", "google", model=model, key=(batch.id, key)):
-        return {**out, "error": status(500, "An internal error has occurred (injected by the "
-                                             "sandbox).")}
+        return {
+            **out,
+            "error": status(500, "An internal error has occurred (injected by the sandbox)."),
+        }
     body = normalized(line["request"])
     config = normalized(body.get("generationConfig"))
     system, messages = contents_text(body)
@@ -250,15 +366,24 @@ def run_request(state: SandboxState, batch: GeminiBatch, line: dict, at: float) 
         return {**out, "error": status(400, reply.error_message or "no answer")}
     parts = tuple(p for p in (system, *(m["content"] for m in messages)) if p)
     miss = state.faults.fire("cache_miss", "google", model=model) is not None
-    prompt, cached = gemini_cached_tokens(state.gemini_cache, model, parts, at,
-                                          state.config.gemini_cache_ttl_s,
-                                          gemini_min_cache(state, model), miss)
+    prompt, cached = gemini_cached_tokens(
+        state.gemini_cache,
+        model,
+        parts,
+        at,
+        state.config.gemini_cache_ttl_s,
+        gemini_min_cache(state, model),
+        miss,
+    )
     thoughts = thinking_tokens(model, config, query.digest)
     limit = config.get("maxOutputTokens")
     text, visible, cut = clip(reply.text, thoughts, limit)
-    usage = {"promptTokenCount": prompt, "candidatesTokenCount": visible,
-             "totalTokenCount": prompt + visible + thoughts,
-             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]}
+    usage = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": visible,
+        "totalTokenCount": prompt + visible + thoughts,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+    }
     if cached:
         usage["cachedContentTokenCount"] = cached
         usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
@@ -266,10 +391,13 @@ def run_request(state: SandboxState, batch: GeminiBatch, line: dict, at: float) 
         usage["thoughtsTokenCount"] = thoughts
     state.ledger.bill("google", batch.id, str(key), model, usage, google_kinds(usage))
     content: dict = {"role": "model", "parts": [{"text": text}] if text else []}
-    candidate = {"content": content, "finishReason": "MAX_TOKENS" if cut else "STOP",
-                 "index": 0}
-    response = {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model,
-                "responseId": new_id("resp-")}
+    candidate = {"content": content, "finishReason": "MAX_TOKENS" if cut else "STOP", "index": 0}
+    response = {
+        "candidates": [candidate],
+        "usageMetadata": usage,
+        "modelVersion": model,
+        "responseId": new_id("resp-"),
+    }
     return {**out, "response": response}
 
 
@@ -308,21 +436,32 @@ def google_kinds(usage: dict) -> dict[str, int]:
     """Token kinds of a usageMetadata: prompt includes cached; thoughts are billed as output."""
     cached = usage.get("cachedContentTokenCount", 0)
     thoughts = usage.get("thoughtsTokenCount", 0)
-    return {"input": usage["promptTokenCount"] - cached, "cache_read": cached,
-            "cache_write_5m": 0, "cache_write_1h": 0,
-            "output": usage.get("candidatesTokenCount", 0) + thoughts, "reasoning": thoughts}
+    return {
+        "input": usage["promptTokenCount"] - cached,
+        "cache_read": cached,
+        "cache_write_5m": 0,
+        "cache_write_1h": 0,
+        "output": usage.get("candidatesTokenCount", 0) + thoughts,
+        "reasoning": thoughts,
+    }
 
 
-def create_batch(state: SandboxState, model: str, display_name: str, file_id: str,
-                 data: bytes) -> GeminiBatch:
+def create_batch(
+    state: SandboxState, model: str, display_name: str, file_id: str, data: bytes
+) -> GeminiBatch:
     """Plan a job over the file's lines; a file that is not JSONL fails the job."""
     lines, failure = parse_lines(data)
     slow = state.faults.fire("slow", "google")
     expire = state.faults.fire("expire", "google")
     if state.faults.fire("invalid_batch", "google"):
         failure = "The batch input was rejected (injected by the sandbox)."
-    timeline = Timeline.plan(state.now(), len(lines), state.config,
-                             slow.factor if slow else 1.0, expire.after if expire else None)
+    timeline = Timeline.plan(
+        state.now(),
+        len(lines),
+        state.config,
+        slow.factor if slow else 1.0,
+        expire.after if expire else None,
+    )
     timeline.expires = timeline.created + EXPIRY_S
     batch = GeminiBatch(new_id("b"), model, display_name, file_id, lines, timeline, failure)
     state.ledger.submitted("google", [str(line.get("key")) for line in lines])
