@@ -92,7 +92,7 @@ def test_stats_and_billing_ledger_add_up(sandbox, oai, ant):
     batch = ant.messages.batches.create(requests=[ant_request("a-1", "x")])
     wait_anthropic(ant, batch.id)
     stats = sandbox.stats()
-    assert stats["batches_created"] == {"openai": 1, "anthropic": 1}
+    assert stats["batches_created"] == {"openai": 1, "anthropic": 1, "google": 0}
     assert stats["submissions"]["openai"] == {"r0": 1, "r1": 1, "r2": 1}
     assert stats["duplicates"] == {"openai": [], "anthropic": [], "google": []}
     rows = sandbox.billed()
