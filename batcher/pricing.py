@@ -39,6 +39,33 @@ DEFAULT_WRITE_RATIO = {
 }
 
 
+# Batch price / standard price by provider, for models whose genai-prices entry has no batch
+# prices: the providers' documented batch discounts (OpenAI, Anthropic and Gemini batch docs:
+# 50%). A provider not listed gets no discount (1), which never understates a cost; the spec's
+# [batching] batch_factors override these.
+BATCH_FACTOR = {"openai": Decimal("0.5"), "anthropic": Decimal("0.5"), "google": Decimal("0.5")}
+
+
+def batch_factor(provider: str, spec: JobSpec | None = None) -> Decimal:
+    """The factor applied to standard prices for a batch request when the table lacks batch
+    prices: the spec's `[batching] batch_factors`, else BATCH_FACTOR, else 1."""
+    given = spec.batching.batch_factors.get(provider) if spec is not None else None
+    if given is not None:
+        return Decimal(str(given))
+    return BATCH_FACTOR.get(provider, Decimal(1))
+
+
+@lru_cache(maxsize=4096)
+def has_batch_prices(provider: str, model: str, when: datetime) -> bool:
+    """Whether genai-prices gives `provider:model` batch prices of its own at `when`."""
+    snapshot = data_snapshot.get_snapshot()
+    try:
+        _, info = snapshot.find_provider_model(model, None, provider, None)
+    except LookupError:
+        raise unknown_model_error(provider, model) from None
+    return info.get_prices(when, BATCH_CONTEXT) != info.get_prices(when, None)
+
+
 class AttemptCosts(NamedTuple):
     """What one attempt cost and what it would have cost otherwise, in picodollars.
 
@@ -173,7 +200,11 @@ def price_usd(
     override = spec.pricing.get(f"{provider}:{model}") if spec is not None else None
     if override is not None:
         return _override_usd(override, provider, usage, batch)
-    return _genai_usd(provider, model, _key(usage), batch, _minute(when))
+    minute = _minute(when)
+    if batch and not has_batch_prices(provider, model, minute):
+        standard = _genai_usd(provider, model, _key(usage), False, minute)
+        return standard * batch_factor(provider, spec)
+    return _genai_usd(provider, model, _key(usage), batch, minute)
 
 
 def attempt_costs(
@@ -246,7 +277,11 @@ def unit_prices(
     """
     override = spec.pricing.get(f"{provider}:{model}") if spec is not None else None
     if override is None:
-        return _genai_unit_prices(provider, model, batch, _minute(when))
+        minute = _minute(when)
+        if batch and not has_batch_prices(provider, model, minute):
+            return _scaled(_genai_unit_prices(provider, model, False, minute),
+                           batch_factor(provider, spec))  # fmt: skip
+        return _genai_unit_prices(provider, model, batch, minute)
 
     def one(**tokens: int) -> Decimal:
         return _override_usd(override, provider, Usage(**tokens), batch)
@@ -258,6 +293,17 @@ def unit_prices(
         cache_write_1h=one(input_tokens=1, cache_write_1h_tokens=1),
         output=one(output_tokens=1),
         tier_start=None,
+    )
+
+
+def _scaled(units: UnitPrices, factor: Decimal) -> UnitPrices:
+    return UnitPrices(
+        input=units.input * factor,
+        cache_read=units.cache_read * factor,
+        cache_write_5m=units.cache_write_5m * factor,
+        cache_write_1h=units.cache_write_1h * factor,
+        output=units.output * factor,
+        tier_start=units.tier_start,
     )
 
 

@@ -134,6 +134,8 @@ class Batching(_Strict):
     anthropic_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, le=256 * 1024 * 1024)
     google_max_requests: int = Field(default=100_000, ge=1, le=100_000)
     google_max_bytes: int = Field(default=2 * 1024**3, ge=1, le=2 * 1024**3)
+    # provider -> batch price / standard price, for models without batch prices in genai-prices
+    batch_factors: dict[str, Annotated[float, Field(gt=0, le=1)]] = {}
 
 
 class Polling(_Strict):

@@ -179,3 +179,28 @@ def test_inconsistent_usage_is_refused():
         unit_prices("openai", "gpt-5-nano", batch=True, when=WHEN).cost(
             Usage(input_tokens=10, cache_read_tokens=20)
         )
+
+
+def test_gemini_batch_halves_input_and_output_but_not_cache_reads():
+    usage = Usage(input_tokens=1_000_000, cache_read_tokens=400_000, output_tokens=100_000)
+    standard = price_usd("google", "gemini-2.5-flash", usage, batch=False, when=WHEN)
+    batch = price_usd("google", "gemini-2.5-flash", usage, batch=True, when=WHEN)
+    # 600k plain input at $0.30/M, 400k cached at $0.03/M, 100k output at $2.50/M; batch
+    # halves input and output, and cached tokens cost what they cost outside batches.
+    assert standard == Decimal("0.18") + Decimal("0.012") + Decimal("0.25")
+    assert batch == Decimal("0.09") + Decimal("0.012") + Decimal("0.125")
+    units = unit_prices("google", "gemini-2.5-flash", batch=True, when=WHEN)
+    assert units.cost(usage) == batch
+
+
+def test_a_model_without_batch_prices_gets_its_providers_factor_from_the_spec():
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    standard = price_usd("x-ai", "grok-4-1-fast", usage, batch=False, when=WHEN)
+    # No documented factor for this provider here: no discount rather than a guessed one.
+    assert price_usd("x-ai", "grok-4-1-fast", usage, batch=True, when=WHEN) == standard
+    half = spec(batching={"batch_factors": {"x-ai": 0.5}})
+    assert price_usd("x-ai", "grok-4-1-fast", usage, batch=True, when=WHEN, spec=half) == (
+        standard / 2
+    )
+    units = unit_prices("x-ai", "grok-4-1-fast", batch=True, when=WHEN, spec=half)
+    assert units.cost(usage) == standard / 2
