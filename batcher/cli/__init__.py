@@ -66,7 +66,7 @@ def cli() -> None:
     Examples:
       batcher ingest jobs/example.toml                 # check and store the input
       batcher plan jobs/example.toml --input in.jsonl  # what would be sent, at what cost
-      batcher sandbox --port 8765                      # local stand-in for both providers
+      batcher sandbox --port 8765                      # local stand-in for the providers
     """
 
 

@@ -1,4 +1,4 @@
-"""`batcher sandbox`: serve the local stand-in for both providers' batch APIs."""
+"""`batcher sandbox`: serve the local stand-in for the providers' batch APIs."""
 
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ from batcher.cli import cli, handle_errors
 )
 @handle_errors
 def sandbox(host, port, replay, model_map, faults, speed):
-    """Serve a local stand-in for the OpenAI and Anthropic batch APIs (foreground).
+    """Serve a local stand-in for the OpenAI, Anthropic and Gemini batch APIs (foreground).
 
-    Point the SDKs at it with OPENAI_BASE_URL=http://HOST:PORT/v1 and
-    ANTHROPIC_BASE_URL=http://HOST:PORT; any API key is accepted.
+    Point the SDKs at it with OPENAI_BASE_URL=http://HOST:PORT/v1,
+    ANTHROPIC_BASE_URL=http://HOST:PORT and GOOGLE_GEMINI_BASE_URL=http://HOST:PORT/gemini;
+    any API key is accepted.
     """
     from batcher.sandbox import serve
 
