@@ -137,3 +137,26 @@ def test_cancelled_run_cancels_the_job(db, sandbox, clients, tmp_path):
     assert batches(db, run_id)[0]["raw_status"] == "JOB_STATE_CANCELLED"
     assert sandbox.billed() == []
     check_accounted(db, run_id, sandbox, 5)
+
+
+def test_responses_file_gone_sends_every_request_again(db, sandbox, clients, tmp_path):
+    from google import genai
+    from google.genai import types
+
+    job = load_spec(write_job(tmp_path, 3, spec=GEMINI_SPEC))
+    run_id = engine.start_run(db, job, job.input_file())
+    engine.drive_run(db, run_id, clients=clients, poll=POLL, submit_only=True)
+    gem = genai.Client(
+        api_key="k", http_options=types.HttpOptions(base_url=sandbox.gemini_base_url)
+    )
+    name = batches(db, run_id)[0]["provider_batch_id"]
+    deadline = time.monotonic() + 20
+    while not (remote := gem.batches.get(name=name)).done:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    gem.files.delete(name=remote.dest.file_name)  # expired (48 h) or deleted before we read it
+    outcome = engine.resume_run(db, run_id, clients=clients, poll=POLL)
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    first, second = batches(db, run_id)
+    assert first["n_errored"] == 3 and second["n_succeeded"] == 3
+    assert {a["error_code"] for a in attempts(db, run_id)} == {"missing_result", None}
