@@ -160,6 +160,7 @@ def request_from(
         params=params,
         cache_key=cache_key,
         cache_ttl=cache_ttl,
+        json_schema=spec.validation.json_schema,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import orjson
 import pytest
 from engine_helpers import (  # noqa: F401 - fixtures
     GEMINI_SPEC,
@@ -160,3 +161,22 @@ def test_responses_file_gone_sends_every_request_again(db, sandbox, clients, tmp
     first, second = batches(db, run_id)
     assert first["n_errored"] == 3 and second["n_succeeded"] == 3
     assert {a["error_code"] for a in attempts(db, run_id)} == {"missing_result", None}
+
+
+def test_validation_json_schema_is_sent_as_gemini_structured_output(db, sandbox, clients, tmp_path):
+    schema = (
+        '{ type = "object", required = ["label"], additionalProperties = false, '
+        'properties = { label = { enum = ["billing", "technical", "account"] } } }'
+    )
+    spec = GEMINI_SPEC.replace(
+        '[validation]\nlabels = ["billing", "technical", "account"]',
+        "[validation]\njson_schema = " + schema.replace("{", "{{").replace("}", "}}"),
+    )  # doubled braces: write_job fills the spec in with str.format
+    run_id, outcome = run_job(db, clients, tmp_path, 3, spec=spec)
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    assert items_by_status(db, run_id) == {"succeeded": 3}
+    assert {a["tier"] for a in attempts(db, run_id)} == {"nano"}  # valid at the first try
+    with open(batches(db, run_id)[0]["path"], "rb") as f:
+        config = orjson.loads(f.readline())["request"]["generationConfig"]
+    assert config["responseMimeType"] == "application/json"
+    assert config["responseJsonSchema"]["additionalProperties"] is False

@@ -29,6 +29,7 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)  # passed through (response_format...)
     cache_key: str | None = None  # the cache group: OpenAI prompt_cache_key
     cache_ttl: Literal["5m", "1h"] | None = None  # Anthropic: cache_control on the system block
+    json_schema: dict[str, Any] | None = None  # the spec's [validation].json_schema
 
 
 @dataclass(slots=True)

@@ -76,6 +76,9 @@ def render_request(request: Request) -> dict[str, Any]:
     config: dict[str, Any] = {"maxOutputTokens": request.max_tokens}
     if request.temperature is not None:
         config["temperature"] = request.temperature
+    if request.json_schema is not None:
+        config["responseMimeType"] = "application/json"
+        config["responseJsonSchema"] = request.json_schema
     for key, value in request.params.items():
         if key == "response_format":
             config.update(_schema_config(value))
@@ -88,9 +91,9 @@ def render_request(request: Request) -> dict[str, Any]:
 
 
 def _schema_config(response_format: Any) -> dict[str, Any]:
-    """OpenAI's response_format as Gemini JSON mode: `responseJsonSchema` takes a JSON Schema
-    as written (the older `responseSchema` is an OpenAPI subset that refuses keywords such as
-    additionalProperties)."""
+    """OpenAI's response_format as Gemini JSON mode. The spec's JSON Schema goes to
+    `responseJsonSchema`, which takes JSON Schema as written (the older `responseSchema` is
+    an OpenAPI subset that refuses keywords such as additionalProperties)."""
     if not isinstance(response_format, dict):
         return {}
     config: dict[str, Any] = {"responseMimeType": "application/json"}
