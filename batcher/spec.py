@@ -84,7 +84,8 @@ class Rule(_Strict):
 
 class Routing(_Strict):
     classifier: str = "heuristic"  # or "fixed:TIER"
-    ladder: list[str] = ["nano", "mid", "frontier"]  # escalation order, cheapest first
+    # escalation order, cheapest first; unset, the spec's tiers in the order written
+    ladder: list[str] = []
     rules: list[Rule] = []
     high_keywords: list[str] = HIGH_KEYWORDS
     low_keywords: list[str] = LOW_KEYWORDS
@@ -186,6 +187,18 @@ class JobSpec(_Strict):
         if not tiers:
             raise ValueError('name at least one tier, e.g. nano = "openai:gpt-5-nano"')
         return tiers
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_ladder(cls, data: Any) -> Any:
+        """Without `routing.ladder`, escalation climbs the tiers in spec order, so a one- or
+        two-tier spec needs no ladder of its own."""
+        if not isinstance(data, dict) or not isinstance(data.get("tiers"), dict):
+            return data
+        routing = data.get("routing", {})
+        if isinstance(routing, dict) and not routing.get("ladder"):
+            data = {**data, "routing": {**routing, "ladder": list(data["tiers"])}}
+        return data
 
     @model_validator(mode="after")
     def _tiers_exist(self) -> JobSpec:

@@ -226,8 +226,20 @@ def test_parse_spec_validates_a_mapping():
         {"name": "x", "tiers": {"a": "openai:gpt-5-nano"}, "routing": {"ladder": ["a"]}}
     )
     assert isinstance(spec, JobSpec) and spec.frontier_tier == "a"
-    with pytest.raises(SpecError, match=r"^<spec>: routing\.ladder\[0\]: 'nano' is not a tier"):
-        parse_spec({"name": "x", "tiers": {"a": "openai:gpt-5-nano"}})
+    with pytest.raises(SpecError, match=r"^<spec>: routing\.ladder\[1\]: 'b' is not a tier"):
+        parse_spec(
+            {"name": "x", "tiers": {"a": "openai:gpt-5-nano"}, "routing": {"ladder": ["a", "b"]}}
+        )
+
+
+def test_one_and_two_tier_specs_need_no_ladder(tmp_path):
+    one = load_spec(write_spec(tmp_path, 'name = "x"\n[tiers]\nonly = "openai:gpt-5-mini"\n'))
+    assert one.routing.ladder == ["only"] and one.frontier_tier == "only"
+    two = parse_spec(
+        {"name": "x", "tiers": {"big": "anthropic:claude-sonnet-4-5", "small": "openai:gpt-5-nano"}}
+    )
+    assert two.routing.ladder == ["big", "small"]  # spec order, as written
+    assert spec_from_snapshot(two.snapshot()).routing.ladder == ["big", "small"]
 
 
 def test_unknown_key_inside_a_table_of_tables(tmp_path):
