@@ -27,6 +27,7 @@ from batcher.errors import BatcherError, UsageError
 from batcher.money import to_usd
 from batcher.states import ITEM_TERMINAL, RUN_TERMINAL, AttemptStatus, ItemStatus
 from batcher.store.models import TABLES
+from batcher.store.runs import was_submitted
 from batcher.tokens import count_tokens
 
 FORMATS = ("table", "json", "csv", "md", "html")
@@ -225,7 +226,8 @@ def select_runs(
     since: datetime | None = None,
 ) -> list[int]:
     """Ids of the runs to report, oldest first: RUN itself; else the runs of `job` and/or
-    created at or after `since`; else the latest run.
+    created at or after `since`; else the latest run. Without RUN, only runs that sent
+    something count (`batcher.store.runs.was_submitted`): a plan never sent is no result.
 
     Raises UsageError when nothing matches, or when RUN is combined with a filter.
     """
@@ -236,13 +238,13 @@ def select_runs(
     if run_id is not None:
         query = sa.select(run.c.id).where(run.c.id == run_id)
     elif filtered:
-        query = sa.select(run.c.id).order_by(run.c.created_at, run.c.id)
+        query = sa.select(run.c.id).where(was_submitted()).order_by(run.c.created_at, run.c.id)
         if job is not None:
             query = query.where(run.c.job_name == job)
         if since is not None:
             query = query.where(run.c.created_at >= since)
     else:
-        query = sa.select(run.c.id).order_by(run.c.id.desc()).limit(1)
+        query = sa.select(run.c.id).where(was_submitted()).order_by(run.c.id.desc()).limit(1)
     with db.connect() as conn:
         ids = list(conn.execute(query).scalars())
     if ids:

@@ -1,5 +1,5 @@
 """`batcher plan`: the tier split, groups, batches and estimate; --json; the budget refusal
-(exit 2, by how much) with the run kept planned."""
+(exit 2, by how much); a plan is a dry run that leaves nothing in the database."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from batcher.cli import cli
-from batcher.estimate import estimate_run
+from batcher.planner import plan_input
 from batcher.spec import load_spec
 from batcher.store import TABLES, open_store
 
@@ -49,13 +49,9 @@ def run(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-def run_status(url: str, run_id: int) -> str:
-    engine = open_store(url)
-    with engine.connect() as conn:
-        run_table = TABLES["run"]
-        return conn.execute(
-            sa.select(run_table.c.status).where(run_table.c.id == run_id)
-        ).scalar_one()
+def run_count(url: str) -> int:
+    with open_store(url).connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(TABLES["run"])).scalar_one()
 
 
 def test_plan_shows_tiers_groups_batches_and_estimate(job, sqlite_url, monkeypatch):
@@ -76,21 +72,27 @@ def test_plan_shows_tiers_groups_batches_and_estimate(job, sqlite_url, monkeypat
     assert "classifier: 2+ high keywords" in out
     assert "all frontier, synchronous, no cache" in out and "(this plan)" in out
     assert "Expected cached share of input tokens: 0.0%" in out
-    assert "Run 1 is planned (3 items); `batcher resume 1` submits it." in out
-    assert run_status(sqlite_url, 1) == "planned"
+    assert out.endswith(
+        "Planned 3 items; nothing was stored or sent: `batcher run job.toml` plans the same "
+        "and submits it.\n"
+    )
+    assert run_count(sqlite_url) == 0
+    assert not list((job / "state").glob("batches/*/*"))  # the batch files went with it
 
 
 def test_plan_json_matches_the_library(job, sqlite_url):
     result = run("plan", "job.toml", "--db", sqlite_url, "--json", "--output-tokens", "50")
     assert result.exit_code == 0, result.output
     data = orjson.loads(result.stdout)
-    assert (data["run"], data["status"], data["items"]) == (1, "planned", 3)
+    assert (data["stored"], data["items"]) == (False, 3)
     assert sorted((b["model"], b["lines"]) for b in data["batches"]) == [
         ("claude-sonnet-4-6", 1),
         ("gpt-5-nano", 2),
     ]
     assert {t["tier"]: t["items"] for t in data["tiers"]} == {"nano": 2, "frontier": 1}
-    est = estimate_run(open_store(sqlite_url), 1, load_spec(job / "job.toml"), output_tokens=50)
+    engine = open_store(sqlite_url)
+    report = plan_input(engine, load_spec(job / "job.toml"), "in.jsonl", output_tokens=50)
+    est = report.estimate  # what `batcher run` plans and checks the budget against
     assert data["estimate"]["estimate_usd"] == str(est.cost_usd)
     assert data["estimate"]["output_tokens"] == 150
     scenarios = {k: Decimal(v) for k, v in data["estimate"]["scenarios_usd"].items()}
@@ -98,13 +100,13 @@ def test_plan_json_matches_the_library(job, sqlite_url):
     assert scenarios["batch"] * 2 == scenarios["frontier_sync"]
 
 
-def test_over_budget_refuses_with_exit_2_and_keeps_the_plan(job, sqlite_url):
+def test_over_budget_refuses_with_exit_2_and_stores_nothing(job, sqlite_url):
     result = run("plan", "job.toml", "--db", sqlite_url, "--max-usd", "0.000001")
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: the estimate $")
     assert "over the budget of $0.000001 (--max-usd); nothing was submitted" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert run_status(sqlite_url, 1) == "planned"
+    assert run_count(sqlite_url) == 0
 
 
 def test_spec_budget_applies_without_the_option(job, sqlite_url):

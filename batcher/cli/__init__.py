@@ -79,5 +79,6 @@ from batcher.cli import ingest as _ingest  # noqa: E402, F401
 from batcher.cli import plan as _plan  # noqa: E402, F401
 from batcher.cli import report as _report  # noqa: E402, F401
 from batcher.cli import run as _run  # noqa: E402, F401
+from batcher.cli import runs as _runs  # noqa: E402, F401
 from batcher.cli import sandbox as _sandbox  # noqa: E402, F401
 from batcher.cli import schedule as _schedule  # noqa: E402, F401

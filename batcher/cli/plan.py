@@ -64,8 +64,7 @@ def _model_rows(est) -> list[dict]:
 def _to_json(report) -> dict:
     plan = report.plan
     return {
-        "run": report.run_id,
-        "status": "planned",
+        "stored": False,
         "items": report.n_items,
         "rejected": report.n_rejected,
         "tiers": plan.tiers,
@@ -75,7 +74,7 @@ def _to_json(report) -> dict:
     }
 
 
-def _print(report, spec) -> None:
+def _print(report, spec, job: str) -> None:
     plan, est = report.plan, report.estimate
     tiers = [{**row, "model": spec.tiers.get(row["tier"], "")} for row in plan.tiers]
     print_table(tiers, "Tiers", ["tier", "model", "reason", "items"])
@@ -91,13 +90,13 @@ def _print(report, spec) -> None:
         f"(assumed hit rate {est.hit_rate * 100:.0f}%)\n"
         f"Tokens: {est.input_tokens:,} input by {est.token_basis}; {est.output_tokens:,} "
         f"output by {est.output_basis}\n"
-        f"Run {report.run_id} is planned ({report.n_items:,} items"
+        f"Planned {report.n_items:,} items"
         + (
-            f", {report.n_rejected:,} rejected to {report.rejects_path}"
+            f" ({report.n_rejected:,} rejected to {report.rejects_path})"
             if report.n_rejected
             else ""
         )
-        + f"); `batcher resume {report.run_id}` submits it."
+        + f"; nothing was stored or sent: `batcher run {job}` plans the same and submits it."
     )
 
 
@@ -129,9 +128,12 @@ def plan(job, input_path, skip_invalid, max_usd, output_tokens, db, as_json):
     Routes every item to a tier (and says why), groups items that share a system prompt so
     the provider's prompt cache is reused, writes the batch files within the providers'
     limits, and estimates the cost next to the baselines: all-frontier synchronous with no
-    cache, then with batch, with caching, with routing, and all combined. Nothing is sent;
-    the run stays planned in the database for `batcher resume RUN` to submit. Exit code 2
-    when the estimate is over the budget (--max-usd, else the spec's max_usd).
+    cache, then with batch, with caching, with routing, and all combined.
+
+    A dry run: nothing is sent and nothing stays in the database, so reviewing a plan leaves
+    no run behind. `batcher run JOB` (or `submit JOB`) plans the same input the same way
+    (same code, same batches) and submits it. Exit code 2 when the estimate is over the
+    budget (--max-usd, else the spec's max_usd).
 
     \b
     Examples:
@@ -143,21 +145,26 @@ def plan(job, input_path, skip_invalid, max_usd, output_tokens, db, as_json):
     from batcher.planner import plan_input
     from batcher.spec import load_spec
     from batcher.store import open_store
+    from batcher.store.runs import delete_runs
 
     spec = load_spec(job)
     source = spec.input_file(input_path)
+    engine = open_store(db)
     report = plan_input(
-        open_store(db),
+        engine,
         spec,
         source,
         skip_invalid=skip_invalid,
         output_tokens=output_tokens,
         progress=_progress,
     )
+    # The plan is planned and estimated by the same code as `batcher run`, then dropped: a
+    # stored plan would go stale with the next edit of the spec, the input or the prices.
+    delete_runs(engine, [report.run_id])
     if as_json:
         print_json(_to_json(report))
     else:
-        _print(report, spec)
+        _print(report, spec, job)
     limit = max_usd if max_usd is not None else spec.max_usd
     where = "--max-usd" if max_usd is not None else f"{spec.path}: max_usd"
     check_budget(report.estimate, Decimal(str(limit)) if limit is not None else None, where)

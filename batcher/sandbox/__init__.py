@@ -13,5 +13,12 @@ from batcher.sandbox.config import SandboxConfig
 from batcher.sandbox.faults import FaultSpecError, parse_faults
 from batcher.sandbox.server import Sandbox, make_config, serve, start_sandbox
 
-__all__ = ["FaultSpecError", "Sandbox", "SandboxConfig", "make_config", "parse_faults", "serve",
-           "start_sandbox"]
+__all__ = [
+    "FaultSpecError",
+    "Sandbox",
+    "SandboxConfig",
+    "make_config",
+    "parse_faults",
+    "serve",
+    "start_sandbox",
+]

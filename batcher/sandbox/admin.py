@@ -18,6 +18,7 @@ def wrap(handler, state: SandboxState):
         except (ApiError, FaultSpecError, ValueError, TypeError) as err:
             status = err.status if isinstance(err, ApiError) else 400
             return JSONResponse({"error": str(err)}, status_code=status)
+
     return endpoint
 
 
@@ -53,8 +54,11 @@ async def get_stats(request: Request, state: SandboxState) -> Response:
 async def get_billed(request: Request, state: SandboxState) -> Response:
     """Per-request billing rows; filter with ?provider=&batch_id=&custom_id=."""
     state.tick()
-    filters = {k: v for k, v in request.query_params.items()
-               if k in ("provider", "batch_id", "custom_id", "model")}
+    filters = {
+        k: v
+        for k, v in request.query_params.items()
+        if k in ("provider", "batch_id", "custom_id", "model")
+    }
     with state.lock:
         rows = [r for r in state.ledger.billed if all(r[k] == v for k, v in filters.items())]
     return JSONResponse({"data": rows, "count": len(rows)})

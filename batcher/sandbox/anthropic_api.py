@@ -26,8 +26,11 @@ def _batch(state: SandboxState, batch_id: str) -> AnthropicBatch:
 async def create(request: Request, state: SandboxState) -> Response:
     size = int(request.headers.get("content-length") or 0)
     if size > state.config.anthropic_max_bytes:
-        raise ApiError(413, f"Request exceeds the maximum allowed size of "
-                       f"{state.config.anthropic_max_bytes} bytes.")
+        raise ApiError(
+            413,
+            f"Request exceeds the maximum allowed size of "
+            f"{state.config.anthropic_max_bytes} bytes.",
+        )
     body = await json_body(request)
     requests = validate_create(body, len(await request.body()), state.config)
     with state.lock:
@@ -35,8 +38,9 @@ async def create(request: Request, state: SandboxState) -> Response:
         payload = batch.to_json(state.now(), base_url(request))
         lost = state.faults.fire("create_lost", "anthropic")
     if lost:
-        raise ApiError(500, "Internal server error (the batch was created; injected by the "
-                       "sandbox).")
+        raise ApiError(
+            500, "Internal server error (the batch was created; injected by the sandbox)."
+        )
     return JSONResponse(payload)
 
 
@@ -53,8 +57,9 @@ async def cancel(request: Request, state: SandboxState) -> Response:
         batch = _batch(state, request.path_params["batch_id"])
         status = batch.timeline.anthropic_status(now)
         if status == "ended":
-            raise ApiError(400, f"Message batch {batch.id} has already ended and cannot be "
-                           "canceled.")
+            raise ApiError(
+                400, f"Message batch {batch.id} has already ended and cannot be canceled."
+            )
         if status == "in_progress":
             batch.timeline.cancel_requested = now
         return JSONResponse(batch.to_json(now, base_url(request)))
@@ -65,8 +70,11 @@ async def delete(request: Request, state: SandboxState) -> Response:
     with state.lock:
         batch = _batch(state, request.path_params["batch_id"])
         if batch.timeline.anthropic_status(now) != "ended":
-            raise ApiError(400, f"Message batch {batch.id} is still processing; cancel it and "
-                           "wait for it to end before deleting it.")
+            raise ApiError(
+                400,
+                f"Message batch {batch.id} is still processing; cancel it and "
+                "wait for it to end before deleting it.",
+            )
         del state.anthropic_batches[batch.id]
     return JSONResponse({"id": batch.id, "type": "message_batch_deleted"})
 
@@ -76,8 +84,9 @@ async def results(request: Request, state: SandboxState) -> Response:
     with state.lock:
         batch = _batch(state, request.path_params["batch_id"])
         if batch.timeline.anthropic_status(now) != "ended":
-            raise ApiError(400, f"Message batch {batch.id} has not ended; results are not "
-                           "available yet.")
+            raise ApiError(
+                400, f"Message batch {batch.id} has not ended; results are not available yet."
+            )
         data = batch.results
     return Response(data, media_type="application/binary")
 
@@ -93,9 +102,14 @@ async def list_batches(request: Request, state: SandboxState) -> Response:
         else:
             page, more = page_after(batches, request.query_params.get("after_id"), limit)
         data = [b.to_json(now, base_url(request)) for b in page]
-    return JSONResponse({"data": data, "has_more": more,
-                         "first_id": data[0]["id"] if data else None,
-                         "last_id": data[-1]["id"] if data else None})
+    return JSONResponse(
+        {
+            "data": data,
+            "has_more": more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
 
 
 ROUTES = [

@@ -25,21 +25,24 @@ OUTCOMES = ("succeeded", "errored", "canceled", "expired")
 def rfc3339(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def validate_create(body: dict, size: int, cfg) -> list[dict]:
     """The batch's requests, or ApiError 400/413 as the service answers at create time."""
     if size > cfg.anthropic_max_bytes:
-        raise ApiError(413, f"Request exceeds the maximum allowed size of "
-                       f"{cfg.anthropic_max_bytes} bytes.")
+        raise ApiError(
+            413, f"Request exceeds the maximum allowed size of {cfg.anthropic_max_bytes} bytes."
+        )
     requests = body.get("requests")
     if not isinstance(requests, list) or not requests:
         raise ApiError(400, "requests: List should have at least 1 item after validation")
     if len(requests) > cfg.anthropic_max_requests:
-        raise ApiError(400, f"requests: List should have at most {cfg.anthropic_max_requests} "
-                       f"items after validation, not {len(requests)}")
+        raise ApiError(
+            400,
+            f"requests: List should have at most {cfg.anthropic_max_requests} "
+            f"items after validation, not {len(requests)}",
+        )
     seen: set[str] = set()
     for index, item in enumerate(requests):
         _check_request(item, index, seen)
@@ -52,11 +55,17 @@ def _check_request(item: object, index: int, seen: set[str]) -> None:
         raise ApiError(400, f"{where}: Input should be a valid dictionary")
     custom_id = item.get("custom_id")
     if not isinstance(custom_id, str) or not CUSTOM_ID_RE.match(custom_id):
-        raise ApiError(400, f"{where}.custom_id: String should match pattern "
-                       f"'^[a-zA-Z0-9_-]{{1,64}}$' (got {custom_id!r})")
+        raise ApiError(
+            400,
+            f"{where}.custom_id: String should match pattern "
+            f"'^[a-zA-Z0-9_-]{{1,64}}$' (got {custom_id!r})",
+        )
     if custom_id in seen:
-        raise ApiError(400, f"{where}.custom_id: Duplicate custom_id {custom_id!r}; custom_id "
-                       "must be unique within a batch.")
+        raise ApiError(
+            400,
+            f"{where}.custom_id: Duplicate custom_id {custom_id!r}; custom_id "
+            "must be unique within a batch.",
+        )
     seen.add(custom_id)
     params = item.get("params")
     if not isinstance(params, dict):
@@ -65,8 +74,11 @@ def _check_request(item: object, index: int, seen: set[str]) -> None:
         raise ApiError(400, f"{where}.params.model: Field required")
     max_tokens = params.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise ApiError(400, f"{where}.params.max_tokens: Input should be greater than or equal "
-                       f"to 1 (got {max_tokens!r})")
+        raise ApiError(
+            400,
+            f"{where}.params.max_tokens: Input should be greater than or equal "
+            f"to 1 (got {max_tokens!r})",
+        )
     if not isinstance(params.get("messages"), list) or not params["messages"]:
         raise ApiError(400, f"{where}.params.messages: Field required")
     if params.get("stream"):
@@ -108,9 +120,12 @@ class AnthropicBatch:
         ended = status == "ended"
         counts = dict(self.counts) if ended else dict.fromkeys(OUTCOMES, 0)
         return {
-            "id": self.id, "type": "message_batch", "processing_status": status,
+            "id": self.id,
+            "type": "message_batch",
+            "processing_status": status,
             "request_counts": {"processing": 0 if ended else len(self.requests), **counts},
-            "created_at": rfc3339(t.created), "expires_at": rfc3339(t.expires),
+            "created_at": rfc3339(t.created),
+            "expires_at": rfc3339(t.expires),
             "ended_at": rfc3339(t.ended()) if ended else None,
             "cancel_initiated_at": rfc3339(t.cancel_requested),
             "archived_at": None,
@@ -119,8 +134,10 @@ class AnthropicBatch:
 
 
 def _errored(kind: str, message: str) -> dict:
-    return {"type": "errored", "error": {"type": "error", "error": {"type": kind,
-                                                                     "message": message}}}
+    return {
+        "type": "errored",
+        "error": {"type": "error", "error": {"type": kind, "message": message}},
+    }
 
 
 def run_request(state: SandboxState, batch_id: str, item: dict, at: float) -> dict:
@@ -139,17 +156,28 @@ def run_request(state: SandboxState, batch_id: str, item: dict, at: float) -> di
     if reply.text is None:
         return _errored(reply.error_type or "invalid_request_error", reply.error_message or "")
     text, out, cut = _clip(reply.text, params["max_tokens"])
-    usage = {"input_tokens": cache.input_tokens, "output_tokens": out,
-             "cache_creation_input_tokens": cache.write_5m + cache.write_1h,
-             "cache_read_input_tokens": cache.read,
-             "cache_creation": {"ephemeral_5m_input_tokens": cache.write_5m,
-                                "ephemeral_1h_input_tokens": cache.write_1h},
-             "service_tier": "batch"}
+    usage = {
+        "input_tokens": cache.input_tokens,
+        "output_tokens": out,
+        "cache_creation_input_tokens": cache.write_5m + cache.write_1h,
+        "cache_read_input_tokens": cache.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": cache.write_5m,
+            "ephemeral_1h_input_tokens": cache.write_1h,
+        },
+        "service_tier": "batch",
+    }
     state.ledger.bill("anthropic", batch_id, custom_id, model, usage, anthropic_kinds(usage))
-    message = {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
-               "model": model, "content": [{"type": "text", "text": text}],
-               "stop_reason": "max_tokens" if cut else "end_turn", "stop_sequence": None,
-               "usage": usage}
+    message = {
+        "id": "msg_" + uuid.uuid4().hex[:24],
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "max_tokens" if cut else "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
     return {"type": "succeeded", "message": message}
 
 
@@ -165,8 +193,13 @@ def create_batch(state: SandboxState, requests: list[dict]) -> AnthropicBatch:
         raise ApiError(400, "requests: the batch was rejected (injected by the sandbox).")
     slow = state.faults.fire("slow", "anthropic")
     expire = state.faults.fire("expire", "anthropic")
-    timeline = Timeline.plan(state.now(), len(requests), state.config,
-                             slow.factor if slow else 1.0, expire.after if expire else None)
+    timeline = Timeline.plan(
+        state.now(),
+        len(requests),
+        state.config,
+        slow.factor if slow else 1.0,
+        expire.after if expire else None,
+    )
     # Anthropic has no separate validating/finalizing status: both count as in_progress.
     batch = AnthropicBatch(new_id("msgbatch_"), requests, timeline)
     state.ledger.submitted("anthropic", [r["custom_id"] for r in requests])

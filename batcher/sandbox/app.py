@@ -26,15 +26,21 @@ def _check_auth(provider: str, request: Request, state: SandboxState) -> None:
         if "upload_id" in request.query_params:
             return
         if not (request.headers.get("x-goog-api-key") or request.query_params.get("key")):
-            raise ApiError(403, "Method doesn't allow unregistered callers (callers without "
-                           "established identity). Please use API Key or other form of API "
-                           "consumer identity to call this API.")
+            raise ApiError(
+                403,
+                "Method doesn't allow unregistered callers (callers without "
+                "established identity). Please use API Key or other form of API "
+                "consumer identity to call this API.",
+            )
         return
     bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     key = bearer or (request.headers.get("x-api-key", "") if provider == "anthropic" else "")
     if not key:
-        raise ApiError(401, "Missing API key: send 'Authorization: Bearer <key>'"
-                       + (" or 'x-api-key'." if provider == "anthropic" else "."))
+        raise ApiError(
+            401,
+            "Missing API key: send 'Authorization: Bearer <key>'"
+            + (" or 'x-api-key'." if provider == "anthropic" else "."),
+        )
 
 
 def _http_fault(state: SandboxState, provider: str, route: str) -> None:
@@ -45,12 +51,18 @@ def _http_fault(state: SandboxState, provider: str, route: str) -> None:
         headers = retry_headers(fault.retry_after) if status == 429 else {}
         if provider == "google":
             headers = {}  # Google says how long to wait in the error's RetryInfo, not headers
-        message = {429: "Rate limit reached (injected by the sandbox).",
-                   500: "The server had an error (injected by the sandbox).",
-                   529: "Overloaded (injected by the sandbox)."}[status]
-        raise ApiError(status, message, headers=headers,
-                       code="rate_limit_exceeded" if status == 429 else None,
-                       retry_after=fault.retry_after if status == 429 else None)
+        message = {
+            429: "Rate limit reached (injected by the sandbox).",
+            500: "The server had an error (injected by the sandbox).",
+            529: "Overloaded (injected by the sandbox).",
+        }[status]
+        raise ApiError(
+            status,
+            message,
+            headers=headers,
+            code="rate_limit_exceeded" if status == 429 else None,
+            retry_after=fault.retry_after if status == 429 else None,
+        )
 
 
 def _route_of(route: str, request: Request) -> str:
@@ -66,14 +78,18 @@ def wrap(provider: str, route: str, handler: Handler, state: SandboxState):
             return await handler(request, state)
         except ApiError as err:
             return error_response(provider, err)
+
     return endpoint
 
 
 def build_app(state: SandboxState) -> Starlette:
     """The sandbox's ASGI app over `state`."""
     routes = []
-    tables = (("openai", openai_api.ROUTES), ("anthropic", anthropic_api.ROUTES),
-              ("google", gemini_api.ROUTES))
+    tables = (
+        ("openai", openai_api.ROUTES),
+        ("anthropic", anthropic_api.ROUTES),
+        ("google", gemini_api.ROUTES),
+    )
     for provider, table in tables:
         for method, path, route, handler in table:
             routes.append(Route(path, wrap(provider, route, handler, state), methods=[method]))

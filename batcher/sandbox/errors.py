@@ -82,11 +82,18 @@ GOOGLE_STATUS = {
 
 def google_error(err: ApiError) -> dict:
     """Google's error envelope; a 429 says how long to wait in a RetryInfo detail."""
-    error: dict = {"code": err.status, "message": err.message,
-                   "status": GOOGLE_STATUS.get(err.status, "UNKNOWN")}
+    error: dict = {
+        "code": err.status,
+        "message": err.message,
+        "status": GOOGLE_STATUS.get(err.status, "UNKNOWN"),
+    }
     if err.retry_after is not None:
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                             "retryDelay": f"{err.retry_after:g}s"}]
+        error["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": f"{err.retry_after:g}s",
+            }
+        ]
     return {"error": error}
 
 

@@ -132,8 +132,9 @@ def _apply_option(fault: Fault, key: str, value: str) -> None:
         fault.rate = _fraction(value)
     elif key == "provider":
         if value not in PROVIDERS:
-            raise ValueError(f"provider must be one of {', '.join(sorted(PROVIDERS))}, "
-                             f"not {value!r}")
+            raise ValueError(
+                f"provider must be one of {', '.join(sorted(PROVIDERS))}, not {value!r}"
+            )
         fault.provider = value
     elif key == "route":
         routes = frozenset(value.split("|"))

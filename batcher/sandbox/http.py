@@ -45,8 +45,9 @@ async def multipart(request: Request) -> dict[str, FormPart]:
         name = _NAME.search(disposition)
         if name:
             filename = _FILENAME.search(disposition)
-            fields[name.group(1)] = FormPart(value.removesuffix(b"\r\n"),
-                                             filename.group(1) if filename else None)
+            fields[name.group(1)] = FormPart(
+                value.removesuffix(b"\r\n"), filename.group(1) if filename else None
+            )
     return fields
 
 
@@ -74,7 +75,7 @@ def page_after(items: list, after: str | None, limit: int, key=lambda x: x.id) -
     if after:
         ids = [key(item) for item in items]
         start = ids.index(after) + 1 if after in ids else len(items)
-    page = items[start:start + limit]
+    page = items[start : start + limit]
     return page, start + limit < len(items)
 
 

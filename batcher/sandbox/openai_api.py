@@ -15,11 +15,17 @@ MAX_METADATA = 16
 
 
 def file_json(record: FileRecord) -> dict:
-    return {"id": record.id, "object": "file", "bytes": len(record.data),
-            "created_at": int(record.created_at), "filename": record.filename,
-            "purpose": record.purpose, "status": "processed",
-            "expires_at": int(record.expires_at) if record.expires_at else None,
-            "status_details": None}
+    return {
+        "id": record.id,
+        "object": "file",
+        "bytes": len(record.data),
+        "created_at": int(record.created_at),
+        "filename": record.filename,
+        "purpose": record.purpose,
+        "status": "processed",
+        "expires_at": int(record.expires_at) if record.expires_at else None,
+        "status_details": None,
+    }
 
 
 def _file(state: SandboxState, file_id: str) -> FileRecord:
@@ -47,8 +53,11 @@ async def upload_file(request: Request, state: SandboxState) -> Response:
     seconds = fields.get("expires_after[seconds]")
     expires = float(seconds.value) if seconds else None
     if expires is not None and not 3600 <= expires <= 2_592_000:
-        raise ApiError(400, "expires_after[seconds] must be between 3600 and 2592000.",
-                       param="expires_after[seconds]")
+        raise ApiError(
+            400,
+            "expires_after[seconds] must be between 3600 and 2592000.",
+            param="expires_after[seconds]",
+        )
     record = state.store_file(upload.value, upload.filename or "upload.jsonl", purpose, expires)
     return JSONResponse(file_json(record))
 
@@ -83,18 +92,30 @@ async def delete_file(request: Request, state: SandboxState) -> Response:
 def _check_create(body: dict) -> None:
     endpoint = body.get("endpoint")
     if endpoint not in ENDPOINTS:
-        raise ApiError(400, f"Invalid endpoint {endpoint!r}; supported: {', '.join(ENDPOINTS)}.",
-                       param="endpoint", code="invalid_value")
+        raise ApiError(
+            400,
+            f"Invalid endpoint {endpoint!r}; supported: {', '.join(ENDPOINTS)}.",
+            param="endpoint",
+            code="invalid_value",
+        )
     if body.get("completion_window") != "24h":
-        raise ApiError(400, "completion_window must be '24h'.", param="completion_window",
-                       code="invalid_value")
+        raise ApiError(
+            400, "completion_window must be '24h'.", param="completion_window", code="invalid_value"
+        )
     metadata = body.get("metadata")
     if metadata is None:
         return
-    if not isinstance(metadata, dict) or len(metadata) > MAX_METADATA or any(
-            not isinstance(v, str) or len(k) > 64 or len(v) > 512 for k, v in metadata.items()):
-        raise ApiError(400, "metadata: at most 16 string pairs, keys <= 64 and values <= 512 "
-                       "characters.", param="metadata", code="invalid_value")
+    if (
+        not isinstance(metadata, dict)
+        or len(metadata) > MAX_METADATA
+        or any(not isinstance(v, str) or len(k) > 64 or len(v) > 512 for k, v in metadata.items())
+    ):
+        raise ApiError(
+            400,
+            "metadata: at most 16 string pairs, keys <= 64 and values <= 512 characters.",
+            param="metadata",
+            code="invalid_value",
+        )
 
 
 async def create(request: Request, state: SandboxState) -> Response:
@@ -102,16 +123,23 @@ async def create(request: Request, state: SandboxState) -> Response:
     _check_create(body)
     record = _file(state, str(body.get("input_file_id")))
     if record.purpose != "batch":
-        raise ApiError(400, f"File {record.id} has purpose {record.purpose!r}, not 'batch'.",
-                       param="input_file_id")
+        raise ApiError(
+            400,
+            f"File {record.id} has purpose {record.purpose!r}, not 'batch'.",
+            param="input_file_id",
+        )
     with state.lock:
-        batch = create_batch(state, body["endpoint"], record.id, "24h", body.get("metadata"),
-                             record.data)
+        batch = create_batch(
+            state, body["endpoint"], record.id, "24h", body.get("metadata"), record.data
+        )
         payload = batch.to_json(state.now())
         lost = state.faults.fire("create_lost", "openai")
     if lost:
-        raise ApiError(500, "The server had an error while processing your request "
-                       "(the batch was created; injected by the sandbox).")
+        raise ApiError(
+            500,
+            "The server had an error while processing your request "
+            "(the batch was created; injected by the sandbox).",
+        )
     return JSONResponse(payload)
 
 
@@ -129,8 +157,9 @@ async def cancel(request: Request, state: SandboxState) -> Response:
         if status in ("validating", "in_progress") and not batch.materialized:
             batch.timeline.cancel_requested = now
         elif status not in ("cancelling", "cancelled"):
-            raise ApiError(400, f"Cannot cancel a batch with status '{status}'.",
-                           code="batch_not_cancellable")
+            raise ApiError(
+                400, f"Cannot cancel a batch with status '{status}'.", code="batch_not_cancellable"
+            )
         return JSONResponse(batch.to_json(now))
 
 
@@ -144,8 +173,13 @@ async def list_batches(request: Request, state: SandboxState) -> Response:
 
 
 def _list(data: list[dict], more: bool) -> dict:
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": more}
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": more,
+    }
 
 
 ROUTES = [

@@ -21,16 +21,25 @@ def _err(code: str, message: str, line: int | None = None, param: str | None = N
 def validate_input(data: bytes, endpoint: str, cfg) -> tuple[list[dict], list[dict]]:
     """Parse a batch input file; returns (request lines, errors). Any error fails the batch."""
     if len(data) > cfg.openai_max_bytes:
-        return [], [_err("file_too_large", f"The input file is {len(data)} bytes; the limit "
-                         f"is {cfg.openai_max_bytes} bytes.")]
+        return [], [
+            _err(
+                "file_too_large",
+                f"The input file is {len(data)} bytes; the limit is {cfg.openai_max_bytes} bytes.",
+            )
+        ]
     raw = data.decode("utf-8", errors="replace").split("\n")
     while raw and not raw[-1].strip():
         raw.pop()
     if not raw:
         return [], [_err("empty_file", "The input file is empty.")]
     if len(raw) > cfg.openai_max_lines:
-        return [], [_err("too_many_tasks", f"The input file has {len(raw)} requests; at most "
-                         f"{cfg.openai_max_lines} are allowed in one batch.")]
+        return [], [
+            _err(
+                "too_many_tasks",
+                f"The input file has {len(raw)} requests; at most "
+                f"{cfg.openai_max_lines} are allowed in one batch.",
+            )
+        ]
     lines, errors, seen, model = [], [], set(), None
     for number, text in enumerate(raw, 1):
         line, error = _check_line(text, number, endpoint, seen, model)
@@ -45,8 +54,9 @@ def validate_input(data: bytes, endpoint: str, cfg) -> tuple[list[dict], list[di
     return lines, errors
 
 
-def _check_line(text: str, number: int, endpoint: str, seen: set,
-                model: str | None) -> tuple[dict | None, dict | None]:
+def _check_line(
+    text: str, number: int, endpoint: str, seen: set, model: str | None
+) -> tuple[dict | None, dict | None]:
     try:
         line = json.loads(text)
     except ValueError:
@@ -56,24 +66,43 @@ def _check_line(text: str, number: int, endpoint: str, seen: set,
     custom_id = line.get("custom_id")
     body = line.get("body")
     if not isinstance(custom_id, str) or not custom_id:
-        return None, _err("missing_required_parameter", f"Line {number} has no custom_id.",
-                          number, "custom_id")
+        return None, _err(
+            "missing_required_parameter", f"Line {number} has no custom_id.", number, "custom_id"
+        )
     if line.get("method") != "POST":
-        return None, _err("invalid_method", f"Line {number}: method must be POST.", number,
-                          "method")
+        return None, _err(
+            "invalid_method", f"Line {number}: method must be POST.", number, "method"
+        )
     if line.get("url") != endpoint:
-        return None, _err("url_mismatch", f"Line {number}: url {line.get('url')!r} does not "
-                          f"match the batch endpoint {endpoint!r}.", number, "url")
+        return None, _err(
+            "url_mismatch",
+            f"Line {number}: url {line.get('url')!r} does not "
+            f"match the batch endpoint {endpoint!r}.",
+            number,
+            "url",
+        )
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        return None, _err("missing_required_parameter", f"Line {number}: body.model is "
-                          "required.", number, "body.model")
+        return None, _err(
+            "missing_required_parameter",
+            f"Line {number}: body.model is required.",
+            number,
+            "body.model",
+        )
     if custom_id in seen:
-        return None, _err("duplicate_custom_id", f"Line {number}: custom_id {custom_id!r} is "
-                          "used more than once in this file.", number, "custom_id")
+        return None, _err(
+            "duplicate_custom_id",
+            f"Line {number}: custom_id {custom_id!r} is used more than once in this file.",
+            number,
+            "custom_id",
+        )
     if model is not None and body["model"] != model:
-        return None, _err("model_mismatch", f"Line {number}: model {body['model']!r} differs "
-                          f"from {model!r}; a batch file may use only one model.", number,
-                          "body.model")
+        return None, _err(
+            "model_mismatch",
+            f"Line {number}: model {body['model']!r} differs "
+            f"from {model!r}; a batch file may use only one model.",
+            number,
+            "body.model",
+        )
     return line, None
 
 
@@ -103,20 +132,25 @@ class OpenAIBatch:
         total = len(self.lines)
         finished = self.timeline.finished_count(total)
         unfinished_code = {"expired": "batch_expired", "cancelled": "batch_cancelled"}.get(
-            self.timeline.outcome())
+            self.timeline.outcome()
+        )
         ok, bad, usages = [], [], []
         for index, line in enumerate(self.lines):
             if index >= finished:
-                bad.append(batch_error_line(line["custom_id"], unfinished_code,
-                                            _UNFINISHED[unfinished_code]))
+                bad.append(
+                    batch_error_line(
+                        line["custom_id"], unfinished_code, _UNFINISHED[unfinished_code]
+                    )
+                )
                 continue
             result, usage = run_request(state, self, line, self.timeline.finish_time(index, total))
             (ok if usage is not None else bad).append(result)
             if usage is not None:
                 usages.append(usage)
                 kinds = kinds_of(usage)
-                state.ledger.bill("openai", self.id, line["custom_id"], self.model or "",
-                                  usage, kinds)
+                state.ledger.bill(
+                    "openai", self.id, line["custom_id"], self.model or "", usage, kinds
+                )
         self.counts = {"completed": len(ok), "failed": finished - len(ok)}
         self.usage = _sum_usage(usages)
         rng = random.Random(self.id)  # the service does not keep input order; neither do we
@@ -131,17 +165,31 @@ class OpenAIBatch:
         status = t.openai_status(now, bool(self.errors))
         ended = status in ("completed", "expired", "cancelled")
         out = {
-            "id": self.id, "object": "batch", "endpoint": self.endpoint, "errors": None,
-            "input_file_id": self.input_file_id, "completion_window": self.completion_window,
-            "status": status, "output_file_id": self.output_file_id if ended else None,
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
+            "errors": None,
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": status,
+            "output_file_id": self.output_file_id if ended else None,
             "error_file_id": self.error_file_id if ended else None,
-            "created_at": int(t.created), "in_progress_at": None, "expires_at": int(t.expires),
-            "finalizing_at": None, "completed_at": None, "failed_at": None, "expired_at": None,
-            "cancelling_at": None, "cancelled_at": None, "metadata": self.metadata,
-            "model": self.model, "usage": self.usage if self.materialized else None,
-            "request_counts": {"total": len(self.lines) if status != "validating" else 0,
-                               **(self.counts if self.materialized else
-                                  {"completed": 0, "failed": 0})},
+            "created_at": int(t.created),
+            "in_progress_at": None,
+            "expires_at": int(t.expires),
+            "finalizing_at": None,
+            "completed_at": None,
+            "failed_at": None,
+            "expired_at": None,
+            "cancelling_at": None,
+            "cancelled_at": None,
+            "metadata": self.metadata,
+            "model": self.model,
+            "usage": self.usage if self.materialized else None,
+            "request_counts": {
+                "total": len(self.lines) if status != "validating" else 0,
+                **(self.counts if self.materialized else {"completed": 0, "failed": 0}),
+            },
         }
         self._stamp(out, status, now)
         return out
@@ -184,25 +232,35 @@ def _sum_usage(usages: list[dict]) -> dict:
     kinds = [kinds_of(u) for u in usages]
     inp = sum(k["input"] + k["cache_read"] for k in kinds)
     out = sum(k["output"] for k in kinds)
-    return {"input_tokens": inp,
-            "input_tokens_details": {"cached_tokens": sum(k["cache_read"] for k in kinds)},
-            "output_tokens": out,
-            "output_tokens_details": {"reasoning_tokens": sum(k["reasoning"] for k in kinds)},
-            "total_tokens": inp + out}
+    return {
+        "input_tokens": inp,
+        "input_tokens_details": {"cached_tokens": sum(k["cache_read"] for k in kinds)},
+        "output_tokens": out,
+        "output_tokens_details": {"reasoning_tokens": sum(k["reasoning"] for k in kinds)},
+        "total_tokens": inp + out,
+    }
 
 
-def create_batch(state: SandboxState, endpoint: str, input_file_id: str, window: str,
-                 metadata: dict | None, data: bytes) -> OpenAIBatch:
+def create_batch(
+    state: SandboxState,
+    endpoint: str,
+    input_file_id: str,
+    window: str,
+    metadata: dict | None,
+    data: bytes,
+) -> OpenAIBatch:
     """Validate the input now (its verdict shows once `validating` ends) and plan the batch."""
     cfg = state.config
     lines, errors = validate_input(data, endpoint, cfg)
     model = lines[0]["body"]["model"] if lines else None
     slow = state.faults.fire("slow", "openai")
     expire = state.faults.fire("expire", "openai")
-    timeline = Timeline.plan(state.now(), len(lines), cfg, slow.factor if slow else 1.0,
-                             expire.after if expire else None)
-    batch = OpenAIBatch(new_id("batch_"), endpoint, input_file_id, window, metadata, lines,
-                        errors, timeline, model)
+    timeline = Timeline.plan(
+        state.now(), len(lines), cfg, slow.factor if slow else 1.0, expire.after if expire else None
+    )
+    batch = OpenAIBatch(
+        new_id("batch_"), endpoint, input_file_id, window, metadata, lines, errors, timeline, model
+    )
     if not errors:
         batch.errors = _batch_faults(state, batch)
     state.ledger.submitted("openai", [line["custom_id"] for line in lines])
@@ -217,21 +275,27 @@ def _batch_faults(state: SandboxState, batch: OpenAIBatch) -> list[dict]:
     model = batch.model or ""
     limit = state.config.openai_token_limit.get(model)
     if limit is not None:
-        batch.enqueued_tokens = sum(count(openai_parts(ln["body"], batch.endpoint))
-                                    for ln in batch.lines)
-        queued = sum(b.enqueued_tokens for b in state.openai_batches.values()
-                     if b.model == model and not b.errors and not b.materialized)
+        batch.enqueued_tokens = sum(
+            count(openai_parts(ln["body"], batch.endpoint)) for ln in batch.lines
+        )
+        queued = sum(
+            b.enqueued_tokens
+            for b in state.openai_batches.values()
+            if b.model == model and not b.errors and not b.materialized
+        )
         if queued + batch.enqueued_tokens > limit:
             return [_token_limit(model, limit)]
     if state.faults.fire("token_limit", "openai"):
         return [_token_limit(model, limit or 90_000)]
     if state.faults.fire("invalid_batch", "openai"):
-        return [_err("invalid_request", "The batch input was rejected (injected by the "
-                     "sandbox).")]
+        return [_err("invalid_request", "The batch input was rejected (injected by the sandbox).")]
     return []
 
 
 def _token_limit(model: str, limit: int) -> dict:
-    return _err("token_limit_exceeded", f"Enqueued token limit reached for {model} in "
-                f"organization org-sandbox. Limit: {limit:,} enqueued tokens. Please try again "
-                "once some in_progress batches have been completed.")
+    return _err(
+        "token_limit_exceeded",
+        f"Enqueued token limit reached for {model} in "
+        f"organization org-sandbox. Limit: {limit:,} enqueued tokens. Please try again "
+        "once some in_progress batches have been completed.",
+    )

@@ -14,7 +14,11 @@ from batcher.sandbox.prompts import REPLY_PRIMING, openai_parts, part_count
 from batcher.sandbox.responders import Query, Reply, openai_query, reasoning_tokens
 
 CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS = (
-    "/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/completions",
+)
 ENDPOINTS = (CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS)
 
 
@@ -28,22 +32,33 @@ def _rid(prefix: str) -> str:
 
 
 def success_line(custom_id: str, body: dict) -> dict:
-    return {"id": _rid("batch_req_"), "custom_id": custom_id,
-            "response": {"status_code": 200, "request_id": _rid("req_"), "body": body},
-            "error": None}
+    return {
+        "id": _rid("batch_req_"),
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": _rid("req_"), "body": body},
+        "error": None,
+    }
 
 
-def http_error_line(custom_id: str, status: int, message: str, kind: str,
-                    code: str | None = None) -> dict:
+def http_error_line(
+    custom_id: str, status: int, message: str, kind: str, code: str | None = None
+) -> dict:
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return {"id": _rid("batch_req_"), "custom_id": custom_id,
-            "response": {"status_code": status, "request_id": _rid("req_"), "body": body},
-            "error": None}
+    return {
+        "id": _rid("batch_req_"),
+        "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": _rid("req_"), "body": body},
+        "error": None,
+    }
 
 
 def batch_error_line(custom_id: str, code: str, message: str) -> dict:
-    return {"id": _rid("batch_req_"), "custom_id": custom_id, "response": None,
-            "error": {"code": code, "message": message}}
+    return {
+        "id": _rid("batch_req_"),
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": code, "message": message},
+    }
 
 
 def run_request(state, batch, line: dict, at: float) -> tuple[dict, dict | None]:
@@ -52,27 +67,41 @@ def run_request(state, batch, line: dict, at: float) -> tuple[dict, dict | None]
     model = str(body.get("model", ""))
     missing = _missing_input(batch.endpoint, body)
     if missing:
-        return http_error_line(custom_id, 400, f"Missing required parameter: '{missing}'.",
-                               "invalid_request_error", "missing_required_parameter"), None
+        return http_error_line(
+            custom_id,
+            400,
+            f"Missing required parameter: '{missing}'.",
+            "invalid_request_error",
+            "missing_required_parameter",
+        ), None
     if state.faults.fire("request_error", "openai", model=model, key=(batch.id, custom_id)):
-        return http_error_line(custom_id, 500, "The server had an error while processing your "
-                               "request (injected by the sandbox).", "server_error"), None
+        return http_error_line(
+            custom_id,
+            500,
+            "The server had an error while processing your request (injected by the sandbox).",
+            "server_error",
+        ), None
     if batch.endpoint == EMBEDDINGS:
         result = _embedding(body, model)
     else:
         query = openai_query(body, batch.endpoint)
         reply = state.responder.answer(query)
         if reply.text is None:
-            return http_error_line(custom_id, 400, reply.error_message or "error",
-                                   reply.error_type or "invalid_request_error",
-                                   "sandbox_no_answer"), None
+            return http_error_line(
+                custom_id,
+                400,
+                reply.error_message or "error",
+                reply.error_type or "invalid_request_error",
+                "sandbox_no_answer",
+            ), None
         result = _completion(state, batch.endpoint, body, query, reply, at)
     return success_line(custom_id, result), result["usage"]
 
 
 def _missing_input(endpoint: str, body: dict) -> str | None:
-    field = {CHAT: "messages", RESPONSES: "input", EMBEDDINGS: "input",
-             COMPLETIONS: "prompt"}[endpoint]
+    field = {CHAT: "messages", RESPONSES: "input", EMBEDDINGS: "input", COMPLETIONS: "prompt"}[
+        endpoint
+    ]
     return None if body.get(field) else field
 
 
@@ -93,53 +122,95 @@ def _clip(text: str, reasoning: int, limit: int | None) -> tuple[str, int, bool]
     return tokens.encoding().decode(list(ids)), len(ids), True
 
 
-def _completion(state, endpoint: str, body: dict, query: Query, reply: Reply,
-                at: float) -> dict:
+def _completion(state, endpoint: str, body: dict, query: Query, reply: Reply, at: float) -> dict:
     model = query.model
     parts = openai_parts(body, endpoint)
     ttl = state.config.openai_cache_ttl_s
     if body.get("prompt_cache_retention") == "24h":
         ttl = 86400.0
     miss = state.faults.fire("cache_miss", "openai", model=model) is not None
-    prompt, cached = openai_cached_tokens(state.openai_cache, model,
-                                          body.get("prompt_cache_key"), parts, at, ttl, miss)
+    prompt, cached = openai_cached_tokens(
+        state.openai_cache, model, body.get("prompt_cache_key"), parts, at, ttl, miss
+    )
     prompt += REPLY_PRIMING if endpoint == CHAT else 0
     reasoning = reasoning_tokens(query)
     text, visible, cut = _clip(reply.text or "", reasoning, _limit(body))
     out = visible + reasoning
     created = int(at)
     if endpoint == RESPONSES:
-        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
-                 "output_tokens": out, "output_tokens_details": {"reasoning_tokens": reasoning},
-                 "total_tokens": prompt + out}
+        usage = {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": out,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": prompt + out,
+        }
         return _response_body(model, text, usage, created, cut)
-    usage = {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out,
-             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-             "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
-                                           "accepted_prediction_tokens": 0,
-                                           "rejected_prediction_tokens": 0}}
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": out,
+        "total_tokens": prompt + out,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
     finish = "length" if cut else "stop"
     if endpoint == COMPLETIONS:
-        return {"id": _rid("cmpl-"), "object": "text_completion", "created": created,
-                "model": model, "usage": usage,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish,
-                             "logprobs": None}]}
-    return {"id": _rid("chatcmpl-"), "object": "chat.completion", "created": created,
-            "model": model, "service_tier": "default", "system_fingerprint": "fp_sandbox",
+        return {
+            "id": _rid("cmpl-"),
+            "object": "text_completion",
+            "created": created,
+            "model": model,
             "usage": usage,
-            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
-                         "message": {"role": "assistant", "content": text, "refusal": None,
-                                     "annotations": []}}]}
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+        }
+    return {
+        "id": _rid("chatcmpl-"),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_sandbox",
+        "usage": usage,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": finish,
+                "logprobs": None,
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "refusal": None,
+                    "annotations": [],
+                },
+            }
+        ],
+    }
 
 
 def _response_body(model: str, text: str, usage: dict, created: int, cut: bool) -> dict:
-    message = {"type": "message", "id": _rid("msg_"), "status": "completed",
-               "role": "assistant",
-               "content": [{"type": "output_text", "text": text, "annotations": []}]}
-    return {"id": _rid("resp_"), "object": "response", "created_at": created,
-            "status": "incomplete" if cut else "completed", "model": model,
-            "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
-            "output": [message], "usage": usage, "error": None}
+    message = {
+        "type": "message",
+        "id": _rid("msg_"),
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+    return {
+        "id": _rid("resp_"),
+        "object": "response",
+        "created_at": created,
+        "status": "incomplete" if cut else "completed",
+        "model": model,
+        "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
+        "output": [message],
+        "usage": usage,
+        "error": None,
+    }
 
 
 def _embedding(body: dict, model: str) -> dict:
@@ -153,8 +224,12 @@ def _embedding(body: dict, model: str) -> dict:
         raw = [math.sin(seed[i % 32] + i) for i in range(dims)]
         norm = math.sqrt(sum(v * v for v in raw)) or 1.0
         data.append({"object": "embedding", "index": index, "embedding": [v / norm for v in raw]})
-    return {"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+    }
 
 
 def kinds_of(usage: dict) -> dict[str, int]:

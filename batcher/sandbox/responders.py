@@ -59,8 +59,9 @@ class Reply:
     error_message: str | None = None
 
 
-def make_query(model: str, body: dict, system: str, messages: list,
-               schema: dict | None = None) -> Query:
+def make_query(
+    model: str, body: dict, system: str, messages: list, schema: dict | None = None
+) -> Query:
     """A Query whose digest covers model and request; long texts are hashed once each."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(model.encode())
@@ -166,8 +167,9 @@ def parse_labels(text: str) -> tuple[str, ...]:
     match = LABELS_RE.search(text)
     if not match:
         return ()
-    return tuple(label.strip().strip("\"'`") for label in match.group(1).split(",")
-                 if label.strip())
+    return tuple(
+        label.strip().strip("\"'`") for label in match.group(1).split(",") if label.strip()
+    )
 
 
 def label_answer(query: Query, labels: tuple[str, ...], as_json: bool, bad: bool) -> str:

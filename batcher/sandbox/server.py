@@ -20,15 +20,21 @@ from batcher.sandbox.state import SandboxState
 HOST = "127.0.0.1"
 
 
-def make_config(replay: str | None = None, model_map: str | dict | None = None,
-                faults: str = "", speed: float = 1.0, **fields: Any) -> SandboxConfig:
+def make_config(
+    replay: str | None = None,
+    model_map: str | dict | None = None,
+    faults: str = "",
+    speed: float = 1.0,
+    **fields: Any,
+) -> SandboxConfig:
     """A SandboxConfig from CLI-style options; raises SandboxOptionError on bad ones."""
     faults = faults or ""
     parse_faults(faults)  # fail at start, not on the first request
     try:
         mapping = model_map if isinstance(model_map, dict) else parse_model_map(model_map)
-        return SandboxConfig(speed=speed, faults=faults, replay=replay,
-                             model_map=mapping).updated(fields)
+        return SandboxConfig(speed=speed, faults=faults, replay=replay, model_map=mapping).updated(
+            fields
+        )
     except (ValueError, OSError) as exc:
         raise SandboxOptionError(str(exc)) from exc
 
@@ -45,9 +51,15 @@ def open_state(config: SandboxConfig) -> SandboxState:
         raise SandboxOptionError(f"replay file {config.replay!r}: {exc}") from exc
 
 
-def serve(port: int = 8765, replay: str | None = None, model_map: str | dict | None = None,
-          faults: str | None = "", speed: float = 1.0, host: str = HOST,
-          log_level: str = "info") -> None:
+def serve(
+    port: int = 8765,
+    replay: str | None = None,
+    model_map: str | dict | None = None,
+    faults: str | None = "",
+    speed: float = 1.0,
+    host: str = HOST,
+    log_level: str = "info",
+) -> None:
     """Serve on `host`:`port` (loopback by default) until interrupted (`batcher sandbox`).
 
     Raises SandboxOptionError / FaultSpecError for bad options, before binding.
@@ -65,10 +77,15 @@ class Sandbox:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, port))
         self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(build_app(self.state), log_level="warning",
-                                                     lifespan="off"))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name=f"sandbox-{self.port}", daemon=True)
+        self._server = uvicorn.Server(
+            uvicorn.Config(build_app(self.state), log_level="warning", lifespan="off")
+        )
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name=f"sandbox-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -94,11 +111,14 @@ class Sandbox:
 
     def env(self) -> dict[str, str]:
         """Environment for subprocesses: base URLs and dummy keys."""
-        return {"OPENAI_BASE_URL": self.openai_base_url, "OPENAI_API_KEY": "sk-sandbox",
-                "ANTHROPIC_BASE_URL": self.anthropic_base_url,
-                "ANTHROPIC_API_KEY": "sk-ant-sandbox",
-                "GOOGLE_GEMINI_BASE_URL": self.gemini_base_url,
-                "GEMINI_API_KEY": "gemini-sandbox"}
+        return {
+            "OPENAI_BASE_URL": self.openai_base_url,
+            "OPENAI_API_KEY": "sk-sandbox",
+            "ANTHROPIC_BASE_URL": self.anthropic_base_url,
+            "ANTHROPIC_API_KEY": "sk-ant-sandbox",
+            "GOOGLE_GEMINI_BASE_URL": self.gemini_base_url,
+            "GEMINI_API_KEY": "gemini-sandbox",
+        }
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change settings now: faults=SPEC (replace), add_faults=SPEC, clear_faults=True,
