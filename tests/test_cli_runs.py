@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import orjson
 import sqlalchemy as sa
 from click.testing import CliRunner
+from conftest import REPO
+from report_db import add_run
 
 from batcher.cli import cli
 from batcher.reports import select_runs
 from batcher.store import TABLES, open_store
-from conftest import REPO
-from report_db import add_run
 
 SPEC = """name = "labels"
 input = "in.jsonl"
