@@ -31,7 +31,7 @@ from batcher.progress import QuietReporter, Reporter
 from batcher.providers import Clients, Registry
 from batcher.providers.calls import ProviderError
 from batcher.spec import JobSpec, spec_from_snapshot
-from batcher.states import BatchStatus, ItemStatus, RunStatus, set_status
+from batcher.states import ITEM_TERMINAL, BatchStatus, ItemStatus, RunStatus, set_status
 from batcher.store.models import TABLES
 
 RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
@@ -52,6 +52,7 @@ class RunOutcome:
     cost_pusd: int = 0
     baseline_pusd: int = 0
     message: str | None = None  # why the run stopped, when it did
+    nothing_to_cancel: bool = False  # a cancel found every item already finished
 
     @property
     def n_items(self) -> int:
@@ -59,6 +60,8 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
+        if self.nothing_to_cancel:
+            return EXIT_OK
         if self.status == RunStatus.COMPLETED:
             ok = self.items.get(ItemStatus.SUCCEEDED, 0) == self.n_items
             return EXIT_OK if ok else EXIT_FAILED
@@ -298,9 +301,15 @@ def cancel_run(
     """
     from batcher.errors import LeaseHeld
 
-    status = outcome_of(db, run_id).status
-    if status == RunStatus.COMPLETED:
-        raise UsageError(f"run {run_id} has already completed; there is nothing to cancel")
+    outcome = outcome_of(db, run_id)
+    unfinished = sum(n for status, n in outcome.items.items() if status not in ITEM_TERMINAL)
+    if outcome.status == RunStatus.COMPLETED or (outcome.n_items and not unfinished):
+        done = ", ".join(f"{n} {status}" for status, n in sorted(outcome.items.items()))
+        outcome.message = (
+            f"run {run_id} has nothing left to cancel: its items had all ended ({done})"
+        )
+        outcome.nothing_to_cancel = True
+        return outcome
     with db.begin() as conn:
         set_status(conn, RUN, RunStatus.CANCELLED, RUN.c.id == run_id)
     try:

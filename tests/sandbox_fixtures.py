@@ -38,16 +38,28 @@ def oai_fixture(sandbox: Sandbox) -> openai.OpenAI:
 
 @pytest.fixture(name="ant")
 def ant_fixture(sandbox: Sandbox) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=sandbox.anthropic_base_url, api_key="sk-ant-test",
-                               max_retries=2)
+    return anthropic.Anthropic(
+        base_url=sandbox.anthropic_base_url, api_key="sk-ant-test", max_retries=2
+    )
 
 
-def chat_line(custom_id: str, user: str, model: str = "gpt-5-nano", system: str | None = None,
-              url: str = CHAT, **body) -> dict:
+def chat_line(
+    custom_id: str,
+    user: str,
+    model: str = "gpt-5-nano",
+    system: str | None = None,
+    url: str = CHAT,
+    **body,
+) -> dict:
     messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user}]
-    return {"custom_id": custom_id, "method": "POST", "url": url,
-            "body": {"model": model, "messages": messages, **body}}
+        {"role": "user", "content": user}
+    ]
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": url,
+        "body": {"model": model, "messages": messages, **body},
+    }
 
 
 def jsonl(lines: list) -> bytes:
@@ -56,8 +68,9 @@ def jsonl(lines: list) -> bytes:
 
 def submit(client: openai.OpenAI, lines: list, endpoint: str = CHAT, **kwargs):
     upload = client.files.create(file=("input.jsonl", jsonl(lines)), purpose="batch")
-    return client.batches.create(input_file_id=upload.id, endpoint=endpoint,
-                                 completion_window="24h", **kwargs)
+    return client.batches.create(
+        input_file_id=upload.id, endpoint=endpoint, completion_window="24h", **kwargs
+    )
 
 
 OPENAI_DONE = ("completed", "failed", "expired", "cancelled")
@@ -80,10 +93,14 @@ def read_file(client: openai.OpenAI, file_id: str | None) -> dict[str, dict]:
     return {row["custom_id"]: row for row in map(json.loads, text.splitlines())}
 
 
-def ant_request(custom_id: str, user: str, model: str = "claude-sonnet-4-6",
-                max_tokens: int = 64, system=None) -> dict:
-    params = {"model": model, "max_tokens": max_tokens,
-              "messages": [{"role": "user", "content": user}]}
+def ant_request(
+    custom_id: str, user: str, model: str = "claude-sonnet-4-6", max_tokens: int = 64, system=None
+) -> dict:
+    params = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": user}],
+    }
     if system is not None:
         params["system"] = system
     return {"custom_id": custom_id, "params": params}

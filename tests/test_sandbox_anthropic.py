@@ -19,7 +19,8 @@ from sandbox_fixtures import (  # noqa: F401 - fixtures
 
 def test_batch_ends_with_results_and_rfc3339_times(sandbox, ant):
     batch = ant.messages.batches.create(
-        requests=[ant_request(f"a123-{i}", f"question {i}") for i in range(4)])
+        requests=[ant_request(f"a123-{i}", f"question {i}") for i in range(4)]
+    )
     assert batch.id.startswith("msgbatch_") and batch.processing_status == "in_progress"
     assert batch.request_counts.processing == 4 and batch.request_counts.succeeded == 0
     assert batch.results_url is None and batch.ended_at is None
@@ -38,13 +39,16 @@ def test_batch_ends_with_results_and_rfc3339_times(sandbox, ant):
     assert raw.endswith("\n") and "\n\n" not in raw  # newline-terminated, no blank lines
 
 
-@pytest.mark.parametrize("requests, fragment", [
-    ([ant_request("bad id!", "x")], "custom_id"),
-    ([ant_request("a-1", "x"), ant_request("a-1", "y")], "Duplicate"),
-    ([ant_request("a-1", "x", max_tokens=0)], "max_tokens"),
-    ([], "at least 1"),
-    ([ant_request("x" * 65, "x")], "custom_id"),
-])
+@pytest.mark.parametrize(
+    "requests, fragment",
+    [
+        ([ant_request("bad id!", "x")], "custom_id"),
+        ([ant_request("a-1", "x"), ant_request("a-1", "y")], "Duplicate"),
+        ([ant_request("a-1", "x", max_tokens=0)], "max_tokens"),
+        ([], "at least 1"),
+        ([ant_request("x" * 65, "x")], "custom_id"),
+    ],
+)
 def test_invalid_create_is_a_400_envelope(ant, requests, fragment):
     with pytest.raises(anthropic.BadRequestError) as info:
         ant.messages.batches.create(requests=requests)
@@ -72,8 +76,10 @@ def test_too_many_requests_and_too_large(sandbox, ant):
 
 
 def test_accepts_x_api_key_and_old_version_header(sandbox):
-    response = httpx.get(sandbox.url + "/v1/messages/batches",
-                         headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
+    response = httpx.get(
+        sandbox.url + "/v1/messages/batches",
+        headers={"x-api-key": "k", "anthropic-version": "2023-06-01"},
+    )
     assert response.status_code == 200 and response.json()["data"] == []
     assert httpx.get(sandbox.url + "/v1/messages/batches").status_code == 401
 
@@ -81,7 +87,8 @@ def test_accepts_x_api_key_and_old_version_header(sandbox):
 def test_cancel_gives_partial_results_and_only_succeeded_are_billed(sandbox, ant):
     sandbox.configure(add_faults="slow:count=1:factor=1000")
     batch = ant.messages.batches.create(
-        requests=[ant_request(f"a1-{i}", f"q{i}") for i in range(10)])
+        requests=[ant_request(f"a1-{i}", f"q{i}") for i in range(10)]
+    )
     sandbox.advance_clock(150 + 150)  # validating (150 s) then half of processing
     canceling = ant.messages.batches.cancel(batch.id)
     assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at
@@ -104,7 +111,8 @@ def test_cancel_gives_partial_results_and_only_succeeded_are_billed(sandbox, ant
 def test_expiry_reports_expired_requests(sandbox, ant):
     sandbox.configure(add_faults="slow:count=1:factor=336000")
     batch = ant.messages.batches.create(
-        requests=[ant_request(f"a1-{i}", f"q{i}") for i in range(8)])
+        requests=[ant_request(f"a1-{i}", f"q{i}") for i in range(8)]
+    )
     sandbox.advance_clock(30 * 3600)
     done = ant.messages.batches.retrieve(batch.id)
     assert done.processing_status == "ended" and done.ended_at == done.expires_at
@@ -115,8 +123,7 @@ def test_expiry_reports_expired_requests(sandbox, ant):
 
 
 def test_delete_after_end_and_list_pages_newest_first(ant):
-    ids = [ant.messages.batches.create(requests=[ant_request(f"b{i}-1", "x")]).id
-           for i in range(5)]
+    ids = [ant.messages.batches.create(requests=[ant_request(f"b{i}-1", "x")]).id for i in range(5)]
     page = ant.messages.batches.list(limit=2)
     assert [b.id for b in page.data] == ids[::-1][:2] and page.has_more
     assert page.first_id == ids[4] and page.last_id == ids[3]

@@ -20,6 +20,7 @@ from batcher.tokens import count_tokens
 
 LONG = " ".join(f"Rule {i}: answer carefully and cite clause {i * 7}." for i in range(200))
 
+
 def _usage(oai, lines, **kwargs):
     batch = wait_openai(oai, submit(oai, lines, **kwargs).id)
     out = read_file(oai, batch.output_file_id)
@@ -44,9 +45,11 @@ def test_openai_short_prompts_are_never_cached(oai):
 
 
 def test_openai_prompt_cache_key_separates_caches(oai):
-    lines = [chat_line("a0", "x", system=LONG, prompt_cache_key="A"),
-             chat_line("a1", "y", system=LONG, prompt_cache_key="A"),
-             chat_line("b0", "z", system=LONG, prompt_cache_key="B")]
+    lines = [
+        chat_line("a0", "x", system=LONG, prompt_cache_key="A"),
+        chat_line("a1", "y", system=LONG, prompt_cache_key="A"),
+        chat_line("b0", "z", system=LONG, prompt_cache_key="B"),
+    ]
     usage = _usage(oai, lines)
     cached = {cid: u["prompt_tokens_details"]["cached_tokens"] for cid, u in usage.items()}
     assert cached["a0"] == 0 and cached["a1"] > 0 and cached["b0"] == 0
@@ -71,13 +74,16 @@ def _system(ttl: str | None = "5m", text: str = LONG) -> list[dict]:
 def _ant_usage(ant, requests):
     batch = ant.messages.batches.create(requests=requests)
     wait_anthropic(ant, batch.id)
-    return {cid: r.message.usage if r.type == "succeeded" else r
-            for cid, r in results(ant, batch.id).items()}
+    return {
+        cid: r.message.usage if r.type == "succeeded" else r
+        for cid, r in results(ant, batch.id).items()
+    }
 
 
 def test_anthropic_write_then_read_with_5m_ttl(ant):
-    usage = _ant_usage(ant, [ant_request(f"a-{i}", f"item {i}", system=_system("5m"))
-                             for i in range(4)])
+    usage = _ant_usage(
+        ant, [ant_request(f"a-{i}", f"item {i}", system=_system("5m")) for i in range(4)]
+    )
     first = usage["a-0"]
     prefix = first.cache_creation_input_tokens
     assert prefix >= count_tokens(LONG)
@@ -93,13 +99,15 @@ def test_anthropic_write_then_read_with_5m_ttl(ant):
 def test_anthropic_1h_and_5m_split(ant):
     second = " ".join(f"Extra guidance {i}." for i in range(300))
     system = _system("1h") + _system("5m", second)
-    usage = _ant_usage(ant, [ant_request("a-0", "q", system=system),
-                             ant_request("a-1", "r", system=system)])
+    usage = _ant_usage(
+        ant, [ant_request("a-0", "q", system=system), ant_request("a-1", "r", system=system)]
+    )
     first = usage["a-0"].cache_creation
     assert first.ephemeral_1h_input_tokens >= count_tokens(LONG)
     assert first.ephemeral_5m_input_tokens >= count_tokens(second)
     assert usage["a-1"].cache_read_input_tokens == (
-        first.ephemeral_1h_input_tokens + first.ephemeral_5m_input_tokens)
+        first.ephemeral_1h_input_tokens + first.ephemeral_5m_input_tokens
+    )
 
 
 def test_anthropic_ttl_expiry_on_the_sandbox_clock(sandbox, ant):
@@ -115,10 +123,14 @@ def test_anthropic_ttl_expiry_on_the_sandbox_clock(sandbox, ant):
 
 def test_anthropic_model_minimum_is_silently_not_cached(ant):
     # ~1,400 tokens: enough for Sonnet (1,024) but below Haiku 4.5's 4,096
-    usage = _ant_usage(ant, [
-        ant_request("s-0", "x", system=_system("5m")),
-        ant_request("h-0", "x", model="claude-haiku-4-5", system=_system("5m")),
-        ant_request("h-1", "y", model="claude-haiku-4-5", system=_system("5m"))])
+    usage = _ant_usage(
+        ant,
+        [
+            ant_request("s-0", "x", system=_system("5m")),
+            ant_request("h-0", "x", model="claude-haiku-4-5", system=_system("5m")),
+            ant_request("h-1", "y", model="claude-haiku-4-5", system=_system("5m")),
+        ],
+    )
     assert usage["s-0"].cache_creation_input_tokens > 0
     for cid in ("h-0", "h-1"):
         u = usage[cid]
@@ -129,9 +141,14 @@ def test_anthropic_model_minimum_is_silently_not_cached(ant):
 def test_anthropic_bad_breakpoints_are_per_request_errors(ant):
     wrong_order = _system("5m", "a " * 10) + _system("1h", "b " * 10)
     too_many = [b for i in range(5) for b in _system("5m", f"part {i}")]
-    usage = _ant_usage(ant, [ant_request("o-1", "x", system=wrong_order),
-                             ant_request("m-1", "x", system=too_many),
-                             ant_request("g-1", "x", system=_system("5m"))])
+    usage = _ant_usage(
+        ant,
+        [
+            ant_request("o-1", "x", system=wrong_order),
+            ant_request("m-1", "x", system=too_many),
+            ant_request("g-1", "x", system=_system("5m")),
+        ],
+    )
     assert usage["o-1"].type == "errored" and "1h" in usage["o-1"].error.error.message
     assert usage["m-1"].type == "errored"
     assert usage["m-1"].error.error.type == "invalid_request_error"

@@ -27,18 +27,27 @@ from batcher.sandbox import FaultSpecError, parse_faults, start_sandbox
 
 
 def test_grammar_parses_the_documented_example():
-    faults = parse_faults("http429:count=3:route=create|retrieve,create_lost:count=1,"
-                          "request_error:rate=0.1,expire:count=1:after=0.5,"
-                          "malformed:gpt-5-nano=0.3")
-    assert [f.kind for f in faults] == ["http429", "create_lost", "request_error", "expire",
-                                        "malformed"]
+    faults = parse_faults(
+        "http429:count=3:route=create|retrieve,create_lost:count=1,"
+        "request_error:rate=0.1,expire:count=1:after=0.5,"
+        "malformed:gpt-5-nano=0.3"
+    )
+    assert [f.kind for f in faults] == [
+        "http429",
+        "create_lost",
+        "request_error",
+        "expire",
+        "malformed",
+    ]
     assert faults[0].count == 3 and faults[0].routes == {"create", "retrieve"}
     assert faults[2].rate == 0.1 and faults[2].count is None
     assert faults[3].after == 0.5 and faults[4].models == {"gpt-5-nano": 0.3}
 
 
-@pytest.mark.parametrize("spec", ["nope", "http429:count", "http429:route=bogus",
-                                  "request_error:rate=2", "slow:after=0.5"])
+@pytest.mark.parametrize(
+    "spec",
+    ["nope", "http429:count", "http429:route=bogus", "request_error:rate=2", "slow:after=0.5"],
+)
 def test_grammar_rejects_bad_specs_naming_them(spec):
     with pytest.raises(FaultSpecError, match="'"):
         parse_faults(spec)
@@ -56,8 +65,9 @@ def test_429_is_retried_by_the_sdk_and_counts_down(sandbox, oai):
 
 def test_429_carries_retry_after_headers(sandbox, oai):
     sandbox.configure(faults="http429:count=1:retry_after=2")
-    response = httpx.get(sandbox.openai_base_url + "/batches",
-                         headers={"authorization": "Bearer k"})
+    response = httpx.get(
+        sandbox.openai_base_url + "/batches", headers={"authorization": "Bearer k"}
+    )
     assert response.status_code == 429
     assert response.headers["retry-after"] == "2" and response.headers["retry-after-ms"] == "2000"
     assert response.json()["error"]["type"] == "rate_limit_error"
@@ -94,8 +104,7 @@ def test_lost_create_makes_a_blind_retry_pay_twice(sandbox, oai):
 def test_lost_create_without_retries_raises_but_the_batch_exists(sandbox, ant):
     sandbox.configure(faults="create_lost:count=1")
     with pytest.raises(anthropic.InternalServerError):
-        ant.with_options(max_retries=0).messages.batches.create(
-            requests=[ant_request("a1-1", "x")])
+        ant.with_options(max_retries=0).messages.batches.create(requests=[ant_request("a1-1", "x")])
     assert len(ant.messages.batches.list().data) == 1
     assert sandbox.stats()["submissions"]["anthropic"] == {"a1-1": 1}
 
@@ -141,15 +150,19 @@ def test_configured_enqueued_token_cap(sandbox, oai):
 
 
 def test_expire_fault_keeps_the_finished_part(sandbox, oai, ant):
-    sandbox.configure(faults="expire:count=1:after=0.5:provider=openai,"
-                             "expire:count=1:after=0.25:provider=anthropic")
+    sandbox.configure(
+        faults="expire:count=1:after=0.5:provider=openai,"
+        "expire:count=1:after=0.25:provider=anthropic"
+    )
     batch = wait_openai(oai, submit(oai, [chat_line(f"r{i}", "x") for i in range(10)]).id)
     assert batch.status == "expired" and batch.expired_at is not None
     assert len(read_file(oai, batch.output_file_id)) == 5
     assert {r["error"]["code"] for r in read_file(oai, batch.error_file_id).values()} == {
-        "batch_expired"}
-    mb = wait_anthropic(ant, ant.messages.batches.create(
-        requests=[ant_request(f"a-{i}", "x") for i in range(8)]).id)
+        "batch_expired"
+    }
+    mb = wait_anthropic(
+        ant, ant.messages.batches.create(requests=[ant_request(f"a-{i}", "x") for i in range(8)]).id
+    )
     assert (mb.request_counts.succeeded, mb.request_counts.expired) == (2, 6)
 
 
@@ -171,8 +184,7 @@ def test_faults_set_at_start_and_switched_over_http():
         assert r.status_code == 200 and r.json()["faults"][0]["kind"] == "http429"
         with pytest.raises(openai.RateLimitError):
             client.batches.list()
-        assert httpx.post(box.url + "/_sandbox/config",
-                          json={"faults": "bogus"}).status_code == 400
+        assert httpx.post(box.url + "/_sandbox/config", json={"faults": "bogus"}).status_code == 400
         httpx.post(box.url + "/_sandbox/config", json={"add_faults": "http500:count=1"})
         httpx.post(box.url + "/_sandbox/config", json={"clear_faults": True})
         assert client.batches.list().data == []

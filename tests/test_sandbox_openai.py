@@ -45,12 +45,14 @@ def test_batch_runs_to_completed_with_every_timestamp(oai):
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert batch.usage.input_tokens == sum(
-        r["response"]["body"]["usage"]["prompt_tokens"] for r in out.values())
+        r["response"]["body"]["usage"]["prompt_tokens"] for r in out.values()
+    )
     assert oai.files.retrieve(batch.output_file_id).purpose == "batch_output"
 
 
 def test_small_batch_ends_within_about_a_second(sandbox, oai):
     import time
+
     sandbox.configure(speed=1.0)  # the default speed
     start = time.monotonic()
     batch = wait_openai(oai, submit(oai, [chat_line("a", "hi")]).id)
@@ -60,12 +62,15 @@ def test_small_batch_ends_within_about_a_second(sandbox, oai):
 
 def test_answers_are_stable_and_usage_counts_real_tokens(oai):
     from batcher.tokens import count_tokens
+
     system = "You are terse."
     user = "Name a colour."
-    first = read_file(oai, wait_openai(oai, submit(
-        oai, [chat_line("x", user, system=system)]).id).output_file_id)["x"]
-    again = read_file(oai, wait_openai(oai, submit(
-        oai, [chat_line("y", user, system=system)]).id).output_file_id)["y"]
+    first = read_file(
+        oai, wait_openai(oai, submit(oai, [chat_line("x", user, system=system)]).id).output_file_id
+    )["x"]
+    again = read_file(
+        oai, wait_openai(oai, submit(oai, [chat_line("y", user, system=system)]).id).output_file_id
+    )["y"]
     text = first["response"]["body"]["choices"][0]["message"]["content"]
     assert text == again["response"]["body"]["choices"][0]["message"]["content"]
     usage = first["response"]["body"]["usage"]
@@ -84,12 +89,15 @@ def test_output_lines_do_not_follow_input_order(oai):
     assert sorted(order) == [f"r{i:02d}" for i in range(30)] and order != sorted(order)
 
 
-@pytest.mark.parametrize("lines, code, line", [
-    (["{not json", chat_line("b", "x")], "invalid_json_line", 1),
-    ([chat_line("a", "x"), chat_line("a", "y")], "duplicate_custom_id", 2),
-    ([chat_line("a", "x"), chat_line("b", "y", url="/v1/responses")], "url_mismatch", 2),
-    ([chat_line("a", "x"), chat_line("b", "y", model="gpt-5-mini")], "model_mismatch", 2),
-])
+@pytest.mark.parametrize(
+    "lines, code, line",
+    [
+        (["{not json", chat_line("b", "x")], "invalid_json_line", 1),
+        ([chat_line("a", "x"), chat_line("a", "y")], "duplicate_custom_id", 2),
+        ([chat_line("a", "x"), chat_line("b", "y", url="/v1/responses")], "url_mismatch", 2),
+        ([chat_line("a", "x"), chat_line("b", "y", model="gpt-5-mini")], "model_mismatch", 2),
+    ],
+)
 def test_bad_input_fails_the_batch_with_line_numbers(oai, lines, code, line):
     batch = wait_openai(oai, submit(oai, lines).id)
     assert batch.status == "failed"
@@ -120,8 +128,12 @@ def test_create_rejects_unknown_file_and_bad_metadata(oai):
         oai.batches.create(input_file_id="file-nope", endpoint=CHAT, completion_window="24h")
     upload = oai.files.create(file=("in.jsonl", b'{"custom_id":"a"}\n'), purpose="batch")
     with pytest.raises(openai.BadRequestError):
-        oai.batches.create(input_file_id=upload.id, endpoint=CHAT, completion_window="24h",
-                           metadata={f"k{i}": "v" for i in range(17)})
+        oai.batches.create(
+            input_file_id=upload.id,
+            endpoint=CHAT,
+            completion_window="24h",
+            metadata={f"k{i}": "v" for i in range(17)},
+        )
 
 
 def test_cancel_keeps_finished_requests(sandbox, oai):
@@ -167,8 +179,10 @@ def test_window_expiry_keeps_finished_and_reports_the_rest(sandbox, oai):
 
 
 def test_list_pages_with_metadata_so_a_lost_create_can_be_found(oai):
-    ids = [submit(oai, [chat_line("a", str(i))], metadata={"local_batch": f"lb-{i}"}).id
-           for i in range(5)]
+    ids = [
+        submit(oai, [chat_line("a", str(i))], metadata={"local_batch": f"lb-{i}"}).id
+        for i in range(5)
+    ]
     first = oai.batches.list(limit=2)
     assert [b.id for b in first.data] == ids[::-1][:2] and first.has_more
     everything = list(oai.batches.list(limit=2))  # the SDK pages with after=last id
@@ -188,8 +202,12 @@ def test_files_list_retrieve_delete(oai):
 
 
 def test_responses_endpoint(oai):
-    line = {"custom_id": "r", "method": "POST", "url": "/v1/responses",
-            "body": {"model": "gpt-4.1-mini", "input": "Say hi", "instructions": "Be brief."}}
+    line = {
+        "custom_id": "r",
+        "method": "POST",
+        "url": "/v1/responses",
+        "body": {"model": "gpt-4.1-mini", "input": "Say hi", "instructions": "Be brief."},
+    }
     batch = wait_openai(oai, submit(oai, [line], endpoint="/v1/responses").id)
     body = read_file(oai, batch.output_file_id)["r"]["response"]["body"]
     assert body["object"] == "response" and body["output"][0]["content"][0]["text"]
@@ -198,8 +216,9 @@ def test_responses_endpoint(oai):
 
 
 def test_max_tokens_truncates_with_finish_reason_length(oai):
-    batch = wait_openai(oai, submit(oai, [chat_line("a", "x", model="gpt-4o-mini",
-                                                    max_completion_tokens=3)]).id)
+    batch = wait_openai(
+        oai, submit(oai, [chat_line("a", "x", model="gpt-4o-mini", max_completion_tokens=3)]).id
+    )
     body = read_file(oai, batch.output_file_id)["a"]["response"]["body"]
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 3
@@ -207,6 +226,7 @@ def test_max_tokens_truncates_with_finish_reason_length(oai):
 
 def test_missing_api_key_is_401(sandbox):
     import httpx
+
     response = httpx.get(sandbox.openai_base_url + "/batches")
     assert response.status_code == 401
     assert response.json()["error"]["message"]

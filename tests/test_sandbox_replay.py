@@ -49,7 +49,8 @@ def test_anthropic_gets_the_mapped_models_text(replay_box):
     client = anthropic.Anthropic(base_url=replay_box.anthropic_base_url, api_key="k")
     rows = _rows(SMALL)
     batch = client.messages.batches.create(
-        requests=[ant_request(row["id"], row["user"], max_tokens=200) for row in rows])
+        requests=[ant_request(row["id"], row["user"], max_tokens=200) for row in rows]
+    )
     wait_anthropic(client, batch.id)
     got = results(client, batch.id)
     for row in rows:
@@ -59,13 +60,19 @@ def test_anthropic_gets_the_mapped_models_text(replay_box):
 def test_missing_row_or_model_is_a_per_request_error(replay_box):
     replay_box.reset()
     client = openai.OpenAI(base_url=replay_box.openai_base_url, api_key="k")
-    lines = [chat_line("known", "What is the square root of 144?"),
-             chat_line("unknown", "A question nobody recorded."),
-             chat_line("no-model", "Only the big model answered this one.")]
+    lines = [
+        chat_line("known", "What is the square root of 144?"),
+        chat_line("unknown", "A question nobody recorded."),
+        chat_line("no-model", "Only the big model answered this one."),
+    ]
     batch = wait(client, submit(client, lines).id)
     assert batch.status == "completed" and batch.request_counts.failed == 2
-    assert read_file(client, batch.output_file_id)["known"]["response"]["body"]["choices"][0][
-        "message"]["content"] == "12"
+    assert (
+        read_file(client, batch.output_file_id)["known"]["response"]["body"]["choices"][0][
+            "message"
+        ]["content"]
+        == "12"
+    )
     errors = read_file(client, batch.error_file_id)
     assert set(errors) == {"unknown", "no-model"}
     assert errors["unknown"]["response"]["status_code"] == 400
@@ -80,8 +87,11 @@ def test_last_user_message_is_what_matches(replay_box):
     request["params"]["messages"] = [
         {"role": "user", "content": "Name the capital of France."},
         {"role": "assistant", "content": "Paris."},
-        {"role": "user",
-         "content": [{"type": "text", "text": "Give the chemical symbol for gold."}]}]
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Give the chemical symbol for gold."}],
+        },
+    ]
     batch = client.messages.batches.create(requests=[request])
     wait_anthropic(client, batch.id)
     assert results(client, batch.id)["multi"].message.content[0].text == "Au"
@@ -97,8 +107,9 @@ def test_bad_replay_file_is_an_option_error(tmp_path):
 @pytest.mark.skipif(not SHARED.exists(), reason="shared replay data is not checked out here")
 def test_shared_math_replay_returns_each_problems_recorded_text():
     rows = _rows(SHARED)
-    with start_sandbox(replay=str(SHARED), model_map={"gpt-5-nano": "gemma-2-2b-it"},
-                       speed=20.0) as box:
+    with start_sandbox(
+        replay=str(SHARED), model_map={"gpt-5-nano": "gemma-2-2b-it"}, speed=20.0
+    ) as box:
         client = openai.OpenAI(base_url=box.openai_base_url, api_key="k")
         lines = [chat_line(row["id"], row["user"]) for row in rows]
         batch = wait(client, submit(client, lines).id, timeout=60)

@@ -22,17 +22,25 @@ from sandbox_fixtures import (  # noqa: F401 - fixtures
 
 SYSTEM = "Classify the ticket.\nAllowed labels: billing, bug, praise\nReply with the label."
 JSON_SYSTEM = 'Classify.\nallowed labels: billing, bug, praise\nAnswer as {"label": "..."}'
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["label", "score", "tags"],
-          "properties": {"label": {"type": "string", "enum": ["a", "b"]},
-                         "score": {"type": "integer", "minimum": 1, "maximum": 5},
-                         "tags": {"type": "array", "items": {"type": "string"}}}}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["label", "score", "tags"],
+    "properties": {
+        "label": {"type": "string", "enum": ["a", "b"]},
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+}
 LABELS = {"billing", "bug", "praise"}
+
 
 def _texts(oai, lines):
     batch = wait_openai(oai, submit(oai, lines).id)
     out = read_file(oai, batch.output_file_id)
-    return {cid: r["response"]["body"]["choices"][0]["message"]["content"]
-            for cid, r in out.items()}
+    return {
+        cid: r["response"]["body"]["choices"][0]["message"]["content"] for cid, r in out.items()
+    }
 
 
 def test_bare_labels_within_the_allowed_set(oai):
@@ -41,15 +49,13 @@ def test_bare_labels_within_the_allowed_set(oai):
 
 
 def test_json_labels_when_the_prompt_asks_for_json(oai):
-    texts = _texts(oai, [chat_line(f"t{i}", f"ticket {i}", system=JSON_SYSTEM)
-                         for i in range(20)])
+    texts = _texts(oai, [chat_line(f"t{i}", f"ticket {i}", system=JSON_SYSTEM) for i in range(20)])
     assert {json.loads(t)["label"] for t in texts.values()} <= LABELS
 
 
 def test_json_schema_answers_validate(oai):
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA, "strict": True}}
-    texts = _texts(oai, [chat_line(f"s{i}", f"item {i}", response_format=fmt)
-                         for i in range(10)])
+    texts = _texts(oai, [chat_line(f"s{i}", f"item {i}", response_format=fmt) for i in range(10)])
     for text in texts.values():
         jsonschema.validate(json.loads(text), SCHEMA)
 
@@ -72,16 +78,20 @@ def test_malformed_rate_is_per_model_and_deterministic(sandbox, oai):
     first = bad(_texts(oai, lines))
     assert 10 < len(first) < 50
     assert bad(_texts(oai, lines)) == first  # same requests, same verdicts
-    other = [chat_line(f"t{i}", f"ticket {i}", model="gpt-5-mini", system=JSON_SYSTEM)
-             for i in range(60)]
+    other = [
+        chat_line(f"t{i}", f"ticket {i}", model="gpt-5-mini", system=JSON_SYSTEM) for i in range(60)
+    ]
     assert bad(_texts(oai, other)) == set()
 
 
 def test_malformed_rate_from_config_applies_to_anthropic(sandbox, ant):
     sandbox.configure(malformed={"claude-haiku-4-5": 1.0})
-    batch = ant.messages.batches.create(requests=[
-        ant_request(f"h-{i}", f"ticket {i}", model="claude-haiku-4-5", system=SYSTEM)
-        for i in range(10)])
+    batch = ant.messages.batches.create(
+        requests=[
+            ant_request(f"h-{i}", f"ticket {i}", model="claude-haiku-4-5", system=SYSTEM)
+            for i in range(10)
+        ]
+    )
     wait_anthropic(ant, batch.id)
     texts = {r.message.content[0].text for r in results(ant, batch.id).values()}
     assert texts and not texts & LABELS

@@ -144,6 +144,7 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
     """
     from batcher.engine import drive_run, start_run
     from batcher.errors import LeaseHeld
+    from batcher.preflight import check_keys
     from batcher.progress import make_reporter
     from batcher.spec import load_spec
     from batcher.store import open_store
@@ -159,6 +160,7 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
 
             clients = Clients.for_sandbox(stack.enter_context(start_sandbox()))
             poll_interval = poll_interval or 0.05
+        check_keys(spec, clients)
         run_id = start_run(engine, spec, source, skip_invalid=skip_invalid, max_usd=max_usd)
         click.echo(f"run {run_id}: planned; submitting", err=True)
         reporter = make_reporter()
@@ -200,10 +202,12 @@ def submit(job, input_path, skip_invalid, max_usd, no_reuse, db, as_json):
       batcher resume 12
     """
     from batcher.engine import drive_run, start_run
+    from batcher.preflight import check_keys
     from batcher.spec import load_spec
     from batcher.store import open_store
 
     spec = load_spec(job)
+    check_keys(spec)
     engine = open_store(db)
     run_id = start_run(
         engine, spec, spec.input_file(input_path), skip_invalid=skip_invalid, max_usd=max_usd
