@@ -29,7 +29,7 @@ from batcher.money import to_usd
 from batcher.poll import PollSettings
 from batcher.progress import QuietReporter, Reporter
 from batcher.providers import Clients, Registry
-from batcher.providers.calls import ProviderError
+from batcher.providers.calls import Interrupted, ProviderError, stopping_on
 from batcher.spec import JobSpec, spec_from_snapshot
 from batcher.states import ITEM_TERMINAL, BatchStatus, ItemStatus, RunStatus, set_status
 from batcher.store.models import TABLES
@@ -201,6 +201,7 @@ def drive_run(
     if outcome_of(db, run_id).status == RunStatus.COMPLETED:
         return outcome_of(db, run_id)
     settings = poll if isinstance(poll, PollSettings) else PollSettings.of(spec, poll)
+    stop = stop or threading.Event()
     with Lease(db, run_id, owner or new_owner()) as lease:
         driver = Driver(
             db,
@@ -208,13 +209,16 @@ def drive_run(
             spec,
             Registry(clients),
             lease=lease,
-            stop=stop or threading.Event(),
+            stop=stop,
             poll=settings,
             reporter=reporter or QuietReporter(),
             reuse=reuse,
         )
         try:
-            driver.run(submit_only=submit_only)
+            with stopping_on(stop):
+                driver.run(submit_only=submit_only)
+        except Interrupted:  # a stop during a retry wait: as resumable as one between steps
+            return outcome_of(db, run_id)
         except (SubmissionUndecided, RunStopped, ProviderError) as exc:
             message = str(exc)
             if isinstance(exc, ProviderError):

@@ -5,13 +5,19 @@ create whose answer was lost and bill it twice. Reads (retrieve, list, file cont
 to repeat, so they go through `with_retries`, which waits through 429, 408, 409, 5xx and
 connection errors, honouring the server's `retry-after-ms` / `retry-after` headers (or, from
 Google, the RetryInfo detail of the error body).
+
+Those waits can add up to minutes during an outage, so they watch the stop event the caller
+installed with `stopping_on` (Ctrl-C, SIGTERM): a stop ends the wait at once with `Interrupted`.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,6 +28,36 @@ RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 MAX_RETRY_AFTER_S = 300.0  # the server's retry-after is obeyed, up to this much
 KEY_ENVS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
             "google": "GEMINI_API_KEY"}  # fmt: skip
+
+
+# The current driver's stop event; a context variable, so drivers in threads each see theirs.
+_STOP: ContextVar[threading.Event | None] = ContextVar("batcher_stop", default=None)
+
+
+class Interrupted(BatcherError):
+    """A stop was asked for while waiting to call a provider again. The call was not made,
+    so nothing is half-done; the run stays resumable (exit code 3)."""
+
+    exit_code = 3
+
+
+@contextmanager
+def stopping_on(stop: threading.Event) -> Iterator[None]:
+    """Make the retry waits of provider calls in this block end when `stop` is set."""
+    token = _STOP.set(stop)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
+
+
+def wait_or_stop(seconds: float) -> None:
+    """Sleep `seconds`, or raise Interrupted as soon as the installed stop event is set."""
+    stop = _STOP.get()
+    if stop is None:
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        raise Interrupted("stopped while waiting to call the provider again")
 
 
 class ProviderError(BatcherError):
@@ -146,7 +182,7 @@ def with_retries(
     operation: str,
     policy: RetryPolicy,
     connection_errors: tuple[type[BaseException], ...],
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = wait_or_stop,
 ) -> T:
     """`call()`, repeated through transient errors; ProviderError when it cannot succeed."""
     for attempt in range(policy.attempts):
@@ -173,7 +209,7 @@ def create_once(
     connection_error: type[BaseException],
     refusal: Callable[[Any], dict[str, Any]],
     local_id: str,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = wait_or_stop,
 ) -> T:
     """`call()`, the batch create of `local_id`, made once: never repeated after an unclear answer.
 
