@@ -21,3 +21,14 @@ def to_usd(pusd: int) -> Decimal:
 def fmt_usd(usd: Decimal | int, places: int = 4) -> str:
     """'$1,234.5678' for people; pass picodollars through to_usd first."""
     return f"${Decimal(usd):,.{places}f}"
+
+
+def fmt_money(usd: Decimal | int) -> str:
+    """Money for tables: cents from a dollar up, else four significant digits ('$0.00003992');
+    JSON and CSV keep the exact value."""
+    usd = Decimal(usd)
+    if usd == 0:
+        return "$0"
+    if abs(usd) >= 1:
+        return f"${usd:,.2f}"
+    return f"${usd:.4g}"

@@ -76,6 +76,7 @@ def main() -> None:
 
 # Each command group lives in its own module and registers itself on `cli` when imported.
 from batcher.cli import ingest as _ingest  # noqa: E402, F401
+from batcher.cli import items as _items  # noqa: E402, F401
 from batcher.cli import plan as _plan  # noqa: E402, F401
 from batcher.cli import report as _report  # noqa: E402, F401
 from batcher.cli import run as _run  # noqa: E402, F401
