@@ -123,8 +123,11 @@ class _Chunk:
         if result.outcome == "succeeded":
             checked = self.validator.check(result.text)
             verdict = checked.reason
-            status = AttemptStatus.SUCCEEDED if checked.ok else AttemptStatus.INVALID
-            if checked.ok:
+            ok = checked.ok
+            if result.stop_reason == "max_tokens":  # a cut-off answer is never a success
+                ok, verdict = False, "truncated: the answer was cut off at max_tokens"
+            status = AttemptStatus.SUCCEEDED if ok else AttemptStatus.INVALID
+            if ok:
                 self.items.append((result.text, attempt_id, item_id))
         else:
             status = OUTCOME_STATUS[result.outcome]

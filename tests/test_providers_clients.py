@@ -32,14 +32,16 @@ def client(sandbox, name: str):
     return connect(name, Clients.for_sandbox(sandbox, FAST))
 
 
-def write_batch(path: Path, provider, model: str, n: int, system: str | None = None) -> Path:
+def write_batch(
+    path: Path, provider, model: str, n: int, system: str | None = None, max_tokens: int = 512
+) -> Path:
     with open(path, "wb") as f:
         for i in range(n):
             request = Request(
                 custom_id=f"i{i}-a1",
                 model=model,
                 messages=[{"role": "user", "content": f"Say something about item {i}."}],
-                max_tokens=512,
+                max_tokens=max_tokens,
                 system=system,
             )
             f.write(provider.render_line(request))
@@ -83,6 +85,20 @@ def test_submit_poll_results_round_trip(sandbox, tmp_path, name, model):
         )
         assert usage.output_tokens == tokens["output"]
         assert usage.reasoning_tokens == tokens["reasoning"]
+
+
+@pytest.mark.parametrize(
+    "name,model", [("openai", "gpt-5-nano"), ("anthropic", "claude-sonnet-4-6")]
+)
+def test_stop_reason_normalised_from_finish_and_stop_reason(sandbox, tmp_path, name, model):
+    provider = client(sandbox, name)
+    ends = {}
+    for max_tokens in (2, 512):
+        path = write_batch(tmp_path / f"b{max_tokens}.jsonl", provider, model, 2, None, max_tokens)
+        state = provider.submit(f"b-{max_tokens}", path, model)
+        ended = wait_ended(provider, state.provider_batch_id)
+        ends[max_tokens] = {r.stop_reason for r in provider.results(ended)}
+    assert ends == {2: {"max_tokens"}, 512: {"end"}}
 
 
 def test_openai_find_matches_metadata_only(sandbox, tmp_path):

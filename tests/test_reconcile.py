@@ -316,3 +316,16 @@ def test_a_chunk_is_cut_by_answer_text_as_well_as_by_count(monkeypatch):
     chunks = list(reconcile._chunks(results, size=4))
     assert [[r.custom_id for r in c] for c in chunks] == [["c0", "c1"], ["e", "c2", "c3"], ["c4"]]
     assert [len(c) for c in reconcile._chunks(results, size=2)] == [2, 2, 2]
+
+
+def test_an_answer_cut_off_at_max_tokens_is_never_a_success(db, tmp_path):
+    spec, run_id, items, batch_id, _ = one_batch(db, tmp_path, 2)
+    cut = Result(f"i{items[0]}-a1", "succeeded", GOOD, USAGE, stop_reason="max_tokens")
+    whole = Result(f"i{items[1]}-a1", "succeeded", GOOD, USAGE, stop_reason="end")
+    summary = reconcile_batch(db, batch_id, [cut, whole], spec)
+    assert summary.stored == {"invalid": 1, "succeeded": 1}
+    with db.connect() as conn:
+        verdict = conn.execute(
+            sa.text("SELECT verdict FROM attempt WHERE custom_id = :c"), {"c": cut.custom_id}
+        ).scalar()
+    assert verdict.startswith("truncated")

@@ -78,6 +78,10 @@ def usage_of(raw: dict[str, Any] | None) -> Usage | None:
     )
 
 
+# Message.stop_reason -> the provider-neutral stop reason; other values pass as they are.
+STOP_REASONS = {"end_turn": "end", "stop_sequence": "end", "max_tokens": "max_tokens"}
+
+
 def parse_result(row: dict[str, Any]) -> Result:
     """One line of a batch's results as a Result."""
     custom_id = row["custom_id"]
@@ -87,7 +91,10 @@ def parse_result(row: dict[str, Any]) -> Result:
         message = result.get("message") or {}
         texts = [b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text"]
         text = "".join(texts) if texts else None
-        return Result(custom_id, "succeeded", text, usage_of(message.get("usage")))
+        result = Result(custom_id, "succeeded", text, usage_of(message.get("usage")))
+        reason = message.get("stop_reason")
+        result.stop_reason = STOP_REASONS.get(reason, reason)
+        return result
     if kind == "errored":
         error = (result.get("error") or {}).get("error") or {}
         return Result(

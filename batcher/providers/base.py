@@ -54,6 +54,8 @@ class Result:
     usage: Usage | None = None  # None when nothing was billed
     error_code: str | None = None
     error_message: str | None = None
+    # Why the answer ended: "end", "max_tokens" (cut off), or the provider's own word.
+    stop_reason: str | None = None
 
 
 @dataclass(slots=True)

@@ -144,8 +144,7 @@ def parse_result(row: dict[str, Any]) -> Result:
     if isinstance(response, dict):
         text, stop = text_of(response)
         result = Result(key, "succeeded", text, usage_of(response.get("usageMetadata")))
-        if hasattr(result, "stop_reason"):
-            result.stop_reason = stop
+        result.stop_reason = stop
         return result
     error = row.get("error") or row.get("status") or {}
     code = error.get("status") or (f"http_{error['code']}" if error.get("code") else "error")

@@ -90,6 +90,22 @@ def text_of(body: dict[str, Any]) -> str | None:
     return "".join(parts) if parts else None
 
 
+# choices[0].finish_reason -> the provider-neutral stop reason; other values pass as they are.
+FINISH_REASONS = {"stop": "end", "length": "max_tokens"}
+
+
+def stop_reason_of(body: dict[str, Any]) -> str | None:
+    """The normalised stop reason of a chat completion (or Responses) body."""
+    choices = body.get("choices")
+    if choices:
+        reason = choices[0].get("finish_reason")
+        return FINISH_REASONS.get(reason, reason)
+    if body.get("status") == "incomplete":  # Responses API: cut off when max_output_tokens
+        reason = (body.get("incomplete_details") or {}).get("reason")
+        return "max_tokens" if reason == "max_output_tokens" else reason
+    return "end" if body.get("status") == "completed" else None
+
+
 def parse_result(row: dict[str, Any]) -> Result:
     """One line of an output or error file as a Result."""
     custom_id = row["custom_id"]
@@ -97,7 +113,9 @@ def parse_result(row: dict[str, Any]) -> Result:
     status = response.get("status_code")
     if status == 200:
         body = response.get("body") or {}
-        return Result(custom_id, "succeeded", text_of(body), usage_of(body.get("usage")))
+        result = Result(custom_id, "succeeded", text_of(body), usage_of(body.get("usage")))
+        result.stop_reason = stop_reason_of(body)
+        return result
     error = row.get("error")
     if error:
         code = error.get("code")
