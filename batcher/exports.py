@@ -7,7 +7,8 @@ leaves a truncated export that looks finished.
 
 Columns, in every format: the item's id and line number; its inputs (system prompt text,
 messages, max_tokens, temperature, params, metadata, the tier or model the item asked for);
-its outcome (status, final output, error of the final attempt when it did not succeed); the
+its outcome (status, final output (a failed item's last paid answer too), the validation
+verdict on it, error of the final attempt when it did not succeed); the
 tier, provider and model of its final attempt; and what it took (attempts, tokens summed over
 all its attempts, cost in exact dollars). JSONL keeps messages, params and metadata as JSON
 values; CSV and Parquet carry them as JSON text. Parquet stores the cost as decimal(24, 12).
@@ -50,6 +51,7 @@ COLUMNS = (
     "requested_model",
     "status",
     "output",
+    "verdict",
     "error",
     "tier",
     "provider",
@@ -104,7 +106,7 @@ def _query(run_id: int) -> sa.Select:
             final.c.model,
             final.c.error_code,
             final.c.error_message,
-            final.c.verdict,
+            sa.func.coalesce(i.c.verdict, final.c.verdict).label("verdict"),
             *(spent.c[name] for name in spent.c.keys() if name != "item_id"),
         )
         .select_from(
@@ -162,6 +164,7 @@ def _row(row: sa.Row, prompts: _Prompts) -> dict[str, Any]:
         "requested_model": explicit_model,
         "status": status,
         "output": output,
+        "verdict": verdict,
         "error": _error(status, error_code, error_message, verdict),
         "tier": tier,
         "provider": provider,

@@ -39,6 +39,7 @@ from batcher.validate import validator_for
 CHUNK = 5000
 BILLED_COLUMNS = ATTEMPT_COLUMNS[4:14]  # tokens and costs: all 0 for a reused answer
 ATTEMPT, ITEM, BATCH = TABLES["attempt"], TABLES["item"], TABLES["batch"]
+ITEM_ENDS = ["output", "verdict", "final_attempt_id"]  # what an item keeps of its last attempt
 TRANSIENT = {AttemptStatus.ERRORED, AttemptStatus.EXPIRED}
 # Refusals of the whole batch that say nothing about this request: wait and send it again.
 FREE_CODES = frozenset({"token_limit_exceeded", "batch_failed"})
@@ -204,11 +205,12 @@ def _candidates(conn: Connection, run_id: int, after: int, limit: int) -> list[i
 
 
 def _chains(conn: Connection, item_ids: list[int]) -> dict[int, list[tuple]]:
-    """item id -> its attempts (id, seq, tier, provider, model, status, error_code, output)."""
+    """item id -> its attempts (id, seq, tier, provider, model, status, error_code, output,
+    verdict)."""
     chains: dict[int, list[tuple]] = {}
     rows = select_by_keys(
         conn,
-        "SELECT item_id, id, seq, tier, provider, model, status, error_code, output"
+        "SELECT item_id, id, seq, tier, provider, model, status, error_code, output, verdict"
         " FROM attempt WHERE item_id",
         item_ids,
     )
@@ -225,10 +227,11 @@ class _Round:
     def __init__(self, conn: Connection, run_id: int, spec: JobSpec, summary: FollowupSummary):
         self.conn, self.run_id, self.spec, self.summary = conn, run_id, spec, summary
         self.new: list[dict[str, Any]] = []
-        self.ends: dict[str, list[tuple]] = {}  # item status -> (output, final attempt, id)
+        # item status -> (output, verdict, final attempt, id)
+        self.ends: dict[str, list[tuple]] = {}
 
     def apply(self, item_id: int, chain: list[tuple], decision: Decision) -> None:
-        last_id, last_seq, _, provider, model, _, _, output = chain[-1]
+        last_id, last_seq, _, provider, model, _, _, output, verdict = chain[-1]
         if decision.kind in ("retry", "escalate"):
             if decision.kind == "escalate":
                 provider, model = self.spec.model_of(decision.tier)
@@ -256,14 +259,19 @@ class _Round:
             "cancel": ItemStatus.CANCELLED,
         }[decision.kind]
         setattr(self.summary, status.value, getattr(self.summary, status.value) + 1)
-        kept = output if status == ItemStatus.SUCCEEDED else None
-        self.ends.setdefault(status, []).append((kept, last_id, item_id))
+        # A failed item keeps its last paid answer and the verdict that refused it (an
+        # answer bought before later attempts errored counts): the reader needs it to judge
+        # the check or the prompt.
+        answered = [a for a in chain if a[7] is not None]
+        if answered and output is None:
+            output, verdict = answered[-1][7], answered[-1][8]
+        self.ends.setdefault(status, []).append((output, verdict, last_id, item_id))
 
     def write(self) -> None:
         if self.new:
             self._insert_attempts()
         for status, rows in self.ends.items():
-            set_status_many(self.conn, ITEM, status, ["output", "final_attempt_id"], rows)
+            set_status_many(self.conn, ITEM, status, ITEM_ENDS, rows)
 
     def _insert_attempts(self) -> None:
         items = {
@@ -307,7 +315,7 @@ def plan_followups(
             work = _Round(conn, run_id, spec, summary)
             for item_id, chain in _chains(conn, item_ids).items():
                 steps = [
-                    Step(seq, tier, status, code) for _, seq, tier, _, _, status, code, _ in chain
+                    Step(seq, tier, status, code) for _, seq, tier, _, _, status, code, *_ in chain
                 ]
                 work.apply(item_id, chain, policy.decide(steps))
             work.write()
@@ -343,10 +351,10 @@ def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -
                     continue
                 reason = f"reused: {verdict.reason}"
                 attempts.append((source[1], reason, source[0], now, *NOTHING_BILLED, attempt_id))
-                items.append((source[1], attempt_id, item_id))
+                items.append((source[1], reason, attempt_id, item_id))
             columns = ["output", "verdict", "reused_from", "finished_at", *BILLED_COLUMNS]
             reused += set_status_many(conn, ATTEMPT, AttemptStatus.REUSED, columns, attempts)
-            set_status_many(conn, ITEM, ItemStatus.SUCCEEDED, ["output", "final_attempt_id"], items)
+            set_status_many(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_ENDS, items)
     _abandon_stale_batches(db, run_id)
     return reused
 

@@ -67,7 +67,7 @@ ATTEMPT_COLUMNS = [
     "finished_at",
 ]
 NOTHING_BILLED = (0,) * 10
-ITEM_COLUMNS = ["output", "final_attempt_id"]
+ITEM_COLUMNS = ["output", "verdict", "final_attempt_id"]
 OUTCOME_STATUS = {
     "errored": AttemptStatus.ERRORED,
     "expired": AttemptStatus.EXPIRED,
@@ -128,7 +128,7 @@ class _Chunk:
                 ok, verdict = False, "truncated: the answer was cut off at max_tokens"
             status = AttemptStatus.SUCCEEDED if ok else AttemptStatus.INVALID
             if ok:
-                self.items.append((result.text, attempt_id, item_id))
+                self.items.append((result.text, verdict, attempt_id, item_id))
         else:
             status = OUTCOME_STATUS[result.outcome]
         row = (

@@ -223,7 +223,9 @@ def test_invalid_answers_climb_the_ladder_until_valid(db, tmp_path):
     chain_t2 = rows_of(db, ATTEMPT, ATTEMPT.c.item_id == items["t2"]["id"])
     assert [a["status"] for a in chain_t2] == ["invalid"] * 3  # every attempt kept
     assert items["t2"]["final_attempt_id"] == chain_t2[-1]["id"]
-    assert items["t2"]["output"] is None
+    # the failed item keeps its last paid answer and the verdict that refused it
+    assert items["t2"]["output"] == BAD
+    assert items["t2"]["verdict"] == chain_t2[-1]["verdict"] is not None
     assert items["t1"]["output"] == GOOD
 
 

@@ -208,6 +208,12 @@ def m006_attempt_item_seq(op: Operations) -> None:
     op.create_index("ux_attempt_item_seq", "attempt", ["item_id", "seq"], unique=True)
 
 
+def m007_item_verdict(op: Operations) -> None:
+    """An item keeps the verdict of its final answer next to the answer itself, so a failed
+    item shows what was bought and why it was refused without a join."""
+    op.add_column("item", sa.Column("verdict", sa.String))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
@@ -215,4 +221,5 @@ MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m004_schedule_firing", m004_schedule_firing),
     ("m005_bulk_write_indexes", m005_bulk_write_indexes),
     ("m006_attempt_item_seq", m006_attempt_item_seq),
+    ("m007_item_verdict", m007_item_verdict),
 ]
