@@ -113,5 +113,6 @@ class _Rates:
             cost_pusd=plain * b[0] + read * b[1] + w5 * b[2] + w1 * b[3] + out * b[4],
             standard_pusd=plain * s[0] + read * s[1] + w5 * s[2] + w1 * s[3] + out * s[4],
             uncached_pusd=total * s[0] + out * s[4],
-            baseline_pusd=total * t[0] + out * t[1],
+            # visible output only (see pricing.visible_output)
+            baseline_pusd=total * t[0] + max(0, out - usage.reasoning_tokens) * t[1],
         )

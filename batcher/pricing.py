@@ -7,7 +7,10 @@ request's input passes the tier start), so a request is always priced on its own
 never on a sum of requests; `unit_prices` gives exact per-token prices for summing many
 requests that all stay below the first tier.
 
-The four figures of an attempt split its savings exactly:
+The baseline of an attempt is its input tokens and its visible output tokens (reasoning
+excluded: a cheap model's hidden reasoning is not what the frontier model would have
+written) on the job's frontier model at standard rates, no cache. The four figures of an
+attempt split its savings exactly:
 routing = baseline - uncached, caching = uncached - standard, batch = standard - cost.
 """
 
@@ -74,7 +77,8 @@ class AttemptCosts(NamedTuple):
     cost_pusd: int  # batch rates, with cache prices: what the provider bills
     standard_pusd: int  # same model and tokens at standard (non-batch) rates, with cache
     uncached_pusd: int  # same model, standard rates, every input token at the input price
-    baseline_pusd: int  # the spec's frontier model, standard rates, no cache, same tokens
+    baseline_pusd: int  # the spec's frontier model, standard rates, no cache: same input
+    # tokens and the answer's visible output tokens (reasoning excluded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +221,7 @@ def attempt_costs(
     """
     uncached = Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
     top_provider, top_model = spec.model_of(spec.frontier_tier)
+    answer = Usage(input_tokens=usage.input_tokens, output_tokens=visible_output(usage))
     return AttemptCosts(
         cost_pusd=to_pusd(price_usd(provider, model, usage, batch=True, when=when, spec=spec)),
         standard_pusd=to_pusd(price_usd(provider, model, usage, batch=False, when=when, spec=spec)),
@@ -224,9 +229,15 @@ def attempt_costs(
             price_usd(provider, model, uncached, batch=False, when=when, spec=spec)
         ),
         baseline_pusd=to_pusd(
-            price_usd(top_provider, top_model, uncached, batch=False, when=when, spec=spec)
+            price_usd(top_provider, top_model, answer, batch=False, when=when, spec=spec)
         ),
     )
+
+
+def visible_output(usage: Usage) -> int:
+    """The answer's own output tokens: hidden reasoning is how the cheap model got there, not
+    something the frontier model would have had to write, so the baseline leaves it out."""
+    return max(0, usage.output_tokens - usage.reasoning_tokens)
 
 
 def _tier_start(provider: str, model: str, batch: bool, when: datetime) -> int | None:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from batcher.report_render import NUMERIC, report_sections, show_usd
+from batcher.report_render import NOTES, NUMERIC, report_sections, show_usd
 from batcher.reports import Report, usd
 
 WIDTH = 760
@@ -181,6 +181,7 @@ def render_html(report: Report) -> str:
     for title, columns, rows in report_sections(report):
         body.append(f"<h2>{escape(title)}</h2>")
         body.append(_table(columns, rows) if rows else "<p>(none)</p>")
+    body += [f'<p class="note">{escape(note)}</p>' for note in NOTES]
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{escape(report.title())} - batcher report</title>\n"

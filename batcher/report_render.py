@@ -265,7 +265,7 @@ def report_sections(report: Report) -> list[Section]:
         ("", "amount"),
         [
             [
-                "baseline: same tokens on the frontier model, standard rates, no cache",
+                "baseline (see note 1)",
                 show_usd(c.baseline),
             ],
             ["saved by routing", show_usd(c.routing)],
@@ -303,6 +303,14 @@ def report_sections(report: Report) -> list[Section]:
     return [runs, tiers, savings, cache]
 
 
+# The footnotes under every rendering of a report (table, md, html).
+NOTES = (
+    "1. Baseline: each attempt's input tokens and its visible output tokens (hidden reasoning "
+    "excluded) priced on the job's frontier model at standard rates with no cache; routing, "
+    "caching and batch discount add up to baseline minus paid.",
+)
+
+
 def render_table(report: Report) -> str:
     out = io.StringIO()
     console = Console(file=out, width=TABLE_WIDTH, color_system=None, soft_wrap=False)
@@ -316,6 +324,8 @@ def render_table(report: Report) -> str:
         for row in rows or [["(none)"] + [""] * (len(columns) - 1)]:
             table.add_row(*row)
         console.print(table)
+    for note in NOTES:
+        console.print(note)
     # rich pads titles to the console width; trailing blanks only get in the way
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
 
@@ -343,6 +353,7 @@ def render_md(report: Report) -> str:
         lines.append("|" + "|".join(align) + "|")
         lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
         lines.append("")
+    lines += [*NOTES, ""]
     return "\n".join(lines)
 
 

@@ -1,9 +1,10 @@
 """Cost and quality reports from the reconciled database: what was spent, saved and answered.
 
 Every figure is summed in SQL from the attempt rows, in whole picodollars, so it is exact and
-the same each time a run is reported. The savings against the baseline (the same tokens on the
-job's frontier model, standard rates, no cache) split into three parts that add up to the
-total difference by construction:
+the same each time a run is reported. The savings against the baseline (the same input
+tokens and the answer's visible output tokens, reasoning excluded, on the job's frontier
+model, standard rates, no cache) split into three parts that add up to the total difference
+by construction (routing can be negative when a cheap model reasons at length):
 
     routing  = baseline - uncached   (cheaper tiers instead of the frontier model)
     caching  = uncached - standard   (prompt-cache prices on the same model)

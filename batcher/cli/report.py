@@ -34,11 +34,12 @@ def report(run, job, since, fmt, output, db):
     """Show what RUN cost, what it saved against the baseline, and what succeeded.
 
     Per tier and model: items, success rate, attempts, tokens, cost and cost per success.
-    Savings against the baseline (the same tokens on the job's frontier model at standard
-    rates, no cache) split into routing, caching and batch discount, which add up to the
-    total; the effective discount; and the share of each cache group's prompt prefix that was
-    billed as cache reads. Without RUN, the latest run; with --job and/or --since, every
-    matching run summed, with a line for each. A run still in flight is flagged.
+    Savings against the baseline (each attempt's input tokens and visible output tokens,
+    reasoning excluded, on the job's frontier model at standard rates, no cache) split into
+    routing, caching and batch discount, which add up to the total; the effective discount;
+    and the share of each cache group's prompt prefix that was billed as cache reads. Without
+    RUN, the latest run; with --job and/or --since, every matching run summed, with a line
+    for each. A run still in flight is flagged.
 
     \b
     Examples:
