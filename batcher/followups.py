@@ -20,6 +20,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from batcher.answers import answer_keys_for
 from batcher.bulk import db_value, select_by_keys
 from batcher.reconcile import ATTEMPT_COLUMNS, NOTHING_BILLED
 from batcher.requests import defaults_fingerprint, request_hash
@@ -332,6 +333,7 @@ def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -
     `planner.lay_out_batches` lays them out afresh. Idempotent.
     """
     validator = validator_for(spec.validation)
+    keys = answer_keys_for(spec.validation)
     reused, after = 0, 0
     while True:
         with db.begin() as conn:
@@ -350,9 +352,13 @@ def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -
                 if not verdict.ok:
                     continue
                 reason = f"reused: {verdict.reason}"
-                attempts.append((source[1], reason, source[0], now, *NOTHING_BILLED, attempt_id))
+                key = keys.key(source[1])
+                attempts.append(
+                    (source[1], reason, source[0], now, *NOTHING_BILLED, key, attempt_id)
+                )
                 items.append((source[1], reason, attempt_id, item_id))
             columns = ["output", "verdict", "reused_from", "finished_at", *BILLED_COLUMNS]
+            columns.append("answer_key")
             reused += set_status_many(conn, ATTEMPT, AttemptStatus.REUSED, columns, attempts)
             set_status_many(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_ENDS, items)
     _abandon_stale_batches(db, run_id)

@@ -22,6 +22,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from batcher.answers import AnswerKeys, answer_keys_for
 from batcher.bulk import db_value, placeholder, tune_for_bulk
 from batcher.errors import StateError
 from batcher.pricer import Pricer
@@ -65,6 +66,7 @@ ATTEMPT_COLUMNS = [
     "uncached_pusd",
     "baseline_pusd",
     "finished_at",
+    "answer_key",
 ]
 NOTHING_BILLED = (0,) * 10
 ITEM_COLUMNS = ["output", "verdict", "final_attempt_id"]
@@ -98,8 +100,10 @@ class ReconcileSummary:
 class _Chunk:
     """One transaction's worth of results, turned into rows per target status."""
 
-    def __init__(self, validator: Validator, price: Callable[[Usage], AttemptCosts]):
-        self.validator, self.price = validator, price
+    def __init__(
+        self, validator: Validator, price: Callable[[Usage], AttemptCosts], keys: AnswerKeys
+    ):
+        self.validator, self.price, self.keys = validator, price, keys
         self.rows: dict[str, list[tuple[Any, ...]]] = {}
         self.items: list[tuple[Any, ...]] = []
         self.cost_pusd = 0
@@ -119,8 +123,9 @@ class _Chunk:
                 usage.reasoning_tokens,
                 *costs,  # cost, standard, uncached, baseline
             )
-        verdict = None
+        verdict = key = None
         if result.outcome == "succeeded":
+            key = self.keys.key(result.text)
             checked = self.validator.check(result.text)
             verdict = checked.reason
             ok = checked.ok
@@ -138,6 +143,7 @@ class _Chunk:
             result.error_message,
             *billed,
             now,
+            key,
             attempt_id,
         )
         self.rows.setdefault(status, []).append(row)
@@ -293,9 +299,10 @@ def reconcile_batch(
         attempts = _attempts_of(conn, batch_id)
     # A batch holds one model (the planner groups by it), so one price list serves it all.
     validator, price = validator_for(spec.validation), Pricer(spec).for_model(provider, model)
+    keys = answer_keys_for(spec.validation)
     for part in _chunks(results, chunk):
         summary.n_results += len(part)
-        _store_chunk(db, part, attempts, _Chunk(validator, price), summary)
+        _store_chunk(db, part, attempts, _Chunk(validator, price, keys), summary)
     with db.begin() as conn:
         _finish(conn, batch_id, summary, None)
     return summary

@@ -106,6 +106,10 @@ class Validation(_Strict):
     labels: list[str] | None = None
     label_field: str | None = None  # where the label sits in a JSON answer (e.g. "label")
     regex: str | None = None
+    # The answer key compared between models (see batcher.answers): a JSON field, else
+    # label_field, else a regex group ("answer", else the first), else the whole reply.
+    answer_field: str | None = None
+    answer_regex: str | None = None
 
     @field_validator("json_schema")
     @classmethod
@@ -117,7 +121,7 @@ class Validation(_Strict):
                 raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
         return value
 
-    @field_validator("regex")
+    @field_validator("regex", "answer_regex")
     @classmethod
     def _regex_compiles(cls, value: str | None) -> str | None:
         return Rule._compiles(value)

@@ -214,6 +214,12 @@ def m007_item_verdict(op: Operations) -> None:
     op.add_column("item", sa.Column("verdict", sa.String))
 
 
+def m008_attempt_answer_key(op: Operations) -> None:
+    """Each answer's normalised key (batcher.answers), so that answers of different models to
+    the same item can be compared in SQL: agreement, and accuracy against a frontier answer."""
+    op.add_column("attempt", sa.Column("answer_key", sa.String(), nullable=True))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
@@ -222,4 +228,5 @@ MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m005_bulk_write_indexes", m005_bulk_write_indexes),
     ("m006_attempt_item_seq", m006_attempt_item_seq),
     ("m007_item_verdict", m007_item_verdict),
+    ("m008_attempt_answer_key", m008_attempt_answer_key),
 ]

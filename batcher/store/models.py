@@ -125,6 +125,7 @@ class Attempt(SQLModel, table=True):
     uncached_pusd: int = Field(sa_column=_money())  # ... and without cache prices
     baseline_pusd: int = Field(sa_column=_money())  # the job's frontier model, standard, no cache
     reused_from: int | None = None  # the attempt whose answer was reused
+    answer_key: str | None = None  # the normalised answer compared between models (m008)
     finished_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 
