@@ -106,7 +106,7 @@ class Validation(_Strict):
     labels: list[str] | None = None
     label_field: str | None = None  # where the label sits in a JSON answer (e.g. "label")
     regex: str | None = None
-    # The answer key compared between models (see batcher.answers): a JSON field, else
+    # The answer key compared between models (see batcher.run.answers): a JSON field, else
     # label_field, else a regex group ("answer", else the first), else the whole reply.
     answer_field: str | None = None
     answer_regex: str | None = None

@@ -1,4 +1,4 @@
-"""Export benchmark: batcher.exports.export_run next to a minimal hand-written loop, same data.
+"""Export benchmark: batcher.report.exports.export_run beside a minimal hand-written loop.
 
     .venv/bin/python bench/export.py                   # 1,000,000 items
     .venv/bin/python bench/export.py --items 100000    # a quicker run
@@ -51,7 +51,7 @@ def build_db(items: int) -> Path:
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     sys.path.insert(0, str(REPO))
-    from batcher.ingest import prompt_hash
+    from batcher.plan.ingest import prompt_hash
     from batcher.store import open_store
 
     open_store(f"sqlite:///{tmp}").dispose()  # batcher's schema, migrated
@@ -145,7 +145,7 @@ def copy_to_postgres(source: Path, url: str, items: int) -> str:
 
 def _batcher(fmt: str):  # noqa: ANN202
     def phase(db: str, out: str) -> dict:
-        from batcher.exports import export_run
+        from batcher.report.exports import export_run
         from batcher.store import open_store
 
         engine = open_store(db if "://" in db else f"sqlite:///{db}")

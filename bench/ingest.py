@@ -1,4 +1,4 @@
-"""Ingest benchmark: batcher.ingest.ingest next to a minimal hand-written loop, same file.
+"""Ingest benchmark: batcher.plan.ingest.ingest next to a minimal hand-written loop, same file.
 
     .venv/bin/python bench/ingest.py                   # 1,000,000 items (about 860 MB)
     .venv/bin/python bench/ingest.py --items 100000    # a quicker run
@@ -87,8 +87,8 @@ def workload(items: int) -> Path:
 
 
 def phase_batcher(input_path: str, db: str) -> dict:
-    """batcher.ingest.ingest into a fresh database: a SQLite path, or a PostgreSQL URL."""
-    from batcher.ingest import ingest
+    """batcher.plan.ingest.ingest into a fresh database: a SQLite path, or a PostgreSQL URL."""
+    from batcher.plan.ingest import ingest
     from batcher.spec import parse_spec
     from batcher.store import open_store
 
@@ -300,7 +300,7 @@ def main() -> None:
             for name in ("parse-orjson", "parse-jsonlines", "parse-jsonlines+orjson"):
                 for _ in range(args.repeat):
                     parsers[name] = best(parsers.get(name), run_phase(name, input_path, Path(tmp)))
-    ours_rate = report("batcher.ingest", ours)
+    ours_rate = report("batcher.plan.ingest", ours)
     minimal_rate = report("minimal loop", minimal)
     ratio = ours_rate / minimal_rate
     cpu_ratio = minimal["cpu_seconds"] / ours["cpu_seconds"]
@@ -313,7 +313,7 @@ def main() -> None:
     for ok, what in checks:
         print(f"  {'ok  ' if ok else 'MISS'} {what}")
     if postgres:
-        report("batcher.ingest PostgreSQL", postgres)
+        report("batcher.plan.ingest PostgreSQL", postgres)
     if parsers:
         print("streaming parse only (no storage):")
         for name, fig in parsers.items():

@@ -78,7 +78,7 @@ def _spec():
 
 def phase_plan(input_path: str, work: str) -> dict:
     os.environ["BATCHER_STATE_DIR"] = f"{work}/state"
-    from batcher.planner import estimate_run, plan_input
+    from batcher.plan.planner import estimate_run, plan_input
     from batcher.store import open_store
 
     spec = _spec()

@@ -1,4 +1,4 @@
-"""Reconcile benchmark: batcher.reconcile.reconcile_batch next to a minimal hand-written loop.
+"""Reconcile benchmark: batcher.run.reconcile.reconcile_batch next to a minimal hand-written loop.
 
     .venv/bin/python bench/reconcile.py                  # 1,000,000 results
     .venv/bin/python bench/reconcile.py --items 100000   # a quicker run
@@ -183,7 +183,7 @@ def phase_batcher(db_path: str, folder: str, batch_ids: list[str], chunk: int) -
     import orjson
 
     from batcher.providers.base import Result, Usage
-    from batcher.reconcile import reconcile_batch
+    from batcher.run.reconcile import reconcile_batch
     from batcher.spec import parse_spec
     from batcher.store.db import open_store
 
@@ -386,7 +386,7 @@ def main() -> None:
         return
 
     if args.chunk is None:  # measure batcher as it ships; the minimal loop gets the same
-        from batcher.reconcile import CHUNK
+        from batcher.run.reconcile import CHUNK
 
         args.chunk = CHUNK
     folder = Path(args.keep or tempfile.mkdtemp(prefix="bench-reconcile-"))

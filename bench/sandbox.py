@@ -13,8 +13,8 @@ import time
 import anthropic
 import openai
 
+from batcher.plan.tokens import count_tokens
 from batcher.sandbox import start_sandbox
-from batcher.tokens import count_tokens
 
 CHAT = "/v1/chat/completions"
 

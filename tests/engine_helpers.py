@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
-from batcher.money import to_pusd
+from batcher.money.amounts import to_pusd
 from batcher.providers import Clients
 from batcher.providers.calls import RetryPolicy
 from batcher.sandbox import start_sandbox

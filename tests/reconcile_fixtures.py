@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import orjson
 import sqlalchemy as sa
 
-from batcher.ingest import ingest
+from batcher.plan.ingest import ingest
 from batcher.spec import JobSpec, parse_spec
-from batcher.states import AttemptStatus, BatchStatus, ItemStatus, set_status
 from batcher.store.models import TABLES
+from batcher.store.states import AttemptStatus, BatchStatus, ItemStatus, set_status
 
 ATTEMPT, ITEM, BATCH = TABLES["attempt"], TABLES["item"], TABLES["batch"]
 TIERS = {
@@ -152,7 +152,7 @@ def snapshot(db, run_id: int) -> list[tuple]:
 
 def plan(db, spec: JobSpec, tmp_path, n: int, name: str = "input.jsonl") -> int:
     """A run of `n` items ingested and planned by the real planner; returns the run id."""
-    from batcher.planner import plan_run
+    from batcher.plan.planner import plan_run
 
     run_id = ingest_items(db, spec, tmp_path, n, name)
     plan_run(db, run_id, spec)

@@ -16,9 +16,9 @@ from pathlib import Path
 import orjson
 
 from batcher.errors import BatcherError
-from batcher.ingest import ingest
-from batcher.states import ItemStatus, RunStatus, set_status
+from batcher.plan.ingest import ingest
 from batcher.store.models import TABLES
+from batcher.store.states import ItemStatus, RunStatus, set_status
 
 SPEC = """
 name = "nightly-labels"

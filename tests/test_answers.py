@@ -6,9 +6,9 @@ import orjson
 import pytest
 from engine_helpers import FAST_RETRY, POLL, attempts, db_fixture  # noqa: F401 - fixtures
 
-from batcher import engine
-from batcher.answers import AnswerKeys, normalise
 from batcher.providers import Clients
+from batcher.run import engine
+from batcher.run.answers import AnswerKeys, normalise
 from batcher.sandbox import start_sandbox
 from batcher.spec import Validation, load_spec
 

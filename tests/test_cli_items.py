@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from engine_helpers import write_job
 
 from batcher.cli import cli
-from batcher.money import fmt_money
+from batcher.money.amounts import fmt_money
 
 
 @pytest.fixture

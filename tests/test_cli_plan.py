@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from batcher.cli import cli
-from batcher.planner import plan_input
+from batcher.plan.planner import plan_input
 from batcher.spec import load_spec
 from batcher.store import TABLES, open_store
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from report_db import add_item, add_run, attempt, build_completed_run
 
 from batcher.cli import cli
-from batcher.money import to_usd
+from batcher.money.amounts import to_usd
 from batcher.store import open_store
 
 

@@ -13,7 +13,7 @@ from engine_helpers import (  # noqa: F401 - fixtures
 )
 
 from batcher.cli import cli
-from batcher.lease import acquire
+from batcher.run.lease import acquire
 from batcher.store import open_store
 
 

@@ -13,7 +13,7 @@ from conftest import REPO
 from report_db import add_run
 
 from batcher.cli import cli
-from batcher.reports import select_runs
+from batcher.report.build import select_runs
 from batcher.store import TABLES, open_store
 
 SPEC = """name = "labels"

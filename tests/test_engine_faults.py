@@ -21,9 +21,9 @@ from engine_helpers import (  # noqa: F401 - fixtures
     write_job,
 )
 
-from batcher import engine
 from batcher.providers import Clients
 from batcher.providers.calls import RetryPolicy
+from batcher.run import engine
 from batcher.spec import load_spec
 
 

@@ -21,7 +21,7 @@ from engine_helpers import (  # noqa: F401 - fixtures
     write_job,
 )
 
-from batcher import engine
+from batcher.run import engine
 from batcher.sandbox import start_sandbox
 from batcher.spec import load_spec
 

@@ -1,5 +1,5 @@
 """Kill tests: `batcher run` in a subprocess is killed with SIGKILL at each step boundary (the
-BATCHER_CRASH_AT seam, see batcher.crash); `batcher resume` then finishes the run. The sandbox
+BATCHER_CRASH_AT seam, see batcher.run.crash); `batcher resume` then finishes the run. The sandbox
 lives in this process, so it outlives the killed runner and its audit sees both."""
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from engine_helpers import (  # noqa: F401 - fixtures
     write_job,
 )
 
-from batcher import engine
 from batcher.errors import LeaseHeld
-from batcher.lease import acquire
+from batcher.run import engine
+from batcher.run.lease import acquire
 from batcher.spec import load_spec
 
 EXAMPLE = "jobs/example.toml"
@@ -63,7 +63,7 @@ def test_submit_only_then_resume(db, sandbox, clients, tmp_path):
 
 
 def test_stop_event_leaves_the_run_resumable(db, sandbox, clients, tmp_path):
-    from batcher.progress import QuietReporter
+    from batcher.run.progress import QuietReporter
 
     stop = threading.Event()
 
@@ -145,7 +145,7 @@ def test_runs_and_leases_on_postgresql(pg_url, sandbox, clients, tmp_path):
 def test_progress_log_lines(db, sandbox, clients, tmp_path):
     import io
 
-    from batcher.progress import LogReporter
+    from batcher.run.progress import LogReporter
 
     stream = io.StringIO()
     spec = load_spec(write_job(tmp_path, 5))
@@ -158,7 +158,7 @@ def test_progress_log_lines(db, sandbox, clients, tmp_path):
 
 
 def test_lost_lease_stops_the_driver(db, sandbox, clients, tmp_path):
-    from batcher.lease import Lease
+    from batcher.run.lease import Lease
 
     spec = load_spec(write_job(tmp_path, 2))
     run_id = engine.start_run(db, spec, spec.input_file())
@@ -171,7 +171,7 @@ def test_lost_lease_stops_the_driver(db, sandbox, clients, tmp_path):
 
 
 def test_a_run_stored_by_ingest_is_planned_and_driven_by_resume(db, sandbox, clients, tmp_path):
-    from batcher.ingest import ingest
+    from batcher.plan.ingest import ingest
 
     spec = load_spec(write_job(tmp_path, 3))
     run_id = ingest(db, spec, spec.input_file()).run_id

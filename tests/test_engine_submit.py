@@ -17,10 +17,10 @@ from engine_helpers import (  # noqa: F401 - fixtures
     write_job,
 )
 
-from batcher import engine
 from batcher.providers import connect
+from batcher.run import engine
+from batcher.run.submit import mark_intent
 from batcher.spec import load_spec
-from batcher.submit import mark_intent
 
 
 def planned_run(db, tmp_path, n: int, classifier: str) -> tuple[int, dict]:
@@ -89,7 +89,7 @@ def test_an_openai_batch_created_before_the_crash_is_adopted(db, sandbox, client
 def test_a_fresh_intent_is_looked_up_again_before_it_is_declared_not_created(
     db, sandbox, clients, tmp_path
 ):
-    from batcher.submit import settle
+    from batcher.run.submit import settle
 
     run_id, batch = planned_run(db, tmp_path, 2, "fixed:nano")
     assert mark_intent(db, batch["id"])

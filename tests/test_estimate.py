@@ -10,15 +10,15 @@ import pytest
 import sqlalchemy as sa
 
 from batcher.errors import UsageError
-from batcher.estimate import check_budget, estimate_run
-from batcher.ingest import ingest
-from batcher.money import to_usd
-from batcher.planner import plan_run
-from batcher.routing import make_annotator
+from batcher.money.amounts import to_usd
+from batcher.plan.estimate import check_budget, estimate_run
+from batcher.plan.ingest import ingest
+from batcher.plan.planner import plan_run
+from batcher.plan.routing import make_annotator
+from batcher.plan.tokens import count_tokens
 from batcher.spec import parse_spec
 from batcher.store import open_store
 from batcher.store.models import TABLES
-from batcher.tokens import count_tokens
 
 SYSTEM_2000 = "hello" + " hello" * 1999  # exactly 2,000 cl100k tokens
 

@@ -15,12 +15,12 @@ import pytest
 import sqlalchemy as sa
 from genai_prices import Usage, calc_price
 
-from batcher.ingest import ingest
+from batcher.plan.ingest import ingest
+from batcher.plan.tokens import count_tokens
 from batcher.sandbox.responders import parse_labels
 from batcher.spec import load_spec
 from batcher.store import open_store
 from batcher.store.models import TABLES
-from batcher.tokens import count_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC_PATH = REPO / "jobs" / "example.toml"
@@ -119,8 +119,8 @@ def test_input_mixes_queues_priorities_and_request_kinds():
 
 
 def test_routing_spreads_the_example_over_every_tier(spec):
-    from batcher.items import parse_lines
-    from batcher.routing import Router
+    from batcher.plan.inputs import parse_lines
+    from batcher.plan.routing import Router
 
     router = Router(spec)
     tiers, reasons = Counter(), Counter()

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from report_db import SYSTEM, add_item, add_run, attempt, build_completed_run
 
-from batcher import exports
 from batcher.errors import UsageError
-from batcher.exports import COLUMNS, export_run, iter_export_rows
-from batcher.money import to_usd
+from batcher.money.amounts import to_usd
+from batcher.report import exports
+from batcher.report.exports import COLUMNS, export_run, iter_export_rows
 from batcher.store import open_store
 
 

@@ -15,8 +15,8 @@ from engine_helpers import (  # noqa: F401 - fixtures
     write_job,
 )
 
-from batcher import engine
-from batcher.exports import export_run
+from batcher.report.exports import export_run
+from batcher.run import engine
 from batcher.spec import load_spec
 
 

@@ -12,9 +12,9 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from batcher import ingest as ingest_module
 from batcher.errors import UsageError
-from batcher.ingest import InputError, ingest, prompt_hash
+from batcher.plan import ingest as ingest_module
+from batcher.plan.ingest import InputError, ingest, prompt_hash
 from batcher.spec import parse_spec
 from batcher.store import TABLES, open_store
 

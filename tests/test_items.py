@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher.items import ParsedItem, Problem, content_text, parse_lines
+from batcher.plan.inputs import ParsedItem, Problem, content_text, parse_lines
 
 BAD_ID = '"id" must be a non-empty string or an integer'
 BAD_TIER = '"tier" must be a string naming a tier of the spec'

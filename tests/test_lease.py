@@ -19,7 +19,7 @@ from engine_helpers import (  # noqa: F401 - fixtures
 
 from batcher.cli import cli
 from batcher.errors import LeaseHeld
-from batcher.lease import acquire, release, renew
+from batcher.run.lease import acquire, release, renew
 from batcher.store import open_store
 from batcher.store.models import TABLES
 

@@ -14,21 +14,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batcher.errors import UsageError
-from batcher.ingest import ingest
-from batcher.planner import lay_out_batches, plan_input, plan_run
-from batcher.requests import (
+from batcher.plan.ingest import ingest
+from batcher.plan.onepass import MAX_SPOOLS
+from batcher.plan.planner import lay_out_batches, plan_input, plan_run
+from batcher.plan.requests import (
     anthropic_cache_ttl,
     anthropic_min_cacheable_tokens,
     build_request,
     caching_pays,
     expected_ttl,
 )
-from batcher.routing import make_annotator
+from batcher.plan.routing import make_annotator
+from batcher.plan.tokens import count_tokens
 from batcher.spec import parse_spec
-from batcher.spool import MAX_SPOOLS
 from batcher.store import open_store
 from batcher.store.models import TABLES
-from batcher.tokens import count_tokens
 
 LONG_PROMPT = "Label the ticket by its queue and urgency, following every rule below. " * 120
 TIERS = {

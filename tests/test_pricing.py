@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from batcher.errors import UsageError
-from batcher.money import to_pusd, to_usd
-from batcher.pricing import attempt_costs, check_models_known, price_usd, unit_prices
+from batcher.money.amounts import to_pusd, to_usd
+from batcher.money.prices import attempt_costs, check_models_known, price_usd, unit_prices
 from batcher.providers.base import Usage
 from batcher.spec import parse_spec
 

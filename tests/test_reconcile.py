@@ -21,12 +21,12 @@ from reconcile_fixtures import (
 )
 
 from batcher.errors import StateError
-from batcher.pricer import Pricer
-from batcher.pricing import attempt_costs
+from batcher.money.prices import attempt_costs
+from batcher.money.rate_cache import Pricer
 from batcher.providers.base import Result, Usage
-from batcher.reconcile import fail_batch, reconcile_batch
-from batcher.states import BatchStatus
+from batcher.run.reconcile import fail_batch, reconcile_batch
 from batcher.store.db import open_store
+from batcher.store.states import BatchStatus
 
 GOOD = '{"label": "billing"}'
 USAGE = Usage(
@@ -308,7 +308,7 @@ def test_a_chunk_larger_than_one_lookup(db, tmp_path):
 
 def test_a_chunk_is_cut_by_answer_text_as_well_as_by_count(monkeypatch):
     """Long answers keep a transaction's memory bounded: 3 of 5 chars each fill 10 chars."""
-    import batcher.reconcile as reconcile
+    import batcher.run.reconcile as reconcile
 
     monkeypatch.setattr(reconcile, "CHUNK_TEXT_CHARS", 10)
     results = [Result(f"c{i}", "succeeded", "x" * 5) for i in range(5)]

@@ -15,11 +15,11 @@ from engine_helpers import (  # noqa: F401 - fixtures
     served_fixture,
 )
 
-from batcher import engine
-from batcher.exports import export_run
-from batcher.money import to_usd
-from batcher.report_render import render_report
-from batcher.reports import build_report, render_run_report
+from batcher.money.amounts import to_usd
+from batcher.report.build import build_report, render_run_report
+from batcher.report.exports import export_run
+from batcher.report.render import render_report
+from batcher.run import engine
 from batcher.spec import load_spec
 
 

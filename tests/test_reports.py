@@ -12,9 +12,9 @@ import pytest
 from report_db import SYSTEM, add_item, add_run, attempt, build_completed_run
 
 from batcher.errors import UsageError
-from batcher.money import to_usd
-from batcher.report_render import render_report
-from batcher.reports import (
+from batcher.money.amounts import to_usd
+from batcher.plan.tokens import count_tokens
+from batcher.report.build import (
     Costs,
     Report,
     ReportMismatch,
@@ -25,8 +25,8 @@ from batcher.reports import (
     render_run_report,
     select_runs,
 )
+from batcher.report.render import render_report
 from batcher.store import open_store
-from batcher.tokens import count_tokens
 
 
 @pytest.fixture

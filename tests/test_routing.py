@@ -7,11 +7,11 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from batcher import routing
 from batcher.errors import UsageError
-from batcher.ingest import ingest
-from batcher.items import parse_line
-from batcher.routing import (
+from batcher.plan import routing
+from batcher.plan.ingest import ingest
+from batcher.plan.inputs import parse_line
+from batcher.plan.routing import (
     HeuristicClassifier,
     Router,
     TokenCounter,
@@ -20,10 +20,10 @@ from batcher.routing import (
     make_classifier,
     route,
 )
+from batcher.plan.tokens import count_tokens
 from batcher.spec import parse_spec
 from batcher.store import open_store
 from batcher.store.models import TABLES
-from batcher.tokens import count_tokens
 
 TIERS = {
     "nano": "openai:gpt-5-nano",

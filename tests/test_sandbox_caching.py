@@ -16,7 +16,7 @@ from sandbox_fixtures import (  # noqa: F401 - fixtures
     wait_openai,
 )
 
-from batcher.tokens import count_tokens
+from batcher.plan.tokens import count_tokens
 
 LONG = " ".join(f"Rule {i}: answer carefully and cite clause {i * 7}." for i in range(200))
 

@@ -61,7 +61,7 @@ def test_small_batch_ends_within_about_a_second(sandbox, oai):
 
 
 def test_answers_are_stable_and_usage_counts_real_tokens(oai):
-    from batcher.tokens import count_tokens
+    from batcher.plan.tokens import count_tokens
 
     system = "You are terse."
     user = "Name a colour."

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from schedule_fixtures import Clock, utc, write_spec
 
 from batcher.errors import UsageError
-from batcher.schedule import Schedules, make_trigger, parse_every
+from batcher.schedule.schedules import Schedules, make_trigger, parse_every
 from batcher.store import open_store
 from batcher.store.models import TABLES
 
@@ -31,7 +31,7 @@ def test_parse_every():
 
 
 def test_durations_read_and_print_the_same_way():
-    from batcher.schedule import format_duration
+    from batcher.schedule.schedules import format_duration
 
     for text in ("45s", "30m", "6h", "1h30m", "1d", "1d2h3m4s"):
         assert format_duration(parse_every(text)) == text
@@ -118,14 +118,14 @@ def test_the_job_store_keeps_only_plain_values(sqlite_url, spec):
     with db.connect() as conn:
         blob = conn.execute(sa.text("SELECT job_state FROM apscheduler_jobs")).scalar_one()
     state = pickle.loads(blob)
-    assert state["func"] == "batcher.firing:fire"
+    assert state["func"] == "batcher.schedule.firing:fire"
     assert state["args"] == ("nightly", f"sqlite:///{db.url.database}")
     assert set(state["kwargs"]) == {"job", "input", "reprocess"}
     assert (state["coalesce"], state["max_instances"]) == (True, 1)
 
 
 def test_url_in_the_job_store_has_no_password(pg_url, spec):
-    from batcher.schedule import storable_url
+    from batcher.schedule.schedules import storable_url
 
     db = open_store(pg_url)
     with_password = db.url.set(password="s3cret")

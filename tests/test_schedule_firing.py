@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from schedule_fixtures import Clock, LedgerDriver, utc, write_input, write_spec
 
-from batcher.firing import Outcome
-from batcher.scheduler import Scheduler, run_now
+from batcher.schedule.daemon import Scheduler, run_now
+from batcher.schedule.firing import Outcome
 from batcher.store import open_store
 from batcher.store.models import TABLES
 

@@ -20,12 +20,12 @@ from click.testing import CliRunner
 from schedule_fixtures import Clock, utc, write_input
 
 from batcher.cli import cli
-from batcher.firing import EngineDriver, fire
 from batcher.providers import Clients
 from batcher.providers.calls import RetryPolicy
 from batcher.sandbox import start_sandbox
-from batcher.schedule import Schedules
-from batcher.scheduler import Scheduler
+from batcher.schedule.daemon import Scheduler
+from batcher.schedule.firing import EngineDriver, fire
+from batcher.schedule.schedules import Schedules
 from batcher.store import open_store
 from batcher.store.models import TABLES
 

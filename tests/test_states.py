@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from batcher.states import BatchStatus, allowed_sources, set_status, set_status_many
 from batcher.store import open_store
 from batcher.store.models import TABLES
+from batcher.store.states import BatchStatus, allowed_sources, set_status, set_status_many
 
 RUN, BATCH = TABLES["run"], TABLES["batch"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from batcher.run.validation import Verdict, strip_fences, validate, validator_for
 from batcher.spec import parse_spec
-from batcher.validate import Verdict, strip_fences, validate, validator_for
 
 TIERS = {"nano": "openai:gpt-5-nano", "mid": "openai:gpt-5-mini", "frontier": "openai:gpt-5"}
 SCHEMA = {

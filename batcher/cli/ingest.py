@@ -37,7 +37,7 @@ def ingest(job, input_path, skip_invalid, rejects, db, as_json):
       batcher ingest jobs/example.toml
       batcher ingest jobs/example.toml --input nightly.jsonl --skip-invalid
     """
-    from batcher.ingest import ingest as ingest_input
+    from batcher.plan.ingest import ingest as ingest_input
     from batcher.spec import load_spec
     from batcher.store import open_store
 

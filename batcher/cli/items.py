@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from batcher.cli import cli, db_option, handle_errors, json_option
-from batcher.money import fmt_money
+from batcher.money.amounts import fmt_money
 from batcher.output import print_json, print_table
-from batcher.states import ItemStatus
+from batcher.store.states import ItemStatus
 
 ANSWER_WIDTH = 40
 

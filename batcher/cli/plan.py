@@ -7,7 +7,7 @@ from decimal import Decimal
 import click
 
 from batcher.cli import cli, db_option, handle_errors, input_option, json_option
-from batcher.money import fmt_usd, to_usd
+from batcher.money.amounts import fmt_usd, to_usd
 from batcher.output import print_json, print_table
 
 
@@ -141,8 +141,8 @@ def plan(job, input_path, skip_invalid, max_usd, output_tokens, db, as_json):
       batcher plan jobs/example.toml --input tonight.jsonl --max-usd 20
       batcher plan jobs/example.toml --output-tokens 200 --json
     """
-    from batcher.estimate import check_budget
-    from batcher.planner import plan_input
+    from batcher.plan.estimate import check_budget
+    from batcher.plan.planner import plan_input
     from batcher.spec import load_spec
     from batcher.store import open_store
     from batcher.store.runs import delete_runs

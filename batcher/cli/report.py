@@ -48,8 +48,8 @@ def report(run, job, since, fmt, output, db):
       batcher report --job tickets --since 2026-11-01 --format md
       batcher report --job tickets --format html -o report.html
     """
-    from batcher.report_render import render_report
-    from batcher.reports import build_report, parse_since, select_runs
+    from batcher.report.build import build_report, parse_since, select_runs
+    from batcher.report.render import render_report
     from batcher.store import open_store
 
     if fmt == "html" and not output:
@@ -97,7 +97,7 @@ def export(run, fmt, output, db):
       batcher export 12 --format csv > results.csv
       batcher export 12 --format parquet -o results.parquet
     """
-    from batcher.exports import count_items, export_run, write_export
+    from batcher.report.exports import count_items, export_run, write_export
     from batcher.store import open_store
 
     if fmt == "parquet" and not output:

@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 import click
 
 from batcher.cli import cli, db_option, handle_errors, input_option, json_option
-from batcher.money import fmt_usd
+from batcher.money.amounts import fmt_usd
 from batcher.output import print_json, print_table
 
 poll_option = click.option(
@@ -67,8 +67,8 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 def _print_report(engine, run_id: int) -> None:
     """The run's cost and savings report (batcher report RUN), before the summary."""
-    from batcher.report_render import render_report
-    from batcher.reports import build_report, select_runs
+    from batcher.report.build import build_report, select_runs
+    from batcher.report.render import render_report
 
     click.echo(render_report(build_report(engine, select_runs(engine, run_id)), "table"), nl=False)
 
@@ -142,10 +142,10 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
          by another process (`batcher resume RUN` continues)
       4  cancelled
     """
-    from batcher.engine import drive_run, start_run
     from batcher.errors import LeaseHeld
-    from batcher.preflight import check_keys
-    from batcher.progress import make_reporter
+    from batcher.run.engine import drive_run, start_run
+    from batcher.run.preflight import check_keys
+    from batcher.run.progress import make_reporter
     from batcher.spec import load_spec
     from batcher.store import open_store
 
@@ -201,8 +201,8 @@ def submit(job, input_path, skip_invalid, max_usd, no_reuse, db, as_json):
       batcher submit jobs/example.toml --input tonight.jsonl
       batcher resume 12
     """
-    from batcher.engine import drive_run, start_run
-    from batcher.preflight import check_keys
+    from batcher.run.engine import drive_run, start_run
+    from batcher.run.preflight import check_keys
     from batcher.spec import load_spec
     from batcher.store import open_store
 
@@ -269,9 +269,9 @@ def resume(run_id, adopt, not_created, max_usd, no_reuse, poll_interval, db, as_
          by another process (`batcher resume RUN` continues)
       4  cancelled
     """
-    from batcher.engine import resume_run
     from batcher.errors import LeaseHeld
-    from batcher.progress import make_reporter
+    from batcher.run.engine import resume_run
+    from batcher.run.progress import make_reporter
     from batcher.store import open_store
 
     engine = open_store(db)
@@ -309,7 +309,7 @@ def status(run_id, db, as_json):
       batcher status
       batcher status 12 --json
     """
-    from batcher.engine import run_status
+    from batcher.run.engine import run_status
     from batcher.store import open_store
 
     data = run_status(open_store(db), run_id)
@@ -363,8 +363,8 @@ def cancel(run_id, poll_interval, db, as_json):
     Examples:
       batcher cancel 12
     """
-    from batcher.engine import cancel_run
-    from batcher.progress import make_reporter
+    from batcher.run.engine import cancel_run
+    from batcher.run.progress import make_reporter
     from batcher.store import open_store
 
     reporter = make_reporter()

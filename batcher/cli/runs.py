@@ -10,7 +10,7 @@ import click
 from batcher.cli import cli, db_option, handle_errors, json_option
 from batcher.errors import UsageError
 from batcher.output import print_json, print_table
-from batcher.states import RunStatus
+from batcher.store.states import RunStatus
 
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

@@ -50,7 +50,7 @@ def _json_row(info) -> dict:
 
 
 def _schedules(db):
-    from batcher.schedule import Schedules
+    from batcher.schedule.schedules import Schedules
     from batcher.store import open_store
 
     return Schedules(open_store(db))
@@ -141,7 +141,7 @@ def add(name, job, input_glob, cron, every, tz, grace, reprocess, db, as_json):
     """
     from pathlib import Path
 
-    from batcher.schedule import parse_every
+    from batcher.schedule.schedules import parse_every
     from batcher.spec import load_spec
 
     spec = load_spec(job)
@@ -245,8 +245,8 @@ def run_now(name, reprocess, db, as_json):
       batcher schedule run-now nightly
       batcher schedule run-now nightly --reprocess
     """
-    from batcher.firing import OK_OUTCOMES
-    from batcher.scheduler import run_now as fire_now
+    from batcher.schedule.daemon import run_now as fire_now
+    from batcher.schedule.firing import OK_OUTCOMES
     from batcher.store import open_store
 
     _setup_logging()
@@ -288,7 +288,7 @@ def scheduler(workers, poll, db):
       batcher scheduler
       BATCHER_DB=postgresql+psycopg://batcher@db/batcher batcher scheduler --workers 8
     """
-    from batcher.scheduler import Scheduler
+    from batcher.schedule.daemon import Scheduler
     from batcher.store import open_store
 
     _setup_logging()

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from batcher import tokens
+from batcher.plan import tokens
 from batcher.sandbox.caching import CacheControlError, anthropic_usage
 from batcher.sandbox.errors import ApiError
 from batcher.sandbox.ledger import anthropic_kinds

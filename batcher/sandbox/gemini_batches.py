@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from batcher import tokens
+from batcher.plan import tokens
 from batcher.sandbox.caching import gemini_cached_tokens
 from batcher.sandbox.lifecycle import DAY, Timeline
 from batcher.sandbox.prompts import text_of

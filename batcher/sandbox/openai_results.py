@@ -7,7 +7,7 @@ import itertools
 import math
 import os
 
-from batcher import tokens
+from batcher.plan import tokens
 from batcher.sandbox.caching import openai_cached_tokens
 from batcher.sandbox.ledger import openai_kinds
 from batcher.sandbox.prompts import REPLY_PRIMING, openai_parts, part_count

@@ -1,7 +1,7 @@
 """Requests as token sequences: counts and prefix identities for usage and cache accounting.
 
 A prompt is a tuple of parts: text (tokenized with the real offline cl100k tokenizer, cached
-by text in batcher.tokens) or an int (one special token framing a message, so a message costs
+by text in batcher.plan.tokens) or an int (one special token framing a message, so a message costs
 its content plus 3 tokens, as OpenAI's counting recipe says). Prefix identities are chained
 hashes of 128-token chunks, memoized by the parts before them, so 10,000 requests sharing a
 2,000-token system prompt tokenize and hash it once.
@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
-from batcher import tokens
+from batcher.plan import tokens
 
 IM_START, IM_END = 100264, 100265
 CHUNK = 128

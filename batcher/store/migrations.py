@@ -215,7 +215,7 @@ def m007_item_verdict(op: Operations) -> None:
 
 
 def m008_attempt_answer_key(op: Operations) -> None:
-    """Each answer's normalised key (batcher.answers), so that answers of different models to
+    """Each answer's normalised key (batcher.run.answers), so that answers of different models to
     the same item can be compared in SQL: agreement, and accuracy against a frontier answer."""
     op.add_column("attempt", sa.Column("answer_key", sa.String(), nullable=True))
 

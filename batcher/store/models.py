@@ -2,7 +2,7 @@
 
 Money is stored as whole picodollars (1e-12 USD) in BIGINT columns: exact on SQLite and
 PostgreSQL alike, summable in SQL, and fine enough for per-token prices of a thousandth of a
-cent per million tokens. `batcher.money` converts to and from Decimal dollars.
+cent per million tokens. `batcher.money.amounts` converts to and from Decimal dollars.
 
 JSON payloads (requests, metadata, spec snapshots) are TEXT written with orjson: faster than
 a JSON column type on the bulk paths and identical on both databases.
@@ -162,7 +162,7 @@ class Batch(SQLModel, table=True):
 
 class ScheduleFiring(SQLModel, table=True):
     """What one firing of a schedule did with one input. `outcome` stays NULL while the firing
-    works on it; it is written once, at the end (see batcher.firing.Outcome)."""
+    works on it; it is written once, at the end (see batcher.schedule.firing.Outcome)."""
 
     __tablename__ = "schedule_firing"
     __table_args__ = (

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batcher.errors import UsageError
-from batcher.money import to_usd
+from batcher.money.amounts import to_usd
 from batcher.store.models import TABLES
 
 RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
-from batcher.pricing import unit_prices
+from batcher.money.prices import unit_prices
 from batcher.providers.base import Request
 from batcher.spec import JobSpec
 

@@ -27,12 +27,12 @@ from typing import IO, Any
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import UsageError
-from batcher.ingest import IngestResult
-from batcher.layout import Layout, Progress, Source, item_source, lay_out, save_first_attempts
+from batcher.plan.ingest import IngestResult
+from batcher.plan.layout import Layout, Progress, Source, item_source, lay_out, save_first_attempts
 from batcher.spec import JobSpec
-from batcher.states import ItemStatus, RunStatus, set_status
 from batcher.store.db import state_dir
 from batcher.store.models import TABLES
+from batcher.store.states import ItemStatus, RunStatus, set_status
 
 MAX_SPOOLS = 64
 SPOOL_BUFFER = 256 << 10  # bytes buffered per open spool: MAX_SPOOLS of them stay small

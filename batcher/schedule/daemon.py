@@ -1,7 +1,7 @@
 """The scheduler: fires due schedules, one firing of a schedule at a time, until stopped.
 
 APScheduler 3 keeps the schedules (job store, triggers, next fire times; see
-batcher.schedule), but its own timer loop reads the wall clock in several places, including
+schedules.py), but its own timer loop reads the wall clock in several places, including
 the misfire check. `Scheduler.tick(now)` is that loop's one step written against a clock we
 pass in: it takes the due jobs from the real job store, works out the fire times each missed
 with the real trigger, coalesces them into the latest one, records it as missed when it is
@@ -24,7 +24,7 @@ from datetime import datetime
 from apscheduler.job import Job
 from sqlalchemy.engine import Engine
 
-from batcher.firing import (
+from batcher.schedule.firing import (
     Driver,
     EngineDriver,
     FiringContext,
@@ -32,7 +32,7 @@ from batcher.firing import (
     firing_context,
     record_missed,
 )
-from batcher.schedule import Clock, Schedules, utcnow
+from batcher.schedule.schedules import Clock, Schedules, utcnow
 
 log = logging.getLogger("batcher.schedule")
 

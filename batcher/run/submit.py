@@ -20,12 +20,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from batcher.crash import crash_point
 from batcher.errors import BatcherError
 from batcher.providers.base import BatchState, Provider
 from batcher.providers.calls import CreateRefused, CreateUncertain, ProviderError
-from batcher.states import AttemptStatus, BatchStatus, ItemStatus, set_status
+from batcher.run.crash import crash_point
 from batcher.store.models import TABLES
+from batcher.store.states import AttemptStatus, BatchStatus, ItemStatus, set_status
 
 BATCH, ATTEMPT, ITEM = TABLES["batch"], TABLES["attempt"], TABLES["item"]
 

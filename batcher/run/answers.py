@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
+from batcher.run.validation import strip_fences
 from batcher.spec import Validation
-from batcher.validate import strip_fences
 
 NUMBER_RE = re.compile(r"^[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?$")
 BOXED_RE = re.compile(r"^\\boxed\{(.*)\}$", re.S)

@@ -1,7 +1,7 @@
 """The engine's public API: start, drive, resume, cancel and inspect runs.
 
 `start_run` takes a job from its input to planned batches (ingest with routing, plan,
-estimate, budget check). `drive_run` holds the run's lease and loops (batcher.drive) until
+estimate, budget check). `drive_run` holds the run's lease and loops (batcher.run.driver) until
 every item is terminal, or until `stop` is set (the run stays `running`, resumable). Any
 interruption, a crash included, is finished by `resume_run`. `cancel_run` cancels the
 provider batches and ends the unfinished items `cancelled`, keeping what finished.
@@ -24,15 +24,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError, UsageError
-from batcher.lease import Lease, new_owner
-from batcher.money import to_usd
-from batcher.poll import PollSettings
-from batcher.progress import QuietReporter, Reporter
+from batcher.money.amounts import to_usd
 from batcher.providers import Clients, Registry
 from batcher.providers.calls import Interrupted, ProviderError, stopping_on
+from batcher.run.lease import Lease, new_owner
+from batcher.run.poll import PollSettings
+from batcher.run.progress import QuietReporter, Reporter
 from batcher.spec import JobSpec, spec_from_snapshot
-from batcher.states import ITEM_TERMINAL, BatchStatus, ItemStatus, RunStatus, set_status
 from batcher.store.models import TABLES
+from batcher.store.states import ITEM_TERMINAL, BatchStatus, ItemStatus, RunStatus, set_status
 
 RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING, EXIT_CANCELLED = 0, 1, 2, 3, 4
@@ -112,7 +112,7 @@ def outcome_of(db: Engine, run_id: int) -> RunOutcome:
 def check_budget(db: Engine, run_id: int, spec: JobSpec) -> None:
     """Refuse (BudgetExceeded, run marked failed) when the plan's estimate is over the
     spec's `max_usd`."""
-    from batcher.estimate import budget_refusal, estimate_run
+    from batcher.plan.estimate import budget_refusal, estimate_run
 
     refusal = budget_refusal(estimate_run(db, run_id, spec), spec.max_usd, "max_usd")
     if refusal is None:
@@ -138,14 +138,14 @@ def start_run(
 ) -> int:
     """Ingest `input_path` as a new run of `spec`, plan it and check its budget.
 
-    Ingest and plan are one pass and one transaction (`batcher.spool`), as in `batcher plan`.
+    Ingest and plan are one pass and one transaction (`batcher.plan.onepass`), as in `batcher plan`.
     Returns the run id (status `planned`). Raises UsageError (bad input, unknown models; no
     run is left behind for bad input), BudgetExceeded (the run is kept, `failed`).
     """
-    from batcher.ingest import ingest
-    from batcher.pricing import check_models_known
-    from batcher.routing import make_annotator
-    from batcher.spool import PlanningSink
+    from batcher.money.prices import check_models_known
+    from batcher.plan.ingest import ingest
+    from batcher.plan.onepass import PlanningSink
+    from batcher.plan.routing import make_annotator
 
     check_models_known(spec)
     if max_usd is not None:  # the run's spec snapshot keeps the budget it runs under
@@ -194,8 +194,8 @@ def drive_run(
     An error that needs a person marks the run `failed` with a message saying what to do;
     the outcome carries it.
     """
-    from batcher.drive import Driver, RunStopped
-    from batcher.submit import SubmissionUndecided
+    from batcher.run.driver import Driver, RunStopped
+    from batcher.run.submit import SubmissionUndecided
 
     spec = run_spec(db, run_id)
     if outcome_of(db, run_id).status == RunStatus.COMPLETED:
@@ -244,7 +244,7 @@ def resume_run(
     batches (`adopt` local id -> provider batch id, `not_created` local ids), set a new
     budget (`max_usd`, kept with the run) and check it when nothing was submitted yet, then
     `drive_run`."""
-    from batcher.submit import resolve
+    from batcher.run.submit import resolve
 
     spec = run_spec(db, run_id)
     registry = Registry(drive.get("clients"))
@@ -267,7 +267,7 @@ def resume_run(
         with db.begin() as conn:
             conn.execute(sa.update(RUN).where(RUN.c.id == run_id).values(spec_json=spec.snapshot()))
     if outcome_of(db, run_id).status == RunStatus.CREATED:  # stored by `batcher ingest`
-        from batcher.planner import plan_run
+        from batcher.plan.planner import plan_run
 
         plan_run(db, run_id, spec)
     if not _anything_submitted(db, run_id):  # e.g. a run the budget refused at start

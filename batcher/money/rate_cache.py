@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from batcher.money import PICO_PER_USD
-from batcher.pricing import AttemptCosts, attempt_costs, unit_prices
+from batcher.money.amounts import PICO_PER_USD
+from batcher.money.prices import AttemptCosts, attempt_costs, unit_prices
 from batcher.providers.base import Usage
 from batcher.spec import JobSpec
 

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Protocol, TextIO
 
-from batcher.money import fmt_usd, to_usd
+from batcher.money.amounts import fmt_usd, to_usd
 
 
 class Reporter(Protocol):

@@ -25,11 +25,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import BatcherError, UsageError
-from batcher.money import to_usd
-from batcher.states import ITEM_TERMINAL, RUN_TERMINAL, AttemptStatus, ItemStatus
+from batcher.money.amounts import to_usd
+from batcher.plan.tokens import count_tokens
 from batcher.store.models import TABLES
 from batcher.store.runs import was_submitted
-from batcher.tokens import count_tokens
+from batcher.store.states import ITEM_TERMINAL, RUN_TERMINAL, AttemptStatus, ItemStatus
 
 FORMATS = ("table", "json", "csv", "md", "html")
 PICO = Decimal(1).scaleb(-12)
@@ -489,6 +489,6 @@ def render_run_report(db: Engine, run_id: int, fmt: str = "table") -> str:
 
     What `batcher run` prints at the end. Raises UsageError for an unknown run or format.
     """
-    from batcher.report_render import render_report
+    from batcher.report.render import render_report
 
     return render_report(build_report(db, select_runs(db, run_id)), fmt)

@@ -1,7 +1,7 @@
 """Costs from usage: genai-prices (offline data) at batch and standard rates, or the spec's
 negotiated prices; the baselines that savings are measured against.
 
-Every price is a whole number of picodollars (see batcher.money). Long-context price tiers
+Every price is a whole number of picodollars (see batcher.money.amounts). Long-context price tiers
 apply per request (genai-prices switches every token of a request to the tier rate once the
 request's input passes the tier start), so a request is always priced on its own usage and
 never on a sum of requests; `unit_prices` gives exact per-token prices for summing many
@@ -27,7 +27,7 @@ from genai_prices import calc_price, data_snapshot
 from genai_prices.types import TieredPrices
 
 from batcher.errors import UsageError
-from batcher.money import to_pusd
+from batcher.money.amounts import to_pusd
 from batcher.providers.base import Usage
 from batcher.spec import JobSpec, PriceOverride
 

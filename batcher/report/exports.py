@@ -29,9 +29,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import UsageError
-from batcher.reports import usd
-from batcher.states import ItemStatus
+from batcher.report.build import usd
 from batcher.store.models import TABLES
+from batcher.store.states import ItemStatus
 
 EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 CHUNK = 5000  # rows fetched from the database at a time

@@ -9,7 +9,7 @@ Each batch file is written and fsync'd before its row (and its attempts) are com
 crash leaves at worst an orphan file and rows that are laid out again.
 
 Three sources feed the same loop:
-- the rows a one-pass plan spooled by cache group while ingesting (`batcher.spool`: what
+- the rows a one-pass plan spooled by cache group while ingesting (`batcher.plan.onepass`: what
   `batcher plan` and `batcher run` use); its batches go into the ingest's transaction;
 - pending items of a run ingested on its own (`item_source`), whose first attempts are
   inserted with their batch already set (one write per attempt instead of an insert and an
@@ -37,8 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import BatcherError, UsageError
-from batcher.providers import anthropic, google, openai
-from batcher.requests import (
+from batcher.plan.requests import (
     anthropic_cache_ttl,
     cache_group_id,
     defaults_fingerprint,
@@ -47,11 +46,12 @@ from batcher.requests import (
     request_from,
     request_hasher,
 )
+from batcher.plan.tokens import count_tokens
+from batcher.providers import anthropic, google, openai
 from batcher.spec import JobSpec, split_model_ref
-from batcher.states import AttemptStatus, BatchStatus, ItemStatus, set_status
 from batcher.store.db import state_dir
 from batcher.store.models import TABLES
-from batcher.tokens import count_tokens
+from batcher.store.states import AttemptStatus, BatchStatus, ItemStatus, set_status
 
 RENDER = {
     "openai": openai.render_line,
@@ -148,7 +148,7 @@ class Source:
     json) ordered so that each key (ref, tier, system hash) is contiguous; `sizes` gives
     (ref, tier, system hash, count) in the same order, or is a dict of the counts by key;
     `totals` gives (ref, tier, count), or is a dict of them. A query reads the database; a
-    planner that already holds the rows (see `batcher.spool`) passes them and its counts."""
+    planner that already holds the rows (see `batcher.plan.onepass`) passes them and its counts."""
 
     rows: sa.Select | Iterable[Row]
     sizes: sa.Select | dict[tuple, int]

@@ -1,12 +1,12 @@
 """Planning a run: route its items, make their first attempts, lay them out into batches.
 
 `plan_input` (`batcher plan`; `batcher run` does the same through `engine.start_run`)
-ingests, routes and lays out a fresh input in one pass (see `batcher.spool`); `plan_run`
+ingests, routes and lays out a fresh input in one pass (see `batcher.plan.onepass`); `plan_run`
 turns a run ingested on its own (`batcher ingest`, or a crash between the two on an older
 run) into planned batch files; `lay_out_batches` lays out any planned attempts that have no
 batch yet (the engine's retries and escalations). The layout itself (cache groups, provider
-limits, batch files) is in `batcher.layout`; the estimate of what a plan will cost is in
-`batcher.estimate`.
+limits, batch files) is in `batcher.plan.layout`; the estimate of what a plan will cost is in
+`batcher.plan.estimate`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import UsageError
-from batcher.estimate import Estimate, estimate_run
-from batcher.items import ParsedItem
-from batcher.layout import (
+from batcher.money.prices import check_model_known, check_models_known
+from batcher.plan.estimate import Estimate, estimate_run
+from batcher.plan.inputs import ParsedItem
+from batcher.plan.layout import (
     SHOWN_GROUPS,
     BatchInfo,
     GroupInfo,
@@ -33,11 +34,10 @@ from batcher.layout import (
     prompt_text,
     queue_first_attempts,
 )
-from batcher.pricing import check_model_known, check_models_known
-from batcher.routing import Router, estimate_input_tokens
+from batcher.plan.routing import Router, estimate_input_tokens
 from batcher.spec import JobSpec, split_model_ref
-from batcher.states import ItemStatus, RunStatus, set_status
 from batcher.store.models import TABLES
+from batcher.store.states import ItemStatus, RunStatus, set_status
 
 ROUTE_PAGE = 5000
 
@@ -226,14 +226,14 @@ def plan_input(
 ) -> PlanReport:
     """Ingest `input_path` with routing, plan the run and estimate it; nothing is sent.
 
-    Ingest and plan are one pass and one transaction (see `batcher.spool`): the run is
+    Ingest and plan are one pass and one transaction (see `batcher.plan.onepass`): the run is
     stored planned, with its attempts and batches, or not at all. It stays in the database
     for the engine to submit. Raises what `ingest` and `plan_run` raise (UsageError for bad
     input or unknown models).
     """
-    from batcher.ingest import ingest
-    from batcher.routing import make_annotator
-    from batcher.spool import PlanningSink
+    from batcher.plan.ingest import ingest
+    from batcher.plan.onepass import PlanningSink
+    from batcher.plan.routing import make_annotator
 
     check_models_known(spec)  # before reading a large input
     with PlanningSink(db, spec, progress) as sink:

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from batcher.errors import UsageError
-from batcher.items import ParsedItem, content_text
-from batcher.pricing import unit_prices
+from batcher.money.prices import unit_prices
+from batcher.plan.inputs import ParsedItem, content_text
+from batcher.plan.tokens import count_tokens, encoding, estimate_tokens_cheap
 from batcher.spec import JobSpec, Routing, Rule, split_model_ref
-from batcher.tokens import count_tokens, encoding, estimate_tokens_cheap
 
 MESSAGE_OVERHEAD_TOKENS = 4  # role and separators the providers add around each message
 

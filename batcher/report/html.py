@@ -12,8 +12,8 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from batcher.report_render import NOTES, NUMERIC, report_sections, show_usd
-from batcher.reports import Report, usd
+from batcher.report.build import Report, usd
+from batcher.report.render import NOTES, NUMERIC, report_sections, show_usd
 
 WIDTH = 760
 BAR_COLORS = {"cost": "#2f6fde", "baseline": "#c7ccd6"}

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from batcher.crash import CRASH_ENV, crash_point
 from batcher.providers.base import BatchState, Provider, Result
 from batcher.providers.calls import ProviderError
+from batcher.run.crash import CRASH_ENV, crash_point
 from batcher.spec import JobSpec
 
 TOKEN_LIMIT = "token_limit_exceeded"
@@ -67,7 +67,7 @@ def settle_ended(
     token_limit_exceeded), ("gone", message) when its result files are gone (every attempt
     then counts as missing and is retried), ("reconciled", None) otherwise.
     """
-    from batcher.reconcile import fail_batch, reconcile_batch
+    from batcher.run.reconcile import fail_batch, reconcile_batch
 
     if state.failed or state.raw_status == "failed":
         errors = state.errors or [

@@ -30,11 +30,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError, LeaseHeld
-from batcher.ingest import file_sha256
-from batcher.schedule import Clock, utcnow
+from batcher.plan.ingest import file_sha256
+from batcher.schedule.schedules import Clock, utcnow
 from batcher.spec import JobSpec, load_spec
-from batcher.states import RUN_TERMINAL, ItemStatus, RunStatus
 from batcher.store.models import TABLES
+from batcher.store.states import RUN_TERMINAL, ItemStatus, RunStatus
 
 log = logging.getLogger("batcher.schedule")
 
@@ -66,7 +66,7 @@ class Driver(Protocol):
 
 
 class EngineDriver:
-    """The real driver: batcher.engine, with the providers' clients from `clients` or the
+    """The real driver: batcher.run.engine, with the providers' clients from `clients` or the
     environment (OPENAI_BASE_URL / ANTHROPIC_BASE_URL and the API keys). `poll` overrides the
     spec's polling interval (seconds), as in `engine.drive_run`."""
 
@@ -74,17 +74,17 @@ class EngineDriver:
         self.clients, self.owner, self.poll = clients, owner, poll
 
     def start(self, db: Engine, spec: JobSpec, input_path: str, *, schedule_name: str) -> int:
-        from batcher import engine
+        from batcher.run import engine
 
         return engine.start_run(db, spec, input_path, schedule_name=schedule_name)
 
     def drive(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
-        from batcher import engine
+        from batcher.run import engine
 
         engine.drive_run(db, run_id, stop=stop, **self._options())
 
     def resume(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
-        from batcher import engine
+        from batcher.run import engine
 
         # resume_run checks the run's budget again when nothing was submitted (e.g. the
         # budget refused it at start): a schedule never spends what a person was refused.

@@ -4,7 +4,7 @@ One `Driver` drives one run while its process holds the run's lease. Every step 
 work from the database and commits what it did before the next, so the loop can stop at any
 point (a `stop` event, a crash, a kill) and a later `resume` picks up exactly there:
 
-- batches left `submitting` are looked up at the provider (see batcher.submit);
+- batches left `submitting` are looked up at the provider (see batcher.run.submit);
 - batches left `ended` are settled again (reconciling is idempotent);
 - follow-ups are planned again (planning only looks at final attempts without a successor).
 
@@ -23,16 +23,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from batcher.crash import crash_point
 from batcher.errors import BatcherError
-from batcher.lease import Lease
-from batcher.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended
-from batcher.progress import Reporter
 from batcher.providers import Registry
 from batcher.providers.base import BatchState
 from batcher.providers.calls import RETRYABLE, ProviderError
+from batcher.run.crash import crash_point
+from batcher.run.lease import Lease
+from batcher.run.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended
+from batcher.run.progress import Reporter
+from batcher.run.submit import settle, submit_batch
 from batcher.spec import JobSpec
-from batcher.states import (
+from batcher.store.models import TABLES
+from batcher.store.states import (
     ITEM_TERMINAL,
     AttemptStatus,
     BatchStatus,
@@ -40,8 +42,6 @@ from batcher.states import (
     RunStatus,
     set_status,
 )
-from batcher.store.models import TABLES
-from batcher.submit import settle, submit_batch
 
 RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
 MAX_CREATE_RETRIES = 5  # creates that provably did not happen, in a row, before giving up
@@ -164,7 +164,7 @@ class Driver:
                 return RunStatus.RUNNING
 
     def start(self) -> None:
-        from batcher.planner import plan_run
+        from batcher.plan.planner import plan_run
 
         with self.db.connect() as conn:
             pending = conn.execute(
@@ -186,7 +186,7 @@ class Driver:
     def apply_reuse(self) -> None:
         if not self.reuse:
             return
-        from batcher.followups import apply_reuse
+        from batcher.run.followups import apply_reuse
 
         reused = apply_reuse(self.db, self.run_id, self.spec)
         if reused:
@@ -194,8 +194,8 @@ class Driver:
 
     def follow_up(self) -> None:
         """New attempts for items whose last attempt failed, in new batches of a new round."""
-        from batcher.followups import plan_followups
-        from batcher.planner import lay_out_batches
+        from batcher.plan.planner import lay_out_batches
+        from batcher.run.followups import plan_followups
 
         plan_followups(self.db, self.run_id, self.spec)
         with self.db.connect() as conn:
@@ -272,7 +272,7 @@ class Driver:
         return True
 
     def submit_planned(self) -> None:
-        from batcher.reconcile import fail_batch
+        from batcher.run.reconcile import fail_batch
 
         for batch in self.batches(BatchStatus.PLANNED):
             if self.stop.is_set() or self.held(batch):

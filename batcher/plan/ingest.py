@@ -24,11 +24,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import StoreError, UsageError
-from batcher.items import DEFAULT_MAX_LINE_BYTES, ParsedItem, Problem, parse_lines
+from batcher.plan.inputs import DEFAULT_MAX_LINE_BYTES, ParsedItem, Problem, parse_lines
 from batcher.spec import PROVIDERS, JobSpec
-from batcher.states import ItemStatus, RunStatus
 from batcher.store.db import state_dir
 from batcher.store.models import TABLES
+from batcher.store.states import ItemStatus, RunStatus
 
 INSERT_CHUNK = 5000  # rows a batched insert
 FLUSH_BYTES = 32 << 20  # ... or fewer when their lines hold this much: bounded memory

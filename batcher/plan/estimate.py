@@ -25,16 +25,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import UsageError
-from batcher.layout import limits, prompt_text
-from batcher.money import fmt_usd, to_pusd, to_usd
-from batcher.pricing import price_usd, unit_prices
+from batcher.money.amounts import fmt_usd, to_pusd, to_usd
+from batcher.money.prices import price_usd, unit_prices
+from batcher.plan.layout import limits, prompt_text
+from batcher.plan.requests import anthropic_cache_ttl, gemini_cached_prefix, openai_cached_prefix
+from batcher.plan.routing import token_basis
+from batcher.plan.tokens import count_tokens
 from batcher.providers.base import Usage
-from batcher.requests import anthropic_cache_ttl, gemini_cached_prefix, openai_cached_prefix
-from batcher.routing import token_basis
 from batcher.spec import JobSpec
-from batcher.states import AttemptStatus
 from batcher.store.models import TABLES
-from batcher.tokens import count_tokens
+from batcher.store.states import AttemptStatus
 
 DEFAULT_HIT_RATE = Decimal("0.8")  # batches hit the cache best-effort (docs: 30-98%)
 SCENARIOS = ("frontier_sync", "batch", "caching", "routing", "combined")

@@ -20,12 +20,14 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from batcher.answers import answer_keys_for
-from batcher.bulk import db_value, select_by_keys
-from batcher.reconcile import ATTEMPT_COLUMNS, NOTHING_BILLED
-from batcher.requests import defaults_fingerprint, request_hash
+from batcher.plan.requests import defaults_fingerprint, request_hash
+from batcher.run.answers import answer_keys_for
+from batcher.run.reconcile import ATTEMPT_COLUMNS, NOTHING_BILLED
+from batcher.run.validation import validator_for
 from batcher.spec import JobSpec
-from batcher.states import (
+from batcher.store.bulk import db_value, select_by_keys
+from batcher.store.models import TABLES
+from batcher.store.states import (
     ATTEMPT_FINAL,
     ITEM_TERMINAL,
     AttemptStatus,
@@ -34,8 +36,6 @@ from batcher.states import (
     set_status,
     set_status_many,
 )
-from batcher.store.models import TABLES
-from batcher.validate import validator_for
 
 CHUNK = 5000
 BILLED_COLUMNS = ATTEMPT_COLUMNS[4:14]  # tokens and costs: all 0 for a reused answer

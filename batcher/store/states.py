@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from batcher.bulk import placeholder
+from batcher.store.bulk import placeholder
 
 
 class RunStatus(StrEnum):
@@ -162,7 +162,7 @@ def set_status_many(
     whose current status may not move to `to` is left alone. This is the bulk path
     (reconciling a million results): the SQL is built once and rows go to the DBAPI as plain
     tuples, because SQLAlchemy's per-row parameter processing costs more than the UPDATE.
-    Pass database-ready values (see `batcher.bulk.db_value` for times). Rows are written in
+    Pass database-ready values (see `batcher.store.bulk.db_value` for times). Rows are written in
     id order, which keeps the B-tree pages each write touches close together.
     """
     if not rows:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from batcher.errors import UsageError
 from batcher.output import to_json
-from batcher.reports import FORMATS, CacheGroupRow, Costs, Report, RunInfo, TierRow, usd
+from batcher.report.build import FORMATS, CacheGroupRow, Costs, Report, RunInfo, TierRow, usd
 
 # Wide and fixed: tables take their natural width (money is never cut short) and the same run
 # prints the same text on any terminal.
@@ -368,7 +368,7 @@ def render_report(report: Report, fmt: str = "table") -> str:
     if fmt == "md":
         return render_md(report)
     if fmt == "html":
-        from batcher.report_html import render_html
+        from batcher.report.html import render_html
 
         return render_html(report)
     raise UsageError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")

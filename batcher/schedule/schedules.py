@@ -3,12 +3,12 @@
 A schedule is an APScheduler 3 job in APScheduler's SQLAlchemy job store (table
 `apscheduler_jobs`) on the same engine as the rest of the state, so schedules survive restarts
 and every scheduler process that opens the database sees the same ones. The stored job calls
-`batcher.firing:fire(schedule_name, db_url, job=SPEC_PATH, input=GLOB, reprocess=BOOL)`:
+`batcher.schedule.firing:fire(schedule_name, db_url, job=SPEC_PATH, input=GLOB, reprocess=BOOL)`:
 plain strings only, never an engine or an SDK client, and the URL without its password
 (secrets come from the environment, e.g. PGPASSWORD).
 
 `Schedules` manages them (add, list, pause, resume, remove) with APScheduler's own job
-management; `batcher.scheduler.Scheduler` decides when they are due and fires them. Every
+management; `batcher.schedule.daemon.Scheduler` decides when they are due and fires them. Every
 time computation goes through the `clock` given here, so tests can move time.
 """
 
@@ -35,7 +35,7 @@ from batcher.errors import UsageError
 from batcher.spec import load_spec
 from batcher.store.models import TABLES
 
-FIRE_FUNC = "batcher.firing:fire"  # stored in the job store: keep this name importable
+FIRE_FUNC = "batcher.schedule.firing:fire"  # stored in the job store: keep this name importable
 DEFAULT_GRACE = timedelta(hours=6)
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _EVERY_RE = re.compile(r"(\d+)([dhms])")
@@ -184,7 +184,7 @@ class _JobStore(SQLAlchemyJobStore):
 
 class _Manager(BaseScheduler):
     """APScheduler's job management (add, modify, pause, remove) over the job store, without
-    its timer loop: `batcher.scheduler.Scheduler` decides when jobs are due."""
+    its timer loop: `batcher.schedule.daemon.Scheduler` decides when jobs are due."""
 
     def __init__(self, store: _JobStore, on_change: Callable[[], None]):
         super().__init__(

@@ -22,16 +22,16 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from batcher.answers import AnswerKeys, answer_keys_for
-from batcher.bulk import db_value, placeholder, tune_for_bulk
 from batcher.errors import StateError
-from batcher.pricer import Pricer
-from batcher.pricing import AttemptCosts
+from batcher.money.prices import AttemptCosts
+from batcher.money.rate_cache import Pricer
 from batcher.providers.base import Result, Usage
+from batcher.run.answers import AnswerKeys, answer_keys_for
+from batcher.run.validation import Validator, validator_for
 from batcher.spec import JobSpec
-from batcher.states import AttemptStatus, BatchStatus, ItemStatus, set_status, set_status_many
+from batcher.store.bulk import db_value, placeholder, tune_for_bulk
 from batcher.store.models import TABLES
-from batcher.validate import Validator, validator_for
+from batcher.store.states import AttemptStatus, BatchStatus, ItemStatus, set_status, set_status_many
 
 # Results a transaction, at most. Results arrive in any order, so each transaction rewrites
 # most pages of its batch's rows (and of the reuse index): fewer, bigger transactions rewrite

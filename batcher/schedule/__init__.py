@@ -1,0 +1,3 @@
+"""Scheduling: recurring runs kept in the state database, the daemon that fires
+them, and what one firing does.
+"""
