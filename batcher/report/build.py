@@ -25,8 +25,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import BatcherError, UsageError
-from batcher.money.amounts import to_usd
+from batcher.money.amounts import fmt_money, to_pusd, to_usd
 from batcher.plan.tokens import count_tokens
+from batcher.spec import JobSpec
+from batcher.store.lost import LostBatch, lost_batches
 from batcher.store.models import TABLES
 from batcher.store.runs import was_submitted
 from batcher.store.states import ITEM_TERMINAL, RUN_TERMINAL, AttemptStatus, ItemStatus
@@ -169,6 +171,25 @@ class RunInfo:
         return self.status not in RUN_TERMINAL or self.unfinished > 0
 
 
+@dataclass(frozen=True)
+class LostRow:
+    """A batch the provider no longer knows, and the most its unfinished requests may have
+    cost: the provider may have run (and billed) them before it lost the batch, and no usage
+    is left to read. Counted at the estimated input tokens and the spec's max_tokens, batch
+    rates; not part of the report's totals, which hold billed usage only."""
+
+    batch: LostBatch
+    may_cost_pusd: int
+
+    def describe(self) -> str:
+        b = self.batch
+        return (
+            f"Run {b.run_id}: batch {b.id_text} was lost at {b.provider} ({b.error}). Its "
+            f"{b.n_lost} unfinished request(s) were sent again; they may have cost up to "
+            f"{fmt_money(to_usd(self.may_cost_pusd))} more than these figures show."
+        )
+
+
 @dataclass
 class Report:
     """Everything a report shows; `render_report` turns it into table, json, csv, md or html."""
@@ -177,6 +198,7 @@ class Report:
     tiers: list[TierRow]
     total: TierRow
     cache_groups: list[CacheGroupRow]
+    lost: list[LostRow] = field(default_factory=list)
 
     @property
     def in_flight(self) -> list[RunInfo]:
@@ -190,12 +212,12 @@ class Report:
         return f"{len(self.runs)} runs of {', '.join(jobs)}"
 
     def warnings(self) -> list[str]:
-        """One line a run still in flight: its figures are not final."""
+        """One line a run still in flight (its figures are not final), one a lost batch."""
         return [
             f"Run {r.id} is still in flight (status {r.status}, {r.unfinished} of {r.items} "
             "items unfinished): these figures will change."
             for r in self.in_flight
-        ]
+        ] + [row.describe() for row in self.lost]
 
 
 # ----------------------------------------------------------------------------- selection
@@ -460,6 +482,26 @@ def check_report(report: Report) -> None:
         raise ReportMismatch(f"tiers report {wins} successes, the items only {t.succeeded}")
 
 
+def _lost(conn: Connection, run_ids: list[int]) -> list[LostRow]:
+    from batcher.money.prices import unit_prices
+    from batcher.spec import spec_from_snapshot
+
+    rows = []
+    specs: dict[int, JobSpec] = {}
+    for batch in lost_batches(conn, run_ids):
+        if batch.run_id not in specs:
+            snapshot = conn.execute(
+                sa.select(TABLES["run"].c.spec_json).where(TABLES["run"].c.id == batch.run_id)
+            ).scalar_one()
+            specs[batch.run_id] = spec_from_snapshot(snapshot)
+        spec = specs[batch.run_id]
+        prices = unit_prices(batch.provider, batch.model, batch=True, spec=spec)
+        output = batch.n_lost * spec.defaults.max_tokens
+        usd_ = prices.input * batch.input_tokens + prices.output * output
+        rows.append(LostRow(batch, to_pusd(usd_)))
+    return rows
+
+
 def build_report(db: Engine, run_ids: list[int]) -> Report:
     """The report over `run_ids` (see `select_runs`), checked with `check_report`.
 
@@ -479,6 +521,7 @@ def build_report(db: Engine, run_ids: list[int]) -> Report:
                 tiers=_tier_rows(conn, run_ids),
                 total=_total_row(conn, run_ids),
                 cache_groups=_cache_groups(conn, run_ids),
+                lost=_lost(conn, run_ids),
             )
     check_report(report)
     return report

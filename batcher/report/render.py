@@ -131,6 +131,18 @@ def report_dict(report: Report) -> dict[str, Any]:
         "total": _tier_json(report.total),
         "savings": _costs_json(report.total.costs),
         "cache_groups": [_group_json(g) for g in report.cache_groups],
+        "lost_batches": [
+            {
+                "run": row.batch.run_id,
+                "batch": row.batch.batch_id,
+                "provider": row.batch.provider,
+                "provider_batch_id": row.batch.provider_batch_id,
+                "requests": row.batch.n_requests,
+                "unfinished": row.batch.n_lost,
+                "may_have_cost_usd": usd(row.may_cost_pusd),
+            }
+            for row in report.lost
+        ],
     }
 
 

@@ -33,6 +33,7 @@ from batcher.run.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended
 from batcher.run.progress import Reporter
 from batcher.run.submit import settle, submit_batch
 from batcher.spec import JobSpec
+from batcher.store.lost import mark_lost
 from batcher.store.models import TABLES
 from batcher.store.states import (
     ITEM_TERMINAL,
@@ -89,6 +90,11 @@ class Driver:
         # How long an unanswered create may take to show in the provider's list.
         self.grace_s = min(60.0, max(0.2, poll.interval_s * 4))
         self.waiting: set[str] = set()
+        # Batches the provider answered "not found" for, since when (monotonic seconds). One
+        # such answer is not enough to give a batch up: it is lost only when the provider
+        # still does not know it `grace_s` later.
+        self.missing: dict[str, float] = {}
+        self.cancelling = False
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -211,7 +217,9 @@ class Driver:
             last_round = conn.execute(
                 sa.select(sa.func.coalesce(sa.func.max(BATCH.c.round), 0)).where(
                     BATCH.c.run_id == self.run_id,
-                    BATCH.c.status.in_([BatchStatus.ENDED, BatchStatus.RECONCILED]),
+                    BATCH.c.status.in_(
+                        [BatchStatus.ENDED, BatchStatus.RECONCILED, BatchStatus.LOST]
+                    ),
                 )
             ).scalar_one()
         if not waiting:
@@ -308,9 +316,10 @@ class Driver:
             try:
                 state = provider.poll(batch.provider_batch_id)
             except ProviderError as exc:
-                self.poll_failed(batch, exc)
+                moved |= self.poll_failed(batch, exc)
                 continue
             self.poll_failures = 0
+            self.missing.pop(batch.id, None)
             label = f"{batch.provider}:{batch.model}"
             self.reporter.batch(batch.id, label, state.done, batch.n_requests, state.raw_status)
             if not state.ended:
@@ -331,13 +340,42 @@ class Driver:
                 self.poll_failed(batch, exc)
         return moved
 
-    def poll_failed(self, batch: Any, exc: ProviderError) -> None:
+    def poll_failed(self, batch: Any, exc: ProviderError) -> bool:
         """A poll that failed through all retries: try again next loop, unless it is not a
-        passing problem (auth, unknown batch) or it has gone on too long."""
+        passing problem (auth) or it has gone on too long. True when the batch was lost."""
+        if exc.status == 404:
+            return self.not_found(batch, exc)
         self.poll_failures += 1
         if exc.status not in RETRYABLE | {None} or self.poll_failures > MAX_POLL_FAILURES:
             raise exc
         self.reporter.note(f"batch {batch.id}: {exc}; trying again")
+        return False
+
+    def not_found(self, batch: Any, exc: ProviderError) -> bool:
+        """The provider says it does not know the batch. The first answer starts the grace
+        period; still unknown after it, the batch is `lost` and its unfinished requests go
+        again in a new batch (or end cancelled, when the run is being cancelled). True when
+        the batch was marked lost."""
+        now = time.monotonic()
+        first = self.missing.setdefault(batch.id, now)
+        waited = now - first
+        if waited < self.grace_s:
+            if first == now:
+                self.reporter.note(
+                    f"batch {batch.id}: {batch.provider} does not know "
+                    f"{batch.provider_batch_id} ({exc}); asking again in {self.grace_s:.1f} s"
+                )
+            return False
+        reason = (
+            f"{batch.provider} no longer knows {batch.provider_batch_id} (not found for "
+            f"{waited:.1f} s: archived past its retention, or deleted); its results are gone"
+        )
+        with self.db.begin() as conn:
+            n = mark_lost(conn, batch.id, reason, cancelling=self.cancelling)
+        self.missing.pop(batch.id, None)
+        then = "they end cancelled" if self.cancelling else "they go again in a new batch"
+        self.reporter.note(f"batch {batch.id} is lost: {reason}; {n} unfinished request(s): {then}")
+        return True
 
     def mark_ended(self, batch_id: str, state: BatchState) -> None:
         values = {
@@ -359,7 +397,7 @@ class Driver:
                 self.settle(batch, state)
                 settled = True
             except ProviderError as exc:
-                self.poll_failed(batch, exc)
+                settled |= self.poll_failed(batch, exc)
         return settled
 
     def settle(self, batch: Any, state: BatchState) -> None:
@@ -404,7 +442,9 @@ class Driver:
     # --- cancelling ------------------------------------------------------------------------
 
     def drain(self) -> str:
-        """The run was cancelled: stop what has not started, keep what finished."""
+        """The run was cancelled: stop what has not started, keep what finished. A batch the
+        provider no longer knows ends lost, so every unfinished item still ends cancelled."""
+        self.cancelling = True
         self.settle_leftovers()
         while True:
             for batch in self.batches(BatchStatus.SUBMITTING):  # adopt it, to cancel it
@@ -416,7 +456,13 @@ class Driver:
                 break
             for batch in open_batches:
                 if batch.id not in self.cancel_sent:
-                    self.registry.get(batch.provider).cancel(batch.provider_batch_id)
+                    try:
+                        self.registry.get(batch.provider).cancel(batch.provider_batch_id)
+                    except ProviderError as exc:
+                        if exc.status != 404:
+                            raise
+                        self.not_found(batch, exc)
+                        continue  # cancelled once it is lost, or sent again next loop
                     self.cancel_sent.add(batch.id)
             if not self.poll_open():
                 self.backoff.idle()

@@ -43,7 +43,8 @@ ATTEMPT, ITEM, BATCH = TABLES["attempt"], TABLES["item"], TABLES["batch"]
 ITEM_ENDS = ["output", "verdict", "final_attempt_id"]  # what an item keeps of its last attempt
 TRANSIENT = {AttemptStatus.ERRORED, AttemptStatus.EXPIRED}
 # Refusals of the whole batch that say nothing about this request: wait and send it again.
-FREE_CODES = frozenset({"token_limit_exceeded", "batch_failed"})
+# A batch the provider lost (batch_lost) is the provider's failure, not the request's.
+FREE_CODES = frozenset({"token_limit_exceeded", "batch_failed", "batch_lost"})
 # Errors that are the request's own fault: the same request would be refused again.
 PERMANENT_CODES = frozenset(
     {

@@ -14,7 +14,8 @@ from batcher.sandbox.errors import ApiError, error_response, retry_headers
 from batcher.sandbox.state import SandboxState
 
 Handler = Callable[[Request, SandboxState], Awaitable[Response]]
-HTTP_FAULTS = (("http429", 429), ("http500", 500), ("http529", 529))
+HTTP_FAULTS = (("http429", 429), ("http500", 500), ("http529", 529), ("http404", 404))
+NOT_FOUND_ROUTES = frozenset({"retrieve", "results"})  # where http404 fires without route=
 
 
 def _check_auth(provider: str, request: Request, state: SandboxState) -> None:
@@ -45,6 +46,8 @@ def _check_auth(provider: str, request: Request, state: SandboxState) -> None:
 
 def _http_fault(state: SandboxState, provider: str, route: str) -> None:
     for kind, status in HTTP_FAULTS:
+        if kind == "http404" and route not in NOT_FOUND_ROUTES and not _routed(state, kind):
+            continue
         fault = state.faults.fire(kind, provider, route=route)
         if fault is None:
             continue
@@ -55,6 +58,7 @@ def _http_fault(state: SandboxState, provider: str, route: str) -> None:
             429: "Rate limit reached (injected by the sandbox).",
             500: "The server had an error (injected by the sandbox).",
             529: "Overloaded (injected by the sandbox).",
+            404: "Not found (injected by the sandbox).",
         }[status]
         raise ApiError(
             status,
@@ -63,6 +67,19 @@ def _http_fault(state: SandboxState, provider: str, route: str) -> None:
             code="rate_limit_exceeded" if status == 429 else None,
             retry_after=fault.retry_after if status == 429 else None,
         )
+
+
+def _routed(state: SandboxState, kind: str) -> bool:
+    """True when a live fault of `kind` names its routes (then they decide, not the default)."""
+    return any(f.kind == kind and f.routes for f in state.faults.faults)
+
+
+def _forget(state: SandboxState, provider: str, route: str, request: Request) -> None:
+    """The `forget` fault: the batch this retrieve asks about is dropped before it is served."""
+    if route != "retrieve" or not state.faults.fire("forget", provider, route=route):
+        return
+    params = request.path_params
+    state.forget_batch(provider, params.get("batch_id") or params.get("rest", ""))
 
 
 def _route_of(route: str, request: Request) -> str:
@@ -75,6 +92,7 @@ def wrap(provider: str, route: str, handler: Handler, state: SandboxState):
         try:
             _check_auth(provider, request, state)
             _http_fault(state, provider, _route_of(route, request))
+            _forget(state, provider, route, request)
             return await handler(request, state)
         except ApiError as err:
             return error_response(provider, err)

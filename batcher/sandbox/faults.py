@@ -11,6 +11,9 @@ probability P; with both, at most N times). Neither means `count=1`.
 `provider=openai|anthropic|google` limits a fault to one provider. Kinds:
 
 - `http429`, `http500`, `http529`: answer the HTTP call with that status instead of serving it.
+- `http404`: answer "not found" for a batch that exists (Anthropic users measured this for
+  seconds after a create, then in between good polls); only `retrieve` and `results` unless
+  `route=` says otherwise.
   `route=create|retrieve|list|cancel|delete|results|files|upload` (several joined by `|`;
   default all non-admin routes; `upload` is a chunk of a Gemini resumable upload).
   `retry_after=SECONDS` (429 only, default 0.1) sets `retry-after(-ms)`.
@@ -22,6 +25,9 @@ probability P; with both, at most N times). Neither means `count=1`.
   answers 400; a Gemini job goes `BATCH_STATE_FAILED`.
 - `token_limit`: OpenAI batch goes `failed` with `token_limit_exceeded`.
 - `expire`: the batch expires once fraction `after=F` (default 0.5) of its requests finished.
+- `forget`: the provider forgets the batch a `retrieve` asks about, for good (archived past its
+  retention, or deleted): it and its unproduced results are gone and every later call about it
+  answers 404. A forgotten batch that had not produced its results bills nothing.
 - `slow`: the batch's phases take `factor=X` (default 20) times longer.
 - `cache_miss`: a cache lookup misses (the providers' caches in batches are best effort).
 - `malformed`: `MODEL=RATE` options (or `rate=R` for every model) set the deterministic
@@ -44,7 +50,9 @@ KINDS = {
     "http429",
     "http500",
     "http529",
+    "http404",
     "create_lost",
+    "forget",
     "request_error",
     "invalid_batch",
     "token_limit",
@@ -60,6 +68,7 @@ _EXTRA = {
     "http429": {"route", "retry_after"},
     "http500": {"route"},
     "http529": {"route"},
+    "http404": {"route"},
     "request_error": {"model"},
     "expire": {"after"},
     "slow": {"factor"},

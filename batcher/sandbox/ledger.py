@@ -22,6 +22,7 @@ class Ledger:
     submissions: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     billed: list[dict] = field(default_factory=list)
     totals: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    forgotten: Counter = field(default_factory=Counter)  # batches dropped by the forget fault
 
     def submitted(self, provider: str, custom_ids: list[str]) -> None:
         self.batches[provider] += 1
@@ -56,6 +57,7 @@ class Ledger:
             "duplicates": {
                 p: sorted(k for k, v in subs.get(p, {}).items() if v > 1) for p in PROVIDERS
             },
+            "batches_forgotten": {p: self.forgotten.get(p, 0) for p in PROVIDERS},
             "requests_billed": len(self.billed),
             "billed_tokens": {
                 m: {k: c.get(k, 0) for k in KINDS} for m, c in sorted(self.totals.items())

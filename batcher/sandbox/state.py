@@ -126,6 +126,22 @@ class SandboxState:
         with self.lock:
             self._setup(self.initial)
 
+    def forget_batch(self, provider: str, batch_id: str) -> bool:
+        """Drop a batch as a provider does past its retention: later calls about it answer
+        404, and results it had not produced are never produced (nor billed)."""
+        batches = {
+            "openai": self.openai_batches,
+            "anthropic": self.anthropic_batches,
+            "google": self.gemini_batches,
+        }[provider]
+        with self.lock:
+            batch = batches.pop(batch_id, None)
+            if batch is None:
+                return False
+            self.pending = [b for b in self.pending if b is not batch]
+            self.ledger.forgotten[provider] += 1
+            return True
+
     def store_file(
         self, data: bytes, filename: str, purpose: str, expires_after: float | None = None
     ) -> FileRecord:

@@ -56,6 +56,7 @@ class BatchStatus(StrEnum):
     ENDED = "ended"  # terminal at the provider (completed, failed, expired, cancelled)
     RECONCILED = "reconciled"  # every result stored; nothing more to do
     ABANDONED = "abandoned"  # never reached the provider (e.g. the run was cancelled first)
+    LOST = "lost"  # the provider no longer knows it (archived, deleted): results are gone
 
 
 RUN_TERMINAL = {RunStatus.COMPLETED, RunStatus.CANCELLED}
@@ -106,6 +107,7 @@ TRANSITIONS: dict[str, dict[str, set[str]]] = {
         BatchStatus.ENDED: {BatchStatus.SUBMITTED},
         BatchStatus.RECONCILED: {BatchStatus.ENDED},
         BatchStatus.ABANDONED: {BatchStatus.PLANNED, BatchStatus.SUBMITTING},
+        BatchStatus.LOST: {BatchStatus.SUBMITTED, BatchStatus.ENDED},
     },
 }
 
