@@ -86,6 +86,9 @@ def _print(report, spec, job: str) -> None:
     print_table(_model_rows(est), "Estimate by model (batch rates, expected cache use)")
     print_table(est.baseline_rows(), "Estimate against the baselines")
     click.echo(
+        f"Expected cost: {fmt_usd(est.cost_usd)}; worst case, every escalation taken: "
+        f"{fmt_usd(to_usd(est.worst_case_pusd))} (a budget under it may stop the run before "
+        "its last rounds)\n"
         f"Expected cached share of input tokens: {est.cached_share * 100:.1f}% "
         f"(assumed hit rate {est.hit_rate * 100:.0f}%)\n"
         f"Tokens: {est.input_tokens:,} input by {est.token_basis}; {est.output_tokens:,} "

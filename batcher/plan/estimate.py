@@ -13,6 +13,10 @@ hit rate. Five figures, each a technique on its own and then all together:
 
 Requests are summed per cache group with exact per-token prices; a request long enough to
 reach a long-context price tier is priced on its own (tiers apply per request).
+
+Next to the expected cost, `worst_case` prices every escalation taken: each request on its
+routed tier and again on every tier above it on the ladder (up to `retry.max_attempts`
+attempts), the bound a budget must allow for the run to finish without stopping.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Estimate:
     token_basis: str = field(default_factory=token_basis)
     hit_rate: Decimal = DEFAULT_HIT_RATE
     scenarios: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SCENARIOS, 0))
+    worst_case_pusd: int = 0  # every escalation taken (see the module docstring)
     by_model: dict[tuple[str, str, str], dict[str, int]] = field(default_factory=dict)
 
     @property
@@ -103,6 +108,7 @@ class Estimate:
             "assumed_hit_rate": str(self.hit_rate),
             "expected_cached_share": f"{self.cached_share:.4f}",
             "estimate_usd": str(self.cost_usd),
+            "worst_case_usd": str(to_usd(self.worst_case_pusd)),
             "scenarios_usd": {k: str(to_usd(v)) for k, v in self.scenarios.items()},
             "by_model": [
                 {"provider": p, "model": m, "tier": t, **{k: v for k, v in row.items()}}
@@ -175,6 +181,16 @@ class _Pricer:
         return unit_prices(provider, model, batch=batch, spec=self.spec).cost(usage)
 
 
+def escalations(spec: JobSpec, tier: str) -> list[tuple[str, str]]:
+    """(provider, model) of every tier an invalid answer on `tier` can climb to, in order:
+    the ladder above `tier`, at most `retry.max_attempts - 1` of them."""
+    ladder = spec.routing.ladder
+    if tier not in ladder:
+        return []
+    above = ladder[ladder.index(tier) + 1 :][: spec.retry.max_attempts - 1]
+    return [spec.model_of(t) for t in above]
+
+
 def _long_threshold(spec: JobSpec, models: set[tuple[str, str]]) -> int | None:
     starts = [
         unit_prices(p, m, batch=b, spec=spec).tier_start for p, m in models for b in (True, False)
@@ -208,10 +224,12 @@ def estimate_run(
     *,
     hit_rate: Decimal = DEFAULT_HIT_RATE,
     output_tokens: int | None = None,
+    statuses: tuple[str, ...] = (AttemptStatus.PLANNED,),
 ) -> Estimate:
     """Estimate the cost of the run's planned attempts (see the module docstring).
 
-    `output_tokens` assumes that many output tokens a request instead of the max_tokens cap.
+    `output_tokens` assumes that many output tokens a request instead of the max_tokens cap;
+    `statuses` widens what is estimated (e.g. submitted attempts, not billed yet).
     Raises UsageError when a model cannot be priced.
     """
     attempt, item = TABLES["attempt"], TABLES["item"]
@@ -219,7 +237,7 @@ def estimate_run(
     if output_tokens is not None:
         est.output_basis = f"{output_tokens} tokens a request (assumed)"
     top = spec.model_of(spec.frontier_tier)
-    planned = sa.and_(attempt.c.run_id == run_id, attempt.c.status == AttemptStatus.PLANNED.value)
+    planned = sa.and_(attempt.c.run_id == run_id, attempt.c.status.in_([str(s) for s in statuses]))
     keys = (attempt.c.provider, attempt.c.model, attempt.c.tier, item.c.system_hash)
     joined = attempt.join(item, item.c.id == attempt.c.item_id)
     tokens = sa.func.coalesce(item.c.est_input_tokens, 0)
@@ -281,6 +299,10 @@ def _add_group(
         "combined": pricer.usd(provider, model, routed_cached, batch=True),
     }
     _add(est, key, n, routed_cached, figures)
+    est.worst_case_pusd += to_pusd(figures["combined"])
+    for up in escalations(pricer.spec, key[2]):
+        up_cached = pricer.cached_usage(*up, n, prefix, input_sum, out_sum)
+        est.worst_case_pusd += to_pusd(pricer.usd(*up, up_cached, batch=True))
 
 
 def _add(est: Estimate, key: tuple, n: int, usage: Usage, figures: dict[str, Decimal]) -> None:
@@ -339,3 +361,6 @@ def _add_long(
             "combined": usd(provider, model, True),
         }
         _add(est, (provider, model, tier), 1, usage, figures)
+        est.worst_case_pusd += to_pusd(figures["combined"])
+        for up in escalations(spec, tier):
+            est.worst_case_pusd += to_pusd(usd(*up, True))

@@ -56,6 +56,10 @@ class RunStopped(BatcherError):
     """The loop cannot go on without a person (the message says what to do)."""
 
 
+class BudgetReached(RunStopped):
+    """The next round would take the run past its max_usd; nothing of it was sent."""
+
+
 @dataclass
 class Hold:
     """Submissions of one model wait after token_limit_exceeded: until one of the batches
@@ -95,6 +99,8 @@ class Driver:
         # still does not know it `grace_s` later.
         self.missing: dict[str, float] = {}
         self.cancelling = False
+        self.within_budget: set[str] = set()  # planned batches the budget allowed
+        self.budget_waiting = False
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -279,10 +285,36 @@ class Driver:
             return False
         return True
 
+    def allowed_by_budget(self, planned: list[Any]) -> bool:
+        """Whether the planned batches fit under max_usd with what was spent and what is in
+        flight. Over it, wait while batches are in flight (their bills may come in lower than
+        estimated); with nothing in flight, stop the run (BudgetReached)."""
+        from batcher.run.budget import check_spend
+
+        if all(b.id in self.within_budget for b in planned):
+            return True
+        check = check_spend(self.db, self.run_id, self.spec)
+        if check is None or not check.over:
+            self.within_budget.update(b.id for b in planned)
+            self.budget_waiting = False
+            return True
+        if self.batches(BatchStatus.SUBMITTED, BatchStatus.SUBMITTING, BatchStatus.ENDED):
+            if not self.budget_waiting:
+                self.budget_waiting = True
+                self.reporter.note(
+                    "the next round would pass max_usd: it waits until the batches in "
+                    "flight are billed"
+                )
+            return False
+        raise BudgetReached(check.message(self.run_id))
+
     def submit_planned(self) -> None:
         from batcher.run.reconcile import fail_batch
 
-        for batch in self.batches(BatchStatus.PLANNED):
+        planned = self.batches(BatchStatus.PLANNED)
+        if not planned or not self.allowed_by_budget(planned):
+            return
+        for batch in planned:
             if self.stop.is_set() or self.held(batch):
                 continue
             provider = self.registry.get(batch.provider)
