@@ -28,7 +28,6 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,9 +48,9 @@ from batcher.plan.requests import (
 from batcher.plan.tokens import count_tokens
 from batcher.providers import anthropic, google, openai
 from batcher.spec import JobSpec, split_model_ref
+from batcher.store import attempts, batches, items, prompts
 from batcher.store.db import state_dir
-from batcher.store.models import TABLES
-from batcher.store.states import AttemptStatus, BatchStatus, ItemStatus, set_status
+from batcher.store.states import ItemStatus
 
 RENDER = {
     "openai": openai.render_line,
@@ -62,7 +61,6 @@ SHOWN_GROUPS = 20
 PROGRESS_EVERY = 10_000
 Progress = Callable[[int], None]
 Begin = Callable[[], AbstractContextManager[Connection]]  # a transaction, or the caller's
-_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +119,7 @@ def limits(spec: JobSpec) -> dict[str, tuple[int, int]]:
 
 def prompt_text(conn: Connection, system_hash: str | None, cache: dict[str, str]) -> str | None:
     """The text of a stored system prompt (a small cache: a run may have one per item)."""
-    if system_hash is None:
-        return None
-    text = cache.get(system_hash)
-    if text is None:
-        prompt = TABLES["prompt"]
-        query = sa.select(prompt.c.text).where(prompt.c.hash == system_hash)
-        text = conn.execute(query).scalar_one()
-        if len(cache) >= 64:
-            cache.clear()
-        cache[system_hash] = text
-    return text
+    return prompts.text_of(conn, system_hash, cache)
 
 
 # ------------------------------------------------------------------------------ sources
@@ -158,126 +146,33 @@ class Source:
 
 def attempt_source(run_id: int) -> Source:
     """Planned attempts of the run that are not in a batch yet."""
-    attempt, item = TABLES["attempt"], TABLES["item"]
-    ref = attempt.c.provider + sa.literal(":") + attempt.c.model
-    keys = (ref, attempt.c.tier, item.c.system_hash)
-    joined = attempt.join(item, item.c.id == attempt.c.item_id)
-    todo = sa.and_(
-        attempt.c.run_id == run_id,
-        attempt.c.status == AttemptStatus.PLANNED.value,
-        attempt.c.batch_id.is_(None),
-    )
-    return Source(
-        rows=sa.select(attempt.c.id, attempt.c.custom_id, *keys, item.c.request_json)
-        .select_from(joined)
-        .where(todo)
-        .order_by(*keys, attempt.c.id),
-        sizes=sa.select(*keys, sa.func.count())
-        .select_from(joined)
-        .where(todo)
-        .group_by(*keys)
-        .order_by(*keys),
-        totals=sa.select(ref, attempt.c.tier, sa.func.count())
-        .where(todo)
-        .group_by(ref, attempt.c.tier),
-        save=_save_attempts,
-    )
+    rows, sizes, totals = attempts.unbatched_queries(run_id)
+    return Source(rows, sizes, totals, save=_save_attempts)
 
 
 def item_source(run_id: int, spec: JobSpec, status: str = ItemStatus.PENDING) -> Source:
     """Pending (or `status`), routed items of the run without an attempt: their first
     attempts are created as they are laid out (seq 1, custom id "i{item id}-a1")."""
-    item, attempt = TABLES["item"], TABLES["attempt"]
-    by_tier = sa.case({tier: ref for tier, ref in spec.tiers.items()}, value=item.c.tier)
-    ref = sa.func.coalesce(item.c.explicit_model, by_tier)
-    keys = (ref, item.c.tier, item.c.system_hash)
-    todo = sa.and_(
-        item.c.run_id == run_id,
-        item.c.status == str(status),
-        ref.isnot(None),  # a tier the spec does not define stays pending; plan_run says so
-        ~sa.exists().where(attempt.c.item_id == item.c.id),  # laid out before a crash
-    )
-    return Source(
-        rows=sa.select(item.c.id, sa.null(), *keys, item.c.request_json)
-        .where(todo)
-        .order_by(*keys, item.c.id),
-        sizes=sa.select(*keys, sa.func.count()).where(todo).group_by(*keys).order_by(*keys),
-        totals=sa.select(ref, item.c.tier, sa.func.count()).where(todo).group_by(ref, item.c.tier),
-        save=save_first_attempts,
-    )
-
-
-def _executemany(conn: Connection, sql: str, rows: list[tuple], fallback: sa.Executable) -> int:
-    """A plain DBAPI executemany of tuples (a dict per row through SQLAlchemy costs more than
-    the I/O); SQLAlchemy binding for drivers with another paramstyle."""
-    mark = _MARKS.get(conn.dialect.paramstyle)
-    if mark is None:
-        names = [f"p{i}" for i in range(len(rows[0]))]
-        return conn.execute(fallback, [dict(zip(names, r, strict=True)) for r in rows]).rowcount
-    cursor = conn.connection.cursor()
-    try:
-        cursor.executemany(sql.replace("?", mark), rows)
-        return cursor.rowcount
-    finally:
-        cursor.close()
+    rows, sizes, totals = items.unplanned_queries(run_id, spec.tiers, status)
+    return Source(rows, sizes, totals, save=save_first_attempts)
 
 
 def _save_attempts(conn: Connection, batch: _BatchFile) -> int:
-    attempt = TABLES["attempt"]
-    p = sa.bindparam
-    fallback = (
-        sa.update(attempt)
-        .where(attempt.c.id == p("p2"), attempt.c.batch_id.is_(None))
-        .values(batch_id=p("p0"), request_hash=p("p1"))
-    )
-    rows = [(batch.id, h, row_id) for row_id, _, h in batch.rows]
-    sql = "UPDATE attempt SET batch_id = ?, request_hash = ? WHERE id = ? AND batch_id IS NULL"
-    return _executemany(conn, sql, rows, fallback)
-
-
-_FIRST_ATTEMPT_COLUMNS = (
-    "run_id", "item_id", "seq", "tier", "provider", "model", "batch_id", "custom_id",
-    "request_hash", "status",
-)  # fmt: skip
+    return attempts.assign_batch(conn, batch.id, [(h, row_id) for row_id, _, h in batch.rows])
 
 
 def save_first_attempts(conn: Connection, batch: _BatchFile) -> int:
-    attempt = TABLES["attempt"]
-    planned = AttemptStatus.PLANNED.value
     rows = [
         (batch.run_id, item_id, 1, batch.tier, batch.provider, batch.model, batch.id,
-         custom_id, h, planned)
+         custom_id, h)
         for item_id, custom_id, h in batch.rows
     ]  # fmt: skip
-    sql = (
-        f"INSERT INTO attempt ({', '.join(_FIRST_ATTEMPT_COLUMNS)}) "
-        f"VALUES ({', '.join('?' * len(_FIRST_ATTEMPT_COLUMNS))})"
-    )
-    fallback = attempt.insert().values(
-        {c: sa.bindparam(f"p{i}") for i, c in enumerate(_FIRST_ATTEMPT_COLUMNS)}
-    )
-    try:
-        _executemany(conn, sql, rows, fallback)
-    except (conn.dialect.dbapi.IntegrityError, sa.exc.IntegrityError):
-        return 0  # ux_attempt_item_seq: another process made some of these first attempts
-    return len(rows)  # an INSERT stores every row or raises
+    return attempts.insert_first(conn, rows)
 
 
 def queue_first_attempts(conn: Connection, run_id: int) -> int:
-    """Move the run's pending items that have an attempt to queued, with their cache group
-    (provider and model are the attempt's; the prefix is the item's system prompt)."""
-    item, attempt = TABLES["item"], TABLES["attempt"]
-    return set_status(
-        conn,
-        item,
-        ItemStatus.QUEUED,
-        sa.and_(
-            item.c.run_id == run_id,
-            item.c.status == ItemStatus.PENDING.value,
-            sa.exists().where(attempt.c.item_id == item.c.id),
-        ),
-        {"cache_group": item.c.system_hash},
-    )
+    """Move the run's pending items that have an attempt to queued, with their cache group."""
+    return items.queue_laid_out(conn, run_id)
 
 
 # ----------------------------------------------------------------------- batch writing
@@ -317,22 +212,17 @@ class _BatchFile:
         """Close the file, then record the batch and its rows in one transaction."""
         self.close()
         with begin() as conn:
-            conn.execute(
-                TABLES["batch"]
-                .insert()
-                .values(
-                    id=self.id,
-                    run_id=self.run_id,
-                    round=self.round,
-                    provider=self.provider,
-                    model=self.model,
-                    tier=self.tier,
-                    status=BatchStatus.PLANNED.value,
-                    path=str(self.path),
-                    n_requests=self.n_requests,
-                    n_bytes=self.n_bytes,
-                    created_at=datetime.now(UTC),
-                )
+            batches.insert_planned(
+                conn,
+                id=self.id,
+                run_id=self.run_id,
+                round=self.round,
+                provider=self.provider,
+                model=self.model,
+                tier=self.tier,
+                path=str(self.path),
+                n_requests=self.n_requests,
+                n_bytes=self.n_bytes,
             )
             saved = save(conn, self)
             if saved != self.n_requests:
@@ -515,21 +405,21 @@ def lay_out(
     Raises UsageError when one request alone is larger than its provider's batch file limit.
     """
     begin: Begin = db.begin if conn is None else lambda: nullcontext(conn)
-    batches = _Batches(begin, run_id, round_, spec, source)
+    files = _Batches(begin, run_id, round_, spec, source)
     with db.connect() if conn is None else nullcontext(conn) as reader:
         groups = _Groups(reader, spec, source)
         try:
-            n = _lay_out_rows(reader, spec, source, groups, batches, progress)
+            n = _lay_out_rows(reader, spec, source, groups, files, progress)
         except BaseException:
             if conn is not None:
-                batches.discard_done()
+                files.discard_done()
             raise
         finally:
-            batches.discard()
+            files.discard()
         groups.finish()
     if progress is not None:
         progress(n)
-    return Layout(batches.done, groups.n_groups, groups.largest(), n)
+    return Layout(files.done, groups.n_groups, groups.largest(), n)
 
 
 def _lay_out_rows(

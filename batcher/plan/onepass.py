@@ -30,9 +30,9 @@ from batcher.errors import UsageError
 from batcher.plan.ingest import IngestResult
 from batcher.plan.layout import Layout, Progress, Source, item_source, lay_out, save_first_attempts
 from batcher.spec import JobSpec
+from batcher.store import runs
 from batcher.store.db import state_dir
-from batcher.store.models import TABLES
-from batcher.store.states import ItemStatus, RunStatus, set_status
+from batcher.store.states import ItemStatus
 
 MAX_SPOOLS = 64
 SPOOL_BUFFER = 256 << 10  # bytes buffered per open spool: MAX_SPOOLS of them stay small
@@ -122,7 +122,7 @@ class PlanningSink:
         else:
             source = item_source(run_id, self.spec, status=ItemStatus.QUEUED)
         self.layout = lay_out(self.db, run_id, self.spec, source, 1, self.progress, conn=conn)
-        set_status(conn, TABLES["run"], RunStatus.PLANNED, TABLES["run"].c.id == run_id)
+        runs.mark_planned(conn, run_id)
 
     def _spooled_source(self) -> Source:
         totals: Counter[tuple[str, str]] = Counter()

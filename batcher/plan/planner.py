@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from batcher.errors import UsageError
 from batcher.money.prices import check_model_known, check_models_known
@@ -36,8 +35,7 @@ from batcher.plan.layout import (
 )
 from batcher.plan.routing import Router, estimate_input_tokens
 from batcher.spec import JobSpec, split_model_ref
-from batcher.store.models import TABLES
-from batcher.store.states import ItemStatus, RunStatus, set_status
+from batcher.store import items, runs
 
 ROUTE_PAGE = 5000
 
@@ -66,37 +64,15 @@ class PlanSummary:
 
 def _route_untiered(db: Engine, run_id: int, spec: JobSpec) -> None:
     """Route pending items that were ingested without the routing annotator."""
-    item = TABLES["item"]
     router = Router(spec)
     prompts: dict[str, str] = {}
-    update = (
-        sa.update(item)
-        .where(item.c.id == sa.bindparam("_id"))
-        .values(
-            tier=sa.bindparam("_tier"),
-            route_reason=sa.bindparam("_reason"),
-            est_input_tokens=sa.bindparam("_tokens"),
-        )
-    )
-    columns = (item.c.id, item.c.request_json, item.c.metadata_json, item.c.explicit_model)
-    columns += (item.c.explicit_tier, item.c.system_hash)
     last_id = 0
     while True:
         with db.begin() as conn:
-            rows = conn.execute(
-                sa.select(*columns)
-                .where(
-                    item.c.run_id == run_id,
-                    item.c.status == ItemStatus.PENDING.value,
-                    item.c.tier.is_(None),
-                    item.c.id > last_id,
-                )
-                .order_by(item.c.id)
-                .limit(ROUTE_PAGE)
-            ).all()
+            rows = items.unrouted(conn, run_id, last_id, ROUTE_PAGE)
             if not rows:
                 return
-            updates = []
+            routes = []
             for row in rows:
                 request = orjson.loads(row.request_json)
                 parsed = ParsedItem(line_no=0, custom_id="", messages=request["messages"])
@@ -105,35 +81,20 @@ def _route_untiered(db: Engine, run_id: int, spec: JobSpec) -> None:
                 tier, reason = router.route(
                     row.explicit_model, row.explicit_tier, metadata, parsed.prompt_text(), tokens
                 )
-                updates.append({"_id": row.id, "_tier": tier, "_reason": reason, "_tokens": tokens})
-            conn.execute(update, updates)
+                routes.append((row.id, tier, reason, tokens))
+            items.set_routes(conn, routes)
             last_id = rows[-1].id
 
 
 def _check_explicit_models(db: Engine, run_id: int, spec: JobSpec) -> None:
-    item = TABLES["item"]
     with db.connect() as conn:
-        refs = conn.execute(
-            sa.select(item.c.explicit_model)
-            .where(item.c.run_id == run_id, item.c.explicit_model.isnot(None))
-            .distinct()
-        ).scalars()
-        for ref in refs:
-            try:
-                provider, model = split_model_ref(ref)
-            except ValueError as exc:
-                raise UsageError(f"run {run_id}: {exc}") from None
-            check_model_known(spec, provider, model, f"run {run_id}: an item's model {ref!r}")
-
-
-def _tier_split(conn: Connection, run_id: int) -> list[dict[str, Any]]:
-    item = TABLES["item"]
-    rows = conn.execute(
-        sa.select(item.c.tier, item.c.route_reason, sa.func.count())
-        .where(item.c.run_id == run_id)
-        .group_by(item.c.tier, item.c.route_reason)
-    ).all()
-    return _sorted_split(rows)
+        refs = items.explicit_models(conn, run_id)
+    for ref in refs:
+        try:
+            provider, model = split_model_ref(ref)
+        except ValueError as exc:
+            raise UsageError(f"run {run_id}: {exc}") from None
+        check_model_known(spec, provider, model, f"run {run_id}: an item's model {ref!r}")
 
 
 def _sorted_split(counts: Iterable[tuple[str, str, int]]) -> list[dict[str, Any]]:
@@ -160,22 +121,17 @@ def plan_run(
     _route_untiered(db, run_id, spec)
     fresh = lay_out(db, run_id, spec, item_source(run_id, spec), 1, progress)
     leftover = lay_out(db, run_id, spec, attempt_source(run_id), 1, None)
-    item = TABLES["item"]
     with db.begin() as conn:  # committed even when the check below refuses the run
         queue_first_attempts(conn, run_id)
     with db.begin() as conn:
-        stranded = conn.execute(
-            sa.select(sa.func.count()).where(
-                item.c.run_id == run_id, item.c.status == ItemStatus.PENDING.value
-            )
-        ).scalar_one()
+        stranded = items.count_pending(conn, run_id)
         if stranded:  # only a spec without the tier the items were routed to leaves these
             raise UsageError(
                 f"run {run_id}: {stranded} items have a tier that the spec does not define "
                 f"(tiers: {', '.join(spec.tiers)}); plan with the spec the run was ingested with"
             )
-        set_status(conn, TABLES["run"], RunStatus.PLANNED, TABLES["run"].c.id == run_id)
-        tiers = _tier_split(conn, run_id)
+        runs.mark_planned(conn, run_id)
+        tiers = _sorted_split(items.tier_split(conn, run_id))
     return PlanSummary(
         run_id=run_id,
         n_attempts=fresh.n_requests,

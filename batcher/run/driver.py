@@ -17,34 +17,27 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError
+from batcher.plan.planner import lay_out_batches, plan_run
 from batcher.providers import Registry
 from batcher.providers.base import BatchState
 from batcher.providers.calls import RETRYABLE, ProviderError
 from batcher.run.crash import crash_point
+from batcher.run.followups import apply_reuse, plan_followups
 from batcher.run.lease import Lease
 from batcher.run.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended
 from batcher.run.progress import Reporter
+from batcher.run.reconcile import fail_batch
 from batcher.run.submit import settle, submit_batch
 from batcher.spec import JobSpec
+from batcher.store import attempts, batches, items, runs
 from batcher.store.lost import mark_lost
-from batcher.store.models import TABLES
-from batcher.store.states import (
-    ITEM_TERMINAL,
-    AttemptStatus,
-    BatchStatus,
-    ItemStatus,
-    RunStatus,
-    set_status,
-)
+from batcher.store.states import BatchStatus, RunStatus
 
-RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
 MAX_CREATE_RETRIES = 5  # creates that provably did not happen, in a row, before giving up
 MAX_TOKEN_LIMIT_STRIKES = 6  # token_limit_exceeded with nothing of the model running
 # Polls that failed even after the client's retries, in a row, before the run stops: with the
@@ -106,39 +99,21 @@ class Driver:
 
     def batches(self, *statuses: str) -> list[Any]:
         with self.db.connect() as conn:
-            return conn.execute(
-                sa.select(BATCH)
-                .where(BATCH.c.run_id == self.run_id, BATCH.c.status.in_(list(statuses)))
-                .order_by(BATCH.c.round, BATCH.c.created_at, BATCH.c.id)
-            ).all()
+            return batches.of_run(conn, self.run_id, *statuses)
 
     def run_status(self) -> str:
         with self.db.connect() as conn:
-            return conn.execute(sa.select(RUN.c.status).where(RUN.c.id == self.run_id)).scalar()
+            return runs.status(conn, self.run_id)
 
     def open_items(self) -> int:
         with self.db.connect() as conn:
-            return conn.execute(
-                sa.select(sa.func.count()).where(
-                    ITEM.c.run_id == self.run_id,
-                    ITEM.c.status.not_in([str(s) for s in ITEM_TERMINAL]),
-                )
-            ).scalar_one()
+            return items.count_open(conn, self.run_id)
 
     def report_overall(self) -> None:
         with self.db.connect() as conn:
-            total, done = conn.execute(
-                sa.select(
-                    sa.func.count(),
-                    sa.func.count().filter(ITEM.c.status.in_([str(s) for s in ITEM_TERMINAL])),
-                ).where(ITEM.c.run_id == self.run_id)
-            ).one()
-            cost = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(ATTEMPT.c.cost_pusd), 0)).where(
-                    ATTEMPT.c.run_id == self.run_id
-                )
-            ).scalar_one()
-        self.reporter.overall(done, total, int(cost))
+            total, done = items.progress(conn, self.run_id)
+            cost, _ = attempts.cost_totals(conn, self.run_id)
+        self.reporter.overall(done, total, cost)
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -176,58 +151,28 @@ class Driver:
                 return RunStatus.RUNNING
 
     def start(self) -> None:
-        from batcher.plan.planner import plan_run
-
         with self.db.connect() as conn:
-            pending = conn.execute(
-                sa.select(sa.func.count()).where(
-                    ITEM.c.run_id == self.run_id, ITEM.c.status == ItemStatus.PENDING
-                )
-            ).scalar_one()
+            pending = items.count_pending(conn, self.run_id)
         if pending:  # a crash between ingest and plan, or a run stored by `batcher ingest`
             plan_run(self.db, self.run_id, self.spec)
         with self.db.begin() as conn:
-            set_status(
-                conn,
-                RUN,
-                RunStatus.RUNNING,
-                RUN.c.id == self.run_id,
-                {"error": None, "started_at": sa.func.coalesce(RUN.c.started_at, _now())},
-            )
+            runs.start(conn, self.run_id)
 
     def apply_reuse(self) -> None:
         if not self.reuse:
             return
-        from batcher.run.followups import apply_reuse
-
         reused = apply_reuse(self.db, self.run_id, self.spec)
         if reused:
             self.reporter.note(f"{reused} requests answered from earlier runs at no cost")
 
     def follow_up(self) -> None:
         """New attempts for items whose last attempt failed, in new batches of a new round."""
-        from batcher.plan.planner import lay_out_batches
-        from batcher.run.followups import plan_followups
-
         plan_followups(self.db, self.run_id, self.spec)
         with self.db.connect() as conn:
-            waiting = conn.execute(
-                sa.select(sa.func.count()).where(
-                    ATTEMPT.c.run_id == self.run_id,
-                    ATTEMPT.c.status == AttemptStatus.PLANNED,
-                    ATTEMPT.c.batch_id.is_(None),
-                )
-            ).scalar_one()
+            waiting = attempts.count_unbatched(conn, self.run_id)
             # Follow-ups go one round after the last batch that ended; attempts freed by
             # reuse before anything ended stay in round 1.
-            last_round = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(BATCH.c.round), 0)).where(
-                    BATCH.c.run_id == self.run_id,
-                    BATCH.c.status.in_(
-                        [BatchStatus.ENDED, BatchStatus.RECONCILED, BatchStatus.LOST]
-                    ),
-                )
-            ).scalar_one()
+            last_round = batches.last_settled_round(conn, self.run_id)
         if not waiting:
             return
         self.apply_reuse()
@@ -237,9 +182,7 @@ class Driver:
 
     def complete(self) -> None:
         with self.db.begin() as conn:
-            set_status(
-                conn, RUN, RunStatus.COMPLETED, RUN.c.id == self.run_id, {"finished_at": _now()}
-            )
+            runs.complete(conn, self.run_id)
 
     def check_not_stuck(self) -> None:
         busy = self.batches(
@@ -309,7 +252,6 @@ class Driver:
         raise BudgetReached(check.message(self.run_id))
 
     def submit_planned(self) -> None:
-        from batcher.run.reconcile import fail_batch
 
         planned = self.batches(BatchStatus.PLANNED)
         if not planned or not self.allowed_by_budget(planned):
@@ -358,10 +300,7 @@ class Driver:
                 if state.raw_status != batch.raw_status:
                     moved = True
                     with self.db.begin() as conn:
-                        values = {"raw_status": state.raw_status}
-                        set_status(
-                            conn, BATCH, BatchStatus.SUBMITTED, BATCH.c.id == batch.id, values
-                        )
+                        batches.update_raw_status(conn, batch.id, state.raw_status)
                 crash_point("while_polling")
                 continue
             self.mark_ended(batch.id, state)
@@ -414,10 +353,9 @@ class Driver:
             "raw_status": state.raw_status,
             "output_file_id": state.output_file_id,
             "error_file_id": state.error_file_id,
-            "ended_at": _now(),
         }
         with self.db.begin() as conn:
-            set_status(conn, BATCH, BatchStatus.ENDED, BATCH.c.id == batch_id, values)
+            batches.mark_ended(conn, batch_id, values)
 
     def settle_leftovers(self) -> bool:
         """Batches that ended but are not reconciled yet: a crash, or results that could not
@@ -501,24 +439,11 @@ class Driver:
                 if self.stop.wait(self.backoff.wait_s):
                     return RunStatus.RUNNING  # still draining; `cancel` or `resume` goes on
         with self.db.begin() as conn:
-            set_status(conn, ITEM, ItemStatus.CANCELLED, ITEM.c.run_id == self.run_id)
-            conn.execute(sa.update(RUN).where(RUN.c.id == self.run_id).values(finished_at=_now()))
+            runs.finish_cancelled(conn, self.run_id)
         self.report_overall()
         return RunStatus.CANCELLED
 
     def abandon_planned(self) -> None:
         """Nothing new goes out: planned batches and attempts without a batch are dropped."""
         with self.db.begin() as conn:
-            for batch in self.batches(BatchStatus.PLANNED):
-                set_status(conn, ATTEMPT, AttemptStatus.CANCELLED, ATTEMPT.c.batch_id == batch.id)
-                set_status(conn, BATCH, BatchStatus.ABANDONED, BATCH.c.id == batch.id)
-            set_status(
-                conn,
-                ATTEMPT,
-                AttemptStatus.CANCELLED,
-                sa.and_(ATTEMPT.c.run_id == self.run_id, ATTEMPT.c.batch_id.is_(None)),
-            )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+            batches.abandon_planned(conn, self.run_id)

@@ -20,7 +20,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError, UsageError
@@ -31,10 +30,9 @@ from batcher.run.lease import Lease, new_owner
 from batcher.run.poll import PollSettings
 from batcher.run.progress import QuietReporter, Reporter
 from batcher.spec import JobSpec, spec_from_snapshot
-from batcher.store.models import TABLES
-from batcher.store.states import ITEM_TERMINAL, BatchStatus, ItemStatus, RunStatus, set_status
+from batcher.store import attempts, batches, items, runs
+from batcher.store.states import ITEM_TERMINAL, ItemStatus, RunStatus
 
-RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING, EXIT_CANCELLED = 0, 1, 2, 3, 4
 
 
@@ -90,23 +88,12 @@ class RunOutcome:
 def outcome_of(db: Engine, run_id: int) -> RunOutcome:
     """The current RunOutcome of `run_id` from the database. UsageError when unknown."""
     with db.connect() as conn:
-        run = conn.execute(sa.select(RUN.c.status, RUN.c.error).where(RUN.c.id == run_id)).first()
+        run = runs.get(conn, run_id)
         if run is None:
             raise UsageError(f"no run {run_id} in the state database (see `batcher status`)")
-        items = dict(
-            conn.execute(
-                sa.select(ITEM.c.status, sa.func.count())
-                .where(ITEM.c.run_id == run_id)
-                .group_by(ITEM.c.status)
-            ).all()
-        )
-        cost, baseline = conn.execute(
-            sa.select(
-                sa.func.coalesce(sa.func.sum(ATTEMPT.c.cost_pusd), 0),
-                sa.func.coalesce(sa.func.sum(ATTEMPT.c.baseline_pusd), 0),
-            ).where(ATTEMPT.c.run_id == run_id)
-        ).one()
-    return RunOutcome(run_id, run.status, items, int(cost), int(baseline), run.error)
+        by_status = items.counts_by_status(conn, run_id)
+        cost, baseline = attempts.cost_totals(conn, run_id)
+    return RunOutcome(run_id, run.status, by_status, cost, baseline, run.error)
 
 
 def check_budget(db: Engine, run_id: int, spec: JobSpec) -> None:
@@ -122,7 +109,7 @@ def check_budget(db: Engine, run_id: int, spec: JobSpec) -> None:
         f"`batcher resume {run_id} --max-usd X`, or send less input"
     )
     with db.begin() as conn:
-        set_status(conn, RUN, RunStatus.FAILED, RUN.c.id == run_id, {"error": message})
+        runs.fail(conn, run_id, message)
     raise BudgetExceeded(message)
 
 
@@ -168,7 +155,7 @@ def start_run(
 def run_spec(db: Engine, run_id: int) -> JobSpec:
     """The spec a run was planned with (its snapshot). UsageError for an unknown run."""
     with db.connect() as conn:
-        snapshot = conn.execute(sa.select(RUN.c.spec_json).where(RUN.c.id == run_id)).scalar()
+        snapshot = runs.spec_snapshot(conn, run_id)
     if snapshot is None:
         raise UsageError(f"no run {run_id} in the state database (see `batcher status`)")
     return spec_from_snapshot(snapshot)
@@ -224,7 +211,7 @@ def drive_run(
             if isinstance(exc, ProviderError):
                 message += f"; once it answers again, `batcher resume {run_id}` continues"
             with db.begin() as conn:
-                set_status(conn, RUN, RunStatus.FAILED, RUN.c.id == run_id, {"error": message})
+                runs.fail(conn, run_id, message)
             outcome = outcome_of(db, run_id)
             outcome.message = message
             return outcome
@@ -249,11 +236,7 @@ def resume_run(
     spec = run_spec(db, run_id)
     registry = Registry(drive.get("clients"))
     with db.connect() as conn:
-        providers = dict(
-            conn.execute(
-                sa.select(BATCH.c.id, BATCH.c.provider).where(BATCH.c.run_id == run_id)
-            ).all()
-        )
+        providers = batches.providers_of_run(conn, run_id)
     for batch_id, provider_batch_id in list((adopt or {}).items()) + [
         (b, None) for b in not_created or []
     ]:
@@ -265,26 +248,16 @@ def resume_run(
     if max_usd is not None:
         spec = spec.model_copy(update={"max_usd": max_usd})
         with db.begin() as conn:
-            conn.execute(sa.update(RUN).where(RUN.c.id == run_id).values(spec_json=spec.snapshot()))
+            runs.set_spec(conn, run_id, spec.snapshot())
     if outcome_of(db, run_id).status == RunStatus.CREATED:  # stored by `batcher ingest`
         from batcher.plan.planner import plan_run
 
         plan_run(db, run_id, spec)
-    if not _anything_submitted(db, run_id):  # e.g. a run the budget refused at start
+    with db.connect() as conn:
+        sent = batches.anything_sent(conn, run_id)
+    if not sent:  # e.g. a run the budget refused at start
         check_budget(db, run_id, spec)
     return drive_run(db, run_id, **drive)
-
-
-def _anything_submitted(db: Engine, run_id: int) -> bool:
-    with db.connect() as conn:
-        return bool(
-            conn.execute(
-                sa.select(sa.func.count()).where(
-                    BATCH.c.run_id == run_id,
-                    BATCH.c.status.not_in([BatchStatus.PLANNED, BatchStatus.ABANDONED]),
-                )
-            ).scalar_one()
-        )
 
 
 def cancel_run(
@@ -315,7 +288,7 @@ def cancel_run(
         outcome.nothing_to_cancel = True
         return outcome
     with db.begin() as conn:
-        set_status(conn, RUN, RunStatus.CANCELLED, RUN.c.id == run_id)
+        runs.cancel(conn, run_id)
     try:
         return drive_run(
             db, run_id, clients=clients, owner=owner, stop=stop, poll=poll, reporter=reporter
@@ -330,13 +303,9 @@ def run_status(db: Engine, run_id: int | None = None) -> list[dict[str, Any]] | 
     """Without `run_id`: one row a run, newest first. With it: the run, its batches, items."""
     if run_id is None:
         with db.connect() as conn:
-            runs = conn.execute(
-                sa.select(RUN.c.id, RUN.c.job_name, RUN.c.status, RUN.c.n_items, RUN.c.created_at)
-                .order_by(RUN.c.id.desc())
-                .limit(50)
-            ).all()
+            recent = runs.recent(conn)
         rows = []
-        for run in runs:
+        for run in recent:
             summary = outcome_of(db, run.id).summary()
             rows.append(
                 {
@@ -353,29 +322,6 @@ def run_status(db: Engine, run_id: int | None = None) -> list[dict[str, Any]] | 
         return rows
     summary = outcome_of(db, run_id).summary()
     with db.connect() as conn:
-        lease = conn.execute(
-            sa.select(RUN.c.lease_owner, RUN.c.lease_expires_at).where(RUN.c.id == run_id)
-        ).one()
-        batches = [
-            dict(r._mapping)
-            for r in conn.execute(
-                sa.select(
-                    BATCH.c.id,
-                    BATCH.c.round,
-                    BATCH.c.provider,
-                    BATCH.c.model,
-                    BATCH.c.status,
-                    BATCH.c.raw_status,
-                    BATCH.c.n_requests,
-                    BATCH.c.n_succeeded,
-                    BATCH.c.n_errored,
-                    BATCH.c.n_expired,
-                    BATCH.c.n_cancelled,
-                    BATCH.c.provider_batch_id,
-                    BATCH.c.error,
-                )
-                .where(BATCH.c.run_id == run_id)
-                .order_by(BATCH.c.round, BATCH.c.created_at, BATCH.c.id)
-            )
-        ]
-    return {**summary, "lease_owner": lease.lease_owner, "batches": batches}
+        run = runs.get(conn, run_id)
+        shown = batches.for_status(conn, run_id)
+    return {**summary, "lease_owner": run.lease_owner, "batches": shown}

@@ -17,30 +17,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.plan.requests import defaults_fingerprint, request_hash
 from batcher.run.answers import answer_keys_for
-from batcher.run.reconcile import ATTEMPT_COLUMNS, NOTHING_BILLED
+from batcher.run.reconcile import NOTHING_BILLED
 from batcher.run.validation import validator_for
 from batcher.spec import JobSpec
-from batcher.store.bulk import db_value, select_by_keys
-from batcher.store.models import TABLES
-from batcher.store.states import (
-    ATTEMPT_FINAL,
-    ITEM_TERMINAL,
-    AttemptStatus,
-    BatchStatus,
-    ItemStatus,
-    set_status,
-    set_status_many,
-)
+from batcher.store import attempts, batches, items
+from batcher.store.attempts import ChainStep
+from batcher.store.bulk import db_value
+from batcher.store.states import ATTEMPT_FINAL, AttemptStatus, ItemStatus
 
 CHUNK = 5000
-BILLED_COLUMNS = ATTEMPT_COLUMNS[4:14]  # tokens and costs: all 0 for a reused answer
-ATTEMPT, ITEM, BATCH = TABLES["attempt"], TABLES["item"], TABLES["batch"]
-ITEM_ENDS = ["output", "verdict", "final_attempt_id"]  # what an item keeps of its last attempt
 TRANSIENT = {AttemptStatus.ERRORED, AttemptStatus.EXPIRED}
 # Refusals of the whole batch that say nothing about this request: wait and send it again.
 # A batch the provider lost (batch_lost) is the provider's failure, not the request's.
@@ -182,47 +171,6 @@ class FollowupSummary:
         return self.retried + self.escalated
 
 
-_OPEN_ITEMS = [s.value for s in ItemStatus if s not in ITEM_TERMINAL]
-_FINAL = [s.value for s in ATTEMPT_FINAL]
-
-
-def _candidates(conn: Connection, run_id: int, after: int, limit: int) -> list[int]:
-    """Open items of the run whose latest attempt is final, by item id after `after`."""
-    later = ATTEMPT.alias("later")
-    newer = sa.exists().where(later.c.item_id == ATTEMPT.c.item_id, later.c.seq > ATTEMPT.c.seq)
-    query = (
-        sa.select(ATTEMPT.c.item_id)
-        .join(ITEM, ITEM.c.id == ATTEMPT.c.item_id)
-        .where(
-            ATTEMPT.c.run_id == run_id,
-            ATTEMPT.c.item_id > after,
-            ITEM.c.status.in_(_OPEN_ITEMS),
-            ATTEMPT.c.status.in_(_FINAL),
-            ~newer,
-        )
-        .order_by(ATTEMPT.c.item_id)
-        .limit(limit)
-    )
-    return list(conn.execute(query).scalars())
-
-
-def _chains(conn: Connection, item_ids: list[int]) -> dict[int, list[tuple]]:
-    """item id -> its attempts (id, seq, tier, provider, model, status, error_code, output,
-    verdict)."""
-    chains: dict[int, list[tuple]] = {}
-    rows = select_by_keys(
-        conn,
-        "SELECT item_id, id, seq, tier, provider, model, status, error_code, output, verdict"
-        " FROM attempt WHERE item_id",
-        item_ids,
-    )
-    for item_id, *rest in rows:
-        chains.setdefault(item_id, []).append(tuple(rest))
-    for chain in chains.values():
-        chain.sort(key=lambda a: a[1])
-    return chains
-
-
 class _Round:
     """The rows one chunk of decisions writes."""
 
@@ -232,8 +180,9 @@ class _Round:
         # item status -> (output, verdict, final attempt, id)
         self.ends: dict[str, list[tuple]] = {}
 
-    def apply(self, item_id: int, chain: list[tuple], decision: Decision) -> None:
-        last_id, last_seq, _, provider, model, _, _, output, verdict = chain[-1]
+    def apply(self, item_id: int, chain: list[ChainStep], decision: Decision) -> None:
+        last = chain[-1]
+        provider, model, output, verdict = last.provider, last.model, last.output, last.verdict
         if decision.kind in ("retry", "escalate"):
             if decision.kind == "escalate":
                 provider, model = self.spec.model_of(decision.tier)
@@ -241,7 +190,7 @@ class _Round:
             else:
                 self.summary.retried += 1
                 self.summary.free_retries += decision.free
-            seq = last_seq + 1
+            seq = last.seq + 1
             self.new.append(
                 {
                     "run_id": self.run_id,
@@ -251,7 +200,6 @@ class _Round:
                     "provider": provider,
                     "model": model,
                     "custom_id": f"i{item_id}-a{seq}",
-                    "status": AttemptStatus.PLANNED.value,
                 }
             )
             return
@@ -264,34 +212,26 @@ class _Round:
         # A failed item keeps its last paid answer and the verdict that refused it (an
         # answer bought before later attempts errored counts): the reader needs it to judge
         # the check or the prompt.
-        answered = [a for a in chain if a[7] is not None]
+        answered = [a for a in chain if a.output is not None]
         if answered and output is None:
-            output, verdict = answered[-1][7], answered[-1][8]
-        self.ends.setdefault(status, []).append((output, verdict, last_id, item_id))
+            output, verdict = answered[-1].output, answered[-1].verdict
+        self.ends.setdefault(status, []).append((output, verdict, last.id, item_id))
 
     def write(self) -> None:
         if self.new:
             self._insert_attempts()
         for status, rows in self.ends.items():
-            set_status_many(self.conn, ITEM, status, ITEM_ENDS, rows)
+            items.finish(self.conn, status, rows)
 
     def _insert_attempts(self) -> None:
-        items = {
-            row[0]: row
-            for row in select_by_keys(
-                self.conn, "SELECT id, system_hash, request_json FROM item WHERE id",
-                [a["item_id"] for a in self.new],
-            )
-        }  # fmt: skip
+        requests = items.requests_of(self.conn, [a["item_id"] for a in self.new])
         fingerprint = defaults_fingerprint(self.spec)
         for attempt in self.new:
-            _, system_hash, request_json = items[attempt["item_id"]]
+            _, system_hash, request_json = requests[attempt["item_id"]]
             attempt["request_hash"] = request_hash(
                 attempt["provider"], attempt["model"], system_hash, request_json, fingerprint
             )
-        self.conn.execute(ATTEMPT.insert(), self.new)
-        queued = [(a["item_id"],) for a in self.new]
-        set_status_many(self.conn, ITEM, ItemStatus.QUEUED, [], queued)
+        attempts.plan_next(self.conn, self.new)
 
 
 def plan_followups(
@@ -310,15 +250,13 @@ def plan_followups(
     after = 0
     while True:
         with db.begin() as conn:
-            item_ids = _candidates(conn, run_id, after, chunk)
+            item_ids = attempts.followup_candidates(conn, run_id, after, chunk)
             if not item_ids:
                 return summary
             after = item_ids[-1]
             work = _Round(conn, run_id, spec, summary)
-            for item_id, chain in _chains(conn, item_ids).items():
-                steps = [
-                    Step(seq, tier, status, code) for _, seq, tier, _, _, status, code, *_ in chain
-                ]
+            for item_id, chain in attempts.chains(conn, item_ids).items():
+                steps = [Step(a.seq, a.tier, a.status, a.error_code) for a in chain]
                 work.apply(item_id, chain, policy.decide(steps))
             work.write()
 
@@ -338,13 +276,13 @@ def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -
     reused, after = 0, 0
     while True:
         with db.begin() as conn:
-            todo = _reusable(conn, run_id, after, chunk)
+            todo = attempts.reusable(conn, run_id, after, chunk)
             if not todo:
                 break
             after = todo[-1][0]
-            sources = _earlier_answers(conn, run_id, sorted({h for _, _, h in todo}))
-            now = db_value(conn, ATTEMPT.c.finished_at, datetime.now(UTC))
-            attempts, items = [], []
+            sources = attempts.earlier_answers(conn, run_id, sorted({h for _, _, h in todo}))
+            now = db_value(conn, attempts.ATTEMPT.c.finished_at, datetime.now(UTC))
+            answered, ended = [], []
             for attempt_id, item_id, hash_ in todo:
                 source = sources.get(hash_)
                 if source is None:
@@ -354,83 +292,11 @@ def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -
                     continue
                 reason = f"reused: {verdict.reason}"
                 key = keys.key(source[1])
-                attempts.append(
+                answered.append(
                     (source[1], reason, source[0], now, *NOTHING_BILLED, key, attempt_id)
                 )
-                items.append((source[1], reason, attempt_id, item_id))
-            columns = ["output", "verdict", "reused_from", "finished_at", *BILLED_COLUMNS]
-            columns.append("answer_key")
-            reused += set_status_many(conn, ATTEMPT, AttemptStatus.REUSED, columns, attempts)
-            set_status_many(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_ENDS, items)
-    _abandon_stale_batches(db, run_id)
-    return reused
-
-
-def _reusable(conn: Connection, run_id: int, after: int, limit: int) -> list[tuple]:
-    """(attempt id, item id, request_hash) of planned, unsent attempts, in id order."""
-    unsent = sa.or_(
-        ATTEMPT.c.batch_id.is_(None),
-        ATTEMPT.c.batch_id.in_(
-            sa.select(BATCH.c.id).where(
-                BATCH.c.run_id == run_id, BATCH.c.status == BatchStatus.PLANNED
-            )
-        ),
-    )
-    query = (
-        sa.select(ATTEMPT.c.id, ATTEMPT.c.item_id, ATTEMPT.c.request_hash)
-        .where(
-            ATTEMPT.c.run_id == run_id,
-            ATTEMPT.c.status == AttemptStatus.PLANNED,
-            ATTEMPT.c.id > after,
-            unsent,
-        )
-        .order_by(ATTEMPT.c.id)
-        .limit(limit)
-    )
-    return [tuple(row) for row in conn.execute(query)]
-
-
-def _earlier_answers(conn: Connection, run_id: int, hashes: list[str]) -> dict[str, tuple]:
-    """request_hash -> (attempt id, output) of the latest succeeded attempt of an earlier run."""
-    found: dict[str, tuple] = {}
-    rows = select_by_keys(
-        conn,
-        "SELECT request_hash, id, output FROM attempt WHERE status = 'succeeded'"
-        " AND run_id < {p} AND request_hash",
-        hashes,
-        (run_id,),
-    )
-    for hash_, attempt_id, output in rows:
-        if hash_ not in found or attempt_id > found[hash_][0]:
-            found[hash_] = (attempt_id, output)
-    return found
-
-
-def _abandon_stale_batches(db: Engine, run_id: int) -> None:
-    """Planned batches holding reused attempts: detach the rest, abandon the batch."""
+                ended.append((source[1], reason, attempt_id, item_id))
+            reused += attempts.record_reused(conn, answered, ended)
     with db.begin() as conn:
-        stale = list(
-            conn.execute(
-                sa.select(BATCH.c.id)
-                .where(BATCH.c.run_id == run_id, BATCH.c.status == BatchStatus.PLANNED)
-                .where(
-                    sa.exists().where(
-                        ATTEMPT.c.batch_id == BATCH.c.id,
-                        ATTEMPT.c.status == AttemptStatus.REUSED,
-                    )
-                )
-            ).scalars()
-        )
-        for batch_id in stale:
-            conn.execute(
-                sa.update(ATTEMPT)
-                .where(ATTEMPT.c.batch_id == batch_id, ATTEMPT.c.status == AttemptStatus.PLANNED)
-                .values(batch_id=None)
-            )
-            set_status(
-                conn,
-                BATCH,
-                BatchStatus.ABANDONED,
-                BATCH.c.id == batch_id,
-                {"error": "requests answered from earlier runs; the rest laid out again"},
-            )
+        batches.abandon_reused(conn, run_id)
+    return reused

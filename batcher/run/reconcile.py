@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import StateError
@@ -29,9 +28,9 @@ from batcher.providers.base import Result, Usage
 from batcher.run.answers import AnswerKeys, answer_keys_for
 from batcher.run.validation import Validator, validator_for
 from batcher.spec import JobSpec
-from batcher.store.bulk import db_value, placeholder, tune_for_bulk
-from batcher.store.models import TABLES
-from batcher.store.states import AttemptStatus, BatchStatus, ItemStatus, set_status, set_status_many
+from batcher.store import attempts, batches, items
+from batcher.store.bulk import db_value, tune_for_bulk
+from batcher.store.states import AttemptStatus, BatchStatus, ItemStatus
 
 # Results a transaction, at most. Results arrive in any order, so each transaction rewrites
 # most pages of its batch's rows (and of the reuse index): fewer, bigger transactions rewrite
@@ -40,36 +39,11 @@ from batcher.store.states import AttemptStatus, BatchStatus, ItemStatus, set_sta
 # for a million short ones). A crash loses at most one chunk of stored results, redone.
 CHUNK = 50_000
 CHUNK_TEXT_CHARS = 32 << 20
-MISSING_RESULT = "missing_result"
 BATCH_FAILED = "batch_failed"  # the batch was refused for other lines, not this one: retry free
 SHOWN_UNMATCHED = 20
 STORED = "stored in this pass"  # marks an attempt whose result a chunk has taken
 
-ATTEMPT = TABLES["attempt"]
-ITEM = TABLES["item"]
-BATCH = TABLES["batch"]
-
-# Every attempt update writes all of these, so one statement serves every row of a status.
-ATTEMPT_COLUMNS = [
-    "output",
-    "verdict",
-    "error_code",
-    "error_message",
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost_pusd",
-    "standard_pusd",
-    "uncached_pusd",
-    "baseline_pusd",
-    "finished_at",
-    "answer_key",
-]
 NOTHING_BILLED = (0,) * 10
-ITEM_COLUMNS = ["output", "verdict", "final_attempt_id"]
 OUTCOME_STATUS = {
     "errored": AttemptStatus.ERRORED,
     "expired": AttemptStatus.EXPIRED,
@@ -150,9 +124,9 @@ class _Chunk:
 
     def write(self, conn: Connection, summary: ReconcileSummary) -> None:
         for status, rows in self.rows.items():
-            moved = set_status_many(conn, ATTEMPT, status, ATTEMPT_COLUMNS, rows)
+            moved = attempts.record_results(conn, status, rows)
             summary.stored[str(status)] = summary.stored.get(str(status), 0) + moved
-        set_status_many(conn, ITEM, ItemStatus.SUCCEEDED, ITEM_COLUMNS, self.items)
+        items.finish(conn, ItemStatus.SUCCEEDED, self.items)
         summary.cost_pusd += self.cost_pusd
 
 
@@ -171,30 +145,9 @@ def _chunks(results: Iterable[Result], size: int) -> Iterator[list[Result]]:
         yield chunk
 
 
-def _attempts_of(conn: Connection, batch_id: str) -> dict[str, tuple[int, int, str]]:
-    """custom_id -> (attempt id, item id, status) of every attempt of the batch.
-
-    One indexed scan per batch rather than a lookup per chunk: a batch holds at most 100,000
-    requests (the providers' limit), so this stays a few tens of MB."""
-    cursor = conn.connection.cursor()  # plain tuples: no Row objects on the bulk path
-    try:
-        cursor.execute(
-            f"SELECT custom_id, id, item_id, status FROM attempt WHERE batch_id = "
-            f"{placeholder(conn)}",
-            (batch_id,),
-        )
-        return {row[0]: row[1:] for row in cursor}
-    finally:
-        cursor.close()
-
-
-def _batch(conn: Connection, batch_id: str) -> sa.Row:
-    """(status, provider, model, path) of the batch; StateError when there is none."""
-    row = conn.execute(
-        sa.select(BATCH.c.status, BATCH.c.provider, BATCH.c.model, BATCH.c.path).where(
-            BATCH.c.id == batch_id
-        )
-    ).first()
+def _batch(conn: Connection, batch_id: str) -> Any:
+    """The batch row; StateError when there is none."""
+    row = batches.get(conn, batch_id)
     if row is None:
         raise StateError(f"no batch {batch_id!r} in the state database")
     return row
@@ -203,16 +156,16 @@ def _batch(conn: Connection, batch_id: str) -> sa.Row:
 def _store_chunk(
     db: Engine,
     chunk: list[Result],
-    attempts: dict[str, tuple[int, int, str]],
+    by_custom_id: dict[str, tuple[int, int, str]],
     make: _Chunk,
     summary: ReconcileSummary,
 ) -> None:
     """One transaction: the chunk's results stored on their attempts (and items)."""
     with db.begin() as conn:
         tune_for_bulk(conn)
-        now = db_value(conn, ATTEMPT.c.finished_at, datetime.now(UTC))
+        now = db_value(conn, attempts.ATTEMPT.c.finished_at, datetime.now(UTC))
         for result in chunk:
-            attempt = attempts.get(result.custom_id)
+            attempt = by_custom_id.get(result.custom_id)
             if attempt is None:
                 summary.n_unmatched += 1
                 if len(summary.unmatched) < SHOWN_UNMATCHED:
@@ -220,58 +173,20 @@ def _store_chunk(
             elif attempt[2] != AttemptStatus.SUBMITTED:
                 summary.n_skipped += 1  # stored before (or a duplicate line): never twice
             else:
-                attempts[result.custom_id] = (*attempt[:2], STORED)
+                by_custom_id[result.custom_id] = (*attempt[:2], STORED)
                 make.add(attempt[0], attempt[1], result, now)
         make.write(conn, summary)
 
 
 def _finish(conn: Connection, batch_id: str, summary: ReconcileSummary, error: str | None) -> None:
     """Attempts left without a result become errors; the batch gets its counts."""
-    summary.n_missing = set_status(
-        conn,
-        ATTEMPT,
-        AttemptStatus.ERRORED,
-        ATTEMPT.c.batch_id == batch_id,
-        {
-            "error_code": MISSING_RESULT,
-            "error_message": "the provider returned no result for this request",
-            "finished_at": datetime.now(UTC),
-        },
-    )
-    counts = _counts(conn, batch_id)
-    for name, value in counts.items():
+    summary.n_missing = attempts.mark_missing(conn, batch_id)
+    for name, value in batches.close(conn, batch_id, error).items():
         setattr(summary, name, value)
-    values: dict[str, Any] = {**counts, "reconciled_at": datetime.now(UTC)}
-    if error is not None:
-        values["error"] = error
-    set_status(conn, BATCH, BatchStatus.RECONCILED, BATCH.c.id == batch_id, values)
-
-
-def _counts(conn: Connection, batch_id: str) -> dict[str, int]:
-    """Batch counts as the provider sees them: an invalid answer is a succeeded request."""
-    by_status = dict(
-        conn.execute(
-            sa.select(ATTEMPT.c.status, sa.func.count())
-            .where(ATTEMPT.c.batch_id == batch_id)
-            .group_by(ATTEMPT.c.status)
-        ).all()
-    )
-    return {
-        "n_succeeded": by_status.get(AttemptStatus.SUCCEEDED, 0)
-        + by_status.get(AttemptStatus.INVALID, 0),
-        "n_errored": by_status.get(AttemptStatus.ERRORED, 0),
-        "n_expired": by_status.get(AttemptStatus.EXPIRED, 0),
-        "n_cancelled": by_status.get(AttemptStatus.CANCELLED, 0),
-    }
 
 
 def _already(conn: Connection, batch_id: str) -> ReconcileSummary:
-    row = conn.execute(
-        sa.select(
-            BATCH.c.n_succeeded, BATCH.c.n_errored, BATCH.c.n_expired, BATCH.c.n_cancelled
-        ).where(BATCH.c.id == batch_id)
-    ).one()
-    return ReconcileSummary(batch_id, True, **row._asdict())
+    return ReconcileSummary(batch_id, True, **batches.stored_counts(conn, batch_id))
 
 
 def reconcile_batch(
@@ -284,7 +199,8 @@ def reconcile_batch(
     when the batch is unknown or has not ended.
     """
     with db.connect() as conn:
-        status, provider, model, _ = _batch(conn, batch_id)
+        batch = _batch(conn, batch_id)
+        status, provider, model = batch.status, batch.provider, batch.model
         if status == BatchStatus.RECONCILED:
             return _already(conn, batch_id)
     if status != BatchStatus.ENDED:
@@ -293,16 +209,16 @@ def reconcile_batch(
             "(poll it until the provider reports it ended)"
         )
     with db.begin() as conn:  # the batch reached the provider, so every attempt of it did
-        set_status(conn, ATTEMPT, AttemptStatus.SUBMITTED, ATTEMPT.c.batch_id == batch_id)
+        attempts.mark_all_submitted(conn, batch_id)
     summary = ReconcileSummary(batch_id)
     with db.connect() as conn:
-        attempts = _attempts_of(conn, batch_id)
+        by_custom_id = attempts.by_custom_id(conn, batch_id)
     # A batch holds one model (the planner groups by it), so one price list serves it all.
     validator, price = validator_for(spec.validation), Pricer(spec).for_model(provider, model)
     keys = answer_keys_for(spec.validation)
     for part in _chunks(results, chunk):
         summary.n_results += len(part)
-        _store_chunk(db, part, attempts, _Chunk(validator, price, keys), summary)
+        _store_chunk(db, part, by_custom_id, _Chunk(validator, price, keys), summary)
     with db.begin() as conn:
         _finish(conn, batch_id, summary, None)
     return summary
@@ -331,7 +247,10 @@ def _error_text(error: dict[str, Any]) -> str:
 
 
 def _failure_rows(
-    attempts: list[sa.Row], errors: list[dict[str, Any]], by_line: dict[int, str], now: Any
+    open_attempts: list[tuple[int, str]],
+    errors: list[dict[str, Any]],
+    by_line: dict[int, str],
+    now: Any,
 ) -> list[tuple[Any, ...]]:
     """Each attempt's error: its own line's, else the batch-level one, else `batch_failed`."""
     line_errors = {
@@ -346,7 +265,7 @@ def _failure_rows(
         first = _error_text(errors[0]) if errors else "no reason given"
         message = f"the batch was refused for other lines ({len(errors)}; first: {first})"
     rows = []
-    for attempt_id, custom_id in attempts:
+    for attempt_id, custom_id in open_attempts:
         own = line_errors.get(custom_id)
         if own is not None:
             rows.append((own.get("code") or "invalid_request", _error_text(own), now, attempt_id))
@@ -370,27 +289,23 @@ def fail_batch(db: Engine, batch_id: str, errors: list[dict[str, Any]], spec: Jo
     now = datetime.now(UTC)
     summary_error = "; ".join(_error_text(e) for e in errors[:5]) or "refused by the provider"
     with db.begin() as conn:
-        status, _, _, path = _batch(conn, batch_id)
+        batch = _batch(conn, batch_id)
+        status = batch.status
         if status in (BatchStatus.RECONCILED, BatchStatus.ABANDONED):
             return 0
-        attempts = conn.execute(
-            sa.select(ATTEMPT.c.id, ATTEMPT.c.custom_id).where(
-                ATTEMPT.c.batch_id == batch_id,
-                ATTEMPT.c.status.in_([AttemptStatus.PLANNED, AttemptStatus.SUBMITTED]),
-            )
-        ).all()
+        open_attempts = attempts.open_of_batch(conn, batch_id)
         needs_lines = any(e.get("line") is not None for e in errors)
-        by_line = _custom_ids_by_line(path) if needs_lines else {}
-        rows = _failure_rows(attempts, errors, by_line, db_value(conn, ATTEMPT.c.finished_at, now))
-        columns = ["error_code", "error_message", "finished_at"]
-        moved = set_status_many(conn, ATTEMPT, AttemptStatus.ERRORED, columns, rows)
+        by_line = _custom_ids_by_line(batch.path) if needs_lines else {}
+        finished = db_value(conn, attempts.ATTEMPT.c.finished_at, now)
+        moved = attempts.record_errors(
+            conn, _failure_rows(open_attempts, errors, by_line, finished)
+        )
         if status == BatchStatus.SUBMITTED:  # failed at the provider: it has ended
-            set_status(conn, BATCH, BatchStatus.ENDED, BATCH.c.id == batch_id, {"ended_at": now})
+            batches.mark_ended(conn, batch_id, {"ended_at": now})
             status = BatchStatus.ENDED
         if status == BatchStatus.ENDED:
             summary = ReconcileSummary(batch_id)
             _finish(conn, batch_id, summary, summary_error[:2000])
         else:
-            counts = {"n_errored": moved, "error": summary_error[:2000]}
-            set_status(conn, BATCH, BatchStatus.ABANDONED, BATCH.c.id == batch_id, counts)
+            batches.abandon(conn, batch_id, {"n_errored": moved, "error": summary_error[:2000]})
     return moved

@@ -17,17 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError
 from batcher.providers.base import BatchState, Provider
 from batcher.providers.calls import CreateRefused, CreateUncertain, ProviderError
 from batcher.run.crash import crash_point
-from batcher.store.models import TABLES
-from batcher.store.states import AttemptStatus, BatchStatus, ItemStatus, set_status
-
-BATCH, ATTEMPT, ITEM = TABLES["batch"], TABLES["attempt"], TABLES["item"]
+from batcher.store import batches
+from batcher.store.states import BatchStatus
 
 
 class SubmissionUndecided(BatcherError):
@@ -43,46 +40,32 @@ def _aware(value: datetime | None) -> datetime:
 def mark_intent(db: Engine, batch_id: str) -> bool:
     """`planned -> submitting`, stamped with the time; False when it was not planned."""
     with db.begin() as conn:
-        moved = set_status(
-            conn,
-            BATCH,
-            BatchStatus.SUBMITTING,
-            BATCH.c.id == batch_id,
-            {"submitted_at": datetime.now(UTC), "error": None},
-        )
-    return moved == 1
+        return batches.begin_submit(conn, batch_id)
 
 
 def record_upload(db: Engine, batch_id: str, file_id: str) -> None:
     with db.begin() as conn:
-        conn.execute(sa.update(BATCH).where(BATCH.c.id == batch_id).values(input_file_id=file_id))
+        batches.record_upload(conn, batch_id, file_id)
 
 
 def adopt(db: Engine, batch_id: str, state: BatchState) -> None:
     """Record that the provider holds `batch_id` as `state`; its attempts and items follow."""
-    values: dict[str, Any] = {
-        "provider_batch_id": state.provider_batch_id,
-        "raw_status": state.raw_status,
-    }
-    if state.input_file_id:
-        values["input_file_id"] = state.input_file_id
     with db.begin() as conn:
-        set_status(conn, BATCH, BatchStatus.SUBMITTED, BATCH.c.id == batch_id, values)
-        set_status(conn, ATTEMPT, AttemptStatus.SUBMITTED, ATTEMPT.c.batch_id == batch_id)
-        in_batch = sa.select(ATTEMPT.c.item_id).where(ATTEMPT.c.batch_id == batch_id)
-        set_status(conn, ITEM, ItemStatus.IN_FLIGHT, ITEM.c.id.in_(in_batch))
+        batches.adopt(
+            conn, batch_id, state.provider_batch_id, state.raw_status, state.input_file_id
+        )
 
 
 def unsubmit(db: Engine, batch_id: str, reason: str) -> None:
     """The create provably never happened: back to `planned`, to be submitted again."""
     with db.begin() as conn:
-        set_status(conn, BATCH, BatchStatus.PLANNED, BATCH.c.id == batch_id, {"error": reason})
+        batches.unsubmit(conn, batch_id, reason)
 
 
 def refuse(db: Engine, batch_id: str, message: str) -> None:
     """The provider refused the create: keep the reason (fail_batch then settles it)."""
     with db.begin() as conn:
-        conn.execute(sa.update(BATCH).where(BATCH.c.id == batch_id).values(error=message))
+        batches.note_error(conn, batch_id, message)
 
 
 def submit_batch(
@@ -124,16 +107,6 @@ def submit_batch(
     return "submitted", state
 
 
-def known_provider_ids(db: Engine, provider: str) -> set[str]:
-    with db.connect() as conn:
-        rows = conn.execute(
-            sa.select(BATCH.c.provider_batch_id).where(
-                BATCH.c.provider == provider, BATCH.c.provider_batch_id.is_not(None)
-            )
-        )
-        return {r[0] for r in rows}
-
-
 def settle(
     db: Engine, provider: Provider, batch_id: str, cause: str = "", *, grace_s: float = 0.0
 ) -> tuple[str, Any]:
@@ -145,7 +118,7 @@ def settle(
     when the provider cannot be asked or gives more than one candidate.
     """
     with db.connect() as conn:
-        batch = conn.execute(sa.select(BATCH).where(BATCH.c.id == batch_id)).one()
+        batch = batches.get(conn, batch_id)
     if batch.status != BatchStatus.SUBMITTING:
         return "retry", f"batch {batch_id} is {batch.status}, not submitting"
     since = _aware(batch.submitted_at)
@@ -156,7 +129,8 @@ def settle(
         raise SubmissionUndecided(
             _undecided(batch, f"looking it up at {batch.provider} failed ({exc})" + why)
         ) from exc
-    taken = known_provider_ids(db, batch.provider)
+    with db.connect() as conn:
+        taken = batches.known_provider_ids(conn, batch.provider)
     found = [s for s in found if s.provider_batch_id not in taken]
     if len(found) == 1:
         adopt(db, batch.id, found[0])
@@ -187,7 +161,7 @@ def resolve(db: Engine, provider: Provider, batch_id: str, provider_batch_id: st
     """The user's decision about a `submitting` batch: adopt `provider_batch_id`, or (None)
     declare that it was never created."""
     with db.connect() as conn:
-        batch = conn.execute(sa.select(BATCH).where(BATCH.c.id == batch_id)).first()
+        batch = batches.get(conn, batch_id)
     if batch is None or batch.status != BatchStatus.SUBMITTING:
         status = batch.status if batch else "unknown"
         raise SubmissionUndecided(

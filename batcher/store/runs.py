@@ -1,18 +1,19 @@
-"""Whole runs as one unit: find the ones a prune would remove, and delete them with every
-row and batch file that belongs to them."""
+"""The `run` table: a run's status transitions and reads, and whole runs as one unit (find
+the ones a prune would remove, delete them with every row and batch file they own)."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from batcher.store.db import state_dir
 from batcher.store.models import TABLES
+from batcher.store.states import ItemStatus, RunStatus, set_status
 
 RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
 FIRING = TABLES["schedule_firing"]
@@ -90,3 +91,73 @@ def was_submitted() -> sa.ColumnElement[bool]:
         RUN.c.status.not_in(["created", "planned"]),
         sa.or_(RUN.c.status != "failed", moved, sent),
     )
+
+
+# --- reads --------------------------------------------------------------------------------
+
+
+def get(conn: Connection, run_id: int) -> sa.Row | None:
+    """The run row, or None."""
+    return conn.execute(sa.select(RUN).where(RUN.c.id == run_id)).first()
+
+
+def status(conn: Connection, run_id: int) -> str | None:
+    """The run's status, or None for an unknown run."""
+    return conn.execute(sa.select(RUN.c.status).where(RUN.c.id == run_id)).scalar()
+
+
+def spec_snapshot(conn: Connection, run_id: int) -> str | None:
+    """The spec the run was planned with, as stored (None for an unknown run)."""
+    return conn.execute(sa.select(RUN.c.spec_json).where(RUN.c.id == run_id)).scalar()
+
+
+def recent(conn: Connection, limit: int = 50) -> list[sa.Row]:
+    """The newest runs first: id, job name, status, items, created."""
+    query = (
+        sa.select(RUN.c.id, RUN.c.job_name, RUN.c.status, RUN.c.n_items, RUN.c.created_at)
+        .order_by(RUN.c.id.desc())
+        .limit(limit)
+    )
+    return list(conn.execute(query))
+
+
+# --- writes -------------------------------------------------------------------------------
+
+
+def set_spec(conn: Connection, run_id: int, snapshot: str) -> None:
+    """A new spec snapshot for the run (a raised budget is kept with it)."""
+    conn.execute(sa.update(RUN).where(RUN.c.id == run_id).values(spec_json=snapshot))
+
+
+def mark_planned(conn: Connection, run_id: int) -> None:
+    set_status(conn, RUN, RunStatus.PLANNED, RUN.c.id == run_id)
+
+
+def start(conn: Connection, run_id: int) -> None:
+    """`running`, its last error cleared; started_at keeps the first start."""
+    values = {"error": None, "started_at": sa.func.coalesce(RUN.c.started_at, _now())}
+    set_status(conn, RUN, RunStatus.RUNNING, RUN.c.id == run_id, values)
+
+
+def complete(conn: Connection, run_id: int) -> None:
+    set_status(conn, RUN, RunStatus.COMPLETED, RUN.c.id == run_id, {"finished_at": _now()})
+
+
+def fail(conn: Connection, run_id: int, message: str) -> None:
+    """Stopped on something that needs a person; `message` says what to do."""
+    set_status(conn, RUN, RunStatus.FAILED, RUN.c.id == run_id, {"error": message})
+
+
+def cancel(conn: Connection, run_id: int) -> None:
+    """Cancelled by the user: its driver drains it (see batcher.run.driver)."""
+    set_status(conn, RUN, RunStatus.CANCELLED, RUN.c.id == run_id)
+
+
+def finish_cancelled(conn: Connection, run_id: int) -> None:
+    """A cancelled run is drained: its unfinished items end `cancelled`."""
+    set_status(conn, ITEM, ItemStatus.CANCELLED, ITEM.c.run_id == run_id)
+    conn.execute(sa.update(RUN).where(RUN.c.id == run_id).values(finished_at=_now()))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

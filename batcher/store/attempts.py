@@ -1,0 +1,303 @@
+"""The `attempt` table: one submission of one item to one model, with its answer and bill.
+
+Transitions: `mark_all_submitted` (a batch that reached the provider), `record_results` (the
+bulk path of reconciling: one executemany per target status), `mark_missing` (no result came
+back), `record_errors` (a refused batch), `record_reused` (answered from an earlier run), and
+`plan_next` (new attempts for retries and escalations, their items queued in the same call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from batcher.store import items
+from batcher.store.bulk import executemany, placeholder, select_by_keys
+from batcher.store.models import TABLES
+from batcher.store.states import (
+    ATTEMPT_FINAL,
+    ITEM_TERMINAL,
+    AttemptStatus,
+    ItemStatus,
+    set_status,
+    set_status_many,
+)
+
+ATTEMPT, ITEM, BATCH = TABLES["attempt"], TABLES["item"], TABLES["batch"]
+
+# Every result write sets all of these, so one statement serves every row of a status.
+RESULT_COLUMNS = [
+    "output",
+    "verdict",
+    "error_code",
+    "error_message",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_pusd",
+    "standard_pusd",
+    "uncached_pusd",
+    "baseline_pusd",
+    "finished_at",
+    "answer_key",
+]
+BILLED_COLUMNS = RESULT_COLUMNS[4:14]  # tokens and costs: all 0 for a reused answer
+REUSED_COLUMNS = ["output", "verdict", "reused_from", "finished_at", *BILLED_COLUMNS, "answer_key"]
+ERROR_COLUMNS = ["error_code", "error_message", "finished_at"]
+MISSING_RESULT = "missing_result"
+_OPEN_ITEMS = [s.value for s in ItemStatus if s not in ITEM_TERMINAL]
+_FINAL = [s.value for s in ATTEMPT_FINAL]
+
+
+class ChainStep(NamedTuple):
+    """One attempt of an item's chain, as the follow-up policy reads it."""
+
+    id: int
+    seq: int
+    tier: str
+    provider: str
+    model: str
+    status: str
+    error_code: str | None
+    output: str | None
+    verdict: str | None
+
+
+# --- reads --------------------------------------------------------------------------------
+
+
+def cost_totals(conn: Connection, run_id: int) -> tuple[int, int]:
+    """(billed cost, baseline cost) of the run so far, in picodollars."""
+    query = sa.select(
+        sa.func.coalesce(sa.func.sum(ATTEMPT.c.cost_pusd), 0),
+        sa.func.coalesce(sa.func.sum(ATTEMPT.c.baseline_pusd), 0),
+    ).where(ATTEMPT.c.run_id == run_id)
+    cost, baseline = conn.execute(query).one()
+    return int(cost), int(baseline)
+
+
+def count_unbatched(conn: Connection, run_id: int) -> int:
+    """Planned attempts of the run that wait to be laid out into a batch."""
+    query = sa.select(sa.func.count()).where(
+        ATTEMPT.c.run_id == run_id,
+        ATTEMPT.c.status == AttemptStatus.PLANNED,
+        ATTEMPT.c.batch_id.is_(None),
+    )
+    return conn.execute(query).scalar_one()
+
+
+def by_custom_id(conn: Connection, batch_id: str) -> dict[str, tuple[int, int, str]]:
+    """custom_id -> (attempt id, item id, status) of every attempt of the batch.
+
+    One indexed scan per batch rather than a lookup per chunk: a batch holds at most 100,000
+    requests (the providers' limit), so this stays a few tens of MB."""
+    cursor = conn.connection.cursor()  # plain tuples: no Row objects on the bulk path
+    try:
+        cursor.execute(
+            f"SELECT custom_id, id, item_id, status FROM attempt WHERE batch_id = "
+            f"{placeholder(conn)}",
+            (batch_id,),
+        )
+        return {row[0]: row[1:] for row in cursor}
+    finally:
+        cursor.close()
+
+
+def open_of_batch(conn: Connection, batch_id: str) -> list[tuple[int, str]]:
+    """(id, custom_id) of the batch's attempts without a result yet."""
+    query = sa.select(ATTEMPT.c.id, ATTEMPT.c.custom_id).where(
+        ATTEMPT.c.batch_id == batch_id,
+        ATTEMPT.c.status.in_([AttemptStatus.PLANNED, AttemptStatus.SUBMITTED]),
+    )
+    return [tuple(row) for row in conn.execute(query)]
+
+
+def followup_candidates(conn: Connection, run_id: int, after: int, limit: int) -> list[int]:
+    """Open items of the run whose latest attempt is final, by item id after `after`."""
+    later = ATTEMPT.alias("later")
+    newer = sa.exists().where(later.c.item_id == ATTEMPT.c.item_id, later.c.seq > ATTEMPT.c.seq)
+    query = (
+        sa.select(ATTEMPT.c.item_id)
+        .join(ITEM, ITEM.c.id == ATTEMPT.c.item_id)
+        .where(
+            ATTEMPT.c.run_id == run_id,
+            ATTEMPT.c.item_id > after,
+            ITEM.c.status.in_(_OPEN_ITEMS),
+            ATTEMPT.c.status.in_(_FINAL),
+            ~newer,
+        )
+        .order_by(ATTEMPT.c.item_id)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def chains(conn: Connection, item_ids: list[int]) -> dict[int, list[ChainStep]]:
+    """item id -> its attempts, oldest first."""
+    found: dict[int, list[ChainStep]] = {}
+    rows = select_by_keys(
+        conn,
+        "SELECT item_id, id, seq, tier, provider, model, status, error_code, output, verdict"
+        " FROM attempt WHERE item_id",
+        item_ids,
+    )
+    for item_id, *rest in rows:
+        found.setdefault(item_id, []).append(ChainStep(*rest))
+    for chain in found.values():
+        chain.sort(key=lambda a: a.seq)
+    return found
+
+
+def reusable(conn: Connection, run_id: int, after: int, limit: int) -> list[tuple]:
+    """(attempt id, item id, request_hash) of planned, unsent attempts, in id order."""
+    unsent = sa.or_(
+        ATTEMPT.c.batch_id.is_(None),
+        ATTEMPT.c.batch_id.in_(
+            sa.select(BATCH.c.id).where(BATCH.c.run_id == run_id, BATCH.c.status == "planned")
+        ),
+    )
+    query = (
+        sa.select(ATTEMPT.c.id, ATTEMPT.c.item_id, ATTEMPT.c.request_hash)
+        .where(
+            ATTEMPT.c.run_id == run_id,
+            ATTEMPT.c.status == AttemptStatus.PLANNED,
+            ATTEMPT.c.id > after,
+            unsent,
+        )
+        .order_by(ATTEMPT.c.id)
+        .limit(limit)
+    )
+    return [tuple(row) for row in conn.execute(query)]
+
+
+def earlier_answers(conn: Connection, run_id: int, hashes: list[str]) -> dict[str, tuple]:
+    """request_hash -> (attempt id, output) of the latest succeeded attempt of an earlier run."""
+    found: dict[str, tuple] = {}
+    rows = select_by_keys(
+        conn,
+        "SELECT request_hash, id, output FROM attempt WHERE status = 'succeeded'"
+        " AND run_id < {p} AND request_hash",
+        hashes,
+        (run_id,),
+    )
+    for hash_, attempt_id, output in rows:
+        if hash_ not in found or attempt_id > found[hash_][0]:
+            found[hash_] = (attempt_id, output)
+    return found
+
+
+# --- transitions --------------------------------------------------------------------------
+
+
+def mark_all_submitted(conn: Connection, batch_id: str) -> None:
+    """The batch reached the provider, so every attempt of it did (a crash may have kept the
+    attempts `planned` while the batch was adopted)."""
+    set_status(conn, ATTEMPT, AttemptStatus.SUBMITTED, ATTEMPT.c.batch_id == batch_id)
+
+
+def record_results(conn: Connection, status: str, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Results of submitted attempts: each row is the RESULT_COLUMNS values and the attempt
+    id. An attempt stored before is left alone. Returns how many were stored."""
+    return set_status_many(conn, ATTEMPT, status, RESULT_COLUMNS, list(rows))
+
+
+def mark_missing(conn: Connection, batch_id: str) -> int:
+    """Submitted attempts of an ended batch that got no result line become errors."""
+    values = {
+        "error_code": MISSING_RESULT,
+        "error_message": "the provider returned no result for this request",
+        "finished_at": datetime.now(UTC),
+    }
+    return set_status(conn, ATTEMPT, AttemptStatus.ERRORED, ATTEMPT.c.batch_id == batch_id, values)
+
+
+def record_errors(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Attempts refused with their batch: each row is (code, message, finished_at, id)."""
+    return set_status_many(conn, ATTEMPT, AttemptStatus.ERRORED, ERROR_COLUMNS, list(rows))
+
+
+def record_reused(
+    conn: Connection, attempt_rows: Sequence[tuple[Any, ...]], item_rows: Sequence[tuple]
+) -> int:
+    """Planned attempts answered from earlier runs (rows of REUSED_COLUMNS and the id); their
+    items succeed with that answer (rows of items.ENDS and the item id)."""
+    moved = set_status_many(conn, ATTEMPT, AttemptStatus.REUSED, REUSED_COLUMNS, list(attempt_rows))
+    items.finish(conn, ItemStatus.SUCCEEDED, item_rows)
+    return moved
+
+
+def plan_next(conn: Connection, new: list[dict[str, Any]]) -> None:
+    """New planned attempts without a batch (retries, escalations); their items are queued."""
+    if not new:
+        return
+    conn.execute(ATTEMPT.insert(), [{**a, "status": AttemptStatus.PLANNED.value} for a in new])
+    items.queue(conn, [a["item_id"] for a in new])
+
+
+# --- laying out ---------------------------------------------------------------------------
+
+FIRST_COLUMNS = (
+    "run_id", "item_id", "seq", "tier", "provider", "model", "batch_id", "custom_id",
+    "request_hash", "status",
+)  # fmt: skip
+
+
+def unbatched_queries(run_id: int) -> tuple[sa.Select, sa.Select, sa.Select]:
+    """The planner's reads of the run's planned attempts without a batch: the rows (id, custom
+    id, "provider:model", tier, system hash, request json) in cache-group order, the size of
+    each group in the same order, and the count per (ref, tier)."""
+    ref = ATTEMPT.c.provider + sa.literal(":") + ATTEMPT.c.model
+    keys = (ref, ATTEMPT.c.tier, ITEM.c.system_hash)
+    joined = ATTEMPT.join(ITEM, ITEM.c.id == ATTEMPT.c.item_id)
+    todo = sa.and_(
+        ATTEMPT.c.run_id == run_id,
+        ATTEMPT.c.status == AttemptStatus.PLANNED.value,
+        ATTEMPT.c.batch_id.is_(None),
+    )
+    rows = (
+        sa.select(ATTEMPT.c.id, ATTEMPT.c.custom_id, *keys, ITEM.c.request_json)
+        .select_from(joined)
+        .where(todo)
+        .order_by(*keys, ATTEMPT.c.id)
+    )
+    sizes = (
+        sa.select(*keys, sa.func.count())
+        .select_from(joined)
+        .where(todo)
+        .group_by(*keys)
+        .order_by(*keys)
+    )
+    totals = (
+        sa.select(ref, ATTEMPT.c.tier, sa.func.count()).where(todo).group_by(ref, ATTEMPT.c.tier)
+    )
+    return rows, sizes, totals
+
+
+def assign_batch(conn: Connection, batch_id: str, rows: Sequence[tuple[str, int]]) -> int:
+    """Put planned attempts into `batch_id`: rows of (request hash, attempt id). An attempt
+    that already has a batch is left alone. Returns how many were placed."""
+    sql = (
+        "UPDATE attempt SET batch_id = {p}, request_hash = {p} WHERE id = {p} AND batch_id IS NULL"
+    )
+    return executemany(conn, sql, [(batch_id, *row) for row in rows])
+
+
+def insert_first(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """First attempts, `planned`, already in their batch: rows of FIRST_COLUMNS but status.
+    Returns how many were stored: 0 when another process made some of them first (the
+    unique (item_id, seq) index refuses the whole insert)."""
+    planned = AttemptStatus.PLANNED.value
+    marks = ", ".join(["{p}"] * len(FIRST_COLUMNS))
+    sql = f"INSERT INTO attempt ({', '.join(FIRST_COLUMNS)}) VALUES ({marks})"
+    try:
+        executemany(conn, sql, [(*row, planned) for row in rows])
+    except (conn.dialect.dbapi.IntegrityError, sa.exc.IntegrityError):
+        return 0
+    return len(rows)  # an INSERT stores every row or raises
