@@ -8,6 +8,7 @@ spec's folder at load time, so the spec snapshot stored with a run holds the act
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -141,6 +142,15 @@ class Batching(_Strict):
     google_max_bytes: int = Field(default=2 * 1024**3, ge=1, le=2 * 1024**3)
     # provider -> batch price / standard price, for models without batch prices in genai-prices
     batch_factors: dict[str, Annotated[float, Field(gt=0, le=1)]] = {}
+
+    def limits_for(self, provider: str) -> tuple[int, int]:
+        """(max requests, max bytes) of one batch of `provider` as the spec caps them (the
+        provider's own limits may be lower). Providers without spec settings: no cap."""
+        requests = getattr(self, f"{provider}_max_requests", None)
+        if provider == "openai":
+            requests = self.openai_max_lines  # OpenAI counts lines of the batch file
+        size = getattr(self, f"{provider}_max_bytes", None)
+        return requests or sys.maxsize, size or sys.maxsize
 
 
 class Polling(_Strict):

@@ -196,3 +196,11 @@ def build_completed_run(db: Engine, **run_args: Any) -> tuple[int, list[dict[str
         add_item(db, run_id, line_no, status, rows, group=group, output=output)
         attempts += [{**r, "line_no": line_no} for r in rows]
     return run_id, attempts
+
+
+def render_run_report(db: Engine, run_id: int, fmt: str = "table") -> str:
+    """The report of one run as text in `fmt`, the way `batcher report RUN` builds it."""
+    from batcher.report.build import build_report, select_runs
+    from batcher.report.formats import render_report
+
+    return render_report(build_report(db, select_runs(db, run_id)), fmt)

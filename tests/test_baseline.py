@@ -17,9 +17,10 @@ from engine_helpers import (  # noqa: F401 - fixtures
 )
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
+from report_db import render_run_report
 
 from batcher.money.amounts import to_pusd
-from batcher.report.build import build_report, check_report, render_run_report
+from batcher.report.build import build_report, check_report
 from batcher.run import engine
 from batcher.spec import load_spec
 

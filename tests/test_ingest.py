@@ -14,9 +14,10 @@ import sqlalchemy as sa
 
 from batcher.errors import UsageError
 from batcher.plan import ingest as ingest_module
-from batcher.plan.ingest import InputError, ingest, prompt_hash
+from batcher.plan.ingest import InputError, ingest
 from batcher.spec import parse_spec
 from batcher.store import TABLES, open_store
+from batcher.store.prompts import prompt_hash
 
 SYSTEM = "You label support tickets. Answer with one label."
 

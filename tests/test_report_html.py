@@ -19,7 +19,7 @@ import pytest
 from report_db import add_item, add_run, attempt, build_completed_run
 
 from batcher.report.build import build_report, select_runs
-from batcher.report.render import render_report
+from batcher.report.formats import render_report
 from batcher.store import open_store
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -14,11 +14,12 @@ from engine_helpers import (  # noqa: F401 - fixtures
     sandbox_fixture,
     served_fixture,
 )
+from report_db import render_run_report
 
 from batcher.money.amounts import to_usd
-from batcher.report.build import build_report, render_run_report
+from batcher.report.build import build_report
 from batcher.report.exports import export_run
-from batcher.report.render import render_report
+from batcher.report.formats import render_report
 from batcher.run import engine
 from batcher.spec import load_spec
 

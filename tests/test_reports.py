@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import orjson
 import pytest
-from report_db import SYSTEM, add_item, add_run, attempt, build_completed_run
+from report_db import SYSTEM, add_item, add_run, attempt, build_completed_run, render_run_report
 
 from batcher.errors import UsageError
 from batcher.money.amounts import to_usd
@@ -22,10 +22,9 @@ from batcher.report.build import (
     build_report,
     check_report,
     parse_since,
-    render_run_report,
     select_runs,
 )
-from batcher.report.render import render_report
+from batcher.report.formats import render_report
 from batcher.store import open_store
 
 

@@ -49,7 +49,7 @@ def report(run, job, since, fmt, output, db):
       batcher report --job tickets --format html -o report.html
     """
     from batcher.report.build import build_report, parse_since, select_runs
-    from batcher.report.render import render_report
+    from batcher.report.formats import render_report
     from batcher.store import open_store
 
     if fmt == "html" and not output:

@@ -68,7 +68,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 def _print_report(engine, run_id: int) -> None:
     """The run's cost and savings report (batcher report RUN), before the summary."""
     from batcher.report.build import build_report, select_runs
-    from batcher.report.render import render_report
+    from batcher.report.formats import render_report
 
     click.echo(render_report(build_report(engine, select_runs(engine, run_id)), "table"), nl=False)
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import orjson
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import UsageError
@@ -37,8 +36,7 @@ from batcher.plan.routing import token_basis
 from batcher.plan.tokens import count_tokens
 from batcher.providers.base import Usage
 from batcher.spec import JobSpec
-from batcher.store.models import TABLES
-from batcher.store.states import AttemptStatus
+from batcher.store import attempts
 
 DEFAULT_HIT_RATE = Decimal("0.8")  # batches hit the cache best-effort (docs: 30-98%)
 SCENARIOS = ("frontier_sync", "batch", "caching", "routing", "combined")
@@ -199,19 +197,14 @@ def _long_threshold(spec: JobSpec, models: set[tuple[str, str]]) -> int | None:
     return min(starts) if starts else None
 
 
-def _output_caps(conn: Connection, run_id: int, spec: JobSpec, where: sa.ColumnElement) -> dict:
+def _output_caps(
+    conn: Connection, run_id: int, spec: JobSpec, threshold: int | None, statuses: tuple[str, ...]
+) -> dict:
     """Sum of max_tokens of the items that set their own, by group key; others use the
     spec default. Only rows whose request mentions max_tokens are read."""
-    attempt, item = TABLES["attempt"], TABLES["item"]
-    query = (
-        sa.select(attempt.c.provider, attempt.c.model, attempt.c.tier, item.c.system_hash)
-        .add_columns(item.c.request_json)
-        .select_from(attempt.join(item, item.c.id == attempt.c.item_id))
-        .where(where, item.c.request_json.like('%"max_tokens"%'))
-    )
     extra: dict[tuple, int] = {}
     default = spec.defaults.max_tokens
-    for *key, request_json in conn.execution_options(yield_per=1000).execute(query):
+    for *key, request_json in attempts.planned_own_max_tokens(conn, run_id, threshold, statuses):
         own = orjson.loads(request_json).get("max_tokens", default)
         extra[tuple(key)] = extra.get(tuple(key), 0) + own - default
     return extra
@@ -224,7 +217,7 @@ def estimate_run(
     *,
     hit_rate: Decimal = DEFAULT_HIT_RATE,
     output_tokens: int | None = None,
-    statuses: tuple[str, ...] = (AttemptStatus.PLANNED,),
+    statuses: tuple[str, ...] = attempts.PLANNED,
 ) -> Estimate:
     """Estimate the cost of the run's planned attempts (see the module docstring).
 
@@ -232,39 +225,23 @@ def estimate_run(
     `statuses` widens what is estimated (e.g. submitted attempts, not billed yet).
     Raises UsageError when a model cannot be priced.
     """
-    attempt, item = TABLES["attempt"], TABLES["item"]
     est = Estimate(run_id=run_id, hit_rate=hit_rate)
     if output_tokens is not None:
         est.output_basis = f"{output_tokens} tokens a request (assumed)"
     top = spec.model_of(spec.frontier_tier)
-    planned = sa.and_(attempt.c.run_id == run_id, attempt.c.status.in_([str(s) for s in statuses]))
-    keys = (attempt.c.provider, attempt.c.model, attempt.c.tier, item.c.system_hash)
-    joined = attempt.join(item, item.c.id == attempt.c.item_id)
-    tokens = sa.func.coalesce(item.c.est_input_tokens, 0)
     with db.connect() as conn:
-        models = conn.execute(
-            sa.select(attempt.c.provider, attempt.c.model).where(planned).distinct()
-        ).all()
-        threshold = _long_threshold(spec, {tuple(m) for m in models} | {top})
-        short = planned if threshold is None else sa.and_(planned, tokens <= threshold)
-        key_totals = {
-            (p, m): n
-            for p, m, n in conn.execute(
-                sa.select(attempt.c.provider, attempt.c.model, sa.func.count())
-                .where(planned)
-                .group_by(attempt.c.provider, attempt.c.model)
-            )
-        }
+        key_totals = attempts.planned_by_model(conn, run_id, statuses)
+        threshold = _long_threshold(spec, set(key_totals) | {top})
         pricer = _Pricer(spec, hit_rate, key_totals)
-        caps = {} if output_tokens is not None else _output_caps(conn, run_id, spec, short)
-        groups = (
-            sa.select(*keys, sa.func.count(), sa.func.sum(tokens))
-            .select_from(joined)
-            .where(short)
-            .group_by(*keys)
+        caps = (
+            {}
+            if output_tokens is not None
+            else _output_caps(conn, run_id, spec, threshold, statuses)
         )
         prompts: dict[str, str] = {}
-        for provider, model, tier, system_hash, n, input_sum in conn.execute(groups):
+        for provider, model, tier, system_hash, n, input_sum in attempts.planned_groups(
+            conn, run_id, threshold, statuses
+        ):
             per_request = output_tokens if output_tokens is not None else spec.defaults.max_tokens
             out_sum = n * per_request + caps.get((provider, model, tier, system_hash), 0)
             system = prompt_text(conn, system_hash, prompts)
@@ -273,7 +250,7 @@ def estimate_run(
                 est, pricer, top, (provider, model, tier), n, prefix, int(input_sum), out_sum
             )
         if threshold is not None:
-            _add_long(conn, est, spec, top, sa.and_(planned, tokens > threshold), output_tokens)
+            _add_long(conn, est, spec, top, run_id, threshold, output_tokens, statuses)
     return est
 
 
@@ -327,24 +304,16 @@ def _add_long(
     est: Estimate,
     spec: JobSpec,
     top: tuple[str, str],
-    where: sa.ColumnElement,
+    run_id: int,
+    threshold: int,
     output_tokens: int | None,
+    statuses: tuple[str, ...],
 ) -> None:
     """Requests past a long-context tier, priced one by one and without cache (an upper
     bound: caching only lowers them)."""
-    attempt, item = TABLES["attempt"], TABLES["item"]
-    query = (
-        sa.select(
-            attempt.c.provider,
-            attempt.c.model,
-            attempt.c.tier,
-            item.c.est_input_tokens,
-            item.c.request_json,
-        )
-        .select_from(attempt.join(item, item.c.id == attempt.c.item_id))
-        .where(where)
-    )
-    for provider, model, tier, tokens, request_json in conn.execute(query):
+    for provider, model, tier, tokens, request_json in attempts.planned_long(
+        conn, run_id, threshold, statuses
+    ):
         out = output_tokens
         if out is None:
             out = orjson.loads(request_json).get("max_tokens", spec.defaults.max_tokens)

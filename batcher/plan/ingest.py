@@ -11,30 +11,24 @@ per chunk, and duplicate ids are found by the database's unique index.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from itertools import groupby
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 import orjson
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from batcher.errors import StoreError, UsageError
+from batcher.errors import UsageError
 from batcher.plan.inputs import DEFAULT_MAX_LINE_BYTES, ParsedItem, Problem, parse_lines
 from batcher.spec import PROVIDERS, JobSpec
+from batcher.store import items, prompts, runs
 from batcher.store.db import state_dir
-from batcher.store.models import TABLES
-from batcher.store.states import ItemStatus, RunStatus
 
 INSERT_CHUNK = 5000  # rows a batched insert
 FLUSH_BYTES = 32 << 20  # ... or fewer when their lines hold this much: bounded memory
 SHOWN_PROBLEMS = 20
-PENDING = ItemStatus.PENDING.value
-QUEUED = ItemStatus.QUEUED.value
 dumps = orjson.dumps
 
 # (item, system text) -> (tier, route reason, estimated input tokens); see routing.py
@@ -56,32 +50,6 @@ class ItemSink(Protocol):
     def take(self, rows: list[tuple], ids: list[int]) -> None: ...
 
     def finish(self, conn: Connection, result: IngestResult) -> None: ...
-
-
-class _ItemIds:
-    """Ids for new item rows, chosen before they are inserted.
-
-    SQLite: the ingest's transaction holds the write lock from its first insert (the run
-    row) on, so nobody else adds items meanwhile and the ids after the largest are free.
-    PostgreSQL: taken from the table's own sequence, which is safe beside other writers.
-    """
-
-    def __init__(self, conn: Connection):
-        self.conn = conn
-        self.sequence = conn.dialect.name == "postgresql"
-        self.next_id: int | None = None
-
-    def take(self, n: int) -> list[int]:
-        if self.sequence:
-            query = sa.text(
-                "SELECT nextval(pg_get_serial_sequence('item', 'id')) FROM generate_series(1, :n)"
-            )
-            return list(self.conn.execute(query, {"n": n}).scalars())
-        if self.next_id is None:
-            largest = self.conn.execute(sa.select(sa.func.max(TABLES["item"].c.id))).scalar()
-            self.next_id = (largest or 0) + 1
-        start, self.next_id = self.next_id, self.next_id + n
-        return list(range(start, start + n))
 
 
 @dataclass
@@ -117,123 +85,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def prompt_hash(text: str) -> str:
-    """The key of a system prompt in the `prompt` table (128 bits of sha256)."""
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _insert_ignoring_duplicates(engine_dialect: str, table: sa.Table) -> sa.Insert:
-    if engine_dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing()
-
-
-class _PromptStore:
-    """Writes each distinct system prompt once and maps a text to its key cheaply.
-
-    The cache is keyed by the text itself: a dict lookup hashes the string once (and not at
-    all for the spec's own prompt, whose hash Python keeps), where sha256 per item was the
-    most expensive step of an ingest. It is bounded for inputs where every item has its own
-    system prompt.
-    """
-
-    MAX_CACHED = 256
-
-    def __init__(self, conn: Connection):
-        self.conn = conn
-        self.keys: dict[str, str] = {}
-        self.insert = _insert_ignoring_duplicates(conn.dialect.name, TABLES["prompt"])
-
-    def key(self, text: str | None) -> str | None:
-        if text is None:
-            return None
-        key = self.keys.get(text)
-        if key is None:
-            key = prompt_hash(text)
-            self.conn.execute(self.insert.values(hash=key, text=text))
-            if len(self.keys) >= self.MAX_CACHED:
-                self.keys.clear()
-            self.keys[text] = key
-        return key
-
-
-# Columns of an item row as bound per row; run_id and status are the same for every row of
-# an ingest and go into the statement as literals (binding is the driver's costliest step).
-ITEM_COLUMNS = (
-    "line_no", "custom_id", "system_hash", "request_json", "metadata_json",
-    "explicit_model", "explicit_tier", "tier", "route_reason", "est_input_tokens",
-)  # fmt: skip
-# Most items set none of the routing columns: their rows leave them out, because binding
-# five NULLs cost more than a third of SQLite's own time per row.
-PLAIN_COLUMNS = ITEM_COLUMNS[:5]
-_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
-
-class _ItemWriter:
-    """Batched inserts of item rows as tuples straight through the DBAPI cursor.
-
-    SQLAlchemy's executemany builds and processes a dict per row; on a million rows that was
-    a third of the ingest time. On PostgreSQL with psycopg the rows go through COPY, several
-    times faster than INSERTs there. Rows are tuples of PLAIN_COLUMNS or ITEM_COLUMNS (told
-    apart by length); runs of one kind are written in order, so item ids follow the lines.
-    A `planned` writer stores the items queued, with the ids it is given and their system
-    prompt as cache group (see `ItemSink`). The rows stay inside the caller's transaction.
-    """
-
-    def __init__(self, conn: Connection, run_id: int, planned: bool = False):
-        self.conn, self.run_id, self.planned = conn, int(run_id), planned
-        self.status = QUEUED if planned else PENDING
-        dialect = conn.dialect
-        mark = _PLACEHOLDERS.get(dialect.paramstyle)
-        if mark is None:
-            raise StoreError(
-                f"the {dialect.driver} driver's {dialect.paramstyle!r} parameters are not "
-                "supported: use SQLite or PostgreSQL with psycopg"
-            )
-        quote = dialect.identifier_preparer.quote
-        self.use_copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
-        head, tail = (("id",), ("cache_group",)) if planned else ((), ())
-        first, last = (f"{mark}, ", f", {mark}") if planned else ("", "")
-        self.sql = {}
-        for cols in (PLAIN_COLUMNS, ITEM_COLUMNS):
-            names = ", ".join(map(quote, (*head, "run_id", *cols, "status", *tail)))
-            if self.use_copy:
-                self.sql[len(cols)] = f"COPY {quote('item')} ({names}) FROM STDIN"
-            else:
-                marks = ", ".join([mark] * len(cols))
-                self.sql[len(cols)] = (
-                    f"INSERT INTO {quote('item')} ({names}) "
-                    f"VALUES ({first}{self.run_id}, {marks}, '{self.status}'{last})"
-                )
-
-    def write(self, rows: list[tuple], ids: list[int] | None = None) -> None:
-        """Insert `rows`; a planned writer needs each row's id in `ids`."""
-        cursor = self.conn.connection.cursor()
-        try:
-            for n, run in groupby(rows, key=len):
-                if self.use_copy:
-                    self._copy(cursor, self.sql[n], run, ids)
-                elif ids is not None:  # planned rows are all of one kind (see ItemSink)
-                    bound = [(i, *row, row[2]) for i, row in zip(ids, run, strict=True)]
-                    cursor.executemany(self.sql[n], bound)
-                else:
-                    cursor.executemany(self.sql[n], list(run))
-        finally:
-            cursor.close()
-
-    def _copy(self, cursor: Any, sql: str, rows: Iterable[tuple], ids: list[int] | None) -> None:
-        run_id, status = self.run_id, self.status
-        with cursor.copy(sql) as copy:
-            if ids is None:
-                for row in rows:
-                    copy.write_row((run_id, *row, status))
-            else:
-                for i, row in zip(ids, rows, strict=True):
-                    copy.write_row((i, run_id, *row, status, row[2]))
-
-
 class _Ingest:
     """One pass over the input: checks against the spec, duplicate ids, batched inserts.
 
@@ -255,11 +106,11 @@ class _Ingest:
     ):
         self.conn, self.spec, self.run_id, self.annotate = conn, spec, run_id, annotate
         self.on_problem, self.sink = on_problem, sink
-        self.ids = _ItemIds(conn) if sink is not None else None
-        self.prompts = _PromptStore(conn)
+        self.ids = items.ItemIds(conn) if sink is not None else None
+        self.prompts = prompts.PromptStore(conn)
         self.default_system = spec.defaults.system
         self.default_key = self.prompts.key(self.default_system)
-        self.writer = _ItemWriter(conn, run_id, planned=sink is not None)
+        self.writer = items.ItemWriter(conn, run_id, planned=sink is not None)
         self.integrity_error = conn.dialect.loaded_dbapi.IntegrityError
         self.rows: list[tuple] = []
         self.raws: list[bytes] = []  # each row's input line, for the rejects file
@@ -360,7 +211,7 @@ class _Ingest:
 
     def _set_duplicates_aside(self) -> None:
         """Move rows whose id is already stored, or used earlier in the chunk, to problems."""
-        stored = self._stored_lines([row[1] for row in self.rows])
+        stored = items.stored_lines(self.conn, self.run_id, [row[1] for row in self.rows])
         first_in_chunk: dict[str, int] = {}
         kept = []
         for row, raw in zip(self.rows, self.raws, strict=True):
@@ -374,41 +225,8 @@ class _Ingest:
                 self.held.append(Problem(line_no, reason + "give every item its own id", raw))
         self.rows = kept
 
-    def _stored_lines(self, custom_ids: list[str]) -> dict[str, int]:
-        item = TABLES["item"]
-        found: dict[str, int] = {}
-        for start in range(0, len(custom_ids), 500):  # well under every bind-parameter limit
-            query = sa.select(item.c.custom_id, item.c.line_no).where(
-                item.c.run_id == self.run_id,
-                item.c.custom_id.in_(custom_ids[start : start + 500]),
-            )
-            for custom_id, line_no in self.conn.execute(query):
-                found[custom_id] = line_no
-        return found
-
-
 def _line_of(problem: Problem) -> int:
     return problem.line_no
-
-
-def _create_run(conn: Connection, spec: JobSpec, path: Path, schedule: str | None) -> int:
-    run = TABLES["run"]
-    return conn.execute(
-        run.insert()
-        .values(
-            job_name=spec.name,
-            spec_path=spec.path,
-            spec_json=spec.snapshot(),
-            input_path=str(path.resolve()),
-            input_sha256="",  # filled in at the end: it is computed alongside the parsing
-            status=RunStatus.CREATED.value,
-            n_items=0,
-            n_rejected=0,
-            created_at=datetime.now(UTC),
-            schedule_name=schedule,
-        )
-        .returning(run.c.id)
-    ).scalar_one()
 
 
 def default_rejects_path(run_id: int) -> Path:
@@ -472,7 +290,14 @@ def ingest(
     # sha256 of the whole file runs in a thread beside the parsing: hashlib releases the GIL.
     with stream, ThreadPoolExecutor(1) as pool, engine.begin() as conn:
         sha_future = pool.submit(file_sha256, path)
-        run_id = _create_run(conn, spec, path, schedule_name)
+        run_id = runs.create(
+            conn,
+            job_name=spec.name,
+            spec_path=spec.path,
+            spec_json=spec.snapshot(),
+            input_path=str(path.resolve()),
+            schedule_name=schedule_name,
+        )
         out_path = Path(rejects_path) if rejects_path else default_rejects_path(run_id)
         problems = _Problems(str(path), out_path if skip_invalid else None)
         state = _Ingest(conn, spec, run_id, annotate, problems, sink)
@@ -493,11 +318,7 @@ def ingest(
             str(path), state.n_items, problems.shown, n_problems, skip_invalid, out_path
         )
         sha = sha_future.result()
-        conn.execute(
-            sa.update(TABLES["run"])
-            .where(TABLES["run"].c.id == run_id)
-            .values(n_items=state.n_items, n_rejected=n_problems, input_sha256=sha)
-        )
+        runs.record_ingest(conn, run_id, state.n_items, n_problems, sha)
         result = IngestResult(
             run_id=run_id,
             n_items=state.n_items,

@@ -46,17 +46,13 @@ from batcher.plan.requests import (
     request_hasher,
 )
 from batcher.plan.tokens import count_tokens
-from batcher.providers import anthropic, google, openai
+from batcher.providers import NAMES, wire_format
+from batcher.providers.base import Request
 from batcher.spec import JobSpec, split_model_ref
 from batcher.store import attempts, batches, items, prompts
 from batcher.store.db import state_dir
 from batcher.store.states import ItemStatus
 
-RENDER = {
-    "openai": openai.render_line,
-    "anthropic": anthropic.render_line,
-    "google": google.render_line,
-}
 SHOWN_GROUPS = 20
 PROGRESS_EVERY = 10_000
 Progress = Callable[[int], None]
@@ -100,21 +96,12 @@ class Layout:
 
 def limits(spec: JobSpec) -> dict[str, tuple[int, int]]:
     """provider -> (max requests, max bytes) of one batch: the spec's, within the provider's."""
-    b = spec.batching
-    return {
-        "openai": (
-            min(b.openai_max_lines, openai.MAX_REQUESTS),
-            min(b.openai_max_bytes, openai.MAX_BYTES),
-        ),
-        "anthropic": (
-            min(b.anthropic_max_requests, anthropic.MAX_REQUESTS),
-            min(b.anthropic_max_bytes, anthropic.MAX_BYTES),
-        ),
-        "google": (
-            min(b.google_max_requests, google.MAX_REQUESTS),
-            min(b.google_max_bytes, google.MAX_BYTES),
-        ),
-    }
+    found = {}
+    for name in NAMES:
+        wire = wire_format(name)
+        max_requests, max_bytes = spec.batching.limits_for(name)
+        found[name] = (min(max_requests, wire.MAX_REQUESTS), min(max_bytes, wire.MAX_BYTES))
+    return found
 
 
 def prompt_text(conn: Connection, system_hash: str | None, cache: dict[str, str]) -> str | None:
@@ -250,6 +237,7 @@ class _Group:
     cache_key: str | None
     ttl: Literal["5m", "1h"] | None
     hasher: Any  # request_hash prefix of the group (see requests.request_hasher)
+    render: Callable[[Request], bytes]  # the provider's batch-file line
     info: tuple  # GroupInfo fields but n_batches
     batches: set[str] = field(default_factory=set)
 
@@ -312,6 +300,7 @@ class _Groups:
             cache_key=cache_key,
             ttl=ttl,
             hasher=request_hasher(ref, system_hash, self.fingerprint),
+            render=wire_format(provider).render_line,
             info=(cache_key, provider, model, tier, size, prefix, cache),
         )
         return self.current
@@ -443,7 +432,7 @@ def _lay_out_rows(
             orjson.loads(request_json), spec, custom_id, group.model,
             system=group.system, cache_key=group.cache_key, cache_ttl=group.ttl,
         )  # fmt: skip
-        line = RENDER[group.provider](request)
+        line = group.render(request)
         batches.add(group, row_id, custom_id, line, group.request_hash(request_json))
         n += 1
         if progress is not None and n % PROGRESS_EVERY == 0:

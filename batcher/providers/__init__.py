@@ -8,11 +8,12 @@ GOOGLE_GEMINI_BASE_URL). Keys are never stored anywhere else.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from batcher.errors import UsageError
-from batcher.providers.base import Provider
+from batcher.providers.base import Provider, WireFormat
 from batcher.providers.calls import RetryPolicy
 
 NAMES = ("openai", "anthropic", "google")
@@ -66,6 +67,14 @@ def connect(name: str, clients: Clients | None = None) -> Provider:
 
         return GeminiBatches(clients.gemini_base_url, clients.gemini_api_key, policy=clients.policy)
     raise UsageError(f"unknown provider {name!r}: use one of {', '.join(NAMES)}")
+
+
+def wire_format(name: str) -> WireFormat:
+    """What the planner needs of provider `name` without a client: its batch limits and how
+    it renders a request as a line of its batch file (the module batcher.providers.<name>)."""
+    if name not in NAMES:
+        raise UsageError(f"unknown provider {name!r}: use one of {', '.join(NAMES)}")
+    return importlib.import_module(f"batcher.providers.{name}")  # type: ignore[return-value]
 
 
 class Registry:

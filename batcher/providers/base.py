@@ -7,7 +7,7 @@ as `Result` records with a provider-neutral `Usage`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +76,18 @@ class BatchState:
     failed: bool = False  # the provider failed the batch as a whole (OpenAI says "failed")
 
 
+class WireFormat(Protocol):
+    """A provider module's planning side: the hard limits of one batch and its batch file's
+    line format. Every module in batcher/providers/ named in `NAMES` provides it."""
+
+    MAX_REQUESTS: int
+    MAX_BYTES: int
+
+    def render_line(self, request: Request) -> bytes:
+        """One line (with its newline) of this provider's batch file for `request`."""
+        ...
+
+
 class Provider(Protocol):
     """One provider's batch API. Implementations live in batcher/providers/<name>.py."""
 
@@ -87,11 +99,21 @@ class Provider(Protocol):
         """One line (with its newline) of this provider's batch file for `request`."""
         ...
 
-    def submit(self, local_id: str, path: Path, model: str) -> BatchState:
+    def submit(
+        self,
+        local_id: str,
+        path: Path,
+        model: str,
+        *,
+        input_file_id: str | None = None,
+        on_uploaded: Callable[[str], None] | None = None,
+    ) -> BatchState:
         """Upload the batch file at `path` and create the batch, tagged with `local_id`.
 
-        Never retried blindly by the implementation: a lost answer must be settled with
-        `find` before trying again.
+        `input_file_id` is a file uploaded by an earlier try (not uploaded again);
+        `on_uploaded(file_id)` is called once an upload is done, before the create, so the
+        caller can commit the id. Never retried blindly by the implementation: a lost answer
+        must be settled with `find` before trying again.
         """
         ...
 

@@ -26,12 +26,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import BatcherError, UsageError
 from batcher.money.amounts import fmt_money, to_pusd, to_usd
+from batcher.money.prices import unit_prices
 from batcher.plan.tokens import count_tokens
-from batcher.spec import JobSpec
+from batcher.spec import JobSpec, spec_from_snapshot
+from batcher.store import prompts, reports
 from batcher.store.lost import LostBatch, lost_batches
-from batcher.store.models import TABLES
-from batcher.store.runs import was_submitted
-from batcher.store.states import ITEM_TERMINAL, RUN_TERMINAL, AttemptStatus, ItemStatus
+from batcher.store.states import ITEM_TERMINAL, RUN_TERMINAL, ItemStatus
 
 FORMATS = ("table", "json", "csv", "md", "html")
 PICO = Decimal(1).scaleb(-12)
@@ -254,22 +254,11 @@ def select_runs(
 
     Raises UsageError when nothing matches, or when RUN is combined with a filter.
     """
-    run = TABLES["run"]
     filtered = job is not None or since is not None
     if run_id is not None and filtered:
         raise UsageError(f"give RUN ({run_id}) or --job/--since, not both")
-    if run_id is not None:
-        query = sa.select(run.c.id).where(run.c.id == run_id)
-    elif filtered:
-        query = sa.select(run.c.id).where(was_submitted()).order_by(run.c.created_at, run.c.id)
-        if job is not None:
-            query = query.where(run.c.job_name == job)
-        if since is not None:
-            query = query.where(run.c.created_at >= since)
-    else:
-        query = sa.select(run.c.id).where(was_submitted()).order_by(run.c.id.desc()).limit(1)
     with db.connect() as conn:
-        ids = list(conn.execute(query).scalars())
+        ids = reports.run_ids(conn, run_id, job=job, since=since)
     if ids:
         return ids
     if run_id is not None:
@@ -290,26 +279,6 @@ def _int(value) -> int:  # noqa: ANN001 - PostgreSQL sums bigints to Decimal, SQ
     return int(value or 0)
 
 
-def _sums(a: sa.Table) -> list[sa.ColumnElement]:
-    total = sa.func.coalesce
-    return [
-        sa.func.count().label("attempts"),
-        total(
-            sa.func.sum(sa.case((a.c.status == AttemptStatus.REUSED.value, 1), else_=0)), 0
-        ).label("reused"),
-        total(sa.func.sum(a.c.input_tokens), 0).label("input_tokens"),
-        total(sa.func.sum(a.c.cache_read_tokens), 0).label("cache_read_tokens"),
-        total(sa.func.sum(a.c.cache_write_5m_tokens + a.c.cache_write_1h_tokens), 0).label(
-            "cache_write_tokens"
-        ),
-        total(sa.func.sum(a.c.output_tokens), 0).label("output_tokens"),
-        total(sa.func.sum(a.c.cost_pusd), 0).label("cost"),
-        total(sa.func.sum(a.c.standard_pusd), 0).label("standard"),
-        total(sa.func.sum(a.c.uncached_pusd), 0).label("uncached"),
-        total(sa.func.sum(a.c.baseline_pusd), 0).label("baseline"),
-    ]
-
-
 def _fill(row: TierRow, sums: sa.Row) -> TierRow:
     row.attempts = _int(sums.attempts)
     row.reused = _int(sums.reused)
@@ -328,8 +297,7 @@ def _costs(sums: sa.Row) -> Costs:
 
 def _tier_order(conn: Connection, run_ids: list[int]) -> list[str]:
     """Tiers in the order of the latest run's spec (cheapest first, as the user wrote them)."""
-    run = TABLES["run"]
-    snapshot = conn.execute(sa.select(run.c.spec_json).where(run.c.id == max(run_ids))).scalar_one()
+    snapshot = reports.spec_snapshot(conn, max(run_ids))
     try:
         return list(orjson.loads(snapshot).get("tiers", {}))
     except (orjson.JSONDecodeError, AttributeError):
@@ -337,65 +305,32 @@ def _tier_order(conn: Connection, run_ids: list[int]) -> list[str]:
 
 
 def _tier_rows(conn: Connection, run_ids: list[int]) -> list[TierRow]:
-    a, i = TABLES["attempt"], TABLES["item"]
-    keys = (a.c.tier, a.c.provider, a.c.model)
     rows: dict[tuple[str, str, str], TierRow] = {}
-    grouped = conn.execute(
-        sa.select(*keys, sa.func.count(sa.distinct(a.c.item_id)).label("items"), *_sums(a))
-        .where(a.c.run_id.in_(run_ids))
-        .group_by(*keys)
-    )
-    for sums in grouped:
+    for sums in reports.by_tier(conn, run_ids):
         key = (sums.tier, sums.provider, sums.model)
         rows[key] = _fill(TierRow(*key, items=_int(sums.items)), sums)
-    wins = conn.execute(
-        sa.select(*keys, sa.func.count().label("n"))
-        .select_from(i.join(a, a.c.id == i.c.final_attempt_id))
-        .where(i.c.run_id.in_(run_ids), i.c.status == ItemStatus.SUCCEEDED.value)
-        .group_by(*keys)
-    )
-    for win in wins:
+    for win in reports.wins_by_tier(conn, run_ids):
         rows[(win.tier, win.provider, win.model)].succeeded = _int(win.n)
     order = {tier: n for n, tier in enumerate(_tier_order(conn, run_ids))}
     return sorted(rows.values(), key=lambda r: (order.get(r.tier, len(order)), r.tier, r.model))
 
 
 def _total_row(conn: Connection, run_ids: list[int]) -> TierRow:
-    a, i = TABLES["attempt"], TABLES["item"]
-    total = _fill(
-        TierRow("TOTAL", "", ""),
-        conn.execute(sa.select(*_sums(a)).where(a.c.run_id.in_(run_ids))).one(),
-    )
-    counts = conn.execute(
-        sa.select(
-            sa.func.count().label("items"),
-            sa.func.coalesce(
-                sa.func.sum(sa.case((i.c.status == ItemStatus.SUCCEEDED.value, 1), else_=0)), 0
-            ).label("succeeded"),
-        ).where(i.c.run_id.in_(run_ids))
-    ).one()
+    total = _fill(TierRow("TOTAL", "", ""), reports.totals(conn, run_ids))
+    counts = reports.item_totals(conn, run_ids)
     total.items, total.succeeded = _int(counts.items), _int(counts.succeeded)
     return total
 
 
 def _runs(conn: Connection, run_ids: list[int]) -> list[RunInfo]:
-    run, i, a = TABLES["run"], TABLES["item"], TABLES["attempt"]
     status_counts: dict[int, dict[str, int]] = {}
-    for row in conn.execute(
-        sa.select(i.c.run_id, i.c.status, sa.func.count().label("n"))
-        .where(i.c.run_id.in_(run_ids))
-        .group_by(i.c.run_id, i.c.status)
-    ):
+    for row in reports.items_by_run(conn, run_ids):
         status_counts.setdefault(row.run_id, {})[row.status] = _int(row.n)
     costs: dict[int, Costs] = {}
-    for row in conn.execute(
-        sa.select(a.c.run_id, *_sums(a)).where(a.c.run_id.in_(run_ids)).group_by(a.c.run_id)
-    ):
+    for row in reports.sums_by_run(conn, run_ids):
         costs[row.run_id] = _costs(row)
     infos = []
-    for row in conn.execute(
-        sa.select(run).where(run.c.id.in_(run_ids)).order_by(run.c.created_at, run.c.id)
-    ):
+    for row in reports.runs(conn, run_ids):
         counts = status_counts.get(row.id, {})
         terminal = {str(s) for s in ITEM_TERMINAL}
         infos.append(
@@ -415,27 +350,8 @@ def _runs(conn: Connection, run_ids: list[int]) -> list[RunInfo]:
 
 
 def _cache_groups(conn: Connection, run_ids: list[int]) -> list[CacheGroupRow]:
-    a, i, p = TABLES["attempt"], TABLES["item"], TABLES["prompt"]
-    keys = (i.c.cache_group, a.c.provider, a.c.model, i.c.system_hash)
-    query = (
-        sa.select(
-            *keys,
-            sa.func.count().label("attempts"),
-            sa.func.coalesce(sa.func.sum(a.c.cache_read_tokens), 0).label("read"),
-        )
-        .select_from(a.join(i, i.c.id == a.c.item_id))
-        # only answered attempts: an error that never ran had no chance to read the cache
-        .where(
-            a.c.run_id.in_(run_ids),
-            i.c.cache_group.is_not(None),
-            i.c.system_hash.is_not(None),
-            a.c.input_tokens > 0,
-        )
-        .group_by(*keys)
-    )
-    found = list(conn.execute(query))
-    hashes = sorted({row.system_hash for row in found})
-    texts = dict(conn.execute(sa.select(p.c.hash, p.c.text).where(p.c.hash.in_(hashes))).all())
+    found = reports.cache_groups(conn, run_ids)
+    texts = prompts.texts(conn, sorted({row.system_hash for row in found}))
     rows: dict[tuple[str, str, str], CacheGroupRow] = {}
     for row in found:
         key = (row.cache_group, row.provider, row.model)
@@ -483,17 +399,11 @@ def check_report(report: Report) -> None:
 
 
 def _lost(conn: Connection, run_ids: list[int]) -> list[LostRow]:
-    from batcher.money.prices import unit_prices
-    from batcher.spec import spec_from_snapshot
-
     rows = []
     specs: dict[int, JobSpec] = {}
     for batch in lost_batches(conn, run_ids):
         if batch.run_id not in specs:
-            snapshot = conn.execute(
-                sa.select(TABLES["run"].c.spec_json).where(TABLES["run"].c.id == batch.run_id)
-            ).scalar_one()
-            specs[batch.run_id] = spec_from_snapshot(snapshot)
+            specs[batch.run_id] = spec_from_snapshot(reports.spec_snapshot(conn, batch.run_id))
         spec = specs[batch.run_id]
         prices = unit_prices(batch.provider, batch.model, batch=True, spec=spec)
         output = batch.n_lost * spec.defaults.max_tokens
@@ -510,28 +420,13 @@ def build_report(db: Engine, run_ids: list[int]) -> Report:
     """
     if not run_ids:
         raise UsageError("no runs to report")
-    with db.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        with conn.begin():
-            if conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN")  # pysqlite defers BEGIN to the first write
-            report = Report(
-                runs=_runs(conn, run_ids),
-                tiers=_tier_rows(conn, run_ids),
-                total=_total_row(conn, run_ids),
-                cache_groups=_cache_groups(conn, run_ids),
-                lost=_lost(conn, run_ids),
-            )
+    with reports.snapshot(db) as conn:
+        report = Report(
+            runs=_runs(conn, run_ids),
+            tiers=_tier_rows(conn, run_ids),
+            total=_total_row(conn, run_ids),
+            cache_groups=_cache_groups(conn, run_ids),
+            lost=_lost(conn, run_ids),
+        )
     check_report(report)
     return report
-
-
-def render_run_report(db: Engine, run_id: int, fmt: str = "table") -> str:
-    """The report of one run as text in `fmt` (table, json, csv, md or html).
-
-    What `batcher run` prints at the end. Raises UsageError for an unknown run or format.
-    """
-    from batcher.report.render import render_report
-
-    return render_report(build_report(db, select_runs(db, run_id)), fmt)

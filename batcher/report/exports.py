@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import UsageError
 from batcher.report.build import usd
-from batcher.store.models import TABLES
+from batcher.store import items, prompts, runs
 from batcher.store.states import ItemStatus
 
 EXPORT_FORMATS = ("jsonl", "csv", "parquet")
@@ -71,54 +71,6 @@ PARQUET_MISSING = (
 )
 
 
-def _query(run_id: int) -> sa.Select:
-    i, a = TABLES["item"], TABLES["attempt"]
-    final = a.alias("final")
-    s = sa.func.sum
-    spent = (
-        sa.select(
-            a.c.item_id,
-            sa.func.count().label("attempts"),
-            s(a.c.input_tokens).label("input_tokens"),
-            s(a.c.cache_read_tokens).label("cache_read_tokens"),
-            s(a.c.cache_write_5m_tokens + a.c.cache_write_1h_tokens).label("cache_write_tokens"),
-            s(a.c.output_tokens).label("output_tokens"),
-            s(a.c.reasoning_tokens).label("reasoning_tokens"),
-            s(a.c.cost_pusd).label("cost_pusd"),
-        )
-        .where(a.c.run_id == run_id)
-        .group_by(a.c.item_id)
-        .subquery("spent")
-    )
-    return (
-        sa.select(
-            i.c.custom_id,
-            i.c.line_no,
-            i.c.system_hash,
-            i.c.request_json,
-            i.c.metadata_json,
-            i.c.explicit_tier,
-            i.c.explicit_model,
-            i.c.status,
-            i.c.output,
-            sa.func.coalesce(final.c.tier, i.c.tier).label("tier"),
-            final.c.provider,
-            final.c.model,
-            final.c.error_code,
-            final.c.error_message,
-            sa.func.coalesce(i.c.verdict, final.c.verdict).label("verdict"),
-            *(spent.c[name] for name in spent.c.keys() if name != "item_id"),
-        )
-        .select_from(
-            i.outerjoin(final, final.c.id == i.c.final_attempt_id).outerjoin(
-                spent, spent.c.item_id == i.c.id
-            )
-        )
-        .where(i.c.run_id == run_id)
-        .order_by(i.c.line_no)
-    )
-
-
 class _Prompts:
     """System prompt texts by hash, read once each (a run has a handful)."""
 
@@ -128,12 +80,7 @@ class _Prompts:
     def text(self, key: str | None) -> str | None:
         if key is None:
             return None
-        if key not in self.texts:
-            p = TABLES["prompt"]
-            self.texts[key] = self.conn.execute(
-                sa.select(p.c.text).where(p.c.hash == key)
-            ).scalar_one()
-        return self.texts[key]
+        return prompts.text_of(self.conn, key, self.texts)
 
 
 def _error(status: str, code: str | None, message: str | None, verdict: str | None) -> str | None:
@@ -144,7 +91,7 @@ def _error(status: str, code: str | None, message: str | None, verdict: str | No
     return verdict
 
 
-def _row(row: sa.Row, prompts: _Prompts) -> dict[str, Any]:
+def _row(row: sa.Row, texts: _Prompts) -> dict[str, Any]:
     # one unpacking, not twenty attribute lookups: this runs a million times
     (custom_id, line_no, system_hash, request_json, metadata_json, explicit_tier,
      explicit_model, status, output, tier, provider, model, error_code, error_message,
@@ -154,7 +101,7 @@ def _row(row: sa.Row, prompts: _Prompts) -> dict[str, Any]:
     return {
         "id": custom_id,
         "line_no": line_no,
-        "system": prompts.text(system_hash),
+        "system": texts.text(system_hash),
         "messages": request.get("messages"),
         "max_tokens": request.get("max_tokens"),
         "temperature": request.get("temperature"),
@@ -184,18 +131,15 @@ def iter_export_rows(db: Engine, run_id: int, chunk: int = CHUNK) -> Iterator[li
 
     Raises UsageError when the run does not exist.
     """
-    run = TABLES["run"]
     with db.connect() as conn:
-        if conn.execute(sa.select(run.c.id).where(run.c.id == run_id)).first() is None:
+        if runs.get(conn, run_id) is None:
             raise UsageError(f"run {run_id} not found: `batcher status` lists the runs")
-        prompts = _Prompts(db.connect())
+        texts = _Prompts(db.connect())
         try:
-            # yield_per streams: a server-side cursor on PostgreSQL, stepwise fetch on SQLite
-            result = conn.execution_options(yield_per=chunk).execute(_query(run_id))
-            for part in result.partitions():
-                yield [_row(r, prompts) for r in part]
+            for part in items.export_rows(conn, run_id, chunk):
+                yield [_row(r, texts) for r in part]
         finally:
-            prompts.conn.close()
+            texts.conn.close()
 
 
 # ----------------------------------------------------------------------------- writers
@@ -363,6 +307,5 @@ def export_run(
 
 def count_items(db: Engine, run_id: int) -> int:
     """How many rows an export of `run_id` will have (for progress bars)."""
-    i = TABLES["item"]
     with db.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).where(i.c.run_id == run_id)).scalar_one()
+        return items.count(conn, run_id)

@@ -16,9 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from batcher.errors import UsageError
-from batcher.output import to_json
-from batcher.report.build import FORMATS, CacheGroupRow, Costs, Report, RunInfo, TierRow, usd
+from batcher.report.build import CacheGroupRow, Costs, Report, RunInfo, TierRow, usd
 
 # Wide and fixed: tables take their natural width (money is never cut short) and the same run
 # prints the same text on any terminal.
@@ -367,20 +365,3 @@ def render_md(report: Report) -> str:
         lines.append("")
     lines += [*NOTES, ""]
     return "\n".join(lines)
-
-
-def render_report(report: Report, fmt: str = "table") -> str:
-    """`report` as text in `fmt`: table, json, csv, md or html. Raises UsageError otherwise."""
-    if fmt == "table":
-        return render_table(report)
-    if fmt == "json":
-        return to_json(report_dict(report)) + "\n"
-    if fmt == "csv":
-        return render_csv(report)
-    if fmt == "md":
-        return render_md(report)
-    if fmt == "html":
-        from batcher.report.html import render_html
-
-        return render_html(report)
-    raise UsageError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,8 +33,8 @@ from batcher.errors import BatcherError, LeaseHeld
 from batcher.plan.ingest import file_sha256
 from batcher.schedule.schedules import Clock, utcnow
 from batcher.spec import JobSpec, load_spec
-from batcher.store.models import TABLES
-from batcher.store.states import RUN_TERMINAL, ItemStatus, RunStatus
+from batcher.store import firings, items, runs
+from batcher.store.states import ItemStatus, RunStatus
 
 log = logging.getLogger("batcher.schedule")
 
@@ -253,11 +253,9 @@ class Firing:
         self._finish(firing_id, FiringResult(self.name, outcome, path, run_id, error, items))
 
     def _outcome_of(self, run_id: int) -> tuple[Outcome, str | None]:
-        run = TABLES["run"]
         with self.ctx.db.connect() as conn:
-            status, error = conn.execute(
-                sa.select(run.c.status, run.c.error).where(run.c.id == run_id)
-            ).one()
+            run = runs.get(conn, run_id)
+        status, error = run.status, run.error
         if status == RunStatus.COMPLETED:
             return Outcome.COMPLETED, None
         if status == RunStatus.CANCELLED:
@@ -272,9 +270,8 @@ class Firing:
         )
 
     def _set_run(self, firing_id: int, run_id: int) -> None:
-        table = TABLES["schedule_firing"]
         with self.ctx.db.begin() as conn:
-            conn.execute(table.update().where(table.c.id == firing_id).values(run_id=run_id))
+            firings.set_run(conn, firing_id, run_id)
 
     def _finish(self, firing_id: int, result: FiringResult, note: str | None = None) -> None:
         finish(self.ctx.db, firing_id, result, self.ctx.clock())
@@ -300,40 +297,17 @@ def claim(
 ) -> int | None:
     """Insert the `schedule_firing` row for (schedule, fire time, input hash) and return its
     id, or None when another process inserted it first."""
-    table = TABLES["schedule_firing"]
     try:
         with db.begin() as conn:
-            return conn.execute(
-                table.insert()
-                .values(
-                    schedule_name=name,
-                    # UTC: SQLite keeps the wall time only, and 02:30 CET is not 02:30 CEST.
-                    scheduled_for=scheduled_for.astimezone(UTC),
-                    fired_at=now,
-                    input_path=path,
-                    input_sha256=sha,
-                    run_id=run_id,
-                )  # fmt: skip
-                .returning(table.c.id)
-            ).scalar_one()
+            return firings.claim(conn, name, scheduled_for, now, path, sha, run_id)
     except sa.exc.IntegrityError:
         return None
 
 
 def finish(db: Engine, firing_id: int, result: FiringResult, now: datetime) -> None:
     """Write the outcome of a claimed firing row (once)."""
-    table = TABLES["schedule_firing"]
     with db.begin() as conn:
-        conn.execute(
-            table.update()
-            .where(table.c.id == firing_id, table.c.outcome.is_(None))
-            .values(
-                outcome=result.outcome.value,
-                error=result.error,
-                run_id=result.run_id,
-                finished_at=now,
-            )  # fmt: skip
-        )
+        firings.finish(conn, firing_id, result.outcome.value, result.error, result.run_id, now)
 
 
 def record_missed(
@@ -363,62 +337,28 @@ def resolve_inputs(pattern: str) -> list[str]:
 
 def open_runs(db: Engine, schedule_name: str) -> list[sa.Row]:
     """Runs started by this schedule that have not ended (failed ones included)."""
-    run = TABLES["run"]
     with db.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(run.c.id, run.c.input_path, run.c.input_sha256)
-                .where(
-                    run.c.schedule_name == schedule_name,
-                    run.c.status.not_in([s.value for s in RUN_TERMINAL]),
-                )
-                .order_by(run.c.id)
-            )
-        )
+        return runs.open_of_schedule(conn, schedule_name)
 
 
 def item_counts(db: Engine, run_id: int) -> dict[str, int]:
     """The run's items by status."""
-    item = TABLES["item"]
     with db.connect() as conn:
-        return dict(
-            conn.execute(
-                sa.select(item.c.status, sa.func.count())
-                .where(item.c.run_id == run_id)
-                .group_by(item.c.status)
-            ).all()
-        )
+        return items.counts_by_status(conn, run_id)
 
 
 def latest_open_run(db: Engine, schedule_name: str, sha: str) -> int | None:
     """The newest open run of this schedule over this content, if any."""
-    run = TABLES["run"]
     with db.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.max(run.c.id)).where(
-                run.c.schedule_name == schedule_name,
-                run.c.input_sha256 == sha,
-                run.c.status.not_in([s.value for s in RUN_TERMINAL]),
-            )
-        ).scalar()
+        return runs.latest_open_of_schedule(conn, schedule_name, sha)
 
 
 def processed_by(db: Engine, job_name: str, sha: str) -> str | None:
     """Why an input with this content needs no new run of this job, or None when it does: a
     completed run of the job, or an open run of it that another schedule or a person started
     (this schedule's own open runs are resumed before new inputs are looked at)."""
-    run = TABLES["run"]
     with db.connect() as conn:
-        row = conn.execute(
-            sa.select(run.c.id, run.c.status)
-            .where(
-                run.c.job_name == job_name,
-                run.c.input_sha256 == sha,
-                run.c.status != RunStatus.CANCELLED.value,
-            )
-            .order_by((run.c.status == RunStatus.COMPLETED.value).desc(), run.c.id.desc())
-            .limit(1)
-        ).first()
+        row = runs.best_of_job(conn, job_name, sha)
     if row is None:
         return None
     if row.status == RunStatus.COMPLETED:

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 
 from batcher.errors import UsageError
 from batcher.spec import load_spec
-from batcher.store.models import TABLES
+from batcher.store import firings
 
 FIRE_FUNC = "batcher.schedule.firing:fire"  # stored in the job store: keep this name importable
 DEFAULT_GRACE = timedelta(hours=6)
@@ -329,11 +329,8 @@ class Schedules:
 
 def last_firing(db: Engine, name: str) -> sa.Row | None:
     """The latest firing row of schedule `name`, or None."""
-    t = TABLES["schedule_firing"]
     with db.connect() as conn:
-        return conn.execute(
-            sa.select(t).where(t.c.schedule_name == name).order_by(t.c.id.desc()).limit(1)
-        ).first()
+        return firings.latest(conn, name)
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -301,3 +301,86 @@ def insert_first(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
     except (conn.dialect.dbapi.IntegrityError, sa.exc.IntegrityError):
         return 0
     return len(rows)  # an INSERT stores every row or raises
+
+
+# --- estimating ---------------------------------------------------------------------------
+
+
+PLANNED = (AttemptStatus.PLANNED.value,)
+
+
+def _planned(run_id: int, statuses: tuple[str, ...] = PLANNED) -> sa.ColumnElement[bool]:
+    """The run's attempts in `statuses`: planned ones, or also those sent but not billed."""
+    return sa.and_(ATTEMPT.c.run_id == run_id, ATTEMPT.c.status.in_([str(s) for s in statuses]))
+
+
+def _input_tokens() -> sa.ColumnElement[int]:
+    return sa.func.coalesce(ITEM.c.est_input_tokens, 0)
+
+
+def _short(run_id: int, threshold: int | None, statuses: tuple[str, ...]) -> sa.ColumnElement[bool]:
+    """Attempts whose input is at most `threshold` tokens (all when None)."""
+    if threshold is None:
+        return _planned(run_id, statuses)
+    return sa.and_(_planned(run_id, statuses), _input_tokens() <= threshold)
+
+
+def _with_items() -> sa.Join:
+    return ATTEMPT.join(ITEM, ITEM.c.id == ATTEMPT.c.item_id)
+
+
+def planned_by_model(
+    conn: Connection, run_id: int, statuses: tuple[str, ...] = PLANNED
+) -> dict[tuple[str, str], int]:
+    """(provider, model) -> planned attempts of the run (or attempts in `statuses`)."""
+    query = (
+        sa.select(ATTEMPT.c.provider, ATTEMPT.c.model, sa.func.count())
+        .where(_planned(run_id, statuses))
+        .group_by(ATTEMPT.c.provider, ATTEMPT.c.model)
+    )
+    return {(p, m): n for p, m, n in conn.execute(query)}
+
+
+def planned_groups(
+    conn: Connection, run_id: int, threshold: int | None, statuses: tuple[str, ...] = PLANNED
+) -> sa.CursorResult:
+    """(provider, model, tier, system hash, attempts, estimated input tokens) of the run's
+    planned attempts of at most `threshold` input tokens, by cache group."""
+    keys = (ATTEMPT.c.provider, ATTEMPT.c.model, ATTEMPT.c.tier, ITEM.c.system_hash)
+    query = (
+        sa.select(*keys, sa.func.count(), sa.func.sum(_input_tokens()))
+        .select_from(_with_items())
+        .where(_short(run_id, threshold, statuses))
+        .group_by(*keys)
+    )
+    return conn.execute(query)
+
+
+def planned_own_max_tokens(
+    conn: Connection, run_id: int, threshold: int | None, statuses: tuple[str, ...] = PLANNED
+) -> sa.Result:
+    """(provider, model, tier, system hash, request json) of the planned attempts (of at most
+    `threshold` input tokens) whose request may set its own max_tokens."""
+    query = (
+        sa.select(ATTEMPT.c.provider, ATTEMPT.c.model, ATTEMPT.c.tier, ITEM.c.system_hash)
+        .add_columns(ITEM.c.request_json)
+        .select_from(_with_items())
+        .where(_short(run_id, threshold, statuses), ITEM.c.request_json.like('%"max_tokens"%'))
+    )
+    return conn.execution_options(yield_per=1000).execute(query)
+
+
+def planned_long(
+    conn: Connection, run_id: int, threshold: int, statuses: tuple[str, ...] = PLANNED
+) -> sa.CursorResult:
+    """(provider, model, tier, estimated input tokens, request json) of the planned attempts
+    over `threshold` input tokens."""
+    query = (
+        sa.select(
+            ATTEMPT.c.provider, ATTEMPT.c.model, ATTEMPT.c.tier, ITEM.c.est_input_tokens,
+            ITEM.c.request_json,
+        )
+        .select_from(_with_items())
+        .where(_planned(run_id, statuses), _input_tokens() > threshold)
+    )  # fmt: skip
+    return conn.execute(query)

@@ -11,6 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from batcher.errors import StoreError
+
 MAX_KEYS = 5000  # bound parameters in one IN list; SQLite allows 32766
 SQLITE_CACHE_KIB = 65536  # page cache for bulk work: a batch's rows and index pages stay hot
 
@@ -22,7 +24,10 @@ def placeholder(conn: Connection) -> str:
         return "?"
     if style in ("format", "pyformat"):
         return "%s"
-    raise NotImplementedError(f"bulk SQL supports qmark and format paramstyles, not {style}")
+    raise StoreError(
+        f"the {conn.dialect.driver} driver's {style!r} parameters are not supported: use "
+        "SQLite or PostgreSQL with psycopg"
+    )
 
 
 def executemany(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:

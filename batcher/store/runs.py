@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from batcher.store.db import state_dir
 from batcher.store.models import TABLES
-from batcher.store.states import ItemStatus, RunStatus, set_status
+from batcher.store.states import RUN_TERMINAL, ItemStatus, RunStatus, set_status
 
 RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
 FIRING = TABLES["schedule_firing"]
@@ -124,6 +124,19 @@ def recent(conn: Connection, limit: int = 50) -> list[sa.Row]:
 # --- writes -------------------------------------------------------------------------------
 
 
+def create(conn: Connection, **values: Any) -> int:
+    """A new run, `created`, with nothing ingested yet; returns its id."""
+    values = {"input_sha256": "", "n_items": 0, "n_rejected": 0, **values}
+    query = RUN.insert().values(status=RunStatus.CREATED.value, created_at=_now(), **values)
+    return conn.execute(query.returning(RUN.c.id)).scalar_one()
+
+
+def record_ingest(conn: Connection, run_id: int, n_items: int, n_rejected: int, sha: str) -> None:
+    """What the ingest stored: item and rejected-line counts, and the input's sha256."""
+    values = {"n_items": n_items, "n_rejected": n_rejected, "input_sha256": sha}
+    conn.execute(sa.update(RUN).where(RUN.c.id == run_id).values(**values))
+
+
 def set_spec(conn: Connection, run_id: int, snapshot: str) -> None:
     """A new spec snapshot for the run (a raised budget is kept with it)."""
     conn.execute(sa.update(RUN).where(RUN.c.id == run_id).values(spec_json=snapshot))
@@ -161,3 +174,44 @@ def finish_cancelled(conn: Connection, run_id: int) -> None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+_TERMINAL = [s.value for s in RUN_TERMINAL]
+
+
+def open_of_schedule(conn: Connection, schedule_name: str) -> list[sa.Row]:
+    """Runs started by this schedule that have not ended (failed ones included)."""
+    query = (
+        sa.select(RUN.c.id, RUN.c.input_path, RUN.c.input_sha256)
+        .where(RUN.c.schedule_name == schedule_name, RUN.c.status.not_in(_TERMINAL))
+        .order_by(RUN.c.id)
+    )
+    return list(conn.execute(query))
+
+
+def latest_open_of_schedule(conn: Connection, schedule_name: str, sha: str) -> int | None:
+    """The newest open run of this schedule over this content, if any."""
+    query = sa.select(sa.func.max(RUN.c.id)).where(
+        RUN.c.schedule_name == schedule_name,
+        RUN.c.input_sha256 == sha,
+        RUN.c.status.not_in(_TERMINAL),
+    )
+    return conn.execute(query).scalar()
+
+
+def best_of_job(conn: Connection, job_name: str, sha: str) -> sa.Row | None:
+    """(id, status) of the job's run over this content that matters most: a completed one,
+    else the newest not cancelled; None when there is none."""
+    query = (
+        sa.select(RUN.c.id, RUN.c.status)
+        .where(
+            RUN.c.job_name == job_name,
+            RUN.c.input_sha256 == sha,
+            RUN.c.status != RunStatus.CANCELLED.value,
+        )
+        .order_by((RUN.c.status == RunStatus.COMPLETED.value).desc(), RUN.c.id.desc())
+        .limit(1)
+    )
+    return conn.execute(query).first()

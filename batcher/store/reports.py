@@ -1,0 +1,162 @@
+"""The reads a cost report is built from: sums of attempts by tier, by run and by cache
+group, and item counts, over a set of runs (see batcher.report.build)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batcher.store.models import TABLES
+from batcher.store.runs import was_submitted
+from batcher.store.states import AttemptStatus, ItemStatus
+
+RUN, ITEM, ATTEMPT, PROMPT = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["prompt"]
+TIER_KEYS = (ATTEMPT.c.tier, ATTEMPT.c.provider, ATTEMPT.c.model)
+
+
+@contextmanager
+def snapshot(db: Engine) -> Iterator[Connection]:
+    """A connection whose reads all see one snapshot, even while the engine is reconciling
+    (SQLite WAL / PostgreSQL repeatable read), so a report's parts match its totals."""
+    with db.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN")  # pysqlite defers BEGIN to the first write
+            yield conn
+
+
+def run_ids(
+    conn: Connection,
+    run_id: int | None = None,
+    *,
+    job: str | None = None,
+    since: datetime | None = None,
+) -> list[int]:
+    """RUN itself if it exists; else the submitted runs of `job` and/or created at or after
+    `since`, oldest first; else the latest submitted run."""
+    if run_id is not None:
+        query = sa.select(RUN.c.id).where(RUN.c.id == run_id)
+    elif job is not None or since is not None:
+        query = sa.select(RUN.c.id).where(was_submitted()).order_by(RUN.c.created_at, RUN.c.id)
+        if job is not None:
+            query = query.where(RUN.c.job_name == job)
+        if since is not None:
+            query = query.where(RUN.c.created_at >= since)
+    else:
+        query = sa.select(RUN.c.id).where(was_submitted()).order_by(RUN.c.id.desc()).limit(1)
+    return list(conn.execute(query).scalars())
+
+
+def _sums() -> list[sa.ColumnElement]:
+    a, total = ATTEMPT, sa.func.coalesce
+    return [
+        sa.func.count().label("attempts"),
+        total(
+            sa.func.sum(sa.case((a.c.status == AttemptStatus.REUSED.value, 1), else_=0)), 0
+        ).label("reused"),
+        total(sa.func.sum(a.c.input_tokens), 0).label("input_tokens"),
+        total(sa.func.sum(a.c.cache_read_tokens), 0).label("cache_read_tokens"),
+        total(sa.func.sum(a.c.cache_write_5m_tokens + a.c.cache_write_1h_tokens), 0).label(
+            "cache_write_tokens"
+        ),
+        total(sa.func.sum(a.c.output_tokens), 0).label("output_tokens"),
+        total(sa.func.sum(a.c.cost_pusd), 0).label("cost"),
+        total(sa.func.sum(a.c.standard_pusd), 0).label("standard"),
+        total(sa.func.sum(a.c.uncached_pusd), 0).label("uncached"),
+        total(sa.func.sum(a.c.baseline_pusd), 0).label("baseline"),
+    ]
+
+
+def spec_snapshot(conn: Connection, run_id: int) -> str:
+    return conn.execute(sa.select(RUN.c.spec_json).where(RUN.c.id == run_id)).scalar_one()
+
+
+def by_tier(conn: Connection, run_ids: list[int]) -> sa.Result:
+    """Per (tier, provider, model): items, and the attempt sums."""
+    items = sa.func.count(sa.distinct(ATTEMPT.c.item_id)).label("items")
+    query = (
+        sa.select(*TIER_KEYS, items, *_sums())
+        .where(ATTEMPT.c.run_id.in_(run_ids))
+        .group_by(*TIER_KEYS)
+    )
+    return conn.execute(query)
+
+
+def wins_by_tier(conn: Connection, run_ids: list[int]) -> sa.Result:
+    """Per (tier, provider, model): succeeded items whose final answer came from it (n)."""
+    query = (
+        sa.select(*TIER_KEYS, sa.func.count().label("n"))
+        .select_from(ITEM.join(ATTEMPT, ATTEMPT.c.id == ITEM.c.final_attempt_id))
+        .where(ITEM.c.run_id.in_(run_ids), ITEM.c.status == ItemStatus.SUCCEEDED.value)
+        .group_by(*TIER_KEYS)
+    )
+    return conn.execute(query)
+
+
+def totals(conn: Connection, run_ids: list[int]) -> sa.Row:
+    """The attempt sums over every run."""
+    return conn.execute(sa.select(*_sums()).where(ATTEMPT.c.run_id.in_(run_ids))).one()
+
+
+def item_totals(conn: Connection, run_ids: list[int]) -> sa.Row:
+    """(items, succeeded) over every run."""
+    succeeded = sa.case((ITEM.c.status == ItemStatus.SUCCEEDED.value, 1), else_=0)
+    query = sa.select(
+        sa.func.count().label("items"),
+        sa.func.coalesce(sa.func.sum(succeeded), 0).label("succeeded"),
+    ).where(ITEM.c.run_id.in_(run_ids))
+    return conn.execute(query).one()
+
+
+def items_by_run(conn: Connection, run_ids: list[int]) -> sa.Result:
+    """(run_id, status, n) of the items."""
+    query = (
+        sa.select(ITEM.c.run_id, ITEM.c.status, sa.func.count().label("n"))
+        .where(ITEM.c.run_id.in_(run_ids))
+        .group_by(ITEM.c.run_id, ITEM.c.status)
+    )
+    return conn.execute(query)
+
+
+def sums_by_run(conn: Connection, run_ids: list[int]) -> sa.Result:
+    """(run_id, attempt sums) of each run."""
+    query = (
+        sa.select(ATTEMPT.c.run_id, *_sums())
+        .where(ATTEMPT.c.run_id.in_(run_ids))
+        .group_by(ATTEMPT.c.run_id)
+    )
+    return conn.execute(query)
+
+
+def runs(conn: Connection, run_ids: list[int]) -> sa.Result:
+    """The run rows, oldest first."""
+    query = sa.select(RUN).where(RUN.c.id.in_(run_ids)).order_by(RUN.c.created_at, RUN.c.id)
+    return conn.execute(query)
+
+
+def cache_groups(conn: Connection, run_ids: list[int]) -> list[sa.Row]:
+    """(cache group, provider, model, system hash, attempts, cache read tokens) of answered
+    attempts (an error that never ran had no chance to read the cache)."""
+    keys = (ITEM.c.cache_group, ATTEMPT.c.provider, ATTEMPT.c.model, ITEM.c.system_hash)
+    query = (
+        sa.select(
+            *keys,
+            sa.func.count().label("attempts"),
+            sa.func.coalesce(sa.func.sum(ATTEMPT.c.cache_read_tokens), 0).label("read"),
+        )
+        .select_from(ATTEMPT.join(ITEM, ITEM.c.id == ATTEMPT.c.item_id))
+        .where(
+            ATTEMPT.c.run_id.in_(run_ids),
+            ITEM.c.cache_group.is_not(None),
+            ITEM.c.system_hash.is_not(None),
+            ATTEMPT.c.input_tokens > 0,
+        )
+        .group_by(*keys)
+    )
+    return list(conn.execute(query))
