@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import jsonschema
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -284,8 +285,6 @@ def _read_file_refs(data: Any, base: Path, spec_path: Path, key: str = "") -> An
         except OSError as exc:
             raise SpecError(str(spec_path), key, f"cannot read {target}: {exc.strerror}") from exc
         if target.suffix == ".json":
-            import orjson
-
             try:
                 return orjson.loads(text)
             except orjson.JSONDecodeError as exc:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from batcher.errors import UsageError
 from batcher.money.prices import check_model_known, check_models_known
 from batcher.plan.estimate import Estimate, estimate_run
+from batcher.plan.ingest import ingest
 from batcher.plan.inputs import ParsedItem
 from batcher.plan.layout import (
     SHOWN_GROUPS,
@@ -33,7 +34,8 @@ from batcher.plan.layout import (
     prompt_text,
     queue_first_attempts,
 )
-from batcher.plan.routing import Router, estimate_input_tokens
+from batcher.plan.onepass import PlanningSink
+from batcher.plan.routing import Router, estimate_input_tokens, make_annotator
 from batcher.spec import JobSpec, split_model_ref
 from batcher.store import items, runs
 
@@ -144,6 +146,17 @@ def plan_run(
     )
 
 
+def ensure_planned(db: Engine, run_id: int, spec: JobSpec) -> bool:
+    """Plan the run's pending items, if it has any (a run stored by `batcher ingest`, or a
+    crash between ingest and plan): the one place that decides "plan if not planned yet".
+    Returns whether it planned."""
+    with db.connect() as conn:
+        pending = items.count_pending(conn, run_id)
+    if pending:
+        plan_run(db, run_id, spec)
+    return bool(pending)
+
+
 def lay_out_batches(
     db: Engine, run_id: int, spec: JobSpec, round: int = 1, *, progress: Progress | None = None
 ) -> list[str]:
@@ -187,10 +200,6 @@ def plan_input(
     for the engine to submit. Raises what `ingest` and `plan_run` raise (UsageError for bad
     input or unknown models).
     """
-    from batcher.plan.ingest import ingest
-    from batcher.plan.onepass import PlanningSink
-    from batcher.plan.routing import make_annotator
-
     check_models_known(spec)  # before reading a large input
     with PlanningSink(db, spec, progress) as sink:
         stored = ingest(

@@ -15,23 +15,22 @@ the provider, what they finished is kept, and the remaining items end `cancelled
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError
-from batcher.plan.planner import lay_out_batches, plan_run
+from batcher.plan.planner import ensure_planned, lay_out_batches
 from batcher.providers import Registry
 from batcher.providers.base import BatchState
 from batcher.providers.calls import RETRYABLE, ProviderError
+from batcher.run.budget import check_spend
 from batcher.run.crash import crash_point
 from batcher.run.followups import apply_reuse, plan_followups
+from batcher.run.holds import Holds, NeverFits
 from batcher.run.lease import Lease
-from batcher.run.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended
+from batcher.run.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended, settle_refused
 from batcher.run.progress import Reporter
-from batcher.run.reconcile import fail_batch
 from batcher.run.submit import settle, submit_batch
 from batcher.spec import JobSpec
 from batcher.store import attempts, batches, items, runs
@@ -39,7 +38,6 @@ from batcher.store.lost import mark_lost
 from batcher.store.states import BatchStatus, RunStatus
 
 MAX_CREATE_RETRIES = 5  # creates that provably did not happen, in a row, before giving up
-MAX_TOKEN_LIMIT_STRIKES = 6  # token_limit_exceeded with nothing of the model running
 # Polls that failed even after the client's retries, in a row, before the run stops: with the
 # wait growing to polling.max_interval_s this rides out an outage of an hour or more.
 MAX_POLL_FAILURES = 20
@@ -51,16 +49,6 @@ class RunStopped(BatcherError):
 
 class BudgetReached(RunStopped):
     """The next round would take the run past its max_usd; nothing of it was sent."""
-
-
-@dataclass
-class Hold:
-    """Submissions of one model wait after token_limit_exceeded: until one of the batches
-    that were running then ends, or until `not_before` when none was."""
-
-    open_then: int
-    not_before: float
-    strikes: int
 
 
 class Driver:
@@ -80,7 +68,7 @@ class Driver:
         self.db, self.run_id, self.spec, self.registry = db, run_id, spec, registry
         self.lease, self.stop, self.reporter, self.reuse = lease, stop, reporter, reuse
         self.backoff = Backoff(poll)
-        self.holds: dict[str, Hold] = {}
+        self.holds = Holds(poll.interval_s)
         self.create_retries: dict[str, int] = {}
         self.cancel_sent: set[str] = set()
         self.poll_failures = 0
@@ -151,10 +139,7 @@ class Driver:
                 return RunStatus.RUNNING
 
     def start(self) -> None:
-        with self.db.connect() as conn:
-            pending = items.count_pending(conn, self.run_id)
-        if pending:  # a crash between ingest and plan, or a run stored by `batcher ingest`
-            plan_run(self.db, self.run_id, self.spec)
+        ensure_planned(self.db, self.run_id, self.spec)
         with self.db.begin() as conn:
             runs.start(conn, self.run_id)
 
@@ -219,21 +204,19 @@ class Driver:
         else:
             self.reporter.note(f"batch {batch.id}: {detail}; submitting it again")
 
+    def running(self, model: str) -> int:
+        """Batches of `model` at the provider now."""
+        return len([b for b in self.batches(BatchStatus.SUBMITTED) if b.model == model])
+
     def held(self, batch: Any) -> bool:
-        hold = self.holds.get(batch.model)
-        if hold is None:
+        if batch.model not in self.holds.by_model:
             return False
-        running = len([b for b in self.batches(BatchStatus.SUBMITTED) if b.model == batch.model])
-        if running < hold.open_then or (running == 0 and time.monotonic() >= hold.not_before):
-            return False
-        return True
+        return self.holds.blocks(batch.model, self.running(batch.model))
 
     def allowed_by_budget(self, planned: list[Any]) -> bool:
         """Whether the planned batches fit under max_usd with what was spent and what is in
         flight. Over it, wait while batches are in flight (their bills may come in lower than
         estimated); with nothing in flight, stop the run (BudgetReached)."""
-        from batcher.run.budget import check_spend
-
         if all(b.id in self.within_budget for b in planned):
             return True
         check = check_spend(self.db, self.run_id, self.spec)
@@ -252,7 +235,6 @@ class Driver:
         raise BudgetReached(check.message(self.run_id))
 
     def submit_planned(self) -> None:
-
         planned = self.batches(BatchStatus.PLANNED)
         if not planned or not self.allowed_by_budget(planned):
             return
@@ -268,7 +250,7 @@ class Driver:
                 self.create_retries.pop(batch.id, None)
                 self.reporter.batch(batch.id, label, 0, batch.n_requests, detail.raw_status)
             elif kind == "refused":
-                fail_batch(self.db, batch.id, detail, self.spec)
+                settle_refused(self.db, batch, detail, self.spec)
                 self.reporter.note(f"batch {batch.id} refused by {batch.provider}: {detail}")
                 self.follow_up()
             else:
@@ -383,30 +365,26 @@ class Driver:
         elif kind == "gone":
             self.reporter.note(note or "")
         else:
-            hold = self.holds.get(batch.model)
-            if hold is not None:
-                hold.strikes = 0
+            self.holds.accepted(batch.model)
 
     def hold(self, batch: Any) -> None:
         """token_limit_exceeded: submit this model again once running batches make room."""
-        running = len([b for b in self.batches(BatchStatus.SUBMITTED) if b.model == batch.model])
-        previous = self.holds.get(batch.model)
-        strikes = (previous.strikes if previous else 0) + (1 if running == 0 else 0)
-        if strikes >= MAX_TOKEN_LIMIT_STRIKES:
+        running = self.running(batch.model)
+        try:
+            delay = self.holds.refused(batch.model, running)
+        except NeverFits as exc:
             raise RunStopped(
                 f"batch {batch.id}: {batch.provider} refused {batch.model} batches "
-                f"{strikes} times for token_limit_exceeded with nothing else of that model "
+                f"{exc.strikes} times for token_limit_exceeded with nothing else of that model "
                 f"running; lower batching.openai_max_lines in the spec, or wait for other "
                 f"work of the organisation to finish, then `batcher resume {self.run_id}`"
-            )
-        delay = self.backoff.settings.interval_s * 2**strikes
-        self.holds[batch.model] = Hold(running, time.monotonic() + delay, strikes)
+            ) from None
+        when = (
+            f"when one of its {running} running batch(es) ends" if running else f"in {delay:.1f} s"
+        )
         self.reporter.note(
-            f"batch {batch.id}: {batch.model} is over the enqueued-token limit; "
-            f"submitting again when one of its {running} running batch(es) ends"
-            if running
-            else f"batch {batch.id}: {batch.model} is over the enqueued-token limit; "
-            f"submitting again in {delay:.1f} s"
+            f"batch {batch.id}: {batch.model} is over the enqueued-token limit; submitting "
+            f"again {when}"
         )
 
     # --- cancelling ------------------------------------------------------------------------

@@ -22,13 +22,21 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from batcher.errors import BatcherError, UsageError
+from batcher.errors import BatcherError, LeaseHeld, UsageError
 from batcher.money.amounts import to_usd
+from batcher.money.prices import check_models_known
+from batcher.plan.estimate import budget_refusal, estimate_run
+from batcher.plan.ingest import ingest
+from batcher.plan.onepass import PlanningSink
+from batcher.plan.planner import ensure_planned
+from batcher.plan.routing import make_annotator
 from batcher.providers import Clients, Registry
 from batcher.providers.calls import Interrupted, ProviderError, stopping_on
+from batcher.run.driver import Driver, RunStopped
 from batcher.run.lease import Lease, new_owner
 from batcher.run.poll import PollSettings
 from batcher.run.progress import QuietReporter, Reporter
+from batcher.run.submit import SubmissionUndecided, resolve
 from batcher.spec import JobSpec, spec_from_snapshot
 from batcher.store import attempts, batches, items, runs
 from batcher.store.states import ITEM_TERMINAL, ItemStatus, RunStatus
@@ -99,8 +107,6 @@ def outcome_of(db: Engine, run_id: int) -> RunOutcome:
 def check_budget(db: Engine, run_id: int, spec: JobSpec) -> None:
     """Refuse (BudgetExceeded, run marked failed) when the plan's estimate is over the
     spec's `max_usd`."""
-    from batcher.plan.estimate import budget_refusal, estimate_run
-
     refusal = budget_refusal(estimate_run(db, run_id, spec), spec.max_usd, "max_usd")
     if refusal is None:
         return
@@ -129,11 +135,6 @@ def start_run(
     Returns the run id (status `planned`). Raises UsageError (bad input, unknown models; no
     run is left behind for bad input), BudgetExceeded (the run is kept, `failed`).
     """
-    from batcher.money.prices import check_models_known
-    from batcher.plan.ingest import ingest
-    from batcher.plan.onepass import PlanningSink
-    from batcher.plan.routing import make_annotator
-
     check_models_known(spec)
     if max_usd is not None:  # the run's spec snapshot keeps the budget it runs under
         spec = spec.model_copy(update={"max_usd": max_usd})
@@ -181,9 +182,6 @@ def drive_run(
     An error that needs a person marks the run `failed` with a message saying what to do;
     the outcome carries it.
     """
-    from batcher.run.driver import Driver, RunStopped
-    from batcher.run.submit import SubmissionUndecided
-
     spec = run_spec(db, run_id)
     if outcome_of(db, run_id).status == RunStatus.COMPLETED:
         return outcome_of(db, run_id)
@@ -231,8 +229,6 @@ def resume_run(
     batches (`adopt` local id -> provider batch id, `not_created` local ids), set a new
     budget (`max_usd`, kept with the run) and check it when nothing was submitted yet, then
     `drive_run`."""
-    from batcher.run.submit import resolve
-
     spec = run_spec(db, run_id)
     registry = Registry(drive.get("clients"))
     with db.connect() as conn:
@@ -249,10 +245,7 @@ def resume_run(
         spec = spec.model_copy(update={"max_usd": max_usd})
         with db.begin() as conn:
             runs.set_spec(conn, run_id, spec.snapshot())
-    if outcome_of(db, run_id).status == RunStatus.CREATED:  # stored by `batcher ingest`
-        from batcher.plan.planner import plan_run
-
-        plan_run(db, run_id, spec)
+    ensure_planned(db, run_id, spec)  # a run stored by `batcher ingest` is planned first
     with db.connect() as conn:
         sent = batches.anything_sent(conn, run_id)
     if not sent:  # e.g. a run the budget refused at start
@@ -276,8 +269,6 @@ def cancel_run(
     When another process drives the run, that process does the cancelling (it sees the run
     `cancelled` on its next loop); this call then returns at once.
     """
-    from batcher.errors import LeaseHeld
-
     outcome = outcome_of(db, run_id)
     unfinished = sum(n for status, n in outcome.items.items() if status not in ITEM_TERMINAL)
     if outcome.status == RunStatus.COMPLETED or (outcome.n_items and not unfinished):

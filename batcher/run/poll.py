@@ -1,4 +1,5 @@
-"""Polling: how long to wait between looks at the open batches, and settling an ended batch.
+"""Polling: how long to wait between looks at the open batches, and settling a batch that
+ended or was refused: the one route from the run loop into `batcher.run.reconcile`.
 
 The wait starts at `interval_s`, grows by half each time a look finds nothing new, and falls
 back to `interval_s` as soon as something moves, capped at `max_interval_s`. Real providers
@@ -8,6 +9,7 @@ in a second, so `--sandbox` polls every 0.05 s.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,7 @@ from sqlalchemy.engine import Engine
 from batcher.providers.base import BatchState, Provider, Result
 from batcher.providers.calls import ProviderError
 from batcher.run.crash import CRASH_ENV, crash_point
+from batcher.run.reconcile import fail_batch, reconcile_batch
 from batcher.spec import JobSpec
 
 TOKEN_LIMIT = "token_limit_exceeded"
@@ -58,6 +61,12 @@ def _crash_halfway(results: Iterable[Result], n: int) -> Iterator[Result]:
         yield result
 
 
+def settle_refused(db: Engine, batch: Any, errors: list[dict[str, Any]], spec: JobSpec) -> None:
+    """A batch whose create the provider refused: every request errored with its reason (the
+    follow-up policy decides from the codes)."""
+    fail_batch(db, batch.id, errors, spec)
+
+
 def settle_ended(
     db: Engine, provider: Provider, batch: Any, state: BatchState, spec: JobSpec
 ) -> tuple[str, str | None]:
@@ -67,8 +76,6 @@ def settle_ended(
     token_limit_exceeded), ("gone", message) when its result files are gone (every attempt
     then counts as missing and is retried), ("reconciled", None) otherwise.
     """
-    from batcher.run.reconcile import fail_batch, reconcile_batch
-
     if state.failed or state.raw_status == "failed":
         errors = state.errors or [
             {"code": "batch_failed", "message": "the provider failed the batch", "line": None}
@@ -94,6 +101,4 @@ def settle_ended(
 
 
 def _armed(step: str) -> bool:
-    import os
-
     return os.environ.get(CRASH_ENV) == step

@@ -31,9 +31,10 @@ from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError, LeaseHeld
 from batcher.plan.ingest import file_sha256
+from batcher.run import engine
 from batcher.schedule.schedules import Clock, utcnow
 from batcher.spec import JobSpec, load_spec
-from batcher.store import firings, items, runs
+from batcher.store import firings, items, open_store, runs
 from batcher.store.states import ItemStatus, RunStatus
 
 log = logging.getLogger("batcher.schedule")
@@ -74,18 +75,12 @@ class EngineDriver:
         self.clients, self.owner, self.poll = clients, owner, poll
 
     def start(self, db: Engine, spec: JobSpec, input_path: str, *, schedule_name: str) -> int:
-        from batcher.run import engine
-
         return engine.start_run(db, spec, input_path, schedule_name=schedule_name)
 
     def drive(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
-        from batcher.run import engine
-
         engine.drive_run(db, run_id, stop=stop, **self._options())
 
     def resume(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
-        from batcher.run import engine
-
         # resume_run checks the run's budget again when nothing was submitted (e.g. the
         # budget refused it at start): a schedule never spends what a person was refused.
         engine.resume_run(db, run_id, stop=stop, **self._options())
@@ -158,8 +153,6 @@ def fire(
     every outcome is recorded in `schedule_firing` and logged."""
     ctx = getattr(_local, "ctx", None)
     if ctx is None:
-        from batcher.store import open_store
-
         ctx = FiringContext(db=open_store(db_url), driver=EngineDriver())
     return Firing(ctx, schedule_name, job, input, reprocess).run()
 
