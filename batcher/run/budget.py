@@ -12,15 +12,14 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batcher.money.amounts import to_pusd, to_usd
+from batcher.plan.estimate import estimate_run
 from batcher.spec import JobSpec
-from batcher.store.models import TABLES
+from batcher.store import attempts
 from batcher.store.states import AttemptStatus
 
-ATTEMPT = TABLES["attempt"]
 UNBILLED = (AttemptStatus.PLANNED, AttemptStatus.SUBMITTED)
 
 
@@ -58,19 +57,12 @@ def _usd(pusd: int) -> str:
 def spent_pusd(db: Engine, run_id: int) -> int:
     """What the run was billed so far (every attempt, every round)."""
     with db.connect() as conn:
-        return int(
-            conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(ATTEMPT.c.cost_pusd), 0)).where(
-                    ATTEMPT.c.run_id == run_id
-                )
-            ).scalar_one()
-        )
+        cost, _ = attempts.cost_totals(conn, run_id)
+    return cost
 
 
 def check_spend(db: Engine, run_id: int, spec: JobSpec) -> BudgetCheck | None:
     """The run's money against `spec.max_usd`; None when the spec sets no cap."""
-    from batcher.plan.estimate import estimate_run
-
     if spec.max_usd is None:
         return None
     pending = estimate_run(db, run_id, spec, statuses=UNBILLED).cost_pusd

@@ -15,6 +15,7 @@ the provider, what they finished is kept, and the remaining items end `cancelled
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from sqlalchemy.engine import Engine
