@@ -15,8 +15,8 @@ from engine_helpers import (  # noqa: F401 - fixtures
     served_fixture,
     write_job,
 )
+from report_db import render_run_report
 
-from batcher.report.build import render_run_report
 from batcher.run import engine
 from batcher.run.progress import QuietReporter
 from batcher.spec import load_spec
