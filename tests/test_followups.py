@@ -9,8 +9,9 @@ from reconcile_fixtures import ATTEMPT, BATCH, ITEM, make_spec, plan, rows_of, s
 from batcher.plan.planner import lay_out_batches
 from batcher.plan.requests import defaults_fingerprint, request_hash
 from batcher.providers.base import Result, Usage
-from batcher.run.followups import Decision, FollowupPolicy, Step, apply_reuse, plan_followups
+from batcher.run.followups import Decision, FollowupPolicy, Step, plan_followups
 from batcher.run.reconcile import fail_batch, reconcile_batch
+from batcher.run.reuse import apply_reuse
 from batcher.store.db import open_store
 
 GOOD, BAD = '{"label": "billing"}', '{"label": "nonsense"}'

@@ -27,11 +27,12 @@ from batcher.providers.base import BatchState
 from batcher.providers.calls import RETRYABLE, ProviderError
 from batcher.run.budget import check_spend
 from batcher.run.crash import crash_point
-from batcher.run.followups import apply_reuse, plan_followups
+from batcher.run.followups import plan_followups
 from batcher.run.holds import Holds, NeverFits
 from batcher.run.lease import Lease
 from batcher.run.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended, settle_refused
 from batcher.run.progress import Reporter
+from batcher.run.reuse import apply_reuse
 from batcher.run.submit import settle, submit_batch
 from batcher.spec import JobSpec
 from batcher.store import attempts, batches, items, runs

@@ -7,26 +7,21 @@ item of a run whose latest attempt is final, in chunks, one transaction each: ne
 inserted (never overwriting old ones) in the same transaction that queues their items, so a
 crash or a second call never makes an attempt twice.
 
-`apply_reuse` answers planned attempts from identical requests that succeeded in earlier runs.
+Answers reused from earlier runs are `batcher.run.reuse`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.plan.requests import defaults_fingerprint, request_hash
-from batcher.run.answers import answer_keys_for
-from batcher.run.reconcile import NOTHING_BILLED
-from batcher.run.validation import validator_for
 from batcher.spec import JobSpec
-from batcher.store import attempts, batches, items
+from batcher.store import attempts, items
 from batcher.store.attempts import ChainStep
-from batcher.store.bulk import db_value
 from batcher.store.states import ATTEMPT_FINAL, AttemptStatus, ItemStatus
 
 CHUNK = 5000
@@ -259,44 +254,3 @@ def plan_followups(
                 steps = [Step(a.seq, a.tier, a.status, a.error_code) for a in chain]
                 work.apply(item_id, chain, policy.decide(steps))
             work.write()
-
-
-def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -> int:
-    """Answer planned attempts of run `run_id` from earlier runs; returns how many.
-
-    A planned attempt (not yet sent: no batch, or a batch still `planned`) whose request_hash
-    equals that of a succeeded attempt of an earlier run, and whose earlier answer passes this
-    spec's checks, becomes `reused`: that output, every token and cost figure 0, reused_from
-    set; its item succeeds. A planned batch that held such attempts is `abandoned` (its file
-    would send them again) and its other planned attempts lose their batch, so the next
-    `planner.lay_out_batches` lays them out afresh. Idempotent.
-    """
-    validator = validator_for(spec.validation)
-    keys = answer_keys_for(spec.validation)
-    reused, after = 0, 0
-    while True:
-        with db.begin() as conn:
-            todo = attempts.reusable(conn, run_id, after, chunk)
-            if not todo:
-                break
-            after = todo[-1][0]
-            sources = attempts.earlier_answers(conn, run_id, sorted({h for _, _, h in todo}))
-            now = db_value(conn, attempts.ATTEMPT.c.finished_at, datetime.now(UTC))
-            answered, ended = [], []
-            for attempt_id, item_id, hash_ in todo:
-                source = sources.get(hash_)
-                if source is None:
-                    continue
-                verdict = validator.check(source[1])
-                if not verdict.ok:
-                    continue
-                reason = f"reused: {verdict.reason}"
-                key = keys.key(source[1])
-                answered.append(
-                    (source[1], reason, source[0], now, *NOTHING_BILLED, key, attempt_id)
-                )
-                ended.append((source[1], reason, attempt_id, item_id))
-            reused += attempts.record_reused(conn, answered, ended)
-    with db.begin() as conn:
-        batches.abandon_reused(conn, run_id)
-    return reused
