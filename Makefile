@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean browser
+.PHONY: install demo demo-mixed test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 # (at no cost), and its report would show nothing spent or saved.
 demo: install
 	$(BIN)/batcher run jobs/example.toml --sandbox --no-reuse
+
+# The same job on four providers: DeepSeek (direct mode), Gemini, OpenAI and Anthropic.
+demo-mixed: install
+	$(BIN)/batcher run jobs/example-mixed.toml --sandbox --no-reuse
 
 # Debian's chromium opens the HTML report in tests/test_report_html.py; CI runs as root.
 browser:

@@ -27,7 +27,11 @@ from pydantic import (
 
 from batcher.errors import SpecError, UsageError
 
-PROVIDERS = ("openai", "anthropic", "google")
+PROVIDERS = ("openai", "anthropic", "google", "xai", "deepseek")
+DIRECT_ONLY = ("deepseek",)  # no batch API: always direct mode
+# Providers whose lines are OpenAI batch lines, so direct mode can send them as they are.
+OPENAI_FORMAT = ("openai", "xai", "deepseek")
+_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 HIGH_KEYWORDS = [
     "analyze", "compare", "debug", "refactor", "architect", "design", "optimize",
@@ -47,13 +51,19 @@ class KeyedError(ValueError):
         self.key, self.problem = key, problem
 
 
+def _bad_ref(ref: str, known: tuple[str, ...] = PROVIDERS) -> str:
+    return (
+        f"{ref!r}: write PROVIDER:MODEL with PROVIDER one of {', '.join(known)}, "
+        'e.g. "openai:gpt-5-mini"'
+    )
+
+
 def _check_model_ref(ref: str) -> str:
+    """The form PROVIDER:MODEL; whether PROVIDER exists is checked against the whole spec
+    (a [providers.NAME] section names one more)."""
     provider, sep, model = ref.partition(":")
-    if not sep or not model or provider not in PROVIDERS:
-        raise ValueError(
-            f"{ref!r}: write PROVIDER:MODEL with PROVIDER one of {', '.join(PROVIDERS)}, "
-            'e.g. "openai:gpt-5-mini"'
-        )
+    if not sep or not model or not _PROVIDER_NAME.match(provider):
+        raise ValueError(_bad_ref(ref))
     return ref
 
 
@@ -170,6 +180,19 @@ class PriceOverride(_Strict):
     batch_factor: float = Field(default=0.5, gt=0, le=1)  # batch price / standard price
 
 
+class ProviderSettings(_Strict):
+    """[providers.NAME]: settings of a built-in provider, or a named OpenAI-compatible one."""
+
+    kind: Literal["openai-compatible"] | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None  # the only place the key is read from
+    mode: Literal["batch", "direct"] | None = None  # default: batch, deepseek direct
+    concurrency: int = Field(default=16, ge=1, le=1024)  # direct mode: requests in flight
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    offpeak_only: bool = False  # deepseek: hold direct requests during its peak hours
+
+
 class Schedule(_Strict):
     cron: str | None = None
     every: str | None = None
@@ -191,6 +214,7 @@ class JobSpec(_Strict):
     polling: Polling = Polling()
     max_usd: float | None = Field(default=None, gt=0)
     pricing: dict[str, PriceOverride] = {}
+    providers: dict[str, ProviderSettings] = {}
     schedule: Schedule | None = None
     on_invalid: Literal["escalate", "fail"] = "escalate"
 
@@ -214,6 +238,23 @@ class JobSpec(_Strict):
         if isinstance(routing, dict) and not routing.get("ladder"):
             data = {**data, "routing": {**routing, "ladder": list(data["tiers"])}}
         return data
+
+    @model_validator(mode="after")
+    def _providers_known(self) -> JobSpec:
+        for name, settings in self.providers.items():
+            _check_provider(name, settings)
+        known = (*PROVIDERS, *(n for n in self.providers if n not in PROVIDERS))
+        for tier, ref in self.tiers.items():
+            if ref.partition(":")[0] not in known:
+                raise KeyedError(f"tiers.{tier}", _bad_ref(ref, known))
+        return self
+
+    def mode_of(self, provider: str) -> Literal["batch", "direct"]:
+        """How `provider`'s requests are sent: through its batch API, or one by one."""
+        settings = self.providers.get(provider)
+        if settings is not None and settings.mode is not None:
+            return settings.mode
+        return "direct" if provider in DIRECT_ONLY else "batch"
 
     @model_validator(mode="after")
     def _tiers_exist(self) -> JobSpec:
@@ -259,10 +300,34 @@ class JobSpec(_Strict):
         return self.model_dump_json(by_alias=True)
 
 
+def _check_provider(name: str, settings: ProviderSettings) -> None:
+    key = f"providers.{name}"
+    if name in PROVIDERS:
+        if settings.kind is not None:
+            raise KeyedError(f"{key}.kind", f"{name} is a built-in provider: leave kind out")
+        if name in DIRECT_ONLY and settings.mode == "batch":
+            raise KeyedError(f"{key}.mode", f'{name} has no batch API: use mode = "direct"')
+        if settings.mode == "direct" and name not in OPENAI_FORMAT:
+            raise KeyedError(
+                f"{key}.mode",
+                f"direct mode sends OpenAI-format requests: available for "
+                f"{', '.join(OPENAI_FORMAT)} and openai-compatible providers, not {name}",
+            )
+        return
+    if not _PROVIDER_NAME.match(name):
+        raise KeyedError(key, f"{name!r}: a provider name is lowercase letters, digits, - and _")
+    if settings.kind != "openai-compatible":
+        raise KeyedError(f"{key}.kind", 'a provider of your own needs kind = "openai-compatible"')
+    for field in ("base_url", "api_key_env"):
+        if not getattr(settings, field):
+            raise KeyedError(f"{key}.{field}", "required for an openai-compatible provider")
+
+
 def split_model_ref(ref: str, key: str = "model") -> tuple[str, str]:
-    """'openai:gpt-5-nano' -> ('openai', 'gpt-5-nano'); ValueError naming `key` otherwise."""
+    """'openai:gpt-5-nano' -> ('openai', 'gpt-5-nano'); ValueError naming `key` otherwise.
+    (Whether the provider exists is the spec's check: it may name providers of its own.)"""
     provider, sep, model = ref.partition(":")
-    if not sep or not model or provider not in PROVIDERS:
+    if not sep or not model or not _PROVIDER_NAME.match(provider):
         raise ValueError(
             f"{key} = {ref!r}: write PROVIDER:MODEL with PROVIDER one of {', '.join(PROVIDERS)}"
         )

@@ -182,7 +182,7 @@ def test_cancel_before_submitting_abandons_everything(db, sandbox, clients, tmp_
     outcome = engine.cancel_run(db, run_id, clients=clients, poll=POLL)
     assert outcome.status == "cancelled" and outcome.items == {"cancelled": 3}
     assert [b["status"] for b in batches(db, run_id)] == ["abandoned"]
-    assert sandbox.stats()["batches_created"] == {"openai": 0, "anthropic": 0, "google": 0}
+    assert not any(sandbox.stats()["batches_created"].values())
 
 
 def enqueued_tokens(path: str) -> int:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import (  # noqa: F401 - fixtures
+    DEEPSEEK_SPEC,
     GEMINI_SPEC,
+    XAI_SPEC,
     attempts,
     batches,
     check_accounted,
@@ -96,3 +98,79 @@ def test_gemini_killed_at_each_step_in_turn_loses_nothing_and_sends_nothing_twic
     assert stats["submissions"]["google"] == {a["custom_id"]: 1 for a in attempts(db, 1)}
     (batch,) = batches(db, 1)
     assert batch["provider_batch_id"].startswith("batches/")
+
+
+# The steps where xAI's own calls matter (killing before any call or mid-reconcile is
+# provider-neutral and covered above).
+XAI_CHAINS = [
+    ["after_upload", "after_record", "while_polling"],
+    ["after_create"],  # the resume finds the batch by its name and adopts it
+]
+
+
+@pytest.mark.parametrize("steps", XAI_CHAINS, ids=["record", "adopt"])
+def test_xai_killed_at_every_step_in_turn_loses_nothing_and_sends_nothing_twice(
+    sandbox, tmp_path, state_dir, steps
+):
+    """One run on xAI killed at step boundaries in turn, each resume getting one step further
+    (the batch is created from the recorded upload; a batch created but not recorded is found
+    by its name and adopted). One batch, each request sent once."""
+    spec = write_job(tmp_path, N, "fixed:nano", spec=XAI_SPEC)
+    if "while_polling" in steps:  # still running when first polled
+        sandbox.configure(faults="slow:count=1:factor=4:provider=xai")
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    env = {**os.environ, **sandbox.env(), "BATCHER_STATE_DIR": str(state_dir)}
+    poll = ["--db", url, "--poll-interval", "0.03"]
+    for index, step in enumerate(steps):
+        args = ["run", str(spec), *poll] if index == 0 else ["resume", "1", *poll]
+        killed = batcher(args, {**env, "BATCHER_CRASH_AT": step})
+        assert killed.returncode == -signal.SIGKILL, (step, killed.stderr)
+    resumed = batcher(["resume", "1", *poll], env)
+    assert resumed.returncode == 0, resumed.stderr
+
+    db = open_store(url)
+    check_accounted(db, 1, sandbox, N)
+    stats = sandbox.stats()
+    assert stats["batches_created"]["xai"] == 1
+    assert stats["submissions"]["xai"] == {a["custom_id"]: 1 for a in attempts(db, 1)}
+
+
+def test_direct_mode_killed_at_each_step_resends_at_most_concurrency_each_time(
+    sandbox, tmp_path, state_dir
+):
+    """A DeepSeek run (direct mode, 3 requests in flight at most, 0.1 s each) killed at each
+    step in turn while requests are in flight; each resume sends what has no result yet, and
+    what was in flight at the kill again. Nothing is lost; every repeat the sandbox saw is
+    counted in the report as possibly billed twice, at most `concurrency` per kill."""
+    from batcher.report.build import build_report, select_runs
+
+    # Killing before the intent or mid-reconcile is provider-neutral (covered above); after
+    # the create and after recording the ids a direct batch is in the same state (its worker
+    # sending), so the chain kills after the create (the journal is found and adopted) and
+    # while polling.
+    concurrency, steps = 3, ["after_create", "while_polling"]
+    spec = write_job(
+        tmp_path,
+        N,
+        "fixed:nano",
+        spec=DEEPSEEK_SPEC + f"[providers.deepseek]\nconcurrency = {concurrency}\n",
+    )
+    sandbox.configure(chat_latency_s=0.1)
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    env = {**os.environ, **sandbox.env(), "BATCHER_STATE_DIR": str(state_dir)}
+    poll = ["--db", url, "--poll-interval", "0.03"]
+    for index, step in enumerate(steps):
+        args = ["run", str(spec), *poll] if index == 0 else ["resume", "1", *poll]
+        killed = batcher(args, {**env, "BATCHER_CRASH_AT": step})
+        assert killed.returncode == -signal.SIGKILL, (step, killed.stderr)
+    resumed = batcher(["resume", "1", *poll], env)
+    assert resumed.returncode == 0, resumed.stderr
+
+    db = open_store(url)
+    assert {a["status"] for a in attempts(db, 1)} == {"succeeded"}
+    assert len(attempts(db, 1)) == N  # nothing lost, one attempt an item
+    sent = sandbox.stats()["submissions"]["deepseek"]
+    repeats = sum(n - 1 for n in sent.values())
+    (row,) = build_report(db, select_runs(db, 1)).direct
+    assert repeats <= row.resent <= concurrency * len(steps)
+    assert len(sandbox.billed()) == N + repeats

@@ -225,3 +225,19 @@ def test_frontier_tier_answers_the_example_within_its_labels(spec, sandbox):
         assert orjson.loads(message.content[0].text)["label"] in spec.validation.labels
         cache_reads += message.usage.cache_read_input_tokens or 0
     assert cache_reads > 1024 * (len(requests) - 3)
+
+
+def test_mixed_example_spreads_over_four_providers_one_of_them_direct():
+    from batcher.plan.inputs import parse_lines
+    from batcher.plan.routing import Router
+
+    mixed = load_spec(REPO / "jobs" / "example-mixed.toml")
+    router = Router(mixed)
+    providers = Counter()
+    with open(INPUT_PATH, "rb") as stream:
+        for item in parse_lines(stream):
+            tier, _ = router.route(item.model, item.tier, item.metadata, item.prompt_text(), 0)
+            providers[mixed.model_of(tier)[0]] += 1
+    assert set(providers) == {"deepseek", "google", "openai", "anthropic"}, providers
+    assert min(providers.values()) >= 40, providers  # `make demo-mixed` reports on each
+    assert [p for p in providers if mixed.mode_of(p) == "direct"] == ["deepseek"]

@@ -155,7 +155,11 @@ BAD_REASONS = [
     (8, "bytes that are not UTF-8 at byte 13: save the file as UTF-8"),
     (9, "\"tier\" 'huge' is not a tier of the job: use one of nano, mid, frontier"),
     (10, "\"system_ref\" 'nope' names no prompt of the job: use one of billing"),
-    (11, "\"model\" 'mistral:large': the provider must be one of openai, anthropic, google"),
+    (
+        11,
+        "\"model\" 'mistral:large': the provider must be one of openai, anthropic, google, xai, "
+        "deepseek",
+    ),
 ]
 
 

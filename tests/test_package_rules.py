@@ -10,7 +10,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "batcher"
 STORE_ONLY_NAMES = {"TABLES", "set_status", "set_status_many"}
-PROVIDER_MODULES = {f"batcher.providers.{name}" for name in ("openai", "anthropic", "google")}
+PROVIDER_MODULES = {
+    f"batcher.providers.{name}"
+    for name in ("openai", "anthropic", "google", "xai", "deepseek", "direct")
+}
 SQL_WRITES = ("UPDATE ", "INSERT ", "DELETE ", "COPY ")
 
 

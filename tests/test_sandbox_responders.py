@@ -102,9 +102,9 @@ def test_stats_and_billing_ledger_add_up(sandbox, oai, ant):
     batch = ant.messages.batches.create(requests=[ant_request("a-1", "x")])
     wait_anthropic(ant, batch.id)
     stats = sandbox.stats()
-    assert stats["batches_created"] == {"openai": 1, "anthropic": 1, "google": 0}
+    assert {p: n for p, n in stats["batches_created"].items() if n} == {"openai": 1, "anthropic": 1}
     assert stats["submissions"]["openai"] == {"r0": 1, "r1": 1, "r2": 1}
-    assert stats["duplicates"] == {"openai": [], "anthropic": [], "google": []}
+    assert not any(stats["duplicates"].values())
     rows = sandbox.billed()
     assert stats["requests_billed"] == len(rows) == 4
     nano = [r for r in rows if r["model"] == "gpt-5-nano"]

@@ -302,7 +302,7 @@ def test_a_run_over_budget_is_refused_at_every_firing(sqlite_url, tmp_path, driv
         assert "over the budget of $0.000001 (max_usd); nothing was submitted" in info.last_error
     with scheduler.db.connect() as conn:
         assert conn.execute(sa.select(RUN.c.id, RUN.c.status)).all() == [(1, "failed")]
-    assert sandbox.stats()["batches_created"] == {"openai": 0, "anthropic": 0, "google": 0}
+    assert not any(sandbox.stats()["batches_created"].values())
     scheduler.close()
 
 

@@ -179,8 +179,8 @@ def test_bad_provider_model(tmp_path, ref):
     error = spec_error(tmp_path, TIERS.replace("openai:gpt-5-nano", ref))
     assert error.key == "tiers.nano"
     assert error.problem == (
-        f"{ref!r}: write PROVIDER:MODEL with PROVIDER one of openai, anthropic, google, "
-        'e.g. "openai:gpt-5-mini"'
+        f"{ref!r}: write PROVIDER:MODEL with PROVIDER one of openai, anthropic, google, xai, "
+        'deepseek, e.g. "openai:gpt-5-mini"'
     )
 
 

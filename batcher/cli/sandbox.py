@@ -30,11 +30,12 @@ from batcher.cli import cli, handle_errors
 )
 @handle_errors
 def sandbox(host, port, replay, model_map, faults, speed):
-    """Serve a local stand-in for the OpenAI, Anthropic and Gemini batch APIs (foreground).
+    """Serve a local stand-in for the OpenAI, Anthropic, Gemini and xAI batch APIs (foreground).
 
     Point the SDKs at it with OPENAI_BASE_URL=http://HOST:PORT/v1,
-    ANTHROPIC_BASE_URL=http://HOST:PORT and GOOGLE_GEMINI_BASE_URL=http://HOST:PORT/gemini;
-    any API key is accepted.
+    ANTHROPIC_BASE_URL=http://HOST:PORT, GOOGLE_GEMINI_BASE_URL=http://HOST:PORT/gemini and
+    XAI_BASE_URL=http://HOST:PORT/xai/v1 and DEEPSEEK_BASE_URL=http://HOST:PORT/deepseek (chat
+    completions, for direct mode); any API key is accepted.
     """
     from batcher.sandbox import serve
 

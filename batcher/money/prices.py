@@ -39,14 +39,29 @@ DEFAULT_WRITE_RATIO = {
     "anthropic": (Decimal("1.25"), Decimal(2)),
     "openai": (Decimal(1), Decimal(1)),
     "google": (Decimal(1), Decimal(1)),  # implicit caching: no write price, no storage
+    "xai": (Decimal(1), Decimal(1)),  # automatic caching: no write price
+    "deepseek": (Decimal(1), Decimal(1)),  # cache misses are the plain input price
 }
+# Our provider names that genai-prices spells differently.
+PRICES_IDS = {"xai": "x-ai"}
+
+
+def prices_id(provider: str) -> str:
+    """The genai-prices provider id of one of our provider names."""
+    return PRICES_IDS.get(provider, provider)
 
 
 # Batch price / standard price by provider, for models whose genai-prices entry has no batch
-# prices: the providers' documented batch discounts (OpenAI, Anthropic and Gemini batch docs:
-# 50%). A provider not listed gets no discount (1), which never understates a cost; the spec's
+# prices: the providers' documented batch discounts (OpenAI, Anthropic, Gemini and xAI batch
+# docs: 50%). A provider not listed gets no discount (1), which never understates a cost; the spec's
 # [batching] batch_factors override these.
-BATCH_FACTOR = {"openai": Decimal("0.5"), "anthropic": Decimal("0.5"), "google": Decimal("0.5")}
+BATCH_FACTOR = {"openai": Decimal("0.5"), "anthropic": Decimal("0.5"), "google": Decimal("0.5"),
+                "xai": Decimal("0.5")}  # fmt: skip
+
+
+def runs_direct(provider: str, spec: JobSpec | None) -> bool:
+    """Whether `provider`'s requests go one by one (direct mode): billed at standard rates."""
+    return spec.mode_of(provider) == "direct" if spec is not None else provider == "deepseek"
 
 
 def batch_factor(provider: str, spec: JobSpec | None = None) -> Decimal:
@@ -63,7 +78,7 @@ def has_batch_prices(provider: str, model: str, when: datetime) -> bool:
     """Whether genai-prices gives `provider:model` batch prices of its own at `when`."""
     snapshot = data_snapshot.get_snapshot()
     try:
-        _, info = snapshot.find_provider_model(model, None, provider, None)
+        _, info = snapshot.find_provider_model(model, None, prices_id(provider), None)
     except LookupError:
         raise unknown_model_error(provider, model) from None
     return info.get_prices(when, BATCH_CONTEXT) != info.get_prices(when, None)
@@ -161,7 +176,7 @@ def _genai_usd(
         result = calc_price(
             usage,
             model,
-            provider_id=provider,
+            provider_id=prices_id(provider),
             genai_request_timestamp=when,
             price_context=BATCH_CONTEXT if batch else None,
         )
@@ -201,6 +216,7 @@ def price_usd(
 
     Raises UsageError when the model is neither overridden nor known to genai-prices.
     """
+    batch = batch and not runs_direct(provider, spec)
     override = spec.pricing.get(f"{provider}:{model}") if spec is not None else None
     if override is not None:
         return _override_usd(override, provider, usage, batch)
@@ -244,7 +260,7 @@ def _tier_start(provider: str, model: str, batch: bool, when: datetime) -> int |
     """The lowest long-context tier start of the model's prices in force, if any."""
     snapshot = data_snapshot.get_snapshot()
     try:
-        _, info = snapshot.find_provider_model(model, None, provider, None)
+        _, info = snapshot.find_provider_model(model, None, prices_id(provider), None)
     except LookupError:
         raise unknown_model_error(provider, model) from None
     prices = info.get_prices(when, BATCH_CONTEXT if batch else None)
@@ -286,6 +302,7 @@ def unit_prices(
 
     Raises UsageError when the model is neither overridden nor known to genai-prices.
     """
+    batch = batch and not runs_direct(provider, spec)
     override = spec.pricing.get(f"{provider}:{model}") if spec is not None else None
     if override is None:
         minute = _minute(when)
@@ -323,7 +340,7 @@ def check_model_known(spec: JobSpec, provider: str, model: str, where: str = "")
     if f"{provider}:{model}" in spec.pricing:
         return
     try:
-        data_snapshot.get_snapshot().find_provider_model(model, None, provider, None)
+        data_snapshot.get_snapshot().find_provider_model(model, None, prices_id(provider), None)
     except LookupError:
         raise unknown_model_error(provider, model, where) from None
 

@@ -171,6 +171,8 @@ class _Pricer:
                 usage.cache_read_tokens = int(hits * prefix)
         elif provider == "openai" and n >= 2:
             usage.cache_read_tokens = int(hits * openai_cached_prefix(prefix))
+        elif provider in ("xai", "deepseek") and n >= 2:  # automatic prefix caching, no key
+            usage.cache_read_tokens = int(hits * openai_cached_prefix(prefix))
         elif provider == "google" and n >= 2:
             usage.cache_read_tokens = int(hits * gemini_cached_prefix(model, prefix))
         return usage

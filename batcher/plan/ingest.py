@@ -225,6 +225,7 @@ class _Ingest:
                 self.held.append(Problem(line_no, reason + "give every item its own id", raw))
         self.rows = kept
 
+
 def _line_of(problem: Problem) -> int:
     return problem.line_no
 

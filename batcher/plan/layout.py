@@ -74,7 +74,8 @@ class BatchInfo:
 class GroupInfo:
     """One cache group as laid out. `cache` is the TTL marked on an Anthropic group, "key"
     for an OpenAI group whose prefix is long enough to be cached, "implicit" for a Gemini
-    group whose prefix reaches the model's caching minimum, None otherwise."""
+    group whose prefix reaches the model's caching minimum (or an xAI or DeepSeek group over
+    1,024 tokens, cached automatically), None otherwise."""
 
     key: str | None
     provider: str
@@ -97,8 +98,8 @@ class Layout:
 def limits(spec: JobSpec) -> dict[str, tuple[int, int]]:
     """provider -> (max requests, max bytes) of one batch: the spec's, within the provider's."""
     found = {}
-    for name in NAMES:
-        wire = wire_format(name)
+    for name in (*NAMES, *(n for n in spec.providers if n not in NAMES)):
+        wire = wire_format(name, spec.providers.get(name))
         max_requests, max_bytes = spec.batching.limits_for(name)
         found[name] = (min(max_requests, wire.MAX_REQUESTS), min(max_bytes, wire.MAX_BYTES))
     return found
@@ -288,6 +289,8 @@ class _Groups:
         if provider == "anthropic" and system:
             batch_size = min(self.limits[provider][0], self.totals[(ref, tier)])
             ttl = cache = anthropic_cache_ttl(model, prefix, size, batch_size, self.spec)
+        elif provider in ("xai", "deepseek") and size >= 2 and openai_cached_prefix(prefix):
+            cache = "implicit"  # cached automatically, with no key of ours
         elif provider == "openai" and size >= 2 and openai_cached_prefix(prefix):
             cache = "key"
         elif provider == "google" and size >= 2 and gemini_cached_prefix(model, prefix):
@@ -300,7 +303,7 @@ class _Groups:
             cache_key=cache_key,
             ttl=ttl,
             hasher=request_hasher(ref, system_hash, self.fingerprint),
-            render=wire_format(provider).render_line,
+            render=wire_format(provider, self.spec.providers.get(provider)).render_line,
             info=(cache_key, provider, model, tier, size, prefix, cache),
         )
         return self.current

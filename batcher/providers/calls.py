@@ -27,7 +27,8 @@ T = TypeVar("T")
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 MAX_RETRY_AFTER_S = 300.0  # the server's retry-after is obeyed, up to this much
 KEY_ENVS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
-            "google": "GEMINI_API_KEY"}  # fmt: skip
+            "google": "GEMINI_API_KEY", "xai": "XAI_API_KEY",
+            "deepseek": "DEEPSEEK_API_KEY"}  # fmt: skip
 
 
 # The current driver's stop event; a context variable, so drivers in threads each see theirs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,14 @@ def render_line(request: Request) -> bytes:
     line = {"custom_id": request.custom_id, "method": "POST", "url": ENDPOINT}
     line["body"] = render_body(request)
     return orjson.dumps(line) + b"\n"
+
+
+def render_line_without_cache_key(request: Request) -> bytes:
+    """An OpenAI batch line without `prompt_cache_key`, for OpenAI-format providers that
+    document no such field (xAI and DeepSeek chat completions cache prefixes on their own)."""
+    if request.cache_key is None:
+        return render_line(request)
+    return render_line(dataclasses.replace(request, cache_key=None))
 
 
 # --- the batch client (engine side) -------------------------------------------------------

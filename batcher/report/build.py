@@ -191,6 +191,16 @@ class LostRow:
 
 
 @dataclass
+class DirectRow:
+    """Attempts of one provider:model sent in direct mode (one by one, standard rates)."""
+
+    provider: str
+    model: str
+    attempts: int
+    resent: int  # sent again after a crash or an unclear answer: possibly billed twice
+
+
+@dataclass
 class Report:
     """Everything a report shows; `render_report` turns it into table, json, csv, md or html."""
 
@@ -199,6 +209,7 @@ class Report:
     total: TierRow
     cache_groups: list[CacheGroupRow]
     lost: list[LostRow] = field(default_factory=list)
+    direct: list[DirectRow] = field(default_factory=list)
 
     @property
     def in_flight(self) -> list[RunInfo]:
@@ -365,6 +376,20 @@ def _cache_groups(conn: Connection, run_ids: list[int]) -> list[CacheGroupRow]:
     return [rows[k] for k in sorted(rows)]
 
 
+def _direct_rows(conn: Connection, run_ids: list[int]) -> list[DirectRow]:
+    """Direct-mode batches by provider:model, with the requests their journals say were sent
+    again (possibly billed twice)."""
+    from batcher.providers import DIRECT_PREFIX, resent_count
+
+    rows: dict[tuple[str, str], DirectRow] = {}
+    for batch in reports.batches_with_id_prefix(conn, run_ids, DIRECT_PREFIX):
+        row = rows.setdefault((batch.provider, batch.model),
+                              DirectRow(batch.provider, batch.model, 0, 0))  # fmt: skip
+        row.attempts += _int(batch.n)
+        row.resent += resent_count(batch.id)
+    return [rows[k] for k in sorted(rows)]
+
+
 # ----------------------------------------------------------------------------- building
 
 
@@ -427,6 +452,7 @@ def build_report(db: Engine, run_ids: list[int]) -> Report:
             total=_total_row(conn, run_ids),
             cache_groups=_cache_groups(conn, run_ids),
             lost=_lost(conn, run_ids),
+            direct=_direct_rows(conn, run_ids),
         )
     check_report(report)
     return report

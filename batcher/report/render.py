@@ -141,6 +141,14 @@ def report_dict(report: Report) -> dict[str, Any]:
             }
             for row in report.lost
         ],
+        "direct": [
+            {
+                "model": f"{d.provider}:{d.model}",
+                "attempts": d.attempts,
+                "possibly_billed_twice": d.resent,
+            }
+            for d in report.direct
+        ],  # fmt: skip
     }
 
 
@@ -310,7 +318,14 @@ def report_sections(report: Report) -> list[Section]:
             for g in report.cache_groups
         ],
     )
-    return [runs, tiers, savings, cache]
+    if not report.direct:
+        return [runs, tiers, savings, cache]
+    direct = (
+        "Direct mode (one request at a time, standard rates)",
+        ("model", "attempts", "possibly billed twice"),
+        [[f"{d.provider}:{d.model}", f"{d.attempts:,}", f"{d.resent:,}"] for d in report.direct],
+    )
+    return [runs, tiers, savings, cache, direct]
 
 
 # The footnotes under every rendering of a report (table, md, html).

@@ -192,7 +192,7 @@ def drive_run(
             db,
             run_id,
             spec,
-            Registry(clients),
+            Registry(clients, spec),
             lease=lease,
             stop=stop,
             poll=settings,
@@ -230,7 +230,7 @@ def resume_run(
     budget (`max_usd`, kept with the run) and check it when nothing was submitted yet, then
     `drive_run`."""
     spec = run_spec(db, run_id)
-    registry = Registry(drive.get("clients"))
+    registry = Registry(drive.get("clients"), spec)
     with db.connect() as conn:
         providers = batches.providers_of_run(conn, run_id)
     for batch_id, provider_batch_id in list((adopt or {}).items()) + [

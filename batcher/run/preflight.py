@@ -34,10 +34,21 @@ def check_keys(spec: JobSpec, clients: Clients | None = None) -> None:
     for tier, ref in spec.tiers.items():
         tiers_of.setdefault(split_model_ref(ref, f"tiers.{tier}")[0], []).append(tier)
     for provider, tiers in tiers_of.items():
-        if provider in KEY_ENVS and not _has_key(provider, clients):
-            variable = KEY_ENVS[provider]
+        variable = _missing_key(spec, provider, clients)
+        if variable:
             raise UsageError(
                 f"{variable} is not set and tier{'s' * (len(tiers) > 1)} {', '.join(tiers)} "
                 f"of {spec.path or spec.name} run{'s' * (len(tiers) == 1)} on {provider}: "
                 f"export {variable}, or add --sandbox; nothing was stored or sent"
             )
+
+
+def _missing_key(spec: JobSpec, provider: str, clients: Clients) -> str | None:
+    """The variable to set when `provider` has no key, else None."""
+    settings = spec.providers.get(provider)
+    if settings is not None and settings.kind == "openai-compatible":
+        found = clients.compatible_api_key or provider in clients.instances
+        return None if found or os.environ.get(settings.api_key_env) else settings.api_key_env
+    if provider in KEY_ENVS and not _has_key(provider, clients):
+        return KEY_ENVS[provider]
+    return None

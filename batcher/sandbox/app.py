@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batcher.sandbox import admin, anthropic_api, gemini_api, openai_api
+from batcher.sandbox import admin, anthropic_api, chat_api, gemini_api, openai_api, xai_api
 from batcher.sandbox.errors import ApiError, error_response, retry_headers
 from batcher.sandbox.state import SandboxState
 
@@ -107,6 +107,8 @@ def build_app(state: SandboxState) -> Starlette:
         ("openai", openai_api.ROUTES),
         ("anthropic", anthropic_api.ROUTES),
         ("google", gemini_api.ROUTES),
+        ("xai", xai_api.ROUTES),
+        *chat_api.ROUTES.items(),
     )
     for provider, table in tables:
         for method, path, route, handler in table:

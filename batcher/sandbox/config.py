@@ -45,6 +45,10 @@ class SandboxConfig:
     # The docs say an expired job has no results; True keeps what expired and cancelled
     # jobs finished (and bills it).
     gemini_partial_results: bool = False
+    # Direct mode (synchronous chat completions): requests per minute per provider before a
+    # 429 (sandbox clock), and a fixed real-time latency per call (the direct-mode bench).
+    chat_rpm: dict[str, int] = field(default_factory=dict)
+    chat_latency_s: float = 0.0
     require_auth: bool = True
 
     def updated(self, changes: dict[str, Any]) -> SandboxConfig:

@@ -8,17 +8,19 @@ Grammar (whitespace ignored)::
 
 Every fault takes `count=N` (fires N times, then is spent) and/or `rate=P` (fires with
 probability P; with both, at most N times). Neither means `count=1`.
-`provider=openai|anthropic|google` limits a fault to one provider. Kinds:
+`provider=openai|anthropic|google|xai|deepseek` limits a fault to one provider. Kinds:
 
 - `http429`, `http500`, `http529`: answer the HTTP call with that status instead of serving it.
 - `http404`: answer "not found" for a batch that exists (Anthropic users measured this for
   seconds after a create, then in between good polls); only `retrieve` and `results` unless
   `route=` says otherwise.
   `route=create|retrieve|list|cancel|delete|results|files|upload` (several joined by `|`;
-  default all non-admin routes; `upload` is a chunk of a Gemini resumable upload).
+  default all non-admin routes; `upload` is a chunk of a Gemini resumable upload; `chat` a
+  synchronous chat completion of direct mode).
   `retry_after=SECONDS` (429 only, default 0.1) sets `retry-after(-ms)`.
 - `create_lost`: the batch is created, but the create call answers 500 (a timed-out request).
-  The SDKs retry 5xx, so a blind client creates the batch twice.
+  The SDKs retry 5xx, so a blind client creates the batch twice. On a chat completion: the
+  request is billed, then answered 500.
 - `request_error`: a request in a batch fails (OpenAI error file, Anthropic `errored`).
   `model=NAME` limits it to one model. Rates are decided per (batch, custom_id), so stable.
 - `invalid_batch`: OpenAI batch goes `failed` (code `invalid_request`); Anthropic create
@@ -61,8 +63,8 @@ KINDS = {
     "cache_miss",
     "malformed",
 }
-ROUTES = {"create", "retrieve", "list", "cancel", "delete", "results", "files", "upload"}
-PROVIDERS = {"openai", "anthropic", "google"}
+ROUTES = {"create", "retrieve", "list", "cancel", "delete", "results", "files", "upload", "chat"}
+PROVIDERS = {"openai", "anthropic", "google", "xai", "deepseek"}
 _COMMON = {"count", "rate", "provider"}
 _EXTRA = {
     "http429": {"route", "retry_after"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-PROVIDERS = ("openai", "anthropic", "google")
+PROVIDERS = ("openai", "anthropic", "google", "xai", "deepseek")
 KINDS = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning")
 
 
@@ -23,10 +23,15 @@ class Ledger:
     billed: list[dict] = field(default_factory=list)
     totals: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     forgotten: Counter = field(default_factory=Counter)  # batches dropped by the forget fault
+    rate_limited: Counter = field(default_factory=Counter)  # 429s of the chat rate limit
 
     def submitted(self, provider: str, custom_ids: list[str]) -> None:
         self.batches[provider] += 1
         self.submissions[provider].update(custom_ids)
+
+    def submitted_direct(self, provider: str, custom_id: str) -> None:
+        """One request sent directly (no batch)."""
+        self.submissions[provider][custom_id] += 1
 
     def bill(
         self,
@@ -59,6 +64,7 @@ class Ledger:
             },
             "batches_forgotten": {p: self.forgotten.get(p, 0) for p in PROVIDERS},
             "requests_billed": len(self.billed),
+            "rate_limited": dict(self.rate_limited),
             "billed_tokens": {
                 m: {k: c.get(k, 0) for k in KINDS} for m, c in sorted(self.totals.items())
             },

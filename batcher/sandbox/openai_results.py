@@ -61,8 +61,13 @@ def batch_error_line(custom_id: str, code: str, message: str) -> dict:
     }
 
 
-def run_request(state, batch, line: dict, at: float) -> tuple[dict, dict | None]:
-    """The result line of one request processed at sandbox time `at`, and its usage if billed."""
+def run_request(
+    state, batch, line: dict, at: float, provider: str = "openai"
+) -> tuple[dict, dict | None]:
+    """The result line of one request processed at sandbox time `at`, and its usage if billed.
+
+    `provider` names whose faults and prompt cache apply (xAI and DeepSeek serve this format
+    too, each with a cache of its own)."""
     body, custom_id = line["body"], line["custom_id"]
     model = str(body.get("model", ""))
     missing = _missing_input(batch.endpoint, body)
@@ -74,7 +79,7 @@ def run_request(state, batch, line: dict, at: float) -> tuple[dict, dict | None]
             "invalid_request_error",
             "missing_required_parameter",
         ), None
-    if state.faults.fire("request_error", "openai", model=model, key=(batch.id, custom_id)):
+    if state.faults.fire("request_error", provider, model=model, key=(batch.id, custom_id)):
         return http_error_line(
             custom_id,
             500,
@@ -94,7 +99,7 @@ def run_request(state, batch, line: dict, at: float) -> tuple[dict, dict | None]
                 reply.error_type or "invalid_request_error",
                 "sandbox_no_answer",
             ), None
-        result = _completion(state, batch.endpoint, body, query, reply, at)
+        result = _completion(state, batch.endpoint, body, query, reply, at, provider)
     return success_line(custom_id, result), result["usage"]
 
 
@@ -122,15 +127,17 @@ def _clip(text: str, reasoning: int, limit: int | None) -> tuple[str, int, bool]
     return tokens.encoding().decode(list(ids)), len(ids), True
 
 
-def _completion(state, endpoint: str, body: dict, query: Query, reply: Reply, at: float) -> dict:
+def _completion(
+    state, endpoint: str, body: dict, query: Query, reply: Reply, at: float, provider: str
+) -> dict:
     model = query.model
     parts = openai_parts(body, endpoint)
     ttl = state.config.openai_cache_ttl_s
     if body.get("prompt_cache_retention") == "24h":
         ttl = 86400.0
-    miss = state.faults.fire("cache_miss", "openai", model=model) is not None
+    miss = state.faults.fire("cache_miss", provider, model=model) is not None
     prompt, cached = openai_cached_tokens(
-        state.openai_cache, model, body.get("prompt_cache_key"), parts, at, ttl, miss
+        state.prompt_cache(provider), model, body.get("prompt_cache_key"), parts, at, ttl, miss
     )
     prompt += REPLY_PRIMING if endpoint == CHAT else 0
     reasoning = reasoning_tokens(query)

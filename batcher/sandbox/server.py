@@ -109,6 +109,14 @@ class Sandbox:
     def gemini_base_url(self) -> str:
         return self.url + "/gemini"
 
+    @property
+    def xai_base_url(self) -> str:
+        return self.url + "/xai/v1"
+
+    @property
+    def deepseek_base_url(self) -> str:
+        return self.url + "/deepseek"
+
     def env(self) -> dict[str, str]:
         """Environment for subprocesses: base URLs and dummy keys."""
         return {
@@ -118,6 +126,10 @@ class Sandbox:
             "ANTHROPIC_API_KEY": "sk-ant-sandbox",
             "GOOGLE_GEMINI_BASE_URL": self.gemini_base_url,
             "GEMINI_API_KEY": "gemini-sandbox",
+            "XAI_BASE_URL": self.xai_base_url,
+            "XAI_API_KEY": "xai-sandbox",
+            "DEEPSEEK_BASE_URL": self.deepseek_base_url,
+            "DEEPSEEK_API_KEY": "deepseek-sandbox",
         }
 
     def configure(self, **changes: Any) -> dict[str, Any]:

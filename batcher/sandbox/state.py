@@ -58,15 +58,24 @@ class SandboxState:
         self.openai_cache = PromptCache()
         self.anthropic_cache = PromptCache()
         self.gemini_cache = PromptCache()
+        self.xai_cache = PromptCache()
+        self.deepseek_cache = PromptCache()
+        self.chat_windows: dict[str, Any] = {}  # provider -> times of recent chat calls
         self.ledger = Ledger()
         self.files: dict[str, FileRecord] = {}
         self.openai_batches: dict[str, Any] = {}
         self.anthropic_batches: dict[str, Any] = {}
         self.gemini_batches: dict[str, Any] = {}
+        self.xai_batches: dict[str, Any] = {}
         self.gemini_files: dict[str, Any] = {}
         self.gemini_uploads: dict[str, Any] = {}  # resumable upload sessions by token
         self.pending: list[Pending] = []
         self.responder = self._responder(config)
+
+    def prompt_cache(self, provider: str) -> PromptCache:
+        """The prompt cache of an OpenAI-format provider (each provider caches on its own)."""
+        caches = {"openai": self.openai_cache, "xai": self.xai_cache}
+        return caches.get(provider) or self.deepseek_cache
 
     def _responder(self, config: SandboxConfig) -> DeterministicResponder | ReplayResponder:
         if config.replay:

@@ -140,6 +140,21 @@ def runs(conn: Connection, run_ids: list[int]) -> sa.Result:
     return conn.execute(query)
 
 
+def batches_with_id_prefix(conn: Connection, run_ids: list[int], prefix: str) -> sa.Result:
+    """(id, provider, model, n attempts) of the batches whose provider batch id starts with
+    `prefix` (direct-mode batches are named so)."""
+    batch = TABLES["batch"]
+    query = (
+        sa.select(
+            batch.c.id, batch.c.provider, batch.c.model, sa.func.count(ATTEMPT.c.id).label("n")
+        )
+        .select_from(batch.join(ATTEMPT, ATTEMPT.c.batch_id == batch.c.id))
+        .where(batch.c.run_id.in_(run_ids), batch.c.provider_batch_id.like(prefix + "%"))
+        .group_by(batch.c.id, batch.c.provider, batch.c.model)
+    )
+    return conn.execute(query)
+
+
 def cache_groups(conn: Connection, run_ids: list[int]) -> list[sa.Row]:
     """(cache group, provider, model, system hash, attempts, cache read tokens) of answered
     attempts (an error that never ran had no chance to read the cache)."""
