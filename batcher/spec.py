@@ -142,6 +142,10 @@ class Validation(_Strict):
 class Retry(_Strict):
     max_attempts: int = Field(default=4, ge=1)  # all attempts of one item, every tier together
     transient_retries: int = Field(default=2, ge=0)  # same-tier retries after errors or expiry
+    # An answer cut off at max_tokens: "retry_larger" sends it once more on the same tier with
+    # twice the max_tokens (at most the model's output limit), then escalates; "escalate"
+    # moves it up the ladder at once; "fail" ends the item.
+    on_truncated: Literal["retry_larger", "escalate", "fail"] = "retry_larger"
 
 
 class Batching(_Strict):

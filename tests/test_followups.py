@@ -94,7 +94,11 @@ def test_policy_from_spec():
         on_invalid="fail",
     )
     policy = FollowupPolicy.from_spec(spec)
-    assert policy == FollowupPolicy(2, 0, ("nano", "frontier"), escalate_invalid=False)
+    windows = policy.windows
+    assert policy == FollowupPolicy(
+        2, 0, ("nano", "frontier"), escalate_invalid=False, windows=windows
+    )
+    assert windows["nano"] and windows["frontier"]  # context windows from the price data
     assert policy.decide(chain("nano:invalid")).reason == "invalid answer (on_invalid = fail)"
     assert policy.decide(chain("nano:errored:x")).kind == "fail"
     with pytest.raises(ValueError, match="retry limits"):

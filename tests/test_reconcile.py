@@ -323,9 +323,10 @@ def test_an_answer_cut_off_at_max_tokens_is_never_a_success(db, tmp_path):
     cut = Result(f"i{items[0]}-a1", "succeeded", GOOD, USAGE, stop_reason="max_tokens")
     whole = Result(f"i{items[1]}-a1", "succeeded", GOOD, USAGE, stop_reason="end")
     summary = reconcile_batch(db, batch_id, [cut, whole], spec)
-    assert summary.stored == {"invalid": 1, "succeeded": 1}
+    assert summary.stored == {"truncated": 1, "succeeded": 1}
     with db.connect() as conn:
-        verdict = conn.execute(
-            sa.text("SELECT verdict FROM attempt WHERE custom_id = :c"), {"c": cut.custom_id}
-        ).scalar()
-    assert verdict.startswith("truncated")
+        verdict, stop = conn.execute(
+            sa.text("SELECT verdict, stop_reason FROM attempt WHERE custom_id = :c"),
+            {"c": cut.custom_id},
+        ).one()
+    assert verdict.startswith("truncated") and stop == "max_tokens"

@@ -202,12 +202,13 @@ def _long_threshold(spec: JobSpec, models: set[tuple[str, str]]) -> int | None:
 def _output_caps(
     conn: Connection, run_id: int, spec: JobSpec, threshold: int | None, statuses: tuple[str, ...]
 ) -> dict:
-    """Sum of max_tokens of the items that set their own, by group key; others use the
-    spec default. Only rows whose request mentions max_tokens are read."""
+    """Sum of max_tokens of the items (or attempts: a truncated answer's retry) that set their
+    own, by group key; others use the spec default. Only rows that set one are read."""
     extra: dict[tuple, int] = {}
     default = spec.defaults.max_tokens
-    for *key, request_json in attempts.planned_own_max_tokens(conn, run_id, threshold, statuses):
-        own = orjson.loads(request_json).get("max_tokens", default)
+    rows = attempts.planned_own_max_tokens(conn, run_id, threshold, statuses)
+    for *key, request_json, attempt_cap in rows:
+        own = attempt_cap or orjson.loads(request_json).get("max_tokens", default)
         extra[tuple(key)] = extra.get(tuple(key), 0) + own - default
     return extra
 

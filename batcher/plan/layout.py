@@ -121,7 +121,8 @@ class Source:
     """Where rows come from and how a finished batch is saved.
 
     `rows` yields (row id, custom id or None, "provider:model", tier, system hash, request
-    json) ordered so that each key (ref, tier, system hash) is contiguous; `sizes` gives
+    json[, the attempt's own max_tokens or None]) ordered so that each key (ref, tier, system
+    hash) is contiguous; `sizes` gives
     (ref, tier, system hash, count) in the same order, or is a dict of the counts by key;
     `totals` gives (ref, tier, count), or is a dict of them. A query reads the database; a
     planner that already holds the rows (see `batcher.plan.onepass`) passes them and its counts."""
@@ -427,12 +428,15 @@ def _lay_out_rows(
         rows = conn.execution_options(yield_per=2000).execute(rows)
     group: _Group | None = None
     n = 0
-    for row_id, custom_id, ref, tier, system_hash, request_json in rows:
+    for row_id, custom_id, ref, tier, system_hash, request_json, *own_cap in rows:
         if group is None or (ref, tier, system_hash) != group.key:
             group = groups.enter((ref, tier, system_hash))
         custom_id = custom_id or f"i{row_id}-a1"
+        stored = orjson.loads(request_json)
+        if own_cap and own_cap[0] is not None:  # a truncated answer's retry asks for more
+            stored["max_tokens"] = own_cap[0]
         request = request_from(
-            orjson.loads(request_json), spec, custom_id, group.model,
+            stored, spec, custom_id, group.model,
             system=group.system, cache_key=group.cache_key, cache_ttl=group.ttl,
         )  # fmt: skip
         line = group.render(request)

@@ -10,7 +10,16 @@ from typing import Any, TypeVar
 
 import orjson
 
-from batcher.providers.base import BatchState, Request, Result, Usage
+from batcher.providers.base import (
+    INVALID,
+    TOO_LONG,
+    TRANSIENT,
+    BatchState,
+    ErrorClass,
+    Request,
+    Result,
+    Usage,
+)
 from batcher.providers.calls import (
     ProviderError,
     RetryPolicy,
@@ -82,6 +91,32 @@ def usage_of(raw: dict[str, Any] | None) -> Usage | None:
 STOP_REASONS = {"end_turn": "end", "stop_sequence": "end", "max_tokens": "max_tokens"}
 
 
+# error.type of an `errored` result that passes when sent again later (rate limits, server
+# errors, overload); a type not known here is treated the same, bounded by the retry limits.
+REFUSED_TYPES = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "billing_error",
+    }
+)
+# An invalid_request_error over the context window says "prompt is too long: N tokens > M
+# maximum", or "input length and `max_tokens` exceed context limit: N + M > L" (the type is
+# the same as for any other refused request).
+TOO_LONG_RE = re.compile(r"prompt is too long|exceed context limit", re.I)
+
+
+def error_class_of(kind: str | None, message: str | None) -> ErrorClass:
+    """What an `errored` result says about sending the request again, from its error type and
+    message (Anthropic gives no separate code)."""
+    if kind == "invalid_request_error" and TOO_LONG_RE.search(message or ""):
+        return TOO_LONG
+    return INVALID if kind in REFUSED_TYPES else TRANSIENT
+
+
 def parse_result(row: dict[str, Any]) -> Result:
     """One line of a batch's results as a Result."""
     custom_id = row["custom_id"]
@@ -102,9 +137,11 @@ def parse_result(row: dict[str, Any]) -> Result:
             "errored",
             error_code=error.get("type") or "errored",
             error_message=error.get("message"),
+            error_class=error_class_of(error.get("type"), error.get("message")),
         )
     outcome = OUTCOMES.get(kind, "errored")
-    return Result(custom_id, outcome, error_code=None if outcome != "errored" else str(kind))
+    code = None if outcome != "errored" else str(kind)
+    return Result(custom_id, outcome, error_code=code, error_class=TRANSIENT)
 
 
 def _parse_time(value: Any) -> datetime | None:

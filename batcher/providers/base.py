@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 Outcome = Literal["succeeded", "errored", "expired", "cancelled"]
+# What an errored request says about sending it again, read by each provider module from the
+# provider's own error type and code (see docs/providers.md):
+TRANSIENT = "transient"  # 429, 5xx, overloaded, expired: the same request may pass later
+TOO_LONG = "too_long"  # over this model's context window: only a larger window helps
+INVALID = "invalid"  # the request itself is refused (bad or unsupported parameter): never
+ErrorClass = Literal["transient", "too_long", "invalid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,7 @@ class Result:
     error_message: str | None = None
     # Why the answer ended: "end", "max_tokens" (cut off), or the provider's own word.
     stop_reason: str | None = None
+    error_class: ErrorClass | None = None  # for an errored request: what retrying can do
 
 
 @dataclass(slots=True)

@@ -22,7 +22,16 @@ from typing import Any, TypeVar
 import orjson
 
 from batcher.errors import UsageError
-from batcher.providers.base import BatchState, Request, Result, Usage
+from batcher.providers.base import (
+    INVALID,
+    TOO_LONG,
+    TRANSIENT,
+    BatchState,
+    ErrorClass,
+    Request,
+    Result,
+    Usage,
+)
 from batcher.providers.calls import (
     ProviderError,
     RetryPolicy,
@@ -148,7 +157,31 @@ def parse_result(row: dict[str, Any]) -> Result:
         return result
     error = row.get("error") or row.get("status") or {}
     code = error.get("status") or (f"http_{error['code']}" if error.get("code") else "error")
-    return Result(key, "errored", error_code=code, error_message=error.get("message"))
+    message = error.get("message")
+    return Result(
+        key, "errored", error_code=code, error_message=message,
+        error_class=error_class_of(error.get("code"), error.get("status"), message),
+    )  # fmt: skip
+
+
+# google.rpc statuses of a refused request; RESOURCE_EXHAUSTED (429), INTERNAL, UNAVAILABLE
+# and DEADLINE_EXCEEDED pass when sent again later.
+REFUSED_STATUSES = frozenset(
+    {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "PERMISSION_DENIED", "NOT_FOUND",
+     "UNAUTHENTICATED", "OUT_OF_RANGE"}
+)  # fmt: skip
+# An INVALID_ARGUMENT over the context window says "The input token count (N) exceeds the
+# maximum number of tokens allowed (M)".
+TOO_LONG_RE = re.compile(r"input token count .* exceeds the maximum", re.I)
+
+
+def error_class_of(code: Any, status: str | None, message: str | None) -> ErrorClass:
+    """What a per-request error says about sending it again (google.rpc status and code)."""
+    if TOO_LONG_RE.search(message or ""):
+        return TOO_LONG
+    if status in REFUSED_STATUSES or (isinstance(code, int) and 400 <= code < 500 and code != 429):
+        return INVALID
+    return TRANSIENT
 
 
 def state_of(job: Any) -> BatchState:

@@ -10,7 +10,16 @@ from typing import Any, TypeVar
 
 import orjson
 
-from batcher.providers.base import BatchState, Request, Result, Usage
+from batcher.providers.base import (
+    INVALID,
+    TOO_LONG,
+    TRANSIENT,
+    BatchState,
+    ErrorClass,
+    Request,
+    Result,
+    Usage,
+)
 from batcher.providers.calls import (
     ProviderError,
     RetryPolicy,
@@ -115,6 +124,24 @@ def stop_reason_of(body: dict[str, Any]) -> str | None:
     return "end" if body.get("status") == "completed" else None
 
 
+# Per-line error codes meaning the prompt (plus max_completion_tokens) is over the model's
+# context window: the same request can only pass on a model with a larger one.
+TOO_LONG_CODES = frozenset({"context_length_exceeded"})
+TRANSIENT_TYPES = frozenset({"server_error", "rate_limit_error", "rate_limit_exceeded"})
+
+
+def error_class_of(status: int | None, kind: str | None, code: str | None) -> ErrorClass:
+    """What a per-line error says about sending the request again, from its HTTP status and
+    the body's `error.type` / `error.code`: 429 and 5xx pass later, a context overflow needs a
+    larger model, any other 4xx (invalid_request_error: unsupported_value,
+    unsupported_parameter, ...) is refused every time."""
+    if code in TOO_LONG_CODES:
+        return TOO_LONG
+    if status is None or status == 429 or status >= 500 or kind in TRANSIENT_TYPES:
+        return TRANSIENT
+    return INVALID
+
+
 def parse_result(row: dict[str, Any]) -> Result:
     """One line of an output or error file as a Result."""
     custom_id = row["custom_id"]
@@ -129,10 +156,22 @@ def parse_result(row: dict[str, Any]) -> Result:
     if error:
         code = error.get("code")
         outcome = UNFINISHED.get(code, "errored")
-        return Result(custom_id, outcome, error_code=code, error_message=error.get("message"))
+        return Result(
+            custom_id,
+            outcome,
+            error_code=code,
+            error_message=error.get("message"),
+            error_class=TRANSIENT,  # not the request's fault: expired, cancelled, or lost
+        )
     body_error = (response.get("body") or {}).get("error") or {}
-    code = body_error.get("code") or body_error.get("type") or f"http_{status}"
-    return Result(custom_id, "errored", error_code=code, error_message=body_error.get("message"))
+    kind, raw_code = body_error.get("type"), body_error.get("code")
+    return Result(
+        custom_id,
+        "errored",
+        error_code=raw_code or kind or f"http_{status}",
+        error_message=body_error.get("message"),
+        error_class=error_class_of(status, kind, raw_code),
+    )
 
 
 def state_of(batch: Any) -> BatchState:

@@ -13,18 +13,22 @@ Answers reused from earlier runs are `batcher.run.reuse`'s.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy.engine import Connection, Engine
 
-from batcher.plan.requests import defaults_fingerprint, request_hash
+from batcher.plan.requests import defaults_fingerprint, request_hash, resolve
+from batcher.providers.base import INVALID, TOO_LONG
+from batcher.providers.limits import context_window, max_output_tokens
 from batcher.spec import JobSpec
 from batcher.store import attempts, items
 from batcher.store.attempts import ChainStep
 from batcher.store.states import ATTEMPT_FINAL, AttemptStatus, ItemStatus
 
 CHUNK = 5000
+TRUNCATED_GROWTH = 2  # a truncated answer's retry asks for this many times the tokens
 TRANSIENT = {AttemptStatus.ERRORED, AttemptStatus.EXPIRED}
 # Refusals of the whole batch that say nothing about this request: wait and send it again.
 # A batch the provider lost (batch_lost) is the provider's failure, not the request's.
@@ -52,6 +56,8 @@ class Step:
     tier: str
     status: str
     error_code: str | None = None
+    error_class: str | None = None  # transient, too_long, invalid (from the provider module)
+    max_tokens: int | None = None  # the cap it was sent with, when not the item's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +66,25 @@ class Decision:
     tier: str | None = None  # the tier of the next attempt (retry, escalate)
     free: bool = False  # a retry that does not use the budget
     reason: str = ""
+    larger: bool = False  # a retry of a truncated answer with a larger max_tokens
 
 
 @dataclass(frozen=True, slots=True)
 class FollowupPolicy:
     """Retries and escalation as data.
 
-    - A transient failure (errored, expired, missing_result) is retried on the same tier while
-      that tier has had at most `transient_retries` transient failures.
+    - A transient failure (errored as transient, expired, missing_result) is retried on the
+      same tier while that tier has had at most `transient_retries` transient failures.
     - A batch-level refusal (`token_limit_exceeded`, `batch_failed`) is retried without using
       any budget, at most `free_retries` times, so a request that can never fit cannot loop.
-    - An error that is the request's own fault (invalid request, bad line) ends the item.
+    - An error that is the request's own fault (invalid request, bad line) ends the item at
+      once: the same request would be refused again.
+    - A request too long for the model's context moves to the next tier of `ladder` whose
+      context window (`windows`, by tier; None unknown) is larger, else the item fails.
     - An invalid answer moves to the next tier of `ladder` when `escalate_invalid`.
+    - A truncated answer (cut off at max_tokens) follows `on_truncated`: "retry_larger" sends
+      it once more on the same tier with a larger max_tokens, then escalates; "escalate";
+      "fail".
     - No item gets more than `max_attempts` attempts that use the budget.
     """
 
@@ -80,6 +93,8 @@ class FollowupPolicy:
     ladder: tuple[str, ...]
     escalate_invalid: bool = True
     free_retries: int = 10
+    on_truncated: str = "retry_larger"
+    windows: dict[str, int | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.transient_retries < 0 or self.free_retries < 0:
@@ -92,6 +107,8 @@ class FollowupPolicy:
             transient_retries=spec.retry.transient_retries,
             ladder=tuple(spec.routing.ladder),
             escalate_invalid=spec.on_invalid == "escalate",
+            on_truncated=spec.retry.on_truncated,
+            windows={tier: context_window(*spec.model_of(tier)) for tier in spec.tiers},
         )
 
     def next_tier(self, tier: str) -> str | None:
@@ -100,6 +117,18 @@ class FollowupPolicy:
             return None
         index = self.ladder.index(tier)
         return self.ladder[index + 1] if index + 1 < len(self.ladder) else None
+
+    def larger_context(self, tier: str) -> str | None:
+        """The first tier above `tier` on the ladder whose context window is larger (a tier
+        whose window is unknown is tried: the provider then says whether it fits)."""
+        own = self.windows.get(tier)
+        above = self.next_tier(tier)
+        while above is not None:
+            window = self.windows.get(above)
+            if own is None or window is None or window > own:
+                return above
+            above = self.next_tier(above)
+        return None
 
     def decide(self, chain: Sequence[Step]) -> Decision:
         """What comes after the last attempt of `chain` (the item's attempts, oldest first)."""
@@ -113,22 +142,44 @@ class FollowupPolicy:
         used = sum(1 for step in chain if not _free(step))
         if last.status == AttemptStatus.INVALID:
             return self._after_invalid(last, used)
+        if last.status == AttemptStatus.TRUNCATED:
+            return self._after_truncated(last, used)
         return self._after_error(chain, last, used)
 
     def _after_invalid(self, last: Step, used: int) -> Decision:
         if not self.escalate_invalid:
             return Decision("fail", reason="invalid answer (on_invalid = fail)")
+        return self._escalate(last, used, "invalid answer")
+
+    def _escalate(self, last: Step, used: int, what: str) -> Decision:
         tier = self.next_tier(last.tier)
         if tier is None:
-            return Decision("fail", reason=f"invalid answer and no tier above {last.tier!r}")
+            return Decision("fail", reason=f"{what} and no tier above {last.tier!r}")
         if used >= self.max_attempts:
-            return Decision("fail", reason=f"invalid answer after {used} attempts (max_attempts)")
+            return Decision("fail", reason=f"{what} after {used} attempts (max_attempts)")
         return Decision("escalate", tier=tier)
+
+    def _after_truncated(self, last: Step, used: int) -> Decision:
+        if self.on_truncated == "fail":
+            return Decision("fail", reason="answer cut off at max_tokens (on_truncated = fail)")
+        # An attempt sent with its own cap is already the larger retry: the next step climbs.
+        if self.on_truncated == "retry_larger" and last.max_tokens is None:
+            if used >= self.max_attempts:
+                return Decision("fail", reason=f"truncated after {used} attempts (max_attempts)")
+            return Decision("retry", tier=last.tier, larger=True)
+        return self._escalate(last, used, "answer cut off at max_tokens")
 
     def _after_error(self, chain: Sequence[Step], last: Step, used: int) -> Decision:
         code = last.error_code or last.status
-        if code in PERMANENT_CODES:
+        if last.error_class == INVALID or code in PERMANENT_CODES:
             return Decision("fail", reason=f"{code}: the provider refuses this request")
+        if last.error_class == TOO_LONG:
+            tier = self.larger_context(last.tier)
+            if tier is None:
+                return Decision("fail", reason=f"{code}: no tier above has a larger context")
+            if used >= self.max_attempts:
+                return Decision("fail", reason=f"{code} after {used} attempts (max_attempts)")
+            return Decision("escalate", tier=tier)
         if _free(last):
             n_free = sum(1 for step in chain if _free(step))
             if n_free > self.free_retries:
@@ -195,6 +246,8 @@ class _Round:
                     "provider": provider,
                     "model": model,
                     "custom_id": f"i{item_id}-a{seq}",
+                    "max_tokens": None,
+                    "larger": decision.larger,  # set from the item's cap in _insert_attempts
                 }
             )
             return
@@ -226,7 +279,15 @@ class _Round:
             attempt["request_hash"] = request_hash(
                 attempt["provider"], attempt["model"], system_hash, request_json, fingerprint
             )
+            if attempt.pop("larger"):
+                attempt["max_tokens"] = self._larger_cap(attempt, request_json)
         attempts.plan_next(self.conn, self.new)
+
+    def _larger_cap(self, attempt: dict[str, Any], request_json: str) -> int:
+        """Twice the item's max_tokens, bounded by the model's output limit."""
+        cap = resolve(orjson.loads(request_json), self.spec)[0]
+        limit = max_output_tokens(attempt["provider"], attempt["model"])
+        return min(cap * TRUNCATED_GROWTH, limit) if limit else cap * TRUNCATED_GROWTH
 
 
 def plan_followups(
@@ -251,6 +312,9 @@ def plan_followups(
             after = item_ids[-1]
             work = _Round(conn, run_id, spec, summary)
             for item_id, chain in attempts.chains(conn, item_ids).items():
-                steps = [Step(a.seq, a.tier, a.status, a.error_code) for a in chain]
+                steps = [
+                    Step(a.seq, a.tier, a.status, a.error_code, a.error_class, a.max_tokens)
+                    for a in chain
+                ]
                 work.apply(item_id, chain, policy.decide(steps))
             work.write()

@@ -103,9 +103,10 @@ class _Chunk:
             checked = self.validator.check(result.text)
             verdict = checked.reason
             ok = checked.ok
+            status = AttemptStatus.SUCCEEDED if ok else AttemptStatus.INVALID
             if result.stop_reason == "max_tokens":  # a cut-off answer is never a success
                 ok, verdict = False, "truncated: the answer was cut off at max_tokens"
-            status = AttemptStatus.SUCCEEDED if ok else AttemptStatus.INVALID
+                status = AttemptStatus.TRUNCATED
             if ok:
                 self.items.append((result.text, verdict, attempt_id, item_id))
         else:
@@ -118,6 +119,8 @@ class _Chunk:
             *billed,
             now,
             key,
+            result.stop_reason,
+            result.error_class,
             attempt_id,
         )
         self.rows.setdefault(status, []).append(row)

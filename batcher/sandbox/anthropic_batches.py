@@ -14,7 +14,8 @@ from batcher.sandbox.caching import CacheControlError, anthropic_usage
 from batcher.sandbox.errors import ApiError
 from batcher.sandbox.ledger import anthropic_kinds
 from batcher.sandbox.lifecycle import Timeline
-from batcher.sandbox.prompts import anthropic_parts
+from batcher.sandbox.limits import context_window
+from batcher.sandbox.prompts import anthropic_parts, count
 from batcher.sandbox.responders import anthropic_query
 from batcher.sandbox.state import SandboxState, new_id
 
@@ -147,6 +148,10 @@ def run_request(state: SandboxState, batch_id: str, item: dict, at: float) -> di
     if state.faults.fire("request_error", "anthropic", model=model, key=(batch_id, custom_id)):
         return _errored("api_error", "Internal server error (injected by the sandbox).")
     parts, marks = anthropic_parts(params)
+    window = context_window(state.config, "anthropic", model)
+    if window is not None and count(parts) > window:  # before any cache entry is written
+        message = f"prompt is too long: {count(parts)} tokens > {window} maximum"
+        return _errored("invalid_request_error", message)
     miss = state.faults.fire("cache_miss", "anthropic", model=model) is not None
     try:
         cache = anthropic_usage(state.anthropic_cache, model, parts, marks, at, miss)

@@ -50,6 +50,9 @@ class SandboxConfig:
     chat_rpm: dict[str, int] = field(default_factory=dict)
     chat_latency_s: float = 0.0
     require_auth: bool = True
+    # Per-model context windows (tokens) overriding the price data's, so tests can refuse a
+    # request as too long with small inputs.
+    context_windows: dict[str, int] = field(default_factory=dict)
 
     def updated(self, changes: dict[str, Any]) -> SandboxConfig:
         """A copy with `changes` applied; raises ValueError naming an unknown or bad field."""

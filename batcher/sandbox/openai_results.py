@@ -10,8 +10,15 @@ import os
 from batcher.plan import tokens
 from batcher.sandbox.caching import openai_cached_tokens
 from batcher.sandbox.ledger import openai_kinds
-from batcher.sandbox.prompts import REPLY_PRIMING, openai_parts, part_count
-from batcher.sandbox.responders import Query, Reply, openai_query, reasoning_tokens
+from batcher.sandbox.limits import context_window
+from batcher.sandbox.prompts import REPLY_PRIMING, count, openai_parts, part_count
+from batcher.sandbox.responders import (
+    REASONING_RE,
+    Query,
+    Reply,
+    openai_query,
+    reasoning_tokens,
+)
 
 CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS = (
     "/v1/chat/completions",
@@ -41,9 +48,14 @@ def success_line(custom_id: str, body: dict) -> dict:
 
 
 def http_error_line(
-    custom_id: str, status: int, message: str, kind: str, code: str | None = None
+    custom_id: str,
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    param: str | None = None,
 ) -> dict:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return {
         "id": _rid("batch_req_"),
         "custom_id": custom_id,
@@ -79,6 +91,9 @@ def run_request(
             "invalid_request_error",
             "missing_required_parameter",
         ), None
+    refusal = _refusal(state, batch.endpoint, body, model, provider)
+    if refusal is not None:
+        return http_error_line(custom_id, 400, *refusal), None
     if state.faults.fire("request_error", provider, model=model, key=(batch.id, custom_id)):
         return http_error_line(
             custom_id,
@@ -101,6 +116,38 @@ def run_request(
             ), None
         result = _completion(state, batch.endpoint, body, query, reply, at, provider)
     return success_line(custom_id, result), result["usage"]
+
+
+def _refusal(
+    state, endpoint: str, body: dict, model: str, provider: str = "openai"
+) -> tuple[str, str, str, str] | None:
+    """(message, type, code, param) of a request the real endpoint refuses with a 400 line:
+    `max_tokens` on a reasoning model, or prompt plus completion cap over the context."""
+    if endpoint != CHAT:
+        return None
+    if "max_tokens" in body and REASONING_RE.match(model):
+        return (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "invalid_request_error",
+            "unsupported_parameter",
+            "max_tokens",
+        )
+    window = context_window(state.config, provider, model)
+    if window is None:
+        return None
+    prompt = count(openai_parts(body, endpoint)) + REPLY_PRIMING
+    completion = _limit(body) or 0
+    if prompt + completion <= window:
+        return None
+    return (
+        f"This model's maximum context length is {window} tokens. However, you requested "
+        f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the "
+        "completion). Please reduce the length of the messages or completion.",
+        "invalid_request_error",
+        "context_length_exceeded",
+        "messages",
+    )
 
 
 def _missing_input(endpoint: str, body: dict) -> str | None:
@@ -140,8 +187,12 @@ def _completion(
         state.prompt_cache(provider), model, body.get("prompt_cache_key"), parts, at, ttl, miss
     )
     prompt += REPLY_PRIMING if endpoint == CHAT else 0
+    limit = _limit(body)
+    # Reasoning counts against max_completion_tokens: it can use the whole cap (then the
+    # content is empty and finish_reason is length), never more.
     reasoning = reasoning_tokens(query)
-    text, visible, cut = _clip(reply.text or "", reasoning, _limit(body))
+    reasoning = min(reasoning, limit) if limit is not None else reasoning
+    text, visible, cut = _clip(reply.text or "", reasoning, limit)
     out = visible + reasoning
     created = int(at)
     if endpoint == RESPONSES:

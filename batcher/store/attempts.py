@@ -47,6 +47,8 @@ RESULT_COLUMNS = [
     "baseline_pusd",
     "finished_at",
     "answer_key",
+    "stop_reason",
+    "error_class",
 ]
 BILLED_COLUMNS = RESULT_COLUMNS[4:14]  # tokens and costs: all 0 for a reused answer
 REUSED_COLUMNS = ["output", "verdict", "reused_from", "finished_at", *BILLED_COLUMNS, "answer_key"]
@@ -68,6 +70,8 @@ class ChainStep(NamedTuple):
     error_code: str | None
     output: str | None
     verdict: str | None
+    error_class: str | None  # transient, too_long, invalid (m009)
+    max_tokens: int | None  # the cap it was sent with, when not the item's own (m009)
 
 
 # --- reads --------------------------------------------------------------------------------
@@ -144,8 +148,8 @@ def chains(conn: Connection, item_ids: list[int]) -> dict[int, list[ChainStep]]:
     found: dict[int, list[ChainStep]] = {}
     rows = select_by_keys(
         conn,
-        "SELECT item_id, id, seq, tier, provider, model, status, error_code, output, verdict"
-        " FROM attempt WHERE item_id",
+        "SELECT item_id, id, seq, tier, provider, model, status, error_code, output, verdict,"
+        " error_class, max_tokens FROM attempt WHERE item_id",
         item_ids,
     )
     for item_id, *rest in rows:
@@ -251,7 +255,8 @@ FIRST_COLUMNS = (
 
 def unbatched_queries(run_id: int) -> tuple[sa.Select, sa.Select, sa.Select]:
     """The planner's reads of the run's planned attempts without a batch: the rows (id, custom
-    id, "provider:model", tier, system hash, request json) in cache-group order, the size of
+    id, "provider:model", tier, system hash, request json, the attempt's own max_tokens or
+    None) in cache-group order, the size of
     each group in the same order, and the count per (ref, tier)."""
     ref = ATTEMPT.c.provider + sa.literal(":") + ATTEMPT.c.model
     keys = (ref, ATTEMPT.c.tier, ITEM.c.system_hash)
@@ -262,7 +267,9 @@ def unbatched_queries(run_id: int) -> tuple[sa.Select, sa.Select, sa.Select]:
         ATTEMPT.c.batch_id.is_(None),
     )
     rows = (
-        sa.select(ATTEMPT.c.id, ATTEMPT.c.custom_id, *keys, ITEM.c.request_json)
+        sa.select(
+            ATTEMPT.c.id, ATTEMPT.c.custom_id, *keys, ITEM.c.request_json, ATTEMPT.c.max_tokens
+        )
         .select_from(joined)
         .where(todo)
         .order_by(*keys, ATTEMPT.c.id)
@@ -359,13 +366,17 @@ def planned_groups(
 def planned_own_max_tokens(
     conn: Connection, run_id: int, threshold: int | None, statuses: tuple[str, ...] = PLANNED
 ) -> sa.Result:
-    """(provider, model, tier, system hash, request json) of the planned attempts (of at most
-    `threshold` input tokens) whose request may set its own max_tokens."""
+    """(provider, model, tier, system hash, request json, attempt max_tokens) of the planned
+    attempts (of at most `threshold` input tokens) whose request may set its own max_tokens,
+    or that set their own (a truncated answer's larger retry)."""
     query = (
         sa.select(ATTEMPT.c.provider, ATTEMPT.c.model, ATTEMPT.c.tier, ITEM.c.system_hash)
-        .add_columns(ITEM.c.request_json)
+        .add_columns(ITEM.c.request_json, ATTEMPT.c.max_tokens)
         .select_from(_with_items())
-        .where(_short(run_id, threshold, statuses), ITEM.c.request_json.like('%"max_tokens"%'))
+        .where(
+            _short(run_id, threshold, statuses),
+            sa.or_(ITEM.c.request_json.like('%"max_tokens"%'), ATTEMPT.c.max_tokens.isnot(None)),
+        )
     )
     return conn.execution_options(yield_per=1000).execute(query)
 

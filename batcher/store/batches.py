@@ -81,7 +81,8 @@ def counts(conn: Connection, batch_id: str) -> dict[str, int]:
     )
     return {
         "n_succeeded": by_status.get(AttemptStatus.SUCCEEDED, 0)
-        + by_status.get(AttemptStatus.INVALID, 0),
+        + by_status.get(AttemptStatus.INVALID, 0)
+        + by_status.get(AttemptStatus.TRUNCATED, 0),
         "n_errored": by_status.get(AttemptStatus.ERRORED, 0),
         "n_expired": by_status.get(AttemptStatus.EXPIRED, 0),
         "n_cancelled": by_status.get(AttemptStatus.CANCELLED, 0),

@@ -220,6 +220,16 @@ def m008_attempt_answer_key(op: Operations) -> None:
     op.add_column("attempt", sa.Column("answer_key", sa.String(), nullable=True))
 
 
+def m009_attempt_stop_and_error_class(op: Operations) -> None:
+    """Why each answer ended (stop_reason: end, max_tokens, ...), what an errored request's
+    error says about sending it again (error_class: transient, too_long, invalid), and the
+    max_tokens an attempt was sent with when it differs from its item's (a truncated answer's
+    retry), so follow-ups decide from stored facts."""
+    op.add_column("attempt", sa.Column("stop_reason", sa.String(), nullable=True))
+    op.add_column("attempt", sa.Column("error_class", sa.String(), nullable=True))
+    op.add_column("attempt", sa.Column("max_tokens", sa.Integer(), nullable=True))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
@@ -229,4 +239,5 @@ MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m006_attempt_item_seq", m006_attempt_item_seq),
     ("m007_item_verdict", m007_item_verdict),
     ("m008_attempt_answer_key", m008_attempt_answer_key),
+    ("m009_attempt_stop_and_error_class", m009_attempt_stop_and_error_class),
 ]

@@ -126,6 +126,9 @@ class Attempt(SQLModel, table=True):
     baseline_pusd: int = Field(sa_column=_money())  # the job's frontier model, standard, no cache
     reused_from: int | None = None  # the attempt whose answer was reused
     answer_key: str | None = None  # the normalised answer compared between models (m008)
+    stop_reason: str | None = None  # why the answer ended: end, max_tokens, ... (m009)
+    error_class: str | None = None  # an error's class: transient, too_long, invalid (m009)
+    max_tokens: int | None = None  # sent with this cap instead of the item's (m009)
     finished_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 

@@ -43,6 +43,7 @@ class AttemptStatus(StrEnum):
     SUBMITTED = "submitted"  # its batch is at the provider
     SUCCEEDED = "succeeded"  # answered and the answer passed validation
     INVALID = "invalid"  # answered, but the answer failed validation (escalate)
+    TRUNCATED = "truncated"  # answered, but cut off at max_tokens (retry larger, escalate)
     ERRORED = "errored"  # the provider returned an error for this request (retry)
     EXPIRED = "expired"  # the batch expired before this request ran (retry)
     CANCELLED = "cancelled"  # its batch was cancelled before this request ran
@@ -64,6 +65,7 @@ ITEM_TERMINAL = {ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELLED}
 ATTEMPT_FINAL = {
     AttemptStatus.SUCCEEDED,
     AttemptStatus.INVALID,
+    AttemptStatus.TRUNCATED,
     AttemptStatus.ERRORED,
     AttemptStatus.EXPIRED,
     AttemptStatus.CANCELLED,
@@ -95,6 +97,7 @@ TRANSITIONS: dict[str, dict[str, set[str]]] = {
         AttemptStatus.SUBMITTED: {AttemptStatus.PLANNED},
         AttemptStatus.SUCCEEDED: {AttemptStatus.PLANNED, AttemptStatus.SUBMITTED},
         AttemptStatus.INVALID: {AttemptStatus.SUBMITTED},
+        AttemptStatus.TRUNCATED: {AttemptStatus.SUBMITTED},
         AttemptStatus.ERRORED: {AttemptStatus.PLANNED, AttemptStatus.SUBMITTED},
         AttemptStatus.EXPIRED: {AttemptStatus.SUBMITTED},
         AttemptStatus.CANCELLED: {AttemptStatus.PLANNED, AttemptStatus.SUBMITTED},
