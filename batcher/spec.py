@@ -96,6 +96,12 @@ class Rule(_Strict):
 
 class Routing(_Strict):
     classifier: str = "heuristic"  # or "fixed:TIER"
+    # What the classifier reads: "varying" (the prompt without the lines every prompt shares),
+    # "prompt" (the last user message whole), "message" (system and every message), or
+    # "metadata.FIELD" (one metadata field). See batcher.plan.routing.ClassifierText.
+    classifier_text: str = Field(
+        default="varying", pattern=r"^(varying|prompt|message|metadata\.[A-Za-z0-9_.-]+)$"
+    )
     # escalation order, cheapest first; unset, the spec's tiers in the order written
     ladder: list[str] = []
     rules: list[Rule] = []

@@ -24,7 +24,7 @@ from batcher.spec import load_spec
 
 def job(tmp_path, lines: list[dict], spec: str = SPEC):
     folder = tmp_path / "job"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     with open(folder / "input.jsonl", "wb") as f:
         for i, line in enumerate(lines):
             f.write(orjson.dumps({"id": f"t{i}", **line}) + b"\n")
@@ -117,3 +117,34 @@ def test_errors_fail_fast_escalate_for_context_or_retry_by_class(db, sandbox, cl
     assert retried and all(c[0]["error_class"] == "transient" for c in retried)
     assert items_by_status(db, run_id) == {"failed": 3, "succeeded": 6}
     check_accounted(db, run_id, sandbox, 9)
+
+
+TEMPLATE = (
+    "You are a careful analyst. Explain your reasoning, compare the options and answer in "
+    "JSON format.\n{text}\nReply with one label."
+)
+
+
+def test_the_classifier_reads_what_differs_between_items(db, sandbox, clients, tmp_path):
+    # Every prompt carries the same instruction lines with two high keywords ("reason",
+    # "compare"): read whole, every item would go to the frontier tier.
+    short = [TEMPLATE.format(text=f"Classify ticket {i}: refund") for i in range(4)]
+    plain = [TEMPLATE.format(text=f"Ticket {i}: the app shows an old invoice.") for i in range(4)]
+    lines = [{"prompt": p} for p in short + plain]
+    spec = job(tmp_path, lines, SPEC.replace('classifier = "{classifier}"', ""))
+    run_id = engine.start_run(db, spec, spec.input_file())
+    outcome = engine.drive_run(db, run_id, clients=clients, poll=POLL)
+    assert outcome.status == "completed"
+    first = {c[0]["custom_id"]: c[0]["model"] for c in chains(db, run_id).values()}
+    sent = [r["model"] for r in sandbox.billed() if r["custom_id"] in first]
+    assert sent.count("gpt-5-nano") == 4 and sent.count("gpt-5-mini") == 4
+    assert "claude-sonnet-4-6" not in sent
+    # "prompt" reads the whole message as before: the shared lines send all to the frontier
+    whole = SPEC.replace('classifier = "{classifier}"', 'classifier_text = "prompt"')
+    from batcher.plan.planner import plan_input
+
+    other = job(tmp_path / "whole", lines, whole)
+    tiers = {
+        row["tier"]: row["items"] for row in plan_input(db, other, other.input_file()).plan.tiers
+    }
+    assert tiers == {"frontier": 8}

@@ -35,7 +35,13 @@ from batcher.plan.layout import (
     queue_first_attempts,
 )
 from batcher.plan.onepass import PlanningSink
-from batcher.plan.routing import Router, estimate_input_tokens, make_annotator
+from batcher.plan.routing import (
+    TEMPLATE_SAMPLE,
+    Router,
+    Template,
+    estimate_input_tokens,
+    make_annotator,
+)
 from batcher.spec import JobSpec, split_model_ref
 from batcher.store import items, runs
 
@@ -66,7 +72,12 @@ class PlanSummary:
 
 def _route_untiered(db: Engine, run_id: int, spec: JobSpec) -> None:
     """Route pending items that were ingested without the routing annotator."""
-    router = Router(spec)
+    with db.connect() as conn:  # the run's first prompts teach the classifier its template
+        head = items.unrouted(conn, run_id, 0, TEMPLATE_SAMPLE)
+    sample = [
+        ParsedItem(0, "", orjson.loads(r.request_json)["messages"]).prompt_text() for r in head
+    ]
+    router = Router(spec, template=Template.learn(sample))
     prompts: dict[str, str] = {}
     last_id = 0
     while True:
@@ -78,11 +89,13 @@ def _route_untiered(db: Engine, run_id: int, spec: JobSpec) -> None:
             for row in rows:
                 request = orjson.loads(row.request_json)
                 parsed = ParsedItem(line_no=0, custom_id="", messages=request["messages"])
-                tokens = estimate_input_tokens(parsed, prompt_text(conn, row.system_hash, prompts))
+                system = prompt_text(conn, row.system_hash, prompts)
+                tokens = estimate_input_tokens(parsed, system)
                 metadata = orjson.loads(row.metadata_json) if row.metadata_json else None
                 tier, reason = router.route(
-                    row.explicit_model, row.explicit_tier, metadata, parsed.prompt_text(), tokens
-                )
+                    row.explicit_model, row.explicit_tier, metadata, parsed.prompt_text(), tokens,
+                    parsed.messages, system,
+                )  # fmt: skip
                 routes.append((row.id, tier, reason, tokens))
             items.set_routes(conn, routes)
             last_id = rows[-1].id
@@ -207,7 +220,7 @@ def plan_input(
             spec,
             input_path,
             skip_invalid=skip_invalid,
-            annotate=make_annotator(spec),
+            annotate=make_annotator(spec, input_path=input_path),
             sink=sink,
         )
     layout = sink.layout

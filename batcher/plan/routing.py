@@ -7,7 +7,10 @@ Precedence, first that applies wins:
 2. an explicit `tier` on the item;
 3. the spec's rules, in order (every condition of a rule must hold): metadata fields equal,
    a regex search on the prompt, the estimated input tokens within [min_tokens, max_tokens];
-4. the classifier: `fixed:TIER`, or the keyword and length heuristic of the article.
+4. the classifier: `fixed:TIER`, or the keyword and length heuristic of the article. It reads
+   the text `routing.classifier_text` names (see `ClassifierText`): by default the part of the
+   item's prompt that differs between items, so an instruction line shared by every prompt
+   ("explain your reasoning", "answer in JSON format") does not route every item alike.
 
 Reasons are short categorical strings ("rule 2: prompt_regex", "classifier: 2+ high
 keywords"), so that a plan can count items by reason.
@@ -22,11 +25,13 @@ import math
 import re
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from batcher.errors import UsageError
 from batcher.money.prices import unit_prices
-from batcher.plan.inputs import ParsedItem, content_text
+from batcher.plan.inputs import ParsedItem, content_text, parse_lines
 from batcher.plan.tokens import count_tokens, encoding, estimate_tokens_cheap
 from batcher.spec import JobSpec, Routing, Rule, split_model_ref
 
@@ -117,6 +122,91 @@ def make_classifier(spec: JobSpec) -> Classifier:
     return HeuristicClassifier(spec.routing, spec.tiers)
 
 
+TEMPLATE_SAMPLE = 200  # prompts read from the head of the input to find the shared lines
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """Lines every sampled prompt starts (`head`) and ends (`tail`) with: the job's prompt
+    template around each item's own text."""
+
+    head: tuple[str, ...] = ()
+    tail: tuple[str, ...] = ()
+
+    @classmethod
+    def learn(cls, prompts: list[str]) -> Template:
+        """The leading and trailing lines all of `prompts` share (nothing from fewer than 2)."""
+        if len(prompts) < 2:
+            return cls()
+        lines = [p.splitlines() for p in prompts]
+        shortest = min(len(ls) for ls in lines)
+        head = 0
+        while head < shortest and all(ls[head] == lines[0][head] for ls in lines):
+            head += 1
+        tail = 0
+        while tail < shortest - head and all(ls[-1 - tail] == lines[0][-1 - tail] for ls in lines):
+            tail += 1
+        return cls(tuple(lines[0][:head]), tuple(lines[0][len(lines[0]) - tail :]))
+
+    def strip(self, text: str) -> str:
+        """`text` without the template's lines where it has them."""
+        if not self.head and not self.tail:
+            return text
+        lines = text.splitlines()
+        if self.head and tuple(lines[: len(self.head)]) == self.head:
+            lines = lines[len(self.head) :]
+        if self.tail and tuple(lines[len(lines) - len(self.tail) :]) == self.tail:
+            lines = lines[: len(lines) - len(self.tail)]
+        return "\n".join(lines)
+
+
+class ClassifierText:
+    """Which text of an item the classifier reads (`routing.classifier_text`):
+
+    - "varying" (default): the last user message without the template lines every prompt
+      shares (learned from a sample of the input, see `Template`);
+    - "prompt": the last user message, whole;
+    - "message": the system prompt and every message;
+    - "metadata.FIELD": the item's metadata field FIELD (empty when the item has none).
+    """
+
+    def __init__(self, mode: str, template: Template | None = None):
+        self.mode, self.template = mode, template or Template()
+        self.field = mode.removeprefix("metadata.") if mode.startswith("metadata.") else None
+
+    def of(
+        self,
+        prompt: str,
+        messages: list[dict[str, Any]],
+        metadata: dict[str, Any] | None,
+        system: str | None,
+    ) -> str:
+        if self.field is not None:
+            value = (metadata or {}).get(self.field)
+            return "" if value is None else str(value)
+        if self.mode == "message":
+            texts = [system or ""] + [content_text(m["content"]) for m in messages]
+            return "\n".join(t for t in texts if t)
+        if self.mode == "prompt":
+            return prompt
+        return self.template.strip(prompt)
+
+
+def sample_prompts(input_path: str | Path, n: int = TEMPLATE_SAMPLE) -> list[str]:
+    """The prompts (last user messages) of the first `n` good lines of the input file."""
+    found: list[str] = []
+    try:
+        with open(input_path, "rb") as stream:
+            for parsed in parse_lines(stream):
+                if isinstance(parsed, ParsedItem):
+                    found.append(parsed.prompt_text())
+                    if len(found) >= n:
+                        break
+    except OSError:
+        return []  # ingest reports the unreadable file
+    return found
+
+
 class _CompiledRule:
     def __init__(self, index: int, rule: Rule):
         self.index, self.tier = index, rule.tier
@@ -149,10 +239,13 @@ class _CompiledRule:
 class Router:
     """Routing compiled once per spec: regexes, rules, classifier, tier models."""
 
-    def __init__(self, spec: JobSpec, classifier: Classifier | None = None):
+    def __init__(
+        self, spec: JobSpec, classifier: Classifier | None = None, template: Template | None = None
+    ):
         self.spec = spec
         self.rules = [_CompiledRule(i, rule) for i, rule in enumerate(spec.routing.rules)]
         self.classifier = classifier or make_classifier(spec)
+        self.reads = ClassifierText(spec.routing.classifier_text, template)
         self.tier_of_ref = {ref: tier for tier, ref in reversed(spec.tiers.items())}
         self._nearest: dict[str, str] = {}
 
@@ -171,8 +264,11 @@ class Router:
         metadata: dict[str, Any] | None,
         text: str,
         tokens: int,
+        messages: list[dict[str, Any]] | None = None,
+        system: str | None = None,
     ) -> tuple[str, str]:
-        """(tier, reason) by the precedence in the module docstring."""
+        """(tier, reason) by the precedence in the module docstring. `text` is the item's
+        prompt (rules match it whole); the classifier reads what `classifier_text` says."""
         if explicit_model is not None:
             return self.tier_for_model(explicit_model)
         if explicit_tier is not None:
@@ -180,7 +276,7 @@ class Router:
         for rule in self.rules:
             if rule.matches(metadata, text, tokens):
                 return rule.tier, rule.reason
-        return self.classifier.classify(text)
+        return self.classifier.classify(self.reads.of(text, messages or [], metadata, system))
 
 
 def nearest_tier(spec: JobSpec, ref: str) -> str:
@@ -288,7 +384,10 @@ def route(item: ParsedItem, spec: JobSpec, system_text: str | None) -> tuple[str
     """
     router = _router(spec)
     tokens = estimate_input_tokens(item, system_text) if _needs_tokens(router) else 0
-    return router.route(item.model, item.tier, item.metadata, item.prompt_text(), tokens)
+    return router.route(
+        item.model, item.tier, item.metadata, item.prompt_text(), tokens,
+        item.messages, system_text,
+    )  # fmt: skip
 
 
 def _needs_tokens(router: Router) -> bool:
@@ -303,15 +402,22 @@ def make_annotator(
     *,
     classifier: Classifier | None = None,
     tokens: Literal["auto", "exact", "sampled", "cheap"] = "auto",
+    input_path: str | Path | None = None,
 ) -> Annotator:
     """An `ingest(annotate=...)` callback: (tier, reason, estimated input tokens) per item.
+
+    `input_path`: the input about to be ingested; its first prompts teach the classifier the
+    template lines every prompt shares (see `ClassifierText`).
 
     `tokens`: "exact" runs the tokenizer on every message; "sampled" on 1 in 8 (see
     TokenCounter); "cheap" counts 4 characters a token; "auto" is exact when a routing rule
     tests token counts and sampled otherwise (the tokenizer would cost more than the rest of
     planning together).
     """
-    router = Router(spec, classifier)
+    template = None
+    if input_path is not None and spec.routing.classifier_text == "varying":
+        template = Template.learn(sample_prompts(input_path))
+    router = Router(spec, classifier, template)
     if tokens == "auto":
         tokens = "exact" if _needs_tokens(router) else "sampled"
     counter = TokenCounter(SAMPLE_EVERY if tokens == "sampled" else 1)
@@ -323,8 +429,9 @@ def make_annotator(
             n_tokens = counter.item(item, system)
         try:
             tier, reason = router.route(
-                item.model, item.tier, item.metadata, item.prompt_text(), n_tokens
-            )
+                item.model, item.tier, item.metadata, item.prompt_text(), n_tokens,
+                item.messages, system,
+            )  # fmt: skip
         except UsageError as exc:  # an item's model that cannot be priced: name the line
             raise UsageError(f"input line {item.line_no}: {exc}") from None
         return tier, reason, n_tokens

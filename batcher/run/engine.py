@@ -145,7 +145,7 @@ def start_run(
             input_path,
             skip_invalid=skip_invalid,
             rejects_path=rejects_path,
-            annotate=make_annotator(spec),
+            annotate=make_annotator(spec, input_path=input_path),
             schedule_name=schedule_name,
             sink=sink,
         )
