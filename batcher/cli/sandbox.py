@@ -36,6 +36,12 @@ def sandbox(host, port, replay, model_map, faults, speed):
     ANTHROPIC_BASE_URL=http://HOST:PORT, GOOGLE_GEMINI_BASE_URL=http://HOST:PORT/gemini and
     XAI_BASE_URL=http://HOST:PORT/xai/v1 and DEEPSEEK_BASE_URL=http://HOST:PORT/deepseek (chat
     completions, for direct mode); any API key is accepted.
+
+    Like the services, it refuses single requests with per-line errors: a prompt (plus
+    max_completion_tokens) over the model's context window, or max_tokens sent to a gpt-5 or
+    o-series model, as OpenAI 400 lines; a prompt over the window as an Anthropic errored
+    result. An answer longer than its cap is cut off with finish_reason "length" or
+    stop_reason "max_tokens"; hidden reasoning counts against the cap.
     """
     from batcher.sandbox import serve
 
