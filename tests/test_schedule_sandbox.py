@@ -38,7 +38,7 @@ name = "sandbox-nightly"
 nano = "openai:gpt-5-nano"
 frontier = "anthropic:claude-sonnet-4-6"
 [defaults]
-max_tokens = 256
+max_tokens = 512  # room for gpt-5-nano's hidden reasoning (up to 256) and the label
 system = "You label support tickets.\\nAllowed labels: billing, technical, account"
 [routing]
 classifier = "fixed:{tier}"
