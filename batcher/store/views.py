@@ -114,6 +114,8 @@ def _attempt(row: Any) -> dict[str, Any]:
         "stop_reason": row.get("stop_reason"),  # recorded by providers that report one
         "verdict": row["verdict"],
         "error": ": ".join(x for x in (row["error_code"], row["error_message"]) if x) or None,
+        "error_class": row.get("error_class"),  # transient, too_long, invalid (m009)
+        "max_tokens": row.get("max_tokens"),  # set on a truncated answer's larger retry
         "input_tokens": row["input_tokens"],
         "cache_read_tokens": row["cache_read_tokens"],
         "output_tokens": row["output_tokens"],
