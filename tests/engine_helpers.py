@@ -78,6 +78,33 @@ XAI_SPEC = SPEC.replace('"openai:gpt-5-nano"', '"xai:grok-4-1-fast"')
 # Nano on DeepSeek, which has no batch API: direct mode.
 DEEPSEEK_SPEC = SPEC.replace('"openai:gpt-5-nano"', '"deepseek:deepseek-chat"')
 
+# Nano on a named OpenAI-compatible endpoint ([providers.gateway]) at negotiated prices. Its
+# base_url is the sandbox's OpenAI routes (`compatible_spec`), so the sandbox bills it as
+# "openai"; in-process clients point it there anyway (Clients.for_sandbox).
+NEGOTIATED = {"llama-70b": (Decimal("0.5"), Decimal("1.5"))}  # $ per million in, out
+GATEWAY = """
+[providers.gateway]
+kind = "openai-compatible"
+base_url = "{base_url}"
+api_key_env = "GATEWAY_KEY"
+mode = "{mode}"
+{extra}
+[pricing."gateway:llama-70b"]
+input_mtok = 0.5
+output_mtok = 1.5
+batch_factor = 0.5
+"""
+
+
+def compatible_spec(mode: str, base_url: str = "https://gateway.invalid/v1", extra: str = ""):
+    """SPEC with nano on the named provider `gateway` in `mode`, `extra` lines in its table
+    (a write_job template)."""
+    provider = GATEWAY.replace("{mode}", mode).replace("{base_url}", base_url)
+    provider = provider.replace("{extra}", extra)
+    return SPEC.replace('"openai:gpt-5-nano"', '"gateway:llama-70b"') + provider.replace(
+        "{", "{{"
+    ).replace("}", "}}")
+
 
 def write_job(
     tmp_path: Path, n: int, classifier: str = "fixed:nano", name: str = "job", spec: str = SPEC
@@ -133,6 +160,12 @@ def price_billed(rows: list[dict]) -> int:
     total = 0
     for row in rows:
         t = row["tokens"]
+        if row["model"] in NEGOTIATED:  # a named provider's own prices, from the spec
+            per_in, per_out = NEGOTIATED[row["model"]]
+            usd = (t["input"] + t["cache_read"]) * per_in + t["output"] * per_out
+            factor = Decimal(1) if row["batch_id"] == "direct" else Decimal("0.5")
+            total += to_pusd(usd / 1_000_000 * factor)
+            continue
         writes = t["cache_write_5m"] + t["cache_write_1h"]
         usage = PriceUsage(
             input_tokens=t["input"] + t["cache_read"] + writes,
@@ -168,7 +201,11 @@ def check_accounted(db, run_id: int, sandbox, n_items: int) -> None:
     rows = sandbox.billed()
     billed = Counter((r["provider"], r["custom_id"]) for r in rows)
     assert max(billed.values(), default=1) == 1
-    stored = {(a["provider"], a["custom_id"]): a for a in attempts(db, run_id)}
+    # The sandbox serves the named provider on its OpenAI routes, so bills it as "openai".
+    stored = {
+        ("openai" if a["provider"] == "gateway" else a["provider"], a["custom_id"]): a
+        for a in attempts(db, run_id)
+    }
     for row in rows:
         attempt = stored[(row["provider"], row["custom_id"])]
         assert attempt["output_tokens"] == row["tokens"]["output"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import orjson
+import pytest
 from engine_helpers import (  # noqa: F401 - fixtures
     DEEPSEEK_SPEC,
     POLL,
@@ -15,6 +16,7 @@ from engine_helpers import (  # noqa: F401 - fixtures
     batches,
     check_accounted,
     clients_fixture,
+    compatible_spec,
     db_fixture,
     items_by_status,
     sandbox_fixture,
@@ -59,12 +61,22 @@ def test_clean_run_costs_the_standard_price_of_what_was_billed(db, sandbox, clie
     assert (row.provider, row.attempts, row.resent) == ("deepseek", 6, 0)
 
 
-def test_bursts_of_429_and_500(db, sandbox, clients, tmp_path):
+# The same tests with nano on a named OpenAI-compatible provider in direct mode, pointed at
+# the sandbox's OpenAI chat completions (so the sandbox sees it as "openai").
+ON_NANO = pytest.mark.parametrize(
+    "nano_spec,seen_as",
+    [(DEEPSEEK_SPEC, "deepseek"), (compatible_spec("direct"), "openai")],
+    ids=["deepseek", "openai-compatible"],
+)
+
+
+@ON_NANO
+def test_bursts_of_429_and_500(db, sandbox, clients, tmp_path, nano_spec, seen_as):
     sandbox.configure(
-        faults="http429:count=6:retry_after=0.02:provider=deepseek:route=chat,"
-        "http500:count=3:provider=deepseek:route=chat"
+        faults=f"http429:count=6:retry_after=0.02:provider={seen_as}:route=chat,"
+        f"http500:count=3:provider={seen_as}:route=chat"
     )
-    run_id, outcome = run_job(db, clients, tmp_path, 5)
+    run_id, outcome = run_job(db, clients, tmp_path, 5, spec=nano_spec)
     assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
     fired = {f["kind"]: f["fired"] for f in sandbox.configure()["faults"]}
     assert fired == {"http429": 6, "http500": 3}
@@ -91,21 +103,27 @@ def test_client_side_rate_limit_spaces_the_requests(db, sandbox, clients, tmp_pa
     check_accounted(db, run_id, sandbox, 10)
 
 
+@ON_NANO
 def test_request_billed_but_answered_500_is_counted_as_possibly_billed_twice(
-    db, sandbox, clients, tmp_path
+    db, sandbox, clients, tmp_path, nano_spec, seen_as
 ):
-    sandbox.configure(faults="create_lost:count=1:provider=deepseek")
-    run_id, outcome = run_job(db, clients, tmp_path, 4)
+    sandbox.configure(faults=f"create_lost:count=1:provider={seen_as}")
+    run_id, outcome = run_job(db, clients, tmp_path, 4, spec=nano_spec)
     assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
-    billed = sandbox.billed(provider="deepseek")
+    billed = sandbox.billed(provider=seen_as)
     paid = [a for a in attempts(db, run_id) if a["cost_pusd"]]
     assert len(billed) == len(paid) + 1  # the lost answer's request was billed twice
     assert direct_rows(db, run_id)[0].resent == 1  # and the report says so
 
 
-def test_cancelled_run_stops_sending_and_keeps_what_finished(db, sandbox, clients, tmp_path):
+@pytest.mark.parametrize(
+    "spec",
+    [DEEPSEEK_SPEC + "[providers.deepseek]\nconcurrency = 2\n",
+     compatible_spec("direct", extra="concurrency = 2\n")],
+    ids=["deepseek", "openai-compatible"],
+)  # fmt: skip
+def test_cancelled_run_stops_sending_and_keeps_what_finished(db, sandbox, clients, tmp_path, spec):
     sandbox.configure(chat_latency_s=0.2)
-    spec = DEEPSEEK_SPEC + "[providers.deepseek]\nconcurrency = 2\n"
     job = load_spec(write_job(tmp_path, 8, spec=spec))
     run_id = engine.start_run(db, job, job.input_file())
     engine.drive_run(db, run_id, clients=clients, poll=POLL, submit_only=True)

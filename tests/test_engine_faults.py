@@ -8,12 +8,15 @@ import time
 from collections import Counter
 
 import orjson
+import pytest
 from engine_helpers import (  # noqa: F401 - fixtures
     POLL,
+    SPEC,
     attempts,
     batches,
     check_accounted,
     clients_fixture,
+    compatible_spec,
     db_fixture,
     items_by_status,
     sandbox_fixture,
@@ -27,8 +30,8 @@ from batcher.run import engine
 from batcher.spec import load_spec
 
 
-def run_job(db, clients, tmp_path, n: int, classifier: str = "fixed:nano"):
-    spec = load_spec(write_job(tmp_path, n, classifier))
+def run_job(db, clients, tmp_path, n: int, classifier: str = "fixed:nano", spec: str = SPEC):
+    spec = load_spec(write_job(tmp_path, n, classifier, spec=spec))
     run_id = engine.start_run(db, spec, spec.input_file())
     return run_id, engine.drive_run(db, run_id, clients=clients, poll=POLL)
 
@@ -40,22 +43,33 @@ def by_item(db, run_id: int) -> dict[int, list[dict]]:
     return chains
 
 
-def test_bursts_of_429_and_500_on_every_call(db, sandbox, clients, tmp_path):
+# The same fault tests with nano on a named OpenAI-compatible provider in batch mode: the
+# OpenAI batch module under another name, base URL and key.
+ON_NANO = pytest.mark.parametrize(
+    "nano_spec", [SPEC, compatible_spec("batch")], ids=["openai", "openai-compatible"]
+)
+
+
+@ON_NANO
+def test_bursts_of_429_and_500_on_every_call(db, sandbox, clients, tmp_path, nano_spec):
     sandbox.configure(
         faults="http429:count=6:retry_after=0.05,"
         "http500:count=4:route=retrieve|list|files|results,"
         "http529:count=3:provider=anthropic:route=retrieve|results"
     )
-    run_id, outcome = run_job(db, clients, tmp_path, 12, classifier="heuristic")
+    run_id, outcome = run_job(db, clients, tmp_path, 12, "heuristic", nano_spec)
     assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
     check_accounted(db, run_id, sandbox, 12)
     fired = {f["kind"]: f["fired"] for f in sandbox.configure()["faults"]}
     assert fired["http429"] == 6 and fired["http500"] == 4
 
 
-def test_create_answered_500_after_creating_bills_one_batch(db, sandbox, clients, tmp_path):
+@ON_NANO
+def test_create_answered_500_after_creating_bills_one_batch(
+    db, sandbox, clients, tmp_path, nano_spec
+):
     sandbox.configure(faults="create_lost:count=1")
-    run_id, outcome = run_job(db, clients, tmp_path, 10)
+    run_id, outcome = run_job(db, clients, tmp_path, 10, spec=nano_spec)
     assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
     assert sandbox.stats()["batches_created"]["openai"] == 1  # adopted, not created again
     assert len(batches(db, run_id)) == 1
@@ -150,8 +164,9 @@ def test_malformed_answers_everywhere_exhaust_the_ladder(db, sandbox, clients, t
     check_accounted(db, run_id, sandbox, 5)
 
 
-def test_cancelled_run_keeps_what_finished(db, sandbox, clients, tmp_path):
-    spec = load_spec(write_job(tmp_path, 40))
+@ON_NANO
+def test_cancelled_run_keeps_what_finished(db, sandbox, clients, tmp_path, nano_spec):
+    spec = load_spec(write_job(tmp_path, 40, spec=nano_spec))
     run_id = engine.start_run(db, spec, spec.input_file())
     sandbox.configure(faults="slow:count=5:factor=100")  # validating 15 s, processing 30 s
     engine.drive_run(db, run_id, clients=clients, poll=POLL, submit_only=True)

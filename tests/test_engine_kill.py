@@ -19,6 +19,7 @@ from engine_helpers import (  # noqa: F401 - fixtures
     attempts,
     batches,
     check_accounted,
+    compatible_spec,
     sandbox_fixture,
     served_fixture,
     write_job,
@@ -108,40 +109,70 @@ XAI_CHAINS = [
 ]
 
 
-@pytest.mark.parametrize("steps", XAI_CHAINS, ids=["record", "adopt"])
-def test_xai_killed_at_every_step_in_turn_loses_nothing_and_sends_nothing_twice(
-    sandbox, tmp_path, state_dir, steps
+# The same chains with nano on a named OpenAI-compatible provider in batch mode (the OpenAI
+# module under its own name; its base_url is the sandbox, its key from GATEWAY_KEY): a batch
+# created but not recorded is found by its metadata and adopted.
+# One chain covers its calls: the create from the recorded upload, then the adoption, then a
+# poll of the recorded batch (the state after_record leaves, as OpenAI's case above shows).
+CHAINS = [(XAI_SPEC, "xai", steps) for steps in XAI_CHAINS] + [
+    ("gateway", "openai", ["after_upload", "after_create", "while_polling"])
+]
+
+
+def nano_spec(spec: str, sandbox, mode: str = "batch", extra: str = "") -> str:
+    """`spec`, or for "gateway" nano on the named provider at the sandbox's OpenAI routes."""
+    if spec != "gateway":
+        return spec
+    return compatible_spec(mode, base_url=sandbox.openai_base_url, extra=extra)
+
+
+@pytest.mark.parametrize(
+    "spec,seen_as,steps",
+    CHAINS,
+    ids=["xai-record", "xai-adopt", "openai-compatible"],
+)
+def test_killed_at_every_step_in_turn_loses_nothing_and_sends_nothing_twice(
+    sandbox, tmp_path, state_dir, spec, seen_as, steps
 ):
-    """One run on xAI killed at step boundaries in turn, each resume getting one step further
-    (the batch is created from the recorded upload; a batch created but not recorded is found
-    by its name and adopted). One batch, each request sent once."""
-    spec = write_job(tmp_path, N, "fixed:nano", spec=XAI_SPEC)
-    if "while_polling" in steps:  # still running when first polled
-        sandbox.configure(faults="slow:count=1:factor=4:provider=xai")
+    """One run on xAI (or a named OpenAI-compatible provider) killed at step boundaries in
+    turn, each resume getting one step further (the batch is created from the recorded upload;
+    a batch created but not recorded is found and adopted). One batch, each request sent
+    once."""
+    spec = write_job(tmp_path, N, "fixed:nano", spec=nano_spec(spec, sandbox))
+    if "while_polling" in steps:  # still running when first polled, however slow the machine
+        sandbox.configure(faults=f"slow:count=1:factor=1000:provider={seen_as}")
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     env = {**os.environ, **sandbox.env(), "BATCHER_STATE_DIR": str(state_dir)}
+    env["GATEWAY_KEY"] = "gw-sandbox"
     poll = ["--db", url, "--poll-interval", "0.03"]
     for index, step in enumerate(steps):
         args = ["run", str(spec), *poll] if index == 0 else ["resume", "1", *poll]
         killed = batcher(args, {**env, "BATCHER_CRASH_AT": step})
         assert killed.returncode == -signal.SIGKILL, (step, killed.stderr)
+    sandbox.advance_clock(3600)  # the slow batch finishes
     resumed = batcher(["resume", "1", *poll], env)
     assert resumed.returncode == 0, resumed.stderr
 
     db = open_store(url)
     check_accounted(db, 1, sandbox, N)
     stats = sandbox.stats()
-    assert stats["batches_created"]["xai"] == 1
-    assert stats["submissions"]["xai"] == {a["custom_id"]: 1 for a in attempts(db, 1)}
+    assert stats["batches_created"][seen_as] == 1
+    assert stats["submissions"][seen_as] == {a["custom_id"]: 1 for a in attempts(db, 1)}
+    assert {b["provider"] for b in batches(db, 1)} == {"xai" if seen_as == "xai" else "gateway"}
 
 
+@pytest.mark.parametrize(
+    "spec,seen_as", [(DEEPSEEK_SPEC, "deepseek"), ("gateway", "openai")],
+    ids=["deepseek", "openai-compatible"],
+)  # fmt: skip
 def test_direct_mode_killed_at_each_step_resends_at_most_concurrency_each_time(
-    sandbox, tmp_path, state_dir
+    sandbox, tmp_path, state_dir, spec, seen_as
 ):
-    """A DeepSeek run (direct mode, 3 requests in flight at most, 0.1 s each) killed at each
-    step in turn while requests are in flight; each resume sends what has no result yet, and
-    what was in flight at the kill again. Nothing is lost; every repeat the sandbox saw is
-    counted in the report as possibly billed twice, at most `concurrency` per kill."""
+    """A DeepSeek (or named OpenAI-compatible, direct) run (direct mode, 3 requests in flight
+    at most, 0.1 s each) killed at each step in turn while requests are in flight; each resume
+    sends what has no result yet, and what was in flight at the kill again. Nothing is lost;
+    every repeat the sandbox saw is counted in the report as possibly billed twice, at most
+    `concurrency` per kill."""
     from batcher.report.build import build_report, select_runs
 
     # Killing before the intent or mid-reconcile is provider-neutral (covered above); after
@@ -149,15 +180,16 @@ def test_direct_mode_killed_at_each_step_resends_at_most_concurrency_each_time(
     # sending), so the chain kills after the create (the journal is found and adopted) and
     # while polling.
     concurrency, steps = 3, ["after_create", "while_polling"]
-    spec = write_job(
-        tmp_path,
-        N,
-        "fixed:nano",
-        spec=DEEPSEEK_SPEC + f"[providers.deepseek]\nconcurrency = {concurrency}\n",
-    )
+    limit = f"concurrency = {concurrency}\n"
+    if spec == "gateway":
+        spec = nano_spec(spec, sandbox, "direct", extra=limit)
+    else:
+        spec += "[providers.deepseek]\n" + limit
+    spec = write_job(tmp_path, N, "fixed:nano", spec=spec)
     sandbox.configure(chat_latency_s=0.1)
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     env = {**os.environ, **sandbox.env(), "BATCHER_STATE_DIR": str(state_dir)}
+    env["GATEWAY_KEY"] = "gw-sandbox"
     poll = ["--db", url, "--poll-interval", "0.03"]
     for index, step in enumerate(steps):
         args = ["run", str(spec), *poll] if index == 0 else ["resume", "1", *poll]
@@ -169,7 +201,7 @@ def test_direct_mode_killed_at_each_step_resends_at_most_concurrency_each_time(
     db = open_store(url)
     assert {a["status"] for a in attempts(db, 1)} == {"succeeded"}
     assert len(attempts(db, 1)) == N  # nothing lost, one attempt an item
-    sent = sandbox.stats()["submissions"]["deepseek"]
+    sent = sandbox.stats()["submissions"][seen_as]
     repeats = sum(n - 1 for n in sent.values())
     (row,) = build_report(db, select_runs(db, 1)).direct
     assert repeats <= row.resent <= concurrency * len(steps)
