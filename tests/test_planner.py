@@ -14,18 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batcher.errors import UsageError
+from batcher.money.prices import cache_write_pays, unit_prices
 from batcher.plan.ingest import ingest
 from batcher.plan.onepass import MAX_SPOOLS
 from batcher.plan.planner import lay_out_batches, plan_input, plan_run
-from batcher.plan.requests import (
-    anthropic_cache_ttl,
-    anthropic_min_cacheable_tokens,
-    build_request,
-    caching_pays,
-    expected_ttl,
-)
+from batcher.plan.requests import build_request
 from batcher.plan.routing import make_annotator
 from batcher.plan.tokens import count_tokens
+from batcher.providers.anthropic import cache_ttl as anthropic_cache_ttl
+from batcher.providers.anthropic import expected_ttl
+from batcher.providers.anthropic import min_cacheable_tokens as anthropic_min_cacheable_tokens
 from batcher.spec import parse_spec
 from batcher.store import open_store
 from batcher.store.models import TABLES
@@ -36,6 +34,11 @@ TIERS = {
     "mid": "openai:gpt-5-mini",
     "frontier": "anthropic:claude-sonnet-4-6",
 }
+
+
+def caching_pays(provider, model, ttl, group_size, spec):
+    """Whether caching a group's prefix pays at the model's batch prices."""
+    return cache_write_pays(unit_prices(provider, model, batch=True, spec=spec), ttl, group_size)
 
 
 def make_spec(**extra):

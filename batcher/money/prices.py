@@ -354,3 +354,13 @@ def check_models_known(spec: JobSpec) -> None:
     for tier, ref in spec.tiers.items():
         provider, model = spec.model_of(tier)
         check_model_known(spec, provider, model, f"{spec.path}: tiers.{tier} = {ref!r}")
+
+
+def cache_write_pays(units: UnitPrices, ttl: str, group_size: int) -> bool:
+    """Whether one cache write at `ttl` plus (size - 1) reads cost less than `group_size`
+    plain inputs at these prices: 5m writes (1.25x) pay from 2 requests, 1h writes (2x)
+    from 3."""
+    if group_size < 2:
+        return False
+    write = units.cache_write_1h if ttl == "1h" else units.cache_write_5m
+    return write + (group_size - 1) * units.cache_read < group_size * units.input

@@ -31,9 +31,9 @@ from batcher.errors import UsageError
 from batcher.money.amounts import fmt_usd, to_pusd, to_usd
 from batcher.money.prices import price_usd, unit_prices
 from batcher.plan.layout import limits, prompt_text
-from batcher.plan.requests import anthropic_cache_ttl, gemini_cached_prefix, openai_cached_prefix
 from batcher.plan.routing import token_basis
 from batcher.plan.tokens import count_tokens
+from batcher.providers import wire_format
 from batcher.providers.base import Usage
 from batcher.spec import JobSpec
 from batcher.store import attempts
@@ -159,22 +159,14 @@ class _Pricer:
         usage = Usage(input_tokens=input_sum, output_tokens=out_sum)
         misses = max(Decimal(1), n * (1 - self.hit_rate))
         hits = n - misses
-        if provider == "anthropic" and prefix and n >= 2:
-            batch = min(self.limits["anthropic"][0], self.key_totals.get((provider, model), n))
-            ttl = anthropic_cache_ttl(model, prefix, n, batch, self.spec)
-            if ttl:
-                writes = int(misses * prefix)
-                if ttl == "1h":
-                    usage.cache_write_1h_tokens = writes
-                else:
-                    usage.cache_write_5m_tokens = writes
-                usage.cache_read_tokens = int(hits * prefix)
-        elif provider == "openai" and n >= 2:
-            usage.cache_read_tokens = int(hits * openai_cached_prefix(prefix))
-        elif provider in ("xai", "deepseek") and n >= 2:  # automatic prefix caching, no key
-            usage.cache_read_tokens = int(hits * openai_cached_prefix(prefix))
-        elif provider == "google" and n >= 2:
-            usage.cache_read_tokens = int(hits * gemini_cached_prefix(model, prefix))
+        batch = min(self.limits[provider][0], self.key_totals.get((provider, model), n))
+        wire = wire_format(provider, self.spec.providers.get(provider))
+        plan = wire.plan_cache(model, prefix, n, batch, self.spec)
+        usage.cache_read_tokens = int(hits * plan.read_tokens)
+        if plan.write_ttl == "1h":
+            usage.cache_write_1h_tokens = int(misses * prefix)
+        elif plan.write_ttl == "5m":
+            usage.cache_write_5m_tokens = int(misses * prefix)
         return usage
 
     def usd(self, provider: str, model: str, usage: Usage, batch: bool) -> Decimal:

@@ -37,11 +37,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import BatcherError, UsageError
 from batcher.plan.requests import (
-    anthropic_cache_ttl,
     cache_group_id,
     defaults_fingerprint,
-    gemini_cached_prefix,
-    openai_cached_prefix,
     request_from,
     request_hasher,
 )
@@ -286,16 +283,10 @@ class _Groups:
         prefix = count_tokens(system) if system else 0
         # The group id travels as OpenAI's prompt_cache_key (Anthropic's renderer ignores it).
         cache_key = cache_group_id(provider, model, system_hash)
-        ttl = cache = None
-        if provider == "anthropic" and system:
-            batch_size = min(self.limits[provider][0], self.totals[(ref, tier)])
-            ttl = cache = anthropic_cache_ttl(model, prefix, size, batch_size, self.spec)
-        elif provider in ("xai", "deepseek") and size >= 2 and openai_cached_prefix(prefix):
-            cache = "implicit"  # cached automatically, with no key of ours
-        elif provider == "openai" and size >= 2 and openai_cached_prefix(prefix):
-            cache = "key"
-        elif provider == "google" and size >= 2 and gemini_cached_prefix(model, prefix):
-            cache = "implicit"  # Gemini 2.5+ caches a shared prefix on its own
+        batch_size = min(self.limits[provider][0], self.totals[(ref, tier)])
+        wire = wire_format(provider, self.spec.providers.get(provider))
+        cache = wire.plan_cache(model, prefix, size, batch_size, self.spec)
+        ttl = cache.write_ttl
         self.current = _Group(
             key=key,
             provider=provider,
@@ -304,8 +295,8 @@ class _Groups:
             cache_key=cache_key,
             ttl=ttl,
             hasher=request_hasher(ref, system_hash, self.fingerprint),
-            render=wire_format(provider, self.spec.providers.get(provider)).render_line,
-            info=(cache_key, provider, model, tier, size, prefix, cache),
+            render=wire.render_line,
+            info=(cache_key, provider, model, tier, size, prefix, cache.mode),
         )
         return self.current
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from batcher.errors import UsageError
-from batcher.providers.base import Provider, WireFormat
+from batcher.providers.base import NO_CACHE, Provider, WireFormat
 from batcher.providers.calls import ProviderError, RetryPolicy
 
 NAMES = ("openai", "anthropic", "google", "xai", "deepseek")
@@ -99,10 +100,22 @@ def wire_format(name: str, settings: Any = None) -> WireFormat:
     it renders a request as a line of its batch file (the module batcher.providers.<name>;
     OpenAI's for a [providers.NAME] kind = "openai-compatible", given as `settings`)."""
     if settings is not None and getattr(settings, "kind", None) == "openai-compatible":
-        return importlib.import_module("batcher.providers.openai")  # type: ignore[return-value]
+        return _compatible_format()
     if name not in NAMES:
         raise UsageError(f"unknown provider {name!r}: use one of {', '.join(NAMES)}")
     return importlib.import_module(f"batcher.providers.{name}")  # type: ignore[return-value]
+
+
+def _compatible_format() -> WireFormat:
+    """OpenAI's lines and limits for a named OpenAI-compatible endpoint; no prompt cache is
+    planned, since a self-hosted server or a gateway may not cache at all."""
+    openai = importlib.import_module("batcher.providers.openai")
+    return SimpleNamespace(  # type: ignore[return-value]
+        MAX_REQUESTS=openai.MAX_REQUESTS,
+        MAX_BYTES=openai.MAX_BYTES,
+        render_line=openai.render_line,
+        plan_cache=lambda *args, **kwargs: NO_CACHE,
+    )
 
 
 # Built-in providers that speak OpenAI's chat completions: base URL and key, as

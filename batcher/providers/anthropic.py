@@ -6,15 +6,18 @@ import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 
+from batcher.money.prices import cache_write_pays, unit_prices
 from batcher.providers.base import (
     INVALID,
+    NO_CACHE,
     TOO_LONG,
     TRANSIENT,
     BatchState,
+    CachePlan,
     ErrorClass,
     Request,
     Result,
@@ -306,3 +309,55 @@ def _create_error(exc: Any) -> dict[str, Any]:
         "message": message,
         "line": int(index.group(1)) + 1 if index else None,
     }
+
+
+# --- prompt-cache policy ------------------------------------------------------------------
+
+# The minimum cacheable prefix by model family (provider-contracts.md); a shorter prefix is
+# silently not cached, so marking it would only cost bytes.
+MIN_CACHE_BY_FAMILY = (
+    (("opus-4-5", "opus-4-6", "haiku-4-5"), 4096),
+    (("haiku-3-5", "3-5-haiku", "haiku-3", "3-haiku"), 2048),
+)
+DEFAULT_MIN_CACHE = 1024  # Sonnet 4.x, Opus 4 and 4.1
+# Assumed processing rate of a batch, to guess its duration: a batch expected to run longer
+# than the 5-minute TTL gets the 1-hour one so that late requests still find the prefix.
+EXPECTED_REQUESTS_PER_MINUTE = 1_000
+FIVE_MINUTES = 5
+
+
+def min_cacheable_tokens(model: str) -> int:
+    """The shortest prefix (tokens) that `model` caches."""
+    name = model.lower()
+    for needles, minimum in MIN_CACHE_BY_FAMILY:
+        if any(n in name for n in needles):
+            return minimum
+    return DEFAULT_MIN_CACHE
+
+
+def expected_ttl(batch_requests: int) -> Literal["5m", "1h"]:
+    """'1h' when a batch of this many requests is expected to run longer than 5 minutes."""
+    minutes = batch_requests / EXPECTED_REQUESTS_PER_MINUTE
+    return "1h" if minutes > FIVE_MINUTES else "5m"
+
+
+def cache_ttl(
+    model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
+) -> Literal["5m", "1h"] | None:
+    """The cache_control TTL for a group's shared system prompt, or None when caching it
+    cannot pay (prefix below the model's minimum, or too few requests to repay the write)."""
+    if prefix_tokens < min_cacheable_tokens(model):
+        return None
+    ttl = expected_ttl(batch_requests)
+    units = unit_prices(NAME, model, batch=True, spec=spec)
+    return ttl if cache_write_pays(units, ttl, group_size) else None
+
+
+def plan_cache(
+    model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
+) -> CachePlan:
+    """A marked prefix: the first request of a group writes it, the others read it."""
+    ttl = cache_ttl(model, prefix_tokens, group_size, batch_requests, spec)
+    if ttl is None:
+        return NO_CACHE
+    return CachePlan(mode=ttl, read_tokens=prefix_tokens, write_ttl=ttl)

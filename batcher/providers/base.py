@@ -83,15 +83,42 @@ class BatchState:
     failed: bool = False  # the provider failed the batch as a whole (OpenAI says "failed")
 
 
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    """What the provider's prompt cache will do for a group of requests sharing a prefix.
+
+    `mode` is what the plan shows and the layout marks: a TTL ("5m", "1h") for a prefix
+    marked with cache_control (Anthropic), "key" for a group sent with a cache key (OpenAI),
+    "implicit" for a prefix the provider caches on its own (Gemini), None when it will not be
+    cached. `read_tokens` is what a request that hits the cache reads from it; `write_ttl` the
+    TTL whose write price a miss pays (None: misses cost plain input)."""
+
+    mode: str | None = None
+    read_tokens: int = 0
+    write_ttl: Literal["5m", "1h"] | None = None
+
+
+NO_CACHE = CachePlan()
+
+
 class WireFormat(Protocol):
-    """A provider module's planning side: the hard limits of one batch and its batch file's
-    line format. Every module in batcher/providers/ named in `NAMES` provides it."""
+    """A provider module's planning side: the hard limits of one batch, its batch file's line
+    format, and its prompt-cache policy. Every module in batcher/providers/ named in `NAMES`
+    provides it."""
 
     MAX_REQUESTS: int
     MAX_BYTES: int
 
     def render_line(self, request: Request) -> bytes:
         """One line (with its newline) of this provider's batch file for `request`."""
+        ...
+
+    def plan_cache(
+        self, model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
+    ) -> CachePlan:
+        """The cache plan of `group_size` requests to `model` sharing a `prefix_tokens`-token
+        system prompt, sent in batches of up to `batch_requests` (`spec`: the JobSpec, for
+        prices and overrides)."""
         ...
 
 

@@ -8,8 +8,24 @@ field), and the limits of one direct-mode batch file.
 
 from __future__ import annotations
 
+from typing import Any
+
+from batcher.providers.base import NO_CACHE, CachePlan
 from batcher.providers.direct import MAX_BYTES, MAX_REQUESTS
+from batcher.providers.openai import cached_prefix
 from batcher.providers.openai import render_line_without_cache_key as render_line
 
 NAME = "deepseek"
-__all__ = ["MAX_BYTES", "MAX_REQUESTS", "NAME", "render_line"]
+__all__ = ["MAX_BYTES", "MAX_REQUESTS", "NAME", "plan_cache", "render_line"]
+
+
+def plan_cache(
+    model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
+) -> CachePlan:
+    """DeepSeek caches a repeated, byte-identical prefix on its own ("implicit"); the cached
+    share is counted as OpenAI's (1,024 tokens or more, in 128-token steps), as planned
+    before this policy moved here."""
+    read = cached_prefix(prefix_tokens)
+    if group_size < 2 or not read:
+        return NO_CACHE
+    return CachePlan(mode="implicit", read_tokens=read)

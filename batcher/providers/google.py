@@ -24,9 +24,11 @@ import orjson
 from batcher.errors import UsageError
 from batcher.providers.base import (
     INVALID,
+    NO_CACHE,
     TOO_LONG,
     TRANSIENT,
     BatchState,
+    CachePlan,
     ErrorClass,
     Request,
     Result,
@@ -367,3 +369,30 @@ def _create_error(exc: Any) -> dict[str, Any]:
         "message": message,
         "line": int(line.group(1)) if line else None,
     }
+
+
+# --- prompt-cache policy ------------------------------------------------------------------
+
+FLASH_MIN_CACHE = 2048  # Gemini 2.5 Flash (and Flash-Lite)
+MIN_CACHE = 4096  # 2.5 Pro and the 3.x models
+
+
+def min_cacheable_tokens(model: str) -> int:
+    """The shortest prompt Gemini's implicit caching considers. Versions of the docs give
+    1,024 or 2,048 for 2.5 Flash and 2,048 or 4,096 for the others: the larger is assumed."""
+    return FLASH_MIN_CACHE if model.startswith("gemini-2.5-flash") else MIN_CACHE
+
+
+def cached_prefix(model: str, prefix_tokens: int) -> int:
+    """Tokens a Gemini request can read from the implicit cache when its prefix is cached."""
+    return prefix_tokens if prefix_tokens >= min_cacheable_tokens(model) else 0
+
+
+def plan_cache(
+    model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
+) -> CachePlan:
+    """Gemini 2.5+ caches a shared prefix on its own (implicit caching); no write price."""
+    read = cached_prefix(model, prefix_tokens)
+    if group_size < 2 or not read:
+        return NO_CACHE
+    return CachePlan(mode="implicit", read_tokens=read)

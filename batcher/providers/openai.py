@@ -12,9 +12,11 @@ import orjson
 
 from batcher.providers.base import (
     INVALID,
+    NO_CACHE,
     TOO_LONG,
     TRANSIENT,
     BatchState,
+    CachePlan,
     ErrorClass,
     Request,
     Result,
@@ -336,3 +338,26 @@ def _create_error(exc: Any) -> dict[str, Any]:
         "message": body.get("message") or str(exc),
         "line": None,
     }
+
+
+# --- prompt-cache policy ------------------------------------------------------------------
+
+MIN_CACHE = 1024  # OpenAI caches prompts of 1,024 tokens or more, in 128-token steps
+CACHE_STEP = 128
+
+
+def cached_prefix(prefix_tokens: int) -> int:
+    """Tokens OpenAI reports as cached when a request hits a cached prefix of this length."""
+    if prefix_tokens < MIN_CACHE:
+        return 0
+    return prefix_tokens // CACHE_STEP * CACHE_STEP
+
+
+def plan_cache(
+    model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
+) -> CachePlan:
+    """Automatic caching of a long prefix, steered by prompt_cache_key; no write price."""
+    read = cached_prefix(prefix_tokens)
+    if group_size < 2 or not read:
+        return NO_CACHE
+    return CachePlan(mode="key", read_tokens=read)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from batcher.providers import openai as openai_format
-from batcher.providers.base import BatchState, Request, Result
+from batcher.providers.base import NO_CACHE, BatchState, CachePlan, Request, Result
 from batcher.providers.calls import (
     ProviderError,
     RetryPolicy,
@@ -270,3 +270,14 @@ class XAIBatches:
 
 def _missing_key() -> str:
     raise ProviderError(f"{NAME}: no API key (set {KEY_ENV})")
+
+
+def plan_cache(
+    model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
+) -> CachePlan:
+    """xAI caches a repeated prompt prefix on its own, with no key of ours ("implicit"); the
+    cached share is counted as OpenAI's (1,024 tokens or more, in 128-token steps)."""
+    read = openai_format.cached_prefix(prefix_tokens)
+    if group_size < 2 or not read:
+        return NO_CACHE
+    return CachePlan(mode="implicit", read_tokens=read)
