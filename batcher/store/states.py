@@ -12,12 +12,11 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from batcher.store.bulk import placeholder
+if TYPE_CHECKING:  # SQLAlchemy loads with the first write: the CLI reads the enums without it
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Connection
 
 
 class RunStatus(StrEnum):
@@ -132,6 +131,8 @@ def set_status(
     Rows whose current status may not move to `to` are left alone, so a repeated call is a
     no-op. `values` sets other columns in the same UPDATE (raw provider status, times, ids).
     """
+    import sqlalchemy as sa
+
     sources = allowed_sources(table.name, to)
     if not sources:
         raise ValueError(f"no transition of {table.name} leads to {to!r}")
@@ -170,6 +171,8 @@ def set_status_many(
     Pass database-ready values (see `batcher.store.bulk.db_value` for times). Rows are written in
     id order, which keeps the B-tree pages each write touches close together.
     """
+    from batcher.store.bulk import placeholder
+
     if not rows:
         return 0
     rows = sorted(rows, key=itemgetter(-1))
