@@ -177,6 +177,8 @@ class Batching(_Strict):
 class Polling(_Strict):
     interval_s: float = Field(default=30.0, gt=0)
     max_interval_s: float = Field(default=300.0, gt=0)
+    # A provider that does not answer at all for this long stops the run (resumable).
+    unreachable_after_s: float = Field(default=900.0, gt=0)
 
 
 class PriceOverride(_Strict):

@@ -115,7 +115,8 @@ def test_scheduler_daemon_logs_firings_and_stops_on_sigterm(run, spec, tmp_path,
     pattern = str(tmp_path / "in/*.jsonl")
     run("schedule", "add", "often", "--job", str(spec), "--input", pattern, "--every", "1s")
     log_path = tmp_path / "scheduler.log"
-    env = {**os.environ, "BATCHER_DB": sqlite_url}
+    # the scheduler checks the job's key before it starts; nothing is sent in this test
+    env = {**os.environ, "BATCHER_DB": sqlite_url, "OPENAI_API_KEY": "sk-test"}
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(
             [sys.executable, "-c", "from batcher.cli import main; main()", "scheduler",

@@ -144,7 +144,7 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
     """
     from batcher.errors import LeaseHeld
     from batcher.run.engine import drive_run, start_run
-    from batcher.run.preflight import check_keys
+    from batcher.run.preflight import preflight_new_run, preflight_spec
     from batcher.run.progress import make_reporter
     from batcher.spec import load_spec
     from batcher.store import open_store
@@ -159,9 +159,10 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
             from batcher.sandbox import start_sandbox
 
             clients = Clients.for_sandbox(stack.enter_context(start_sandbox()))
-            poll_interval = poll_interval or 0.05
-        check_keys(spec, clients)
+        poll = _poll_settings(spec, poll_interval, sandbox)
+        preflight_spec(spec, clients, poll.unreachable_s)
         run_id = start_run(engine, spec, source, skip_invalid=skip_invalid, max_usd=max_usd)
+        preflight_new_run(engine, run_id, spec, clients)
         click.echo(f"run {run_id}: planned; submitting", err=True)
         reporter = make_reporter()
         try:
@@ -170,7 +171,7 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
                 run_id,
                 clients=clients,
                 stop=stack.enter_context(_stop_on_signals()),
-                poll=poll_interval,
+                poll=poll,
                 reporter=reporter,
                 reuse=not no_reuse,
             )
@@ -179,6 +180,16 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
         finally:
             reporter.close()
     _finish(outcome, as_json, engine)
+
+
+def _poll_settings(spec, interval_s: float | None, sandbox: bool):
+    """The spec's polling, `--poll-interval`, and with --sandbox quick polls and a provider
+    that is given up on after seconds of silence rather than minutes."""
+    from batcher.run.poll import SANDBOX_POLL_S, SANDBOX_UNREACHABLE_S, PollSettings
+
+    if sandbox:
+        return PollSettings.of(spec, interval_s or SANDBOX_POLL_S, SANDBOX_UNREACHABLE_S)
+    return PollSettings.of(spec, interval_s)
 
 
 @cli.command()
@@ -202,16 +213,17 @@ def submit(job, input_path, skip_invalid, max_usd, no_reuse, db, as_json):
       batcher resume 12
     """
     from batcher.run.engine import drive_run, start_run
-    from batcher.run.preflight import check_keys
+    from batcher.run.preflight import preflight_new_run, preflight_spec
     from batcher.spec import load_spec
     from batcher.store import open_store
 
     spec = load_spec(job)
-    check_keys(spec)
+    preflight_spec(spec, None, spec.polling.unreachable_after_s)
     engine = open_store(db)
     run_id = start_run(
         engine, spec, spec.input_file(input_path), skip_invalid=skip_invalid, max_usd=max_usd
     )
+    preflight_new_run(engine, run_id, spec, None)
     _finish(drive_run(engine, run_id, reuse=not no_reuse, submit_only=True), as_json)
 
 
@@ -270,22 +282,26 @@ def resume(run_id, adopt, not_created, max_usd, no_reuse, poll_interval, db, as_
       4  cancelled
     """
     from batcher.errors import LeaseHeld
-    from batcher.run.engine import resume_run
+    from batcher.run.engine import resume_run, run_spec
+    from batcher.run.preflight import preflight_run
     from batcher.run.progress import make_reporter
     from batcher.store import open_store
 
+    adopted = _pairs(adopt)
     engine = open_store(db)
+    poll = _poll_settings(run_spec(engine, run_id), poll_interval, False)
+    preflight_run(engine, run_id, None, poll.unreachable_s)
     reporter = make_reporter()
     try:
         with _stop_on_signals() as stop:
             outcome = resume_run(
                 engine,
                 run_id,
-                adopt=_pairs(adopt),
+                adopt=adopted,
                 not_created=list(not_created),
                 max_usd=max_usd,
                 stop=stop,
-                poll=poll_interval,
+                poll=poll,
                 reporter=reporter,
                 reuse=not no_reuse,
             )

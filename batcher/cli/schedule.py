@@ -265,6 +265,22 @@ def run_now(name, reprocess, db, as_json):
         sys.exit(EXIT_FAILURE)
 
 
+def _check_schedule_keys(engine, clients) -> None:
+    """Exit 2 before the daemon starts when an active schedule's job lacks a provider key."""
+    from batcher.run.preflight import check_keys
+    from batcher.schedule.schedules import Schedules
+    from batcher.spec import load_spec
+
+    schedules = Schedules(engine)
+    try:
+        for info in schedules.list():
+            if not info.paused:
+                then = f"schedule {info.name} would fail at every firing"
+                check_keys(load_spec(info.job), clients, then=then)
+    finally:
+        schedules.close()
+
+
 @cli.command()
 @click.option("--workers", default=4, show_default=True, help="Schedules that may fire at once.")
 @click.option(
@@ -291,7 +307,9 @@ def scheduler(workers, poll, db):
     from batcher.schedule.daemon import Scheduler
     from batcher.store import open_store
 
+    engine = open_store(db)
+    _check_schedule_keys(engine, None)
     _setup_logging()
-    daemon = Scheduler(open_store(db), workers=workers, poll_s=poll)
+    daemon = Scheduler(engine, workers=workers, poll_s=poll)
     with _stop_on_signals(daemon.request_stop):
         daemon.run()

@@ -19,6 +19,17 @@ from batcher.providers.base import NO_CACHE, Provider, WireFormat
 from batcher.providers.calls import ProviderError, RetryPolicy
 
 NAMES = ("openai", "anthropic", "google", "xai", "deepseek")
+# Where each SDK goes when neither Clients nor its environment variable names a base URL.
+BASE_URL_ENVS = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL",
+                 "google": "GOOGLE_GEMINI_BASE_URL", "xai": "XAI_BASE_URL",
+                 "deepseek": "DEEPSEEK_BASE_URL"}  # fmt: skip
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "google": "https://generativelanguage.googleapis.com",
+    "xai": "https://api.x.ai/v1",
+    "deepseek": "https://api.deepseek.com",
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,18 @@ class Clients:
             compatible_api_key="sk-sandbox",
             policy=policy or RetryPolicy(attempts=10, base_s=0.05, cap_s=1.0),
         )
+
+
+def base_url_of(name: str, clients: Clients | None = None) -> str:
+    """The base URL provider `name`'s SDK will call: Clients, else its variable, else the
+    SDK's default."""
+    clients = clients or Clients()
+    field_name = "gemini_base_url" if name == "google" else f"{name}_base_url"
+    return (
+        getattr(clients, field_name, None)
+        or os.environ.get(BASE_URL_ENVS.get(name, ""))
+        or DEFAULT_BASE_URLS.get(name, "")
+    )
 
 
 def connect(name: str, clients: Clients | None = None, spec: Any = None) -> Provider:

@@ -64,9 +64,18 @@ def wait_or_stop(seconds: float) -> None:
 class ProviderError(BatcherError):
     """A provider call failed for good (after retries, or with an error retrying cannot fix)."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(
+        self, message: str, status: int | None = None, *, unreachable_since: float | None = None
+    ):
         super().__init__(message)
         self.status = status
+        # time.monotonic() of the first failed connection, when the provider never answered
+        self.unreachable_since = unreachable_since
+
+    @property
+    def unreachable(self) -> bool:
+        """The provider did not answer at all (no HTTP status): a network or base URL issue."""
+        return self.unreachable_since is not None
 
 
 class CreateRefused(ProviderError):
@@ -185,17 +194,22 @@ def with_retries(
     connection_errors: tuple[type[BaseException], ...],
     sleep: Callable[[float], None] = wait_or_stop,
 ) -> T:
-    """`call()`, repeated through transient errors; ProviderError when it cannot succeed."""
+    """`call()`, repeated through transient errors; ProviderError when it cannot succeed
+    (`unreachable` when no try got an answer at all)."""
+    silent_since: float | None = time.monotonic()
     for attempt in range(policy.attempts):
         try:
             return call()
         except Exception as exc:  # noqa: BLE001 - classified below, re-raised typed
+            if not isinstance(exc, connection_errors):
+                silent_since = None  # it answered, with an error
             if not is_transient(exc, connection_errors):
                 raise ProviderError(describe(provider, operation, exc), status_of(exc)) from exc
             if attempt + 1 >= policy.attempts:
                 raise ProviderError(
                     describe(provider, operation, exc) + f" (gave up after {attempt + 1} tries)",
                     status_of(exc),
+                    unreachable_since=silent_since,
                 ) from exc
             sleep(policy.delay(attempt, retry_after_of(exc)))
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
@@ -231,8 +245,22 @@ def create_once(
                 raise CreateRefused(message, status, [refusal(exc)]) from exc
             raise CreateUncertain(message, status) from exc
         except connection_error as exc:
-            raise CreateUncertain(describe(provider, "batch create", exc)) from exc
+            message = describe(provider, "batch create", exc)
+            if never_connected(exc):  # the request never left: it is safe to send it again
+                raise ProviderError(message, unreachable_since=time.monotonic()) from exc
+            raise CreateUncertain(message) from exc
     raise CreateUncertain(f"{provider} batch create for {local_id}: rate limited throughout")
+
+
+def never_connected(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) is httpx's ConnectError: no connection was made,
+    so no request reached the server (refused, unknown host, no route)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "ConnectError" and type(seen).__module__.startswith("httpx"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def guarded_lines(lines: Iterable[Any], provider: str, operation: str) -> Iterator[Any]:

@@ -74,6 +74,7 @@ class Driver:
         self.create_retries: dict[str, int] = {}
         self.cancel_sent: set[str] = set()
         self.poll_failures = 0
+        self.silent_since: dict[str, float] = {}  # provider -> first call it did not answer
         # How long an unanswered create may take to show in the provider's list.
         self.grace_s = min(60.0, max(0.2, poll.interval_s * 4))
         self.waiting: set[str] = set()
@@ -246,6 +247,8 @@ class Driver:
             provider = self.registry.get(batch.provider)
             kind, detail = submit_batch(self.db, provider, batch, grace_s=self.grace_s)
             label = f"{batch.provider}:{batch.model}"
+            if kind != "retry" or not getattr(detail, "unreachable", False):
+                self.silent_since.pop(batch.provider, None)
             if kind == "wait":
                 self.report_settled(batch, kind, detail)
             elif kind == "submitted":
@@ -255,6 +258,9 @@ class Driver:
                 settle_refused(self.db, batch, detail, self.spec)
                 self.reporter.note(f"batch {batch.id} refused by {batch.provider}: {detail}")
                 self.follow_up()
+            elif getattr(detail, "unreachable", False):
+                self.not_answering(batch.provider, detail)
+                self.reporter.note(f"batch {batch.id}: will submit again ({detail})")
             else:
                 tries = self.create_retries[batch.id] = self.create_retries.get(batch.id, 0) + 1
                 if tries > MAX_CREATE_RETRIES:
@@ -278,6 +284,7 @@ class Driver:
                 continue
             self.poll_failures = 0
             self.missing.pop(batch.id, None)
+            self.silent_since.pop(batch.provider, None)
             label = f"{batch.provider}:{batch.model}"
             self.reporter.batch(batch.id, label, state.done, batch.n_requests, state.raw_status)
             if not state.ended:
@@ -297,9 +304,14 @@ class Driver:
 
     def poll_failed(self, batch: Any, exc: ProviderError) -> bool:
         """A poll that failed through all retries: try again next loop, unless it is not a
-        passing problem (auth) or it has gone on too long. True when the batch was lost."""
+        passing problem (auth), the provider has not answered at all for too long, or it has
+        gone on too long. True when the batch was lost."""
         if exc.status == 404:
             return self.not_found(batch, exc)
+        if exc.unreachable:
+            self.not_answering(batch.provider, exc)
+            self.reporter.note(f"batch {batch.id}: {exc}; trying again")
+            return False
         self.poll_failures += 1
         if exc.status not in RETRYABLE | {None} or self.poll_failures > MAX_POLL_FAILURES:
             raise exc
@@ -331,6 +343,25 @@ class Driver:
         then = "they end cancelled" if self.cancelling else "they go again in a new batch"
         self.reporter.note(f"batch {batch.id} is lost: {reason}; {n} unfinished request(s): {then}")
         return True
+
+    def not_answering(self, provider: str, exc: ProviderError) -> None:
+        """`provider` gave no answer at all: RunStopped once that has lasted longer than
+        polling.unreachable_after_s (retrying forever would hide a wrong base URL)."""
+        from batcher.providers import base_url_of
+        from batcher.run.preflight import unreachable_message
+
+        since = min(self.silent_since.get(provider, exc.unreachable_since), exc.unreachable_since)
+        self.silent_since[provider] = since
+        silent_s = time.monotonic() - since
+        if silent_s >= self.backoff.settings.unreachable_s:
+            raise RunStopped(
+                unreachable_message(
+                    provider,
+                    base_url_of(provider, self.registry.clients),
+                    silent_s,
+                    f"once it answers, `batcher resume {self.run_id}` continues",
+                )
+            )
 
     def mark_ended(self, batch_id: str, state: BatchState) -> None:
         values = {

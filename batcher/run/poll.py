@@ -24,19 +24,24 @@ from batcher.spec import JobSpec
 
 TOKEN_LIMIT = "token_limit_exceeded"
 SANDBOX_POLL_S = 0.05
+SANDBOX_UNREACHABLE_S = 5.0  # the sandbox answers at once, or it is not running
 
 
 @dataclass(frozen=True)
 class PollSettings:
     interval_s: float = 30.0
     max_interval_s: float = 300.0
+    unreachable_s: float = 900.0  # a provider silent this long stops the run
 
     @classmethod
-    def of(cls, spec: JobSpec, interval_s: float | None = None) -> PollSettings:
+    def of(
+        cls, spec: JobSpec, interval_s: float | None = None, unreachable_s: float | None = None
+    ) -> PollSettings:
         """The spec's polling, or a fixed `interval_s` (which also caps the growth)."""
+        silent = unreachable_s or spec.polling.unreachable_after_s
         if interval_s is not None:
-            return cls(interval_s, max(interval_s, interval_s * 4))
-        return cls(spec.polling.interval_s, spec.polling.max_interval_s)
+            return cls(interval_s, max(interval_s, interval_s * 4), silent)
+        return cls(spec.polling.interval_s, spec.polling.max_interval_s, silent)
 
 
 class Backoff:

@@ -98,9 +98,9 @@ def submit_batch(
         return "refused", exc.errors
     except CreateUncertain as exc:
         return settle(db, provider, batch.id, cause=str(exc), grace_s=grace_s)
-    except ProviderError as exc:  # the upload failed: no create was sent
+    except ProviderError as exc:  # the upload failed, or the create never left: none was made
         unsubmit(db, batch.id, str(exc))
-        return "retry", str(exc)
+        return "retry", exc
     crash_point("after_create")
     adopt(db, batch.id, state)
     crash_point("after_record")
