@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 import click
 
 from batcher.cli import cli, db_option, handle_errors, input_option, json_option
-from batcher.money.amounts import fmt_usd
+from batcher.money.amounts import fmt_money, fmt_usd
 from batcher.output import print_json, print_table
 
 poll_option = click.option(
@@ -392,3 +392,61 @@ def cancel(run_id, poll_interval, db, as_json):
     finally:
         reporter.close()
     _finish(outcome, as_json)
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN", type=int)
+@click.option(
+    "--failed", "only_failed", is_flag=True, help="Only failed items, not cancelled ones."
+)
+@click.option("--tier", metavar="T", help="Send them to tier T (default: their last tier).")
+@max_usd_option
+@reuse_option
+@poll_option
+@db_option
+@json_option
+@handle_errors
+def retry(run_id, only_failed, tier, max_usd, no_reuse, poll_interval, db, as_json):
+    """New attempts, inside RUN, for its items that did not succeed (failed and cancelled).
+
+    The round is estimated and checked against the budget (--max-usd, else the spec's
+    max_usd) before anything is sent, then submitted, reconciled, escalated and reported
+    like any round of the run.
+
+    \b
+    Examples:
+      batcher retry 12 --failed
+      batcher retry 12 --tier frontier --max-usd 5
+    """
+    from batcher.errors import LeaseHeld
+    from batcher.run.engine import drive_run, run_spec
+    from batcher.run.preflight import preflight_run
+    from batcher.run.progress import make_reporter
+    from batcher.run.retry import plan_retry
+    from batcher.store import open_store
+
+    engine = open_store(db)
+    poll = _poll_settings(run_spec(engine, run_id), poll_interval, False)
+    preflight_run(engine, run_id, None, poll.unreachable_s)
+    planned = plan_retry(engine, run_id, only_failed=only_failed, tier=tier, max_usd=max_usd)
+    if planned.estimate is None:
+        which = "failed" if only_failed else "failed or cancelled"
+        click.echo(f"run {run_id}: nothing to retry: no item is {which}", err=True)
+        sys.exit(0)
+    items = ", ".join(f"{n} {status}" for status, n in sorted(planned.items.items()))
+    click.echo(
+        f"run {run_id}: round {planned.round} retries {planned.n_items} items ({items}), "
+        f"estimated {fmt_money(planned.estimate.cost_usd)}; submitting",
+        err=True,
+    )
+    reporter = make_reporter()
+    try:
+        with _stop_on_signals() as stop:
+            outcome = drive_run(
+                engine, run_id, stop=stop, poll=poll, reporter=reporter, reuse=not no_reuse
+            )
+    except LeaseHeld as exc:
+        _lease_held(exc)
+    finally:
+        reporter.close()
+    _finish(outcome, as_json, engine)

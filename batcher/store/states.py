@@ -74,7 +74,14 @@ ATTEMPT_FINAL = {
 # target status -> the statuses it may be reached from
 TRANSITIONS: dict[str, dict[str, set[str]]] = {
     "run": {
-        RunStatus.PLANNED: {RunStatus.CREATED, RunStatus.PLANNED},
+        # a finished run is planned again by `batcher retry`
+        RunStatus.PLANNED: {
+            RunStatus.CREATED,
+            RunStatus.PLANNED,
+            RunStatus.COMPLETED,
+            RunStatus.CANCELLED,
+            RunStatus.FAILED,
+        },
         RunStatus.RUNNING: {RunStatus.PLANNED, RunStatus.RUNNING, RunStatus.FAILED},
         RunStatus.COMPLETED: {RunStatus.RUNNING},
         RunStatus.FAILED: {RunStatus.PLANNED, RunStatus.RUNNING},
@@ -86,7 +93,13 @@ TRANSITIONS: dict[str, dict[str, set[str]]] = {
         },
     },
     "item": {
-        ItemStatus.QUEUED: {ItemStatus.PENDING, ItemStatus.IN_FLIGHT},
+        # failed and cancelled items are queued again by `batcher retry`
+        ItemStatus.QUEUED: {
+            ItemStatus.PENDING,
+            ItemStatus.IN_FLIGHT,
+            ItemStatus.FAILED,
+            ItemStatus.CANCELLED,
+        },
         ItemStatus.IN_FLIGHT: {ItemStatus.QUEUED},
         ItemStatus.SUCCEEDED: {ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.IN_FLIGHT},
         ItemStatus.FAILED: {ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.IN_FLIGHT},
