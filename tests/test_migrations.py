@@ -116,6 +116,7 @@ def test_upgrade_from_an_older_version_keeps_rows(db_url, version):
     # columns added after m001 exist, with their defaults for the old rows
     run = _read(engine, "run", "id", 1)
     assert (run["lease_owner"], run["lease_expires_at"], run["schedule_name"]) == (None, None, None)
+    assert run["options_json"] is None  # m009: an older run resumes with the default options
     attempt = _read(engine, "attempt", "id", 100)
     assert (attempt["cache_read_tokens"], attempt["baseline_pusd"]) == (0, 0)
     engine.dispose()

@@ -20,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 import click
 
 from batcher.cli import cli, db_option, handle_errors, input_option, json_option
+from batcher.cli.connect import clients_for, sandbox_option
 from batcher.money.amounts import fmt_money, fmt_usd
 from batcher.output import print_json, print_table
 
@@ -108,7 +109,7 @@ def _lease_held(exc) -> None:
 @cli.command()
 @click.argument("job", type=click.Path(dir_okay=False))
 @input_option
-@click.option("--sandbox", is_flag=True, help="Run against the local sandbox (no real calls).")
+@sandbox_option
 @click.option("--skip-invalid", is_flag=True, help="Set bad input lines aside, run the rest.")
 @max_usd_option
 @reuse_option
@@ -124,8 +125,10 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
     shows on a terminal (log lines otherwise). Ctrl-C stops cleanly: `batcher resume RUN`
     continues, and so does it after a crash.
 
-    --sandbox starts the local sandbox in this process and points both SDKs at it with dummy
-    keys: nothing leaves the machine and nothing is billed.
+    --sandbox points the SDKs at the local sandbox with dummy keys (the one `batcher
+    sandbox` serves, else one started in this process): nothing leaves the machine and
+    nothing is billed. The run's options (--no-reuse, --poll-interval, --sandbox) are kept
+    with it: `resume`, `retry` and `cancel` carry on with them.
 
     \b
     Examples:
@@ -144,6 +147,7 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
     """
     from batcher.errors import LeaseHeld
     from batcher.run.engine import drive_run, start_run
+    from batcher.run.options import RunOptions
     from batcher.run.preflight import preflight_new_run, preflight_spec
     from batcher.run.progress import make_reporter
     from batcher.spec import load_spec
@@ -152,16 +156,14 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
     spec = load_spec(job)
     source = spec.input_file(input_path)
     engine = open_store(db)
+    options = RunOptions(reuse=not no_reuse, poll_interval_s=poll_interval, sandbox=sandbox)
     with ExitStack() as stack:
-        clients = None
-        if sandbox:
-            from batcher.providers import Clients
-            from batcher.sandbox import start_sandbox
-
-            clients = Clients.for_sandbox(stack.enter_context(start_sandbox()))
-        poll = _poll_settings(spec, poll_interval, sandbox)
+        clients = clients_for(stack, sandbox)
+        poll = _poll_settings(spec, options)
         preflight_spec(spec, clients, poll.unreachable_s)
-        run_id = start_run(engine, spec, source, skip_invalid=skip_invalid, max_usd=max_usd)
+        run_id = start_run(
+            engine, spec, source, skip_invalid=skip_invalid, max_usd=max_usd, options=options
+        )
         preflight_new_run(engine, run_id, spec, clients)
         click.echo(f"run {run_id}: planned; submitting", err=True)
         reporter = make_reporter()
@@ -173,7 +175,7 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
                 stop=stack.enter_context(_stop_on_signals()),
                 poll=poll,
                 reporter=reporter,
-                reuse=not no_reuse,
+                reuse=options.reuse,
             )
         except LeaseHeld as exc:
             _lease_held(exc)
@@ -182,30 +184,55 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
     _finish(outcome, as_json, engine)
 
 
-def _poll_settings(spec, interval_s: float | None, sandbox: bool):
-    """The spec's polling, `--poll-interval`, and with --sandbox quick polls and a provider
-    that is given up on after seconds of silence rather than minutes."""
+def _poll_settings(spec, options):
+    """The spec's polling or the run's --poll-interval; with --sandbox quick polls and a
+    provider that is given up on after seconds of silence rather than minutes."""
     from batcher.run.poll import SANDBOX_POLL_S, SANDBOX_UNREACHABLE_S, PollSettings
 
-    if sandbox:
+    interval_s = options.poll_interval_s
+    if options.sandbox:
         return PollSettings.of(spec, interval_s or SANDBOX_POLL_S, SANDBOX_UNREACHABLE_S)
     return PollSettings.of(spec, interval_s)
+
+
+@contextmanager
+def _carried_on(db, run_id: int, *, no_reuse=False, poll_interval=None, sandbox=False,
+                outlive=False):  # fmt: skip
+    """For a command that continues RUN: its stored options with those given now (kept
+    with the run), the clients they call for, and its polling; after the preflight."""
+    from batcher.run.engine import run_options, run_spec, save_options
+    from batcher.run.preflight import preflight_run
+    from batcher.store import open_store
+
+    engine = open_store(db)
+    spec = run_spec(engine, run_id)
+    options = run_options(engine, run_id).overridden(
+        no_reuse=no_reuse, poll_interval_s=poll_interval, sandbox=sandbox
+    )
+    save_options(engine, run_id, options)
+    with ExitStack() as stack:
+        clients = clients_for(stack, options.sandbox, outlive=outlive)
+        poll = _poll_settings(spec, options)
+        preflight_run(engine, run_id, clients, poll.unreachable_s)
+        yield engine, options, clients, poll
 
 
 @cli.command()
 @click.argument("job", type=click.Path(dir_okay=False))
 @input_option
+@sandbox_option
 @click.option("--skip-invalid", is_flag=True, help="Set bad input lines aside, run the rest.")
 @max_usd_option
 @reuse_option
 @db_option
 @json_option
 @handle_errors
-def submit(job, input_path, skip_invalid, max_usd, no_reuse, db, as_json):
+def submit(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, db, as_json):
     """Plan JOB and submit its batches without waiting for them (exit code 3).
 
     `batcher resume RUN` later polls, reconciles and escalates; `batcher status RUN` shows
-    where the batches are.
+    where the batches are. --sandbox needs a running `batcher sandbox`, since the batches
+    must outlive this command.
 
     \b
     Examples:
@@ -213,18 +240,28 @@ def submit(job, input_path, skip_invalid, max_usd, no_reuse, db, as_json):
       batcher resume 12
     """
     from batcher.run.engine import drive_run, start_run
+    from batcher.run.options import RunOptions
     from batcher.run.preflight import preflight_new_run, preflight_spec
     from batcher.spec import load_spec
     from batcher.store import open_store
 
     spec = load_spec(job)
-    preflight_spec(spec, None, spec.polling.unreachable_after_s)
-    engine = open_store(db)
-    run_id = start_run(
-        engine, spec, spec.input_file(input_path), skip_invalid=skip_invalid, max_usd=max_usd
-    )
-    preflight_new_run(engine, run_id, spec, None)
-    _finish(drive_run(engine, run_id, reuse=not no_reuse, submit_only=True), as_json)
+    options = RunOptions(reuse=not no_reuse, sandbox=sandbox)
+    with ExitStack() as stack:
+        clients = clients_for(stack, sandbox, outlive=True)
+        preflight_spec(spec, clients, _poll_settings(spec, options).unreachable_s)
+        engine = open_store(db)
+        run_id = start_run(
+            engine,
+            spec,
+            spec.input_file(input_path),
+            skip_invalid=skip_invalid,
+            max_usd=max_usd,
+            options=options,
+        )
+        preflight_new_run(engine, run_id, spec, clients)
+        outcome = drive_run(engine, run_id, clients=clients, reuse=options.reuse, submit_only=True)
+    _finish(outcome, as_json)
 
 
 def _pairs(values: tuple[str, ...]) -> dict[str, str]:
@@ -256,10 +293,11 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
 @max_usd_option
 @reuse_option
 @poll_option
+@sandbox_option
 @db_option
 @json_option
 @handle_errors
-def resume(run_id, adopt, not_created, max_usd, no_reuse, poll_interval, db, as_json):
+def resume(run_id, adopt, not_created, max_usd, no_reuse, poll_interval, sandbox, db, as_json):
     """Finish RUN after any interruption: a crash, Ctrl-C, `submit`, or an error.
 
     Batches whose submission was interrupted are looked up at the provider and adopted,
@@ -282,33 +320,31 @@ def resume(run_id, adopt, not_created, max_usd, no_reuse, poll_interval, db, as_
       4  cancelled
     """
     from batcher.errors import LeaseHeld
-    from batcher.run.engine import resume_run, run_spec
-    from batcher.run.preflight import preflight_run
+    from batcher.run.engine import resume_run
     from batcher.run.progress import make_reporter
-    from batcher.store import open_store
 
     adopted = _pairs(adopt)
-    engine = open_store(db)
-    poll = _poll_settings(run_spec(engine, run_id), poll_interval, False)
-    preflight_run(engine, run_id, None, poll.unreachable_s)
-    reporter = make_reporter()
-    try:
-        with _stop_on_signals() as stop:
-            outcome = resume_run(
-                engine,
-                run_id,
-                adopt=adopted,
-                not_created=list(not_created),
-                max_usd=max_usd,
-                stop=stop,
-                poll=poll,
-                reporter=reporter,
-                reuse=not no_reuse,
-            )
-    except LeaseHeld as exc:
-        _lease_held(exc)
-    finally:
-        reporter.close()
+    given = {"no_reuse": no_reuse, "poll_interval": poll_interval, "sandbox": sandbox}
+    with _carried_on(db, run_id, **given) as (engine, options, clients, poll):
+        reporter = make_reporter()
+        try:
+            with _stop_on_signals() as stop:
+                outcome = resume_run(
+                    engine,
+                    run_id,
+                    adopt=adopted,
+                    not_created=list(not_created),
+                    max_usd=max_usd,
+                    clients=clients,
+                    stop=stop,
+                    poll=poll,
+                    reporter=reporter,
+                    reuse=options.reuse,
+                )
+        except LeaseHeld as exc:
+            _lease_held(exc)
+        finally:
+            reporter.close()
     _finish(outcome, as_json, engine)
 
 
@@ -335,12 +371,25 @@ def status(run_id, db, as_json):
         print_table(data, title="Runs")
     else:
         batches = data.pop("batches")
+        data["options"] = _describe_options(data["options"])
         rows = [{"": k, "value": v} for k, v in data.items() if v is not None]
         print_table(rows, title=f"Run {run_id}", columns=["", "value"])
         print_table([_batch_row(b) for b in batches], title="Batches")
         for batch in batches:
             if batch["error"]:
                 click.echo(f"batch {batch['id']}: {batch['error']}")
+
+
+def _describe_options(options: dict) -> str:
+    """The run's stored options as a person would type them ("defaults" when none)."""
+    words = []
+    if not options["reuse"]:
+        words.append("--no-reuse")
+    if options["poll_interval_s"] is not None:
+        words.append(f"--poll-interval {options['poll_interval_s']:g}")
+    if options["sandbox"]:
+        words.append("--sandbox")
+    return " ".join(words) or "defaults"
 
 
 def _batch_row(batch: dict) -> dict:
@@ -366,10 +415,11 @@ def _batch_row(batch: dict) -> dict:
 @cli.command()
 @click.argument("run_id", metavar="RUN", type=int)
 @poll_option
+@sandbox_option
 @db_option
 @json_option
 @handle_errors
-def cancel(run_id, poll_interval, db, as_json):
+def cancel(run_id, poll_interval, sandbox, db, as_json):
     """Cancel RUN: its provider batches are cancelled, finished answers are kept, and the
     unfinished items end `cancelled` (exit code 4).
 
@@ -381,16 +431,18 @@ def cancel(run_id, poll_interval, db, as_json):
     """
     from batcher.run.engine import cancel_run
     from batcher.run.progress import make_reporter
-    from batcher.store import open_store
 
-    reporter = make_reporter()
-    try:
-        with _stop_on_signals() as stop:
-            outcome = cancel_run(
-                open_store(db), run_id, stop=stop, poll=poll_interval, reporter=reporter
-            )
-    finally:
-        reporter.close()
+    with _carried_on(db, run_id, poll_interval=poll_interval, sandbox=sandbox) as (
+        engine, _, clients, poll,
+    ):  # fmt: skip
+        reporter = make_reporter()
+        try:
+            with _stop_on_signals() as stop:
+                outcome = cancel_run(
+                    engine, run_id, clients=clients, stop=stop, poll=poll, reporter=reporter
+                )
+        finally:
+            reporter.close()
     _finish(outcome, as_json)
 
 
@@ -403,10 +455,11 @@ def cancel(run_id, poll_interval, db, as_json):
 @max_usd_option
 @reuse_option
 @poll_option
+@sandbox_option
 @db_option
 @json_option
 @handle_errors
-def retry(run_id, only_failed, tier, max_usd, no_reuse, poll_interval, db, as_json):
+def retry(run_id, only_failed, tier, max_usd, no_reuse, poll_interval, sandbox, db, as_json):
     """New attempts, inside RUN, for its items that did not succeed (failed and cancelled).
 
     The round is estimated and checked against the budget (--max-usd, else the spec's
@@ -419,34 +472,32 @@ def retry(run_id, only_failed, tier, max_usd, no_reuse, poll_interval, db, as_js
       batcher retry 12 --tier frontier --max-usd 5
     """
     from batcher.errors import LeaseHeld
-    from batcher.run.engine import drive_run, run_spec
-    from batcher.run.preflight import preflight_run
+    from batcher.run.engine import drive_run
     from batcher.run.progress import make_reporter
     from batcher.run.retry import plan_retry
-    from batcher.store import open_store
 
-    engine = open_store(db)
-    poll = _poll_settings(run_spec(engine, run_id), poll_interval, False)
-    preflight_run(engine, run_id, None, poll.unreachable_s)
-    planned = plan_retry(engine, run_id, only_failed=only_failed, tier=tier, max_usd=max_usd)
-    if planned.estimate is None:
-        which = "failed" if only_failed else "failed or cancelled"
-        click.echo(f"run {run_id}: nothing to retry: no item is {which}", err=True)
-        sys.exit(0)
-    items = ", ".join(f"{n} {status}" for status, n in sorted(planned.items.items()))
-    click.echo(
-        f"run {run_id}: round {planned.round} retries {planned.n_items} items ({items}), "
-        f"estimated {fmt_money(planned.estimate.cost_usd)}; submitting",
-        err=True,
-    )
-    reporter = make_reporter()
-    try:
-        with _stop_on_signals() as stop:
-            outcome = drive_run(
-                engine, run_id, stop=stop, poll=poll, reporter=reporter, reuse=not no_reuse
-            )
-    except LeaseHeld as exc:
-        _lease_held(exc)
-    finally:
-        reporter.close()
+    given = {"no_reuse": no_reuse, "poll_interval": poll_interval, "sandbox": sandbox}
+    with _carried_on(db, run_id, **given) as (engine, options, clients, poll):
+        planned = plan_retry(engine, run_id, only_failed=only_failed, tier=tier, max_usd=max_usd)
+        if planned.estimate is None:
+            which = "failed" if only_failed else "failed or cancelled"
+            click.echo(f"run {run_id}: nothing to retry: no item is {which}", err=True)
+            sys.exit(0)
+        items = ", ".join(f"{n} {status}" for status, n in sorted(planned.items.items()))
+        click.echo(
+            f"run {run_id}: round {planned.round} retries {planned.n_items} items ({items}), "
+            f"estimated {fmt_money(planned.estimate.cost_usd)}; submitting",
+            err=True,
+        )
+        reporter = make_reporter()
+        try:
+            with _stop_on_signals() as stop:
+                outcome = drive_run(
+                    engine, run_id, clients=clients, stop=stop, poll=poll, reporter=reporter,
+                    reuse=options.reuse,
+                )  # fmt: skip
+        except LeaseHeld as exc:
+            _lease_held(exc)
+        finally:
+            reporter.close()
     _finish(outcome, as_json, engine)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import click
 
 from batcher.cli import cli, handle_errors
@@ -35,7 +38,9 @@ def sandbox(host, port, replay, model_map, faults, speed):
     Point the SDKs at it with OPENAI_BASE_URL=http://HOST:PORT/v1,
     ANTHROPIC_BASE_URL=http://HOST:PORT, GOOGLE_GEMINI_BASE_URL=http://HOST:PORT/gemini and
     XAI_BASE_URL=http://HOST:PORT/xai/v1 and DEEPSEEK_BASE_URL=http://HOST:PORT/deepseek (chat
-    completions, for direct mode); any API key is accepted.
+    completions, for direct mode); any API key is accepted. Its URL is recorded in the state
+    folder while it serves, and every command's --sandbox talks to it then (batches outlive
+    `batcher submit --sandbox`).
 
     Like the services, it refuses single requests with per-line errors: a prompt (plus
     max_completion_tokens) over the model's context window, or max_tokens sent to a gpt-5 or
@@ -44,5 +49,11 @@ def sandbox(host, port, replay, model_map, faults, speed):
     stop_reason "max_tokens"; hidden reasoning counts against the cap.
     """
     from batcher.sandbox import serve
+    from batcher.sandbox.running import recorded
 
-    serve(host=host, port=port, replay=replay, model_map=model_map, faults=faults, speed=speed)
+    # uvicorn stops on SIGTERM, then raises it again with the previous handler: this one
+    # turns it into an exit that lets the record be removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    with recorded(f"http://{reach}:{port}"):
+        serve(host=host, port=port, replay=replay, model_map=model_map, faults=faults, speed=speed)

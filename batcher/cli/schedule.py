@@ -6,11 +6,12 @@ import logging
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import click
 
 from batcher.cli import EXIT_FAILURE, cli, db_option, handle_errors, json_option
+from batcher.cli.connect import sandbox_clients, sandbox_option
 from batcher.output import print_json, print_table
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -230,10 +231,11 @@ _change(
 @schedule.command("run-now")
 @click.argument("name")
 @click.option("--reprocess", is_flag=True, help="Run inputs again even when already processed.")
+@sandbox_option
 @db_option
 @json_option
 @handle_errors
-def run_now(name, reprocess, db, as_json):
+def run_now(name, reprocess, sandbox, db, as_json):
     """Fire schedule NAME once, now, in this process, and wait until its runs end.
 
     Prints one line per input (schedule, input, run, outcome, items) on stdout, progress on
@@ -256,8 +258,11 @@ def run_now(name, reprocess, db, as_json):
         if not as_json:
             click.echo(result.log_line() + (f" ({note})" if note else ""))
 
-    with _stop_on_signals(stop.set):
-        results = fire_now(open_store(db), name, reprocess=reprocess, stop=stop, report=echo)
+    with ExitStack() as stack, _stop_on_signals(stop.set):
+        driver = _driver(stack, sandbox)
+        results = fire_now(
+            open_store(db), name, reprocess=reprocess, driver=driver, stop=stop, report=echo
+        )
     if as_json:
         print_json([{**r.__dict__, "outcome": r.outcome.value} for r in results])
     # Like `batcher run`: 1 when anything did not end well, failed items included.
@@ -289,9 +294,10 @@ def _check_schedule_keys(engine, clients) -> None:
     show_default=True,
     help="Seconds between looks at the database for schedules added or changed elsewhere.",
 )
+@sandbox_option
 @db_option
 @handle_errors
-def scheduler(workers, poll, db):
+def scheduler(workers, poll, sandbox, db):
     """Fire the schedules of the state database, in the foreground, until stopped.
 
     Meant for a process supervisor (systemd, supervisord, a container). Logs one line per
@@ -308,8 +314,21 @@ def scheduler(workers, poll, db):
     from batcher.store import open_store
 
     engine = open_store(db)
-    _check_schedule_keys(engine, None)
-    _setup_logging()
-    daemon = Scheduler(engine, workers=workers, poll_s=poll)
-    with _stop_on_signals(daemon.request_stop):
-        daemon.run()
+    with ExitStack() as stack:
+        driver = _driver(stack, sandbox)
+        _check_schedule_keys(engine, driver.clients)
+        _setup_logging()
+        daemon = Scheduler(engine, driver=driver, workers=workers, poll_s=poll)
+        with _stop_on_signals(daemon.request_stop):
+            daemon.run()
+
+
+def _driver(stack: ExitStack, sandbox: bool):
+    """How firings run: on the providers of the environment, or with --sandbox on the
+    sandbox (quick polls, as `batcher run --sandbox`)."""
+    from batcher.run.poll import SANDBOX_POLL_S
+    from batcher.schedule.firing import EngineDriver
+
+    if not sandbox:
+        return EngineDriver()
+    return EngineDriver(clients=sandbox_clients(stack), poll=SANDBOX_POLL_S)

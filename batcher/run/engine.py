@@ -15,7 +15,7 @@ Exit codes for the CLI and cron wrappers come from `RunOutcome.exit_code`:
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from batcher.providers import Clients, Registry
 from batcher.providers.calls import Interrupted, ProviderError, stopping_on
 from batcher.run.driver import Driver, RunStopped
 from batcher.run.lease import Lease, new_owner
+from batcher.run.options import RunOptions
 from batcher.run.poll import PollSettings
 from batcher.run.progress import QuietReporter, Reporter
 from batcher.run.submit import SubmissionUndecided, resolve
@@ -128,11 +129,13 @@ def start_run(
     schedule_name: str | None = None,
     max_usd: float | None = None,
     rejects_path: str | Path | None = None,
+    options: RunOptions | None = None,
 ) -> int:
     """Ingest `input_path` as a new run of `spec`, plan it and check its budget.
 
     Ingest and plan are one pass and one transaction (`batcher.plan.onepass`), as in `batcher plan`.
-    Returns the run id (status `planned`). Raises UsageError (bad input, unknown models; no
+    `options` are kept with the run for `resume`. Returns the run id (status `planned`).
+    Raises UsageError (bad input, unknown models; no
     run is left behind for bad input), BudgetExceeded (the run is kept, `failed`).
     """
     check_models_known(spec)
@@ -149,8 +152,21 @@ def start_run(
             schedule_name=schedule_name,
             sink=sink,
         )
+    save_options(db, result.run_id, options or RunOptions())
     check_budget(db, result.run_id, spec)
     return result.run_id
+
+
+def run_options(db: Engine, run_id: int) -> RunOptions:
+    """The options run `run_id` was started with (defaults for older runs)."""
+    with db.connect() as conn:
+        return RunOptions.from_json(runs.options_json(conn, run_id))
+
+
+def save_options(db: Engine, run_id: int, options: RunOptions) -> None:
+    """Keep `options` with the run, for later commands that continue it."""
+    with db.begin() as conn:
+        runs.set_options(conn, run_id, options.to_json())
 
 
 def run_spec(db: Engine, run_id: int) -> JobSpec:
@@ -315,4 +331,5 @@ def run_status(db: Engine, run_id: int | None = None) -> list[dict[str, Any]] | 
     with db.connect() as conn:
         run = runs.get(conn, run_id)
         shown = batches.for_status(conn, run_id)
-    return {**summary, "lease_owner": run.lease_owner, "batches": shown}
+        options = asdict(RunOptions.from_json(runs.options_json(conn, run_id)))
+    return {**summary, "lease_owner": run.lease_owner, "options": options, "batches": shown}

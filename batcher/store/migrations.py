@@ -230,6 +230,12 @@ def m009_attempt_stop_and_error_class(op: Operations) -> None:
     op.add_column("attempt", sa.Column("max_tokens", sa.Integer(), nullable=True))
 
 
+def m010_run_options(op: Operations) -> None:
+    """The options a run was started with (--no-reuse, --poll-interval, --sandbox) as JSON, so
+    that `resume` carries on as the run began instead of with its own defaults."""
+    op.add_column("run", sa.Column("options_json", sa.String(), nullable=True))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
@@ -240,4 +246,5 @@ MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m007_item_verdict", m007_item_verdict),
     ("m008_attempt_answer_key", m008_attempt_answer_key),
     ("m009_attempt_stop_and_error_class", m009_attempt_stop_and_error_class),
+    ("m010_run_options", m010_run_options),
 ]

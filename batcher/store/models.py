@@ -47,6 +47,7 @@ class Run(SQLModel, table=True):
     lease_owner: str | None = None
     lease_expires_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     schedule_name: str | None = Field(default=None, index=True)
+    options_json: str | None = None  # the run's options (reuse, poll interval, sandbox)
 
 
 class Prompt(SQLModel, table=True):

@@ -215,3 +215,12 @@ def best_of_job(conn: Connection, job_name: str, sha: str) -> sa.Row | None:
         .limit(1)
     )
     return conn.execute(query).first()
+
+
+def set_options(conn: Connection, run_id: int, options_json: str) -> None:
+    """Keep the run's options (batcher.run.options) with the run."""
+    conn.execute(sa.update(RUN).where(RUN.c.id == run_id).values(options_json=options_json))
+
+
+def options_json(conn: Connection, run_id: int) -> str | None:
+    return conn.execute(sa.select(RUN.c.options_json).where(RUN.c.id == run_id)).scalar()
