@@ -69,8 +69,9 @@ def test_retry_over_budget_sends_nothing_and_leaves_the_run_as_it_was(
     result = invoke("retry", "1", "--tier", "mid", "--max-usd", "0.000001", "--db", db_url)
     assert result.exit_code == 1
     assert re.fullmatch(
-        r"Error: run 1: retrying 3 items: the estimate \$[\d.]+ is \$[\d.]+ over the budget "
-        r"of \$0\.000001 \(--max-usd\); nothing was submitted\n",
+        r"Error: run 1: retrying 3 items needs up to \$[\d.]+ more \(\$[\d.]+ in all\) and the "
+        r"run spent \$[\d.]+ of its max_usd \$0\.000001; nothing was submitted\. Raise the cap "
+        r"with `batcher retry 1 --max-usd 0\.01`\n",
         result.stderr,
     ), result.stderr
     status = json.loads(invoke("status", "1", "--db", db_url, "--json").stdout)

@@ -2,20 +2,25 @@
 
 The chosen items (failed and cancelled ones, or with `only_failed` just the failed) get one
 new attempt each, on `tier` or on the tier of their last attempt, inside the same run: the
-round is estimated and checked against the budget like the run's first one, then laid out in
+round is estimated and checked against the run's cap like any round (what was billed plus
+the estimate of everything not billed yet; `max_usd` replaces the cap), then laid out in
 batches of round last + 1 and driven by `drive_run` as any round. A budget refusal takes the
 new attempts back and leaves the run as it was.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy.engine import Engine
 
 from batcher.errors import UsageError
-from batcher.plan.estimate import Estimate, budget_refusal, estimate_run
+from batcher.money.amounts import to_usd
+from batcher.plan.estimate import Estimate, estimate_run
 from batcher.plan.requests import defaults_fingerprint, request_hash
+from batcher.run.budget import BudgetCheck, check_spend
 from batcher.run.engine import BudgetExceeded, outcome_of, run_spec
 from batcher.store import retries
 from batcher.store.states import ITEM_TERMINAL, AttemptStatus, ItemStatus, RunStatus
@@ -72,19 +77,35 @@ def plan_retry(
     attempts = _new_attempts(run_id, spec, rows, tier)
     with db.begin() as conn:
         retries.queue_attempts(conn, attempts)
+    if max_usd is not None:  # the run's cap from now on, as with `resume --max-usd`
+        spec = spec.model_copy(update={"max_usd": max_usd})
     estimate = estimate_run(db, run_id, spec)
-    limit, where = (max_usd, "--max-usd") if max_usd is not None else (spec.max_usd, "max_usd")
-    refusal = budget_refusal(estimate, limit, where)
-    if refusal is not None:
+    check = check_spend(db, run_id, spec)
+    if check is not None and check.over:
         with db.begin() as conn:
             retries.withdraw(conn, attempts, {r.item_id: r.item_status for r in rows})
-        raise BudgetExceeded(f"run {run_id}: retrying {len(rows)} items: {refusal}")
+        raise BudgetExceeded(refusal(run_id, len(rows), check))
     from batcher.plan.planner import lay_out_batches
 
     with db.begin() as conn:
-        retries.reopen_run(conn, run_id)
+        retries.reopen_run(conn, run_id, spec.snapshot())
     lay_out_batches(db, run_id, spec, round=round_no)
     return RetryRound(run_id, round_no, counts, estimate)
+
+
+def refusal(run_id: int, n_items: int, check: BudgetCheck) -> str:
+    """Spent, needed, and the command that raises the cap (rounded up to a cent)."""
+    raise_to = Decimal(math.ceil(to_usd(check.needed_pusd) * 100)) / 100
+    return (
+        f"run {run_id}: retrying {n_items} items needs up to {_usd(check.pending_pusd)} more "
+        f"({_usd(check.needed_pusd)} in all) and the run spent {_usd(check.spent_pusd)} of "
+        f"its max_usd {_usd(check.cap_pusd)}; nothing was submitted. Raise the cap with "
+        f"`batcher retry {run_id} --max-usd {raise_to}`"
+    )
+
+
+def _usd(pusd: int) -> str:
+    return f"${to_usd(pusd).normalize():f}"
 
 
 def _new_attempts(run_id: int, spec, rows, tier: str | None) -> list[dict]:

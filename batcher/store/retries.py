@@ -69,9 +69,11 @@ def withdraw(conn: Connection, attempts: list[dict[str, Any]], was: dict[int, st
         set_status(conn, ITEM, status, ITEM.c.id.in_(back))
 
 
-def reopen_run(conn: Connection, run_id: int) -> None:
-    """The run is planned again (a new round), and no longer finished."""
-    set_status(conn, RUN, RunStatus.PLANNED, RUN.c.id == run_id, {"finished_at": None})
+def reopen_run(conn: Connection, run_id: int, spec_json: str) -> None:
+    """The run is planned again (a new round) under `spec_json` (its cap may have changed),
+    and no longer finished."""
+    values = {"finished_at": None, "spec_json": spec_json, "error": None}
+    set_status(conn, RUN, RunStatus.PLANNED, RUN.c.id == run_id, values)
 
 
 def last_round(conn: Connection, run_id: int) -> int:
