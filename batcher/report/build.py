@@ -165,6 +165,7 @@ class RunInfo:
     succeeded: int
     unfinished: int  # items not yet in a terminal status
     costs: Costs
+    error: str | None = None  # why it stopped, when it failed
 
     @property
     def in_flight(self) -> bool:
@@ -224,11 +225,20 @@ class Report:
 
     def warnings(self) -> list[str]:
         """One line a run still in flight (its figures are not final), one a lost batch."""
-        return [
-            f"Run {r.id} is still in flight (status {r.status}, {r.unfinished} of {r.items} "
-            "items unfinished): these figures will change."
-            for r in self.in_flight
-        ] + [row.describe() for row in self.lost]
+        return [_unfinished(r) for r in self.in_flight] + [row.describe() for row in self.lost]
+
+
+def _unfinished(run: RunInfo) -> str:
+    """Why a run's figures are not final: it failed (and why), or it is still going."""
+    left = f"{run.unfinished} of {run.items} items unfinished"
+    if run.status == "failed":
+        return (
+            f"Run {run.id} failed: {run.error or 'no reason was recorded'} ({left}; these "
+            "figures change when it is resumed)."
+        )
+    return (
+        f"Run {run.id} is still in flight (status {run.status}, {left}): these figures will change."
+    )
 
 
 # ----------------------------------------------------------------------------- selection
@@ -355,6 +365,7 @@ def _runs(conn: Connection, run_ids: list[int]) -> list[RunInfo]:
                 succeeded=counts.get(ItemStatus.SUCCEEDED.value, 0),
                 unfinished=sum(n for s, n in counts.items() if s not in terminal),
                 costs=costs.get(row.id, Costs()),
+                error=row.error,
             )
         )
     return infos
