@@ -17,7 +17,7 @@ from batcher.cli import cli
 from batcher.providers import Clients
 from batcher.providers.calls import RetryPolicy
 from batcher.report.build import build_report, select_runs
-from batcher.report.render import render_report
+from batcher.report.formats import render_report
 from batcher.run import engine
 from batcher.spec import load_spec
 from batcher.store import open_store

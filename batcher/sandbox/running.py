@@ -34,6 +34,14 @@ class SandboxAt:
     def gemini_base_url(self) -> str:
         return self.url + "/gemini"
 
+    @property
+    def xai_base_url(self) -> str:
+        return self.url + "/xai/v1"
+
+    @property
+    def deepseek_base_url(self) -> str:
+        return self.url + "/deepseek"
+
 
 def record_path() -> Path:
     return state_dir() / "sandbox.json"
