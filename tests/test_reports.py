@@ -174,7 +174,8 @@ def test_the_same_run_reported_twice_prints_the_same(db):
     build_completed_run(db, job="other", created_at=datetime(2026, 11, 2, tzinfo=UTC))
     again = {fmt: render_run_report(db, run_id, fmt) for fmt in ("table", "json", "csv", "md")}
     assert first == again
-    assert "$0.00007830001" in first["table"]  # the exact total, not rounded
+    assert "$0.00007830 " in first["table"]  # tables: four significant digits
+    assert "$0.00007830001" in first["md"]  # the exact total, not rounded
 
 
 def test_a_run_in_flight_says_so(db):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import textwrap
 from decimal import Decimal
 
 import click
 
 from batcher.cli import cli, db_option, handle_errors, input_option, json_option
-from batcher.money.amounts import fmt_usd, to_usd
+from batcher.money.amounts import fmt_money, fmt_usd, to_usd
 from batcher.output import print_json, print_table
+from batcher.plan.groups import short_id
 
 
 def _progress(n: int) -> None:
@@ -16,15 +18,36 @@ def _progress(n: int) -> None:
         click.echo(f"  laid out {n:,} requests", err=True)
 
 
-def _group_rows(plan) -> list[dict]:
-    return [
-        {
-            "group": g.key or "(no system prompt)",
+def _group_rows(plan, wide: bool = False) -> list[dict]:
+    """Cache groups by their prompt's name and short id; --wide adds the provider-side key."""
+    rows = []
+    for g in plan.largest_groups:
+        row = {
+            "group": g.label,
             "model": g.model,
             "tier": g.tier,
             "requests": g.n_requests,
             "prefix tokens": g.prefix_tokens,
-            "cache": {"key": "prompt_cache_key"}.get(g.cache or "", g.cache or "none"),
+            "cache": {"key": "by key"}.get(g.cache or "", g.cache or "none"),
+            "batches": g.n_batches,
+        }
+        if wide:
+            row["cache key"] = g.key or ""
+        rows.append(row)
+    return rows
+
+
+def _group_json(plan) -> list[dict]:
+    return [
+        {
+            "group": short_id(g.system_hash),
+            "prompt": g.name,
+            "model": g.model,
+            "tier": g.tier,
+            "requests": g.n_requests,
+            "prefix_tokens": g.prefix_tokens,
+            "cache": g.cache,
+            "cache_key": g.key,
             "batches": g.n_batches,
         }
         for g in plan.largest_groups
@@ -55,7 +78,7 @@ def _model_rows(est) -> list[dict]:
             "cached": f"{row['cache_read_tokens'] / row['input_tokens'] * 100:.1f}%"
             if row["input_tokens"]
             else "",
-            "usd": fmt_usd(to_usd(row["cost_pusd"])),
+            "usd": fmt_money(to_usd(row["cost_pusd"])),
         }
         for (provider, model, tier), row in sorted(est.by_model.items(), key=lambda kv: kv[0][2])
     ]
@@ -68,24 +91,24 @@ def _to_json(report) -> dict:
         "items": report.n_items,
         "rejected": report.n_rejected,
         "tiers": plan.tiers,
-        "groups": {"count": plan.n_groups, "largest": _group_rows(plan)},
+        "groups": {"count": plan.n_groups, "largest": _group_json(plan)},
         "batches": _batch_rows(plan),
         "estimate": report.estimate.to_dict(),
     }
 
 
-def _print(report, spec, job: str) -> None:
+def _print(report, spec, job: str, wide: bool = False) -> None:
     plan, est = report.plan, report.estimate
     tiers = [{**row, "model": spec.tiers.get(row["tier"], "")} for row in plan.tiers]
     print_table(tiers, "Tiers", ["tier", "model", "reason", "items"])
     shown = (
         f" (largest {len(plan.largest_groups)})" if plan.n_groups > len(plan.largest_groups) else ""
     )
-    print_table(_group_rows(plan), f"Cache groups: {plan.n_groups}{shown}")
+    print_table(_group_rows(plan, wide), f"Cache groups: {plan.n_groups}{shown}", wide=wide)
     print_table(_batch_rows(plan), f"Batches: {len(plan.batches)}")
     print_table(_model_rows(est), "Estimate by model (batch rates, expected cache use)")
     print_table(est.baseline_rows(), "Estimate against the baselines")
-    click.echo(
+    footer = (
         f"Expected cost: {fmt_usd(est.cost_usd)}; worst case, every escalation taken: "
         f"{fmt_usd(to_usd(est.worst_case_pusd))} (a budget under it may stop the run before "
         "its last rounds)\n"
@@ -101,6 +124,8 @@ def _print(report, spec, job: str) -> None:
         )
         + f"; nothing was stored or sent: `batcher run {job}` plans the same and submits it."
     )
+    for line in footer.splitlines():  # 100 columns, broken between words only
+        click.echo(textwrap.fill(line, 100, break_long_words=False, break_on_hyphens=False))
 
 
 @cli.command()
@@ -123,9 +148,10 @@ def _print(report, spec, job: str) -> None:
     "upper bound].",
 )
 @db_option
+@click.option("--wide", is_flag=True, help="Every column (the provider's cache key too).")
 @json_option
 @handle_errors
-def plan(job, input_path, skip_invalid, max_usd, output_tokens, db, as_json):
+def plan(job, input_path, skip_invalid, max_usd, output_tokens, wide, db, as_json):
     """Plan JOB over an input and show what would be sent and what it would cost.
 
     Routes every item to a tier (and says why), groups items that share a system prompt so
@@ -167,7 +193,7 @@ def plan(job, input_path, skip_invalid, max_usd, output_tokens, db, as_json):
     if as_json:
         print_json(_to_json(report))
     else:
-        _print(report, spec, job)
+        _print(report, spec, job, wide)
     limit = max_usd if max_usd is not None else spec.max_usd
     where = "--max-usd" if max_usd is not None else f"{spec.path}: max_usd"
     check_budget(report.estimate, Decimal(str(limit)) if limit is not None else None, where)

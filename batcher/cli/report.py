@@ -28,9 +28,12 @@ from batcher.errors import UsageError
     "html for a self-contained page with charts (needs -o).",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE, not stdout.")
+@click.option(
+    "--wide", is_flag=True, help="table: every column (tokens, providers), wider than 100."
+)
 @db_option
 @handle_errors
-def report(run, job, since, fmt, output, db):
+def report(run, job, since, fmt, output, wide, db):
     """Show what RUN cost, what it saved against the baseline, and what succeeded.
 
     Per tier and model: items, success rate, attempts, tokens, cost and cost per success.
@@ -56,7 +59,8 @@ def report(run, job, since, fmt, output, db):
         raise UsageError("--format html writes a page: add -o FILE, e.g. -o report.html")
     when = parse_since(since) if since else None
     engine = open_store(db)
-    text = render_report(build_report(engine, select_runs(engine, run, job=job, since=when)), fmt)
+    runs = select_runs(engine, run, job=job, since=when)
+    text = render_report(build_report(engine, runs), fmt, wide=wide)
     if output:
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)

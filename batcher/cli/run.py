@@ -21,7 +21,7 @@ import click
 
 from batcher.cli import cli, db_option, handle_errors, input_option, json_option
 from batcher.cli.connect import clients_for, sandbox_option
-from batcher.money.amounts import fmt_money, fmt_usd
+from batcher.money.amounts import fmt_money
 from batcher.output import print_json, print_table
 
 poll_option = click.option(
@@ -85,8 +85,8 @@ def _finish(outcome, as_json: bool, engine=None) -> None:
         click.echo(
             f"run {outcome.run_id} {outcome.status}: {summary['succeeded']}/{outcome.n_items} "
             f"succeeded, {summary['failed']} failed, {summary['cancelled']} cancelled; "
-            f"paid {fmt_usd(summary['cost_usd'])} against a baseline of "
-            f"{fmt_usd(summary['baseline_usd'])}"
+            f"paid {fmt_money(summary['cost_usd'])} against a baseline of "
+            f"{fmt_money(summary['baseline_usd'])}"
         )
     else:
         rows = [{"": key, "value": value} for key, value in summary.items() if key != "message"]

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import BatcherError, UsageError
+from batcher.plan.groups import prompt_name, prompt_names, short_id
 from batcher.plan.requests import (
     cache_group_id,
     defaults_fingerprint,
@@ -82,6 +83,13 @@ class GroupInfo:
     prefix_tokens: int
     cache: str | None
     n_batches: int
+    system_hash: str | None = None  # the group's prompt
+    name: str = ""  # the prompt's name (batcher.plan.groups)
+
+    @property
+    def label(self) -> str:
+        """Name and short id, as every table shows a cache group."""
+        return f"{self.name} {short_id(self.system_hash)}".strip()
 
 
 @dataclass
@@ -270,6 +278,7 @@ class _Groups:
         self.limits = limits(spec)
         self.fingerprint = defaults_fingerprint(spec)
         self.prompts: dict[str, str] = {}
+        self.names = prompt_names([spec])
         self.n_groups = 0
         self.heap: list[tuple[int, int, GroupInfo]] = []
         self.current: _Group | None = None
@@ -312,7 +321,11 @@ class _Groups:
         group, self.current = self.current, None
         if group is None:
             return
-        info = GroupInfo(*group.info, n_batches=len(group.batches))
+        system_hash = group.key[2]
+        name = prompt_name(system_hash, group.system, self.names)
+        info = GroupInfo(
+            *group.info, n_batches=len(group.batches), system_hash=system_hash, name=name
+        )
         self.n_groups += 1
         entry = (info.n_requests, -self.n_groups, info)
         if len(self.heap) < SHOWN_GROUPS:

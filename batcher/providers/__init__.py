@@ -86,6 +86,20 @@ def base_url_of(name: str, clients: Clients | None = None) -> str:
     )
 
 
+def unreachable_message(provider: str, url: str, silent_s: float, then: str) -> str:
+    variable = BASE_URL_ENVS.get(provider, "the base URL")
+    return (
+        f"{provider} did not answer at {url} for {_duration(silent_s)}: check {variable}, "
+        f"the network and the provider's status page; {then}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+
+
 def connect(name: str, clients: Clients | None = None, spec: Any = None) -> Provider:
     """The client of provider `name` (a built-in one or one of `spec`'s [providers.NAME]):
     its batch API, or direct mode where the spec or the provider asks for it. UsageError for

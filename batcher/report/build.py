@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from batcher.errors import BatcherError, UsageError
 from batcher.money.amounts import fmt_money, to_pusd, to_usd
 from batcher.money.prices import unit_prices
+from batcher.plan.groups import prompt_name, prompt_names, short_id
 from batcher.plan.tokens import count_tokens
 from batcher.spec import JobSpec, spec_from_snapshot
 from batcher.store import prompts, reports
@@ -141,6 +142,12 @@ class CacheGroupRow:
     prefix_tokens: int  # tokens of the group's system prompt
     cacheable_tokens: int  # prefix tokens summed over those attempts
     cache_read_tokens: int
+    name: str = ""  # the prompt's name (batcher.plan.groups)
+
+    @property
+    def label(self) -> str:
+        """Name and short id, as `batcher plan` shows the same group."""
+        return f"{self.name} {short_id(self.cache_group)}".strip()
 
     @property
     def efficiency(self) -> Decimal | None:
@@ -374,12 +381,14 @@ def _runs(conn: Connection, run_ids: list[int]) -> list[RunInfo]:
 def _cache_groups(conn: Connection, run_ids: list[int]) -> list[CacheGroupRow]:
     found = reports.cache_groups(conn, run_ids)
     texts = prompts.texts(conn, sorted({row.system_hash for row in found}))
+    names = prompt_names(_specs(conn, run_ids))
     rows: dict[tuple[str, str, str], CacheGroupRow] = {}
     for row in found:
         key = (row.cache_group, row.provider, row.model)
         prefix = count_tokens(texts[row.system_hash])
         n = _int(row.attempts)
-        group = rows.setdefault(key, CacheGroupRow(*key, 0, prefix, 0, 0))
+        name = prompt_name(row.system_hash, texts[row.system_hash], names)
+        group = rows.setdefault(key, CacheGroupRow(*key, 0, prefix, 0, 0, name))
         group.attempts += n
         group.cacheable_tokens += n * prefix
         group.cache_read_tokens += _int(row.read)
@@ -399,6 +408,11 @@ def _direct_rows(conn: Connection, run_ids: list[int]) -> list[DirectRow]:
         row.attempts += _int(batch.n)
         row.resent += resent_count(batch.id)
     return [rows[k] for k in sorted(rows)]
+
+
+def _specs(conn: Connection, run_ids: list[int]) -> list[JobSpec]:
+    """The spec snapshots of the runs, newest first (their [prompts] name the groups)."""
+    return [spec_from_snapshot(text) for text in reports.spec_snapshots(conn, run_ids)]
 
 
 # ----------------------------------------------------------------------------- building

@@ -9,10 +9,11 @@ from batcher.report.html import render_html
 from batcher.report.render import render_csv, render_md, render_table, report_dict
 
 
-def render_report(report: Report, fmt: str = "table") -> str:
-    """`report` as text in `fmt`: table, json, csv, md or html. Raises UsageError otherwise."""
+def render_report(report: Report, fmt: str = "table", *, wide: bool = False) -> str:
+    """`report` as text in `fmt`: table (`wide`: every column, not just the 100 columns'
+    worth), json, csv, md or html. Raises UsageError otherwise."""
     if fmt == "table":
-        return render_table(report)
+        return render_table(report, wide=wide)
     if fmt == "json":
         return to_json(report_dict(report)) + "\n"
     if fmt == "csv":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import textwrap
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -16,11 +17,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from batcher.money.amounts import fmt_money
+from batcher.plan.groups import short_id
 from batcher.report.build import CacheGroupRow, Costs, Report, RunInfo, TierRow, usd
 
 # Wide and fixed: tables take their natural width (money is never cut short) and the same run
 # prints the same text on any terminal.
 TABLE_WIDTH = 400
+NARROW_WIDTH = 100  # the default: fits a 100-column terminal (`--wide` for everything)
 NUMERIC = re.compile(r"^(-?\$?[\d,.]+%?|-)$")
 
 
@@ -107,7 +111,8 @@ def _run_json(run: RunInfo) -> dict[str, Any]:
 
 def _group_json(group: CacheGroupRow) -> dict[str, Any]:
     return {
-        "cache_group": group.cache_group,
+        "cache_group": short_id(group.cache_group),
+        "prompt": group.name,
         "provider": group.provider,
         "model": group.model,
         "attempts": group.attempts,
@@ -164,6 +169,7 @@ CSV_COLUMNS = (
     "provider",
     "model",
     "cache_group",
+    "prompt",
     "items",
     "succeeded",
     "success_rate",
@@ -219,10 +225,18 @@ def render_csv(report: Report) -> str:
 Section = tuple[str, Sequence[str], list[list[str]]]  # title, columns, rows of cells
 
 
-def _tier_cells(row: TierRow) -> list[str]:
-    return [
+def _cash(pusd: int | None, exact: bool) -> str:
+    """Exact dollars (Markdown, HTML), or to cents / four significant digits (tables)."""
+    if exact or pusd is None:
+        return show_usd(pusd)
+    return fmt_money(usd(pusd))
+
+
+def _tier_cells(row: TierRow, wide: bool, exact: bool) -> list[str]:
+    model = f"{row.provider}:{row.model}" if wide else row.model
+    cells = [
         row.tier,
-        f"{row.provider}:{row.model}" if row.provider else "",
+        model if row.provider else "",
         f"{row.items:,}",
         f"{row.succeeded:,}",
         show_pct(row.success_rate),
@@ -232,91 +246,92 @@ def _tier_cells(row: TierRow) -> list[str]:
         f"{row.cache_read_tokens:,}",
         f"{row.cache_write_tokens:,}",
         f"{row.output_tokens:,}",
-        show_usd(row.costs.cost),
-        show_usd(row.cost_per_success),
-        show_usd(row.costs.baseline),
+        _cash(row.costs.cost, exact),
+        _cash(row.cost_per_success, exact),
+        _cash(row.costs.baseline, exact),
     ]
+    return cells if wide else [cells[i] for i in NARROW_TIER]
 
 
-def report_sections(report: Report) -> list[Section]:
+TIER_COLUMNS = (
+    "tier", "model", "items", "succeeded", "success", "attempts", "reused", "input tok",
+    "cache read tok", "cache write tok", "output tok", "cost", "cost/success", "baseline",
+)  # fmt: skip
+NARROW_TIER = (0, 1, 2, 4, 5, 11, 12, 13)  # what fits 100 columns; --wide shows all
+GROUP_COLUMNS = (
+    "cache group", "model", "attempts", "prefix tok", "cacheable tok", "cache read tok",
+    "efficiency",
+)  # fmt: skip
+NARROW_GROUP = (0, 1, 2, 5, 6)
+
+
+def report_sections(report: Report, *, wide: bool = True, exact: bool = True) -> list[Section]:
+    """The report's tables. Not `wide`: the columns that fit 100 terminal columns (models
+    without their provider); not `exact`: money to cents or four significant digits."""
+
+    def cash(pusd: int | None) -> str:
+        return _cash(pusd, exact)
+
     runs = (
         "Runs",
-        ("run", "job", "created", "status", "items", "succeeded", "cost", "baseline", "saved"),
+        ("run", "job", "created", "status", "items", "succeeded", "cost", "baseline", "saved")
+        if wide
+        else ("run", "job", "created", "status", "succeeded", "cost", "baseline", "saved"),
         [
             [
                 str(r.id),
                 r.job_name,
-                _when(r) or "",
-                r.status + (" (in flight)" * r.in_flight),
-                f"{r.items:,}",
-                f"{r.succeeded:,}",
-                show_usd(r.costs.cost),
-                show_usd(r.costs.baseline),
-                show_usd(r.costs.saved),
+                (_when(r) or "") if wide else _short_when(r),
+                r.status + (" (in flight)" * (r.in_flight and wide)),
+                *(
+                    [f"{r.items:,}", f"{r.succeeded:,}"]
+                    if wide
+                    else [f"{r.succeeded:,}/{r.items:,}"]
+                ),
+                cash(r.costs.cost),
+                cash(r.costs.baseline),
+                cash(r.costs.saved),
             ]
             for r in report.runs
         ],
     )
+    tier_columns = TIER_COLUMNS if wide else [TIER_COLUMNS[i] for i in NARROW_TIER]
     tiers = (
         "By tier",
-        (
-            "tier",
-            "model",
-            "items",
-            "succeeded",
-            "success",
-            "attempts",
-            "reused",
-            "input tok",
-            "cache read tok",
-            "cache write tok",
-            "output tok",
-            "cost",
-            "cost/success",
-            "baseline",
-        ),
-        [_tier_cells(r) for r in [*report.tiers, report.total]],
+        tier_columns,
+        [_tier_cells(r, wide, exact) for r in [*report.tiers, report.total]],
     )
     c = report.total.costs
     savings = (
         "Savings vs baseline",
         ("", "amount"),
         [
-            [
-                "baseline (see note 1)",
-                show_usd(c.baseline),
-            ],
-            ["saved by routing", show_usd(c.routing)],
-            ["saved by caching", show_usd(c.caching)],
-            ["saved by batch discount", show_usd(c.batch)],
-            ["total saved", show_usd(c.saved)],
-            ["paid", show_usd(c.cost)],
+            ["baseline (see note 1)", cash(c.baseline)],
+            ["saved by routing", cash(c.routing)],
+            ["saved by caching", cash(c.caching)],
+            ["saved by batch discount", cash(c.batch)],
+            ["total saved", cash(c.saved)],
+            ["paid", cash(c.cost)],
             ["effective discount", show_pct(c.discount)],
         ],
     )
+    groups = [
+        [
+            g.label,
+            f"{g.provider}:{g.model}" if wide else g.model,
+            f"{g.attempts:,}",
+            f"{g.prefix_tokens:,}",
+            f"{g.cacheable_tokens:,}",
+            f"{g.cache_read_tokens:,}",
+            show_pct(g.efficiency),
+        ]
+        for g in report.cache_groups
+    ]
+    keep = range(len(GROUP_COLUMNS)) if wide else NARROW_GROUP
     cache = (
         "Cache efficiency (share of cacheable prefix tokens billed as cache reads)",
-        (
-            "cache group",
-            "model",
-            "attempts",
-            "prefix tok",
-            "cacheable tok",
-            "cache read tok",
-            "efficiency",
-        ),
-        [
-            [
-                g.cache_group,
-                f"{g.provider}:{g.model}",
-                f"{g.attempts:,}",
-                f"{g.prefix_tokens:,}",
-                f"{g.cacheable_tokens:,}",
-                f"{g.cache_read_tokens:,}",
-                show_pct(g.efficiency),
-            ]
-            for g in report.cache_groups
-        ],
+        [GROUP_COLUMNS[i] for i in keep],
+        [[row[i] for i in keep] for row in groups],
     )
     if not report.direct:
         return [runs, tiers, savings, cache]
@@ -328,6 +343,10 @@ def report_sections(report: Report) -> list[Section]:
     return [runs, tiers, savings, cache, direct]
 
 
+def _short_when(run: RunInfo) -> str:
+    return f"{run.created_at:%Y-%m-%d %H:%M}" if run.created_at else ""
+
+
 # The footnotes under every rendering of a report (table, md, html).
 NOTES = (
     "1. Baseline: each attempt's input tokens and its visible output tokens (hidden reasoning "
@@ -336,21 +355,33 @@ NOTES = (
 )
 
 
-def render_table(report: Report) -> str:
+def render_table(report: Report, *, wide: bool = False) -> str:
+    """The report for a terminal: 100 columns at most (text wrapped between words), or with
+    `wide` every column at its natural width."""
     out = io.StringIO()
-    console = Console(file=out, width=TABLE_WIDTH, color_system=None, soft_wrap=False)
-    console.print(report.title())
+    width = TABLE_WIDTH if wide else NARROW_WIDTH
+    console = Console(file=out, width=width, color_system=None, soft_wrap=False)
+
+    def say(text: str) -> None:
+        console.print(text if wide else "\n".join(textwrap.wrap(text, NARROW_WIDTH)))
+
+    say(report.title())
     for line in report.warnings():
-        console.print(f"WARNING: {line}")
-    for title, columns, rows in report_sections(report):
+        say(f"WARNING: {line}")
+    for title, columns, rows in report_sections(report, wide=wide, exact=False):
         table = Table(title=title, title_justify="left")
         for n, column in enumerate(columns):
-            table.add_column(column, justify="right" if _numeric(rows, n) else "left")
+            # a cell never breaks inside a word: a row wraps between words, if at all
+            longest = max(
+                len(w) for text in [column, *(r[n] for r in rows)] for w in [*text.split(), ""]
+            )
+            justify = "right" if _numeric(rows, n) else "left"
+            table.add_column(column, justify=justify, min_width=longest)
         for row in rows or [["(none)"] + [""] * (len(columns) - 1)]:
             table.add_row(*row)
         console.print(table)
     for note in NOTES:
-        console.print(note)
+        say(note)
     # rich pads titles to the console width; trailing blanks only get in the way
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
 

@@ -347,8 +347,7 @@ class Driver:
     def not_answering(self, provider: str, exc: ProviderError) -> None:
         """`provider` gave no answer at all: RunStopped once that has lasted longer than
         polling.unreachable_after_s (retrying forever would hide a wrong base URL)."""
-        from batcher.providers import base_url_of
-        from batcher.run.preflight import unreachable_message
+        from batcher.providers import base_url_of, unreachable_message
 
         since = min(self.silent_since.get(provider, exc.unreachable_since), exc.unreachable_since)
         self.silent_since[provider] = since

@@ -15,19 +15,17 @@ import time
 from collections.abc import Iterable
 
 import httpx
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError, UsageError
-from batcher.providers import BASE_URL_ENVS, Clients, base_url_of
+from batcher.providers import Clients, base_url_of, unreachable_message
 from batcher.providers.calls import KEY_ENVS
 from batcher.spec import JobSpec, split_model_ref
-from batcher.store.models import TABLES
+from batcher.store import attempts
 
 # Other variables the SDKs read a key from (google-genai also reads GOOGLE_API_KEY).
 ALSO_READ = {"google": ("GOOGLE_API_KEY",)}
 PROBE_TIMEOUT_S = 10.0
-BATCH, ATTEMPT = TABLES["batch"], TABLES["attempt"]
 
 
 class ProviderUnreachable(BatcherError):
@@ -93,11 +91,7 @@ def _missing_key(spec: JobSpec, provider: str, clients: Clients) -> str | None:
 def run_providers(db: Engine, run_id: int) -> set[str]:
     """Providers that attempts of `run_id` were planned on (items may name their own model)."""
     with db.connect() as conn:
-        return set(
-            conn.execute(
-                sa.select(ATTEMPT.c.provider).where(ATTEMPT.c.run_id == run_id).distinct()
-            ).scalars()
-        )
+        return attempts.providers_of_run(conn, run_id)
 
 
 def answers(url: str) -> bool:
@@ -131,20 +125,6 @@ def check_reachable(
             if left <= 0:
                 raise ProviderUnreachable(unreachable_message(provider, url, window_s, then))
             time.sleep(min(1.0, left))
-
-
-def unreachable_message(provider: str, url: str, silent_s: float, then: str) -> str:
-    variable = BASE_URL_ENVS.get(provider, "the base URL")
-    return (
-        f"{provider} did not answer at {url} for {_duration(silent_s)}: check {variable}, "
-        f"the network and the provider's status page; {then}"
-    )
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 120:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
 def preflight_spec(spec: JobSpec, clients: Clients | None, window_s: float) -> None:

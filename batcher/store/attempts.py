@@ -395,3 +395,9 @@ def planned_long(
         .where(_planned(run_id, statuses), _input_tokens() > threshold)
     )  # fmt: skip
     return conn.execute(query)
+
+
+def providers_of_run(conn: Connection, run_id: int) -> set[str]:
+    """Providers the run's attempts were planned on (items may name their own model)."""
+    query = sa.select(ATTEMPT.c.provider).where(ATTEMPT.c.run_id == run_id).distinct()
+    return set(conn.execute(query).scalars())

@@ -175,3 +175,9 @@ def cache_groups(conn: Connection, run_ids: list[int]) -> list[sa.Row]:
         .group_by(*keys)
     )
     return list(conn.execute(query))
+
+
+def spec_snapshots(conn: Connection, run_ids: list[int]) -> list[str]:
+    """The spec snapshots of the runs, newest run first."""
+    query = sa.select(RUN.c.spec_json).where(RUN.c.id.in_(run_ids)).order_by(RUN.c.id.desc())
+    return list(conn.execute(query).scalars())
