@@ -147,7 +147,7 @@ def test_export_to_a_file_and_to_stdout(db, tmp_path):
     assert [r["id"] for r in rows] == [f"t-{n}" for n in range(1, 7)]
 
     stdout = run_cli("export", run_id, "--db", url, "--format", "csv").stdout
-    assert stdout.splitlines()[0].startswith("id,line_no,system,messages,")
+    assert stdout.splitlines()[0].startswith("id,line_no,prompt,messages,")
     assert len(stdout.splitlines()) == 7
 
 

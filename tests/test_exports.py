@@ -66,6 +66,11 @@ def expected_items(attempts):
     return items
 
 
+# CSV and Parquet: metadata as a column per key, in order of first appearance
+_AT = COLUMNS.index("metadata")
+FLAT_COLUMNS = (*COLUMNS[:_AT], "metadata.queue", "metadata.priority", *COLUMNS[_AT + 1 :])
+
+
 def check_rows(rows, attempts, *, parse=lambda value: value):
     """Common checks; `parse` turns JSON text back into values for CSV and Parquet."""
     expected = expected_items(attempts)
@@ -81,7 +86,10 @@ def check_rows(rows, attempts, *, parse=lambda value: value):
     assert first["system"] == SYSTEM["tech"]
     assert parse(first["messages"])[2] == {"role": "user", "content": "ünïcode ✓"}
     assert parse(first["params"]) == {"top_p": 0.9, "stop": ["\n"]}
-    assert parse(first["metadata"]) == {"queue": "billing", "priority": 2}
+    if "metadata" in first:  # JSONL: one object
+        assert parse(first["metadata"]) == {"queue": "billing", "priority": 2}
+    else:  # CSV, Parquet: a column per key
+        assert (first["metadata.queue"], first["metadata.priority"]) == ("billing", "2")
     assert first["max_tokens"] == 64 and first["temperature"] == 0.5
     assert first["output"] == '{"label": "refund"}' and first["status"] == "succeeded"
     failed = next(r for r in rows if r["status"] == "failed")
@@ -94,7 +102,7 @@ def check_rows(rows, attempts, *, parse=lambda value: value):
 def test_jsonl_round_trips(db, tmp_path):
     run_id, attempts = build_rich_run(db)
     path = tmp_path / "out.jsonl"
-    assert export_run(db, run_id, path, "jsonl") == 7
+    assert export_run(db, run_id, path, "jsonl", with_prompts=True) == 7
 
     rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     assert all(list(r) == list(COLUMNS) for r in rows)
@@ -105,11 +113,11 @@ def test_jsonl_round_trips(db, tmp_path):
 def test_csv_round_trips(db, tmp_path):
     run_id, attempts = build_rich_run(db)
     path = tmp_path / "out.csv"
-    export_run(db, run_id, path, "csv")
+    export_run(db, run_id, path, "csv", with_prompts=True)
 
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == COLUMNS
+        assert tuple(reader.fieldnames) == FLAT_COLUMNS
         rows = list(reader)
     numbers = ("line_no", "attempts", "input_tokens", "max_tokens")
     for row in rows:
@@ -123,10 +131,10 @@ def test_parquet_round_trips_in_row_groups(db, tmp_path, monkeypatch):
     monkeypatch.setattr(exports, "ROW_GROUP", 3)  # several row groups even for a small run
     run_id, attempts = build_rich_run(db)
     path = tmp_path / "out.parquet"
-    export_run(db, run_id, path, "parquet")
+    export_run(db, run_id, path, "parquet", with_prompts=True)
 
     table = pq.read_table(path)
-    assert tuple(table.column_names) == COLUMNS
+    assert tuple(table.column_names) == FLAT_COLUMNS
     assert str(table.schema.field("cost_usd").type) == "decimal128(24, 12)"
     assert pq.ParquetFile(path).num_row_groups == 3  # 7 rows in groups of 3, 3, 1
     check_rows(table.to_pylist(), attempts, parse=orjson.loads)

@@ -45,9 +45,12 @@ def test_the_report_of_a_failed_run_says_failed_and_why(db, sandbox, tmp_path):
 
 def test_status_of_a_run_lists_its_provider_batch_ids(tmp_path, db_url):
     assert invoke("run", str(write_job(tmp_path, 2)), "--sandbox", "--db", db_url).exit_code == 0
-    batch = open_store(db_url).connect().exec_driver_sql(
-        "SELECT id, provider_batch_id FROM batch"
-    ).one()
+    batch = (
+        open_store(db_url)
+        .connect()
+        .exec_driver_sql("SELECT id, provider_batch_id FROM batch")
+        .one()
+    )
     out = invoke("status", "1", "--db", db_url).stdout
     assert f"batch {batch.id} is {batch.provider_batch_id} at openai\n" in out
     wide = invoke("status", "1", "--wide", "--db", db_url).stdout

@@ -85,13 +85,22 @@ def report(run, job, since, fmt, output, wide, db):
     type=click.Path(dir_okay=False),
     help="Write to FILE (required for parquet); jsonl and csv go to stdout without it.",
 )
+@click.option(
+    "--columns",
+    metavar="A,B,...",
+    help="Only these columns, in this order (metadata keys as metadata.KEY).",
+)
+@click.option(
+    "--with-prompts", is_flag=True, help="Include the system prompt texts (column system)."
+)
 @db_option
 @handle_errors
-def export(run, fmt, output, db):
+def export(run, fmt, output, columns, with_prompts, db):
     """Write one row per input item of RUN, in input order.
 
-    Each row holds the item's id, its inputs (system prompt, messages, parameters, metadata),
-    the final output and status, the tier and model of the final attempt, the number of
+    Each row holds the item's id, its inputs (the system prompt by name, messages,
+    parameters, metadata: one column per key in CSV and Parquet), the final output, its
+    status, verdict and parsed answer key, the tier and model of the final attempt, the number of
     attempts, the tokens and the exact cost. Streams from the database, so a run of any size
     exports in little memory; a file is complete or absent, never cut short.
 
@@ -99,6 +108,7 @@ def export(run, fmt, output, db):
     Examples:
       batcher export 12 -o results.jsonl
       batcher export 12 --format csv > results.csv
+      batcher export 12 --format csv --columns id,metadata.queue,answer_key,cost_usd
       batcher export 12 --format parquet -o results.parquet
     """
     from batcher.report.exports import count_items, export_run, write_export
@@ -107,8 +117,12 @@ def export(run, fmt, output, db):
     if fmt == "parquet" and not output:
         raise UsageError("--format parquet writes a file: add -o FILE, e.g. -o results.parquet")
     engine = open_store(db)
+    options = {
+        "columns": [c.strip() for c in columns.split(",") if c.strip()] if columns else None,
+        "with_prompts": with_prompts,
+    }
     if not output:
-        write_export(engine, run, sys.stdout.buffer, fmt)
+        write_export(engine, run, sys.stdout.buffer, fmt, **options)
         return
     from rich.console import Console
     from rich.progress import Progress
@@ -117,6 +131,11 @@ def export(run, fmt, output, db):
     with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
         task = bar.add_task("exporting", total=count_items(engine, run))
         n = export_run(
-            engine, run, output, fmt, progress=lambda done: bar.update(task, completed=done)
+            engine,
+            run,
+            output,
+            fmt,
+            progress=lambda done: bar.update(task, completed=done),
+            **options,
         )
     click.echo(f"Exported {n:,} items of run {run} to {output}", err=True)

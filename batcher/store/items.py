@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -298,6 +299,22 @@ def export_rows(conn: Connection, run_id: int, chunk: int) -> Iterator[Sequence[
     yield from result.partitions()
 
 
+def metadata_keys(conn: Connection, run_id: int) -> list[str]:
+    """Every key of the run's item metadata, in order of first appearance (export columns)."""
+    keys: dict[str, None] = {}
+    query = sa.select(ITEM.c.metadata_json).where(
+        ITEM.c.run_id == run_id, ITEM.c.metadata_json.is_not(None)
+    )
+    for text in conn.execution_options(yield_per=CHUNK_KEYS).execute(query).scalars():
+        value = orjson.loads(text)
+        if isinstance(value, dict):
+            keys.update(dict.fromkeys(value))
+    return list(keys)
+
+
+CHUNK_KEYS = 10_000
+
+
 def _export_query(run_id: int) -> sa.Select:
     i, a = ITEM, ATTEMPT
     final = a.alias("final")
@@ -334,6 +351,7 @@ def _export_query(run_id: int) -> sa.Select:
             final.c.error_code,
             final.c.error_message,
             sa.func.coalesce(i.c.verdict, final.c.verdict).label("verdict"),
+            final.c.answer_key,
             *(spent.c[name] for name in spent.c.keys() if name != "item_id"),
         )
         .select_from(
