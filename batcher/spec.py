@@ -161,6 +161,10 @@ class Batching(_Strict):
     anthropic_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, le=256 * 1024 * 1024)
     google_max_requests: int = Field(default=100_000, ge=1, le=100_000)
     google_max_bytes: int = Field(default=2 * 1024**3, ge=1, le=2 * 1024**3)
+    # Uploaded batch files: deleted once their batch is reconciled, or given an expiry at
+    # upload (OpenAI expires_after, seconds after creation: 1 hour to 30 days).
+    uploaded_files: Literal["delete", "expire"] = "delete"
+    uploaded_files_expire_s: int = Field(default=7 * 86400, ge=3600, le=2_592_000)
     # provider -> batch price / standard price, for models without batch prices in genai-prices
     batch_factors: dict[str, Annotated[float, Field(gt=0, le=1)]] = {}
 

@@ -114,7 +114,12 @@ def connect(name: str, clients: Clients | None = None, spec: Any = None) -> Prov
     if name == "openai":
         from batcher.providers.openai import OpenAIBatches
 
-        return OpenAIBatches(clients.openai_base_url, clients.openai_api_key, policy=clients.policy)
+        return OpenAIBatches(
+            clients.openai_base_url,
+            clients.openai_api_key,
+            policy=clients.policy,
+            expires_after_s=_expiry(spec),
+        )
     if name == "anthropic":
         from batcher.providers.anthropic import AnthropicBatches
 
@@ -130,6 +135,14 @@ def connect(name: str, clients: Clients | None = None, spec: Any = None) -> Prov
 
         return XAIBatches(clients.xai_base_url, clients.xai_api_key, policy=clients.policy)
     raise UsageError(f"unknown provider {name!r}: use one of {', '.join(NAMES)}")
+
+
+def _expiry(spec: Any) -> int | None:
+    """Seconds an uploaded file lives when the spec asks for an expiry instead of deletion."""
+    batching = getattr(spec, "batching", None)
+    if batching is not None and batching.uploaded_files == "expire":
+        return batching.uploaded_files_expire_s
+    return None
 
 
 def wire_format(name: str, settings: Any = None) -> WireFormat:

@@ -252,6 +252,15 @@ def create_once(
     raise CreateUncertain(f"{provider} batch create for {local_id}: rate limited throughout")
 
 
+def delete_once(call: Callable[[], Any]) -> None:
+    """A delete through `call`; the thing already gone (404) is as good as deleted."""
+    try:
+        call()
+    except ProviderError as exc:
+        if exc.status != 404:
+            raise
+
+
 def never_connected(exc: BaseException) -> bool:
     """True when `exc` (or what caused it) is httpx's ConnectError: no connection was made,
     so no request reached the server (refused, unknown host, no route)."""

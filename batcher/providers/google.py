@@ -38,6 +38,7 @@ from batcher.providers.calls import (
     ProviderError,
     RetryPolicy,
     create_once,
+    delete_once,
     with_retries,
 )
 
@@ -336,6 +337,16 @@ class GeminiBatches:
                 for line in f:
                     if line.strip():
                         yield parse_result(orjson.loads(line))
+
+    def delete_files(self, state: BatchState, input_file_id: str | None) -> list[str]:
+        """Delete the input file this client uploaded for a reconciled job (files.delete;
+        already gone counts as deleted). The job's results file belongs to the job."""
+        if not input_file_id:
+            return []
+        delete_once(
+            lambda: self._read("file delete", lambda: self.client.files.delete(name=input_file_id))
+        )
+        return [input_file_id]
 
     def cancel(self, provider_batch_id: str) -> BatchState:
         try:

@@ -26,6 +26,7 @@ from batcher.providers.calls import (
     ProviderError,
     RetryPolicy,
     create_once,
+    delete_once,
     guarded_lines,
     open_client,
     with_retries,
@@ -210,10 +211,12 @@ class OpenAIBatches:
         *,
         policy: RetryPolicy | None = None,
         timeout: float = 120.0,
+        expires_after_s: int | None = None,
     ) -> None:
         import openai as sdk  # the SDK; this module is batcher.providers.openai
 
         self._sdk = sdk
+        self.expires_after_s = expires_after_s
         self.policy = policy or RetryPolicy()
         self.client = open_client(
             sdk.OpenAI,
@@ -238,11 +241,17 @@ class OpenAIBatches:
         )
 
     def upload(self, path: Path) -> str:
-        """Upload a batch input file; returns its file id. Repeating it costs nothing."""
+        """Upload a batch input file; returns its file id. Repeating it costs nothing. With
+        `expires_after_s` the file is given that expiry (anchor created_at)."""
+        expiry = (
+            {"expires_after": {"anchor": "created_at", "seconds": self.expires_after_s}}
+            if self.expires_after_s
+            else {}
+        )
 
         def call() -> str:
             with open(path, "rb") as f:
-                return self.client.files.create(file=(path.name, f), purpose="batch").id
+                return self.client.files.create(file=(path.name, f), purpose="batch", **expiry).id
 
         return self._read("file upload", call)
 
@@ -299,6 +308,17 @@ class OpenAIBatches:
         return state_of(
             self._read("batch retrieve", lambda: self.client.batches.retrieve(provider_batch_id))
         )
+
+    def delete_files(self, state: BatchState, input_file_id: str | None) -> list[str]:
+        """Delete a reconciled batch's input, output and error files (files.delete); one
+        already gone (404) counts as deleted. Returns the ids deleted."""
+        ids = [i for i in (input_file_id or state.input_file_id, state.output_file_id,
+                           state.error_file_id) if i]  # fmt: skip
+        for file_id in ids:
+            delete_once(
+                lambda f=file_id: self._read("file delete", lambda: self.client.files.delete(f))
+            )
+        return ids
 
     def results(self, state: BatchState) -> Iterator[Result]:
         """Stream the output file, then the error file, line by line."""

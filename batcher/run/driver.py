@@ -398,6 +398,19 @@ class Driver:
             self.reporter.note(note or "")
         else:
             self.holds.accepted(batch.model)
+            self.delete_files(batch, state)
+
+    def delete_files(self, batch: Any, state: BatchState) -> None:
+        """A reconciled batch's uploaded files go (batching.uploaded_files = "delete"): its
+        answers are in the database. A failure to delete is noted; it never stops the run."""
+        provider = self.registry.get(batch.provider)
+        delete = getattr(provider, "delete_files", None)
+        if self.spec.batching.uploaded_files != "delete" or delete is None:
+            return
+        try:
+            delete(state, batch.input_file_id)
+        except ProviderError as exc:
+            self.reporter.note(f"batch {batch.id}: its files were not deleted ({exc})")
 
     def hold(self, batch: Any) -> None:
         """token_limit_exceeded: submit this model again once running batches make room."""
