@@ -8,11 +8,13 @@ say how to install it.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
 import subprocess
 from datetime import UTC, datetime
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -68,9 +70,10 @@ def report_page(sqlite_url, tmp_path) -> Path:
     db = open_store(sqlite_url)
     for day in (1, 2):
         build_completed_run(db, created_at=datetime(2026, 11, day, 2, 0, tzinfo=UTC))
-    live = add_run(db, status="running", created_at=datetime(2026, 11, 3, 2, 0, tzinfo=UTC))
+    live = add_run(db, status="running", created_at=datetime(2026, 11, 5, 2, 0, tzinfo=UTC))
     add_item(db, live, 1, "succeeded", [attempt("nano", "succeeded", 900_000)])
     add_item(db, live, 2, "in_flight", [attempt("mid", "submitted", 0, input_tokens=0)])
+    add_item(db, live, 3, "failed", [attempt("nano", "errored", 0, error_code="server_error")])
     page = tmp_path / "report.html"
     page.write_text(render_report(build_report(db, select_runs(db, job="labels")), "html"))
     db.dispose()
@@ -132,3 +135,33 @@ def test_the_console_check_catches_errors(chromium, tmp_path):
     assert len(console) == 2
     assert '"chart failed"' in console[0]
     assert "ReferenceError: notDefined is not defined" in console[1]
+
+
+# Run in the page by the test only (the report itself has no script): the widest element, and
+# every chart label that sticks out of its chart, written into the title for --dump-dom.
+MEASURE = """<script>
+const over = [...document.querySelectorAll("svg.chart text")].filter(t => {
+  const box = t.getBBox(), svg = t.ownerSVGElement.viewBox.baseVal;
+  return box.x < 0 || box.x + box.width > svg.width;
+}).map(t => t.textContent);
+const wide = Math.max(...[...document.querySelectorAll("body *")].map(e =>
+  e.getBoundingClientRect().right));
+document.title = JSON.stringify({page: document.documentElement.scrollWidth,
+                                 widest: Math.ceil(wide), clipped: over});
+</script>"""
+
+
+def test_the_page_fits_1280_px_with_no_label_cut_off(chromium, report_page, tmp_path):
+    measured = tmp_path / "measured.html"
+    measured.write_text(report_page.read_text().replace("</body>", MEASURE + "</body>"))
+    dom, _ = open_in_chromium(
+        chromium, measured, tmp_path / "profile", "--window-size=1280,1800", "--dump-dom"
+    )
+    figures = json.loads(unescape(re.search(r"<title>(.*?)</title>", dom).group(1)))
+    assert figures["page"] <= 1280 and figures["widest"] <= 1280, figures
+    assert figures["clipped"] == []
+    assert "Failures by reason" in dom and "<td>server_error</td>" in dom
+    # the runs sit on a time axis: 1, 2 and 5 November, so the second gap is three times
+    # the first (an evenly spaced axis would make them equal)
+    xs = [float(x) for x in re.findall(r'<rect class="bar cost" x="([\d.]+)"', dom)]
+    assert abs((xs[2] - xs[1]) - 3 * (xs[1] - xs[0])) < 1, xs

@@ -217,6 +217,7 @@ class Report:
     total: TierRow
     cache_groups: list[CacheGroupRow]
     lost: list[LostRow] = field(default_factory=list)
+    failures: list[tuple[str, int]] = field(default_factory=list)  # (reason, failed items)
     direct: list[DirectRow] = field(default_factory=list)
 
     @property
@@ -477,6 +478,7 @@ def build_report(db: Engine, run_ids: list[int]) -> Report:
             total=_total_row(conn, run_ids),
             cache_groups=_cache_groups(conn, run_ids),
             lost=_lost(conn, run_ids),
+            failures=reports.failure_reasons(conn, run_ids),
             direct=_direct_rows(conn, run_ids),
         )
     check_report(report)

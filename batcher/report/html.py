@@ -20,14 +20,15 @@ BAR_COLORS = {"cost": "#2f6fde", "baseline": "#c7ccd6"}
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2330;
-       margin: 2rem auto; max-width: 1400px; padding: 0 1rem; }
+       margin: 2rem auto; max-width: 1240px; padding: 0 1rem; }
 h1 { font-size: 1.5rem; margin-bottom: .25rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
 .warning { background: #fff4d6; border: 1px solid #e8c35a; padding: .5rem .75rem; }
 .headline { display: flex; gap: 2rem; flex-wrap: wrap; margin: 1rem 0; }
 .headline div { background: #f3f5f9; padding: .6rem 1rem; border-radius: 6px; }
 .headline b { display: block; font-size: 1.3rem; }
 table { border-collapse: collapse; margin: .5rem 0; }
-th, td { padding: .25rem .6rem; border-bottom: 1px solid #e1e4ea; white-space: nowrap; }
+th, td { padding: .25rem .6rem; border-bottom: 1px solid #e1e4ea; }
+td.num, th.num { white-space: nowrap; }
 th { text-align: left; background: #f3f5f9; } td.num, th.num { text-align: right; }
 .scroll { overflow-x: auto; }
 .charts { display: flex; flex-wrap: wrap; gap: 1.5rem; }
@@ -60,7 +61,8 @@ def _svg_open(chart_id: str, title: str, height: int) -> list[str]:
 
 
 def runs_chart(report: Report) -> str:
-    """Grouped bars: what each run cost against its baseline, oldest run on the left."""
+    """Grouped bars on a time axis: what each run cost against its baseline, placed at the
+    time it was created (evenly when the runs have no times or share one)."""
     runs = report.runs
     height, top, bottom, left, right = 300, 40, 60, 80, 20
     plot_w, plot_h = WIDTH - left - right, height - top - bottom
@@ -79,8 +81,9 @@ def runs_chart(report: Report) -> str:
     slot = plot_w / max(len(runs), 1)
     bar = max(1.0, min(28.0, slot * 0.38))
     label_every = max(1, math.ceil(len(runs) / 8))  # dates need about 80 px each
+    centres = _time_axis(runs, left + slot / 2, plot_w - slot)
     for n, run in enumerate(runs):
-        x0 = left + slot * n + slot / 2 - bar
+        x0 = centres[n] - bar
         for k, (kind, pusd) in enumerate(
             (("baseline", run.costs.baseline), ("cost", run.costs.cost))
         ):
@@ -92,7 +95,7 @@ def runs_chart(report: Report) -> str:
             )
         if n % label_every == 0:
             day = run.created_at.strftime("%Y-%m-%d") if run.created_at else ""
-            cx = left + slot * n + slot / 2
+            cx = centres[n]
             parts.append(
                 f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle">#{run.id}</text>'
             )
@@ -114,9 +117,22 @@ def runs_chart(report: Report) -> str:
     return "\n".join(parts)
 
 
+def _time_axis(runs: Sequence, start: float, span: float) -> list[float]:
+    """x of each run: proportional to its creation time across the runs shown."""
+    times = [r.created_at.timestamp() if r.created_at else None for r in runs]
+    known = [t for t in times if t is not None]
+    if len(runs) < 2 or len(known) < len(runs) or max(known) == min(known):
+        step = span / max(len(runs) - 1, 1)
+        return [start + step * n for n in range(len(runs))]
+    first, last = min(known), max(known)
+    return [start + span * (t - first) / (last - first) for t in known]
+
+
 def bar_chart(chart_id: str, title: str, bars: Sequence[tuple[str, int | None]]) -> str:
-    """Horizontal bars, one a label, each labelled with its exact amount (None: no bar)."""
-    left, right, row_h, top = 150, 130, 28, 36
+    """Horizontal bars, one a label, each labelled with its exact amount (None: no bar).
+    The label column is as wide as the longest label, so no label is cut off."""
+    longest = max((len(label) for label, _ in bars), default=0)
+    left, right, row_h, top = max(100, 7 * longest + 20), 130, 28, 36
     height = top + row_h * max(len(bars), 1) + 12
     plot_w = WIDTH - left - right
     peak = max((float(usd(v)) for _, v in bars if v), default=0.0) or 1.0
@@ -178,9 +194,13 @@ def render_html(report: Report) -> str:
     body = [f"<h1>{escape(report.title())}</h1>", _headline(report)]
     body += [f'<p class="warning">{escape(w)}</p>' for w in report.warnings()]
     body.append('<div class="charts">' + "\n".join(charts) + "</div>")
-    for title, columns, rows in report_sections(report):
+    # the tables that fit 1280 px; every column is in --format json and csv
+    for title, columns, rows in report_sections(report, wide=False):
         body.append(f"<h2>{escape(title)}</h2>")
         body.append(_table(columns, rows) if rows else "<p>(none)</p>")
+    body.append("<h2>Failures by reason</h2>")
+    failures = [[reason, f"{n:,}"] for reason, n in report.failures]
+    body.append(_table(("reason", "failed items"), failures) if failures else "<p>(none)</p>")
     body += [f'<p class="note">{escape(note)}</p>' for note in NOTES]
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -181,3 +181,22 @@ def spec_snapshots(conn: Connection, run_ids: list[int]) -> list[str]:
     """The spec snapshots of the runs, newest run first."""
     query = sa.select(RUN.c.spec_json).where(RUN.c.id.in_(run_ids)).order_by(RUN.c.id.desc())
     return list(conn.execute(query).scalars())
+
+
+def failure_reasons(conn: Connection, run_ids: list[int]) -> list[tuple[str, int]]:
+    """Failed items by why: the final attempt's error code, else "invalid answer" when a
+    check refused it, else the attempt's status; most frequent first."""
+    reason = sa.func.coalesce(
+        ATTEMPT.c.error_code,
+        sa.case((ITEM.c.verdict.is_not(None), "invalid answer"), else_=None),
+        ATTEMPT.c.status,
+        "unknown",
+    ).label("reason")
+    query = (
+        sa.select(reason, sa.func.count().label("n"))
+        .select_from(ITEM.outerjoin(ATTEMPT, ATTEMPT.c.id == ITEM.c.final_attempt_id))
+        .where(ITEM.c.run_id.in_(run_ids), ITEM.c.status == ItemStatus.FAILED.value)
+        .group_by(reason)
+    )
+    rows = [(str(r.reason), int(r.n)) for r in conn.execute(query)]
+    return sorted(rows, key=lambda r: (-r[1], r[0]))
