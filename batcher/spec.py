@@ -94,7 +94,17 @@ class Rule(_Strict):
         return value
 
 
+class Cascade(_Strict):
+    """[routing.cascade]: the tiers that give a second opinion on each first-tier answer."""
+
+    second_opinions: list[str] = []
+
+
 class Routing(_Strict):
+    # "classifier": accept a first-tier answer that passes validation; "cascade": accept it
+    # only when the second opinions give the same answer key (see batcher.run.cascade)
+    strategy: Literal["classifier", "cascade"] = "classifier"
+    cascade: Cascade = Cascade()
     classifier: str = "heuristic"  # or "fixed:TIER"
     # What the classifier reads: "varying" (the prompt without the lines every prompt shares),
     # "prompt" (the last user message whole), "message" (system and every message), or
@@ -246,7 +256,11 @@ class JobSpec(_Strict):
             return data
         routing = data.get("routing", {})
         if isinstance(routing, dict) and not routing.get("ladder"):
-            data = {**data, "routing": {**routing, "ladder": list(data["tiers"])}}
+            # second-opinion tiers check answers; they are no rung to escalate to
+            cascade = routing.get("cascade")
+            opinions = cascade.get("second_opinions", []) if isinstance(cascade, dict) else []
+            ladder = [t for t in data["tiers"] if t not in opinions] or list(data["tiers"])
+            data = {**data, "routing": {**routing, "ladder": ladder}}
         return data
 
     @model_validator(mode="after")
@@ -276,6 +290,16 @@ class JobSpec(_Strict):
             if rule.tier not in self.tiers:
                 key = f"routing.rules[{i}].tier"
                 raise KeyedError(key, f"{rule.tier!r} is not a tier: use {known}")
+        opinions = self.routing.cascade.second_opinions
+        for i, tier in enumerate(opinions):
+            if tier not in self.tiers:
+                key = f"routing.cascade.second_opinions[{i}]"
+                raise KeyedError(key, f"{tier!r} is not a tier: use {known}")
+        if self.routing.strategy == "cascade" and not opinions:
+            raise KeyedError(
+                "routing.cascade.second_opinions",
+                'strategy = "cascade" needs at least one second-opinion tier, e.g. ["check"]',
+            )
         classifier = self.routing.classifier
         if classifier.startswith("fixed:") and classifier[6:] not in self.tiers:
             problem = f"{classifier!r} names no tier: use fixed:TIER with TIER one of {known}"
@@ -290,6 +314,18 @@ class JobSpec(_Strict):
     def frontier_tier(self) -> str:
         """The tier that the baseline is priced on: the top of the escalation ladder."""
         return self.routing.ladder[-1] if self.routing.ladder else next(reversed(self.tiers))
+
+    def opinion_tiers(self, first_tier: str) -> list[str]:
+        """The tiers asked for a second opinion on an item whose first tier is `first_tier`:
+        none unless the strategy is "cascade", the tier is below the top of the ladder, and
+        it is no second-opinion tier itself."""
+        routing = self.routing
+        opinions = routing.cascade.second_opinions
+        if routing.strategy != "cascade" or first_tier in opinions:
+            return []
+        if first_tier not in routing.ladder or first_tier == self.frontier_tier:
+            return []
+        return list(opinions)
 
     def model_of(self, tier: str) -> tuple[str, str]:
         """(provider, model) of `tier`."""

@@ -156,6 +156,18 @@ def save_first_attempts(conn: Connection, batch: _BatchFile) -> int:
     return attempts.insert_first(conn, rows)
 
 
+def add_second_opinions(conn: Connection, run_id: int, spec: JobSpec) -> int:
+    """The agreement cascade's second opinions on the run's first attempts: planned attempts
+    without a batch, which `attempt_source` then lays out in the same round as the first
+    tier, so they cost no extra wall time and the estimate counts them. Returns how many."""
+    made = 0
+    for first_tier in spec.tiers:
+        opinions = [(tier, *spec.model_of(tier)) for tier in spec.opinion_tiers(first_tier)]
+        if opinions:
+            made += attempts.plan_opinions(conn, run_id, first_tier, opinions)
+    return made
+
+
 def queue_first_attempts(conn: Connection, run_id: int) -> int:
     """Move the run's pending items that have an attempt to queued, with their cache group."""
     return items.queue_laid_out(conn, run_id)

@@ -72,6 +72,8 @@ class ChainStep(NamedTuple):
     verdict: str | None
     error_class: str | None  # transient, too_long, invalid (m009)
     max_tokens: int | None  # the cap it was sent with, when not the item's own (m009)
+    role: str = "primary"
+    answer_key: str | None = None
 
 
 # --- reads --------------------------------------------------------------------------------
@@ -124,20 +126,21 @@ def open_of_batch(conn: Connection, batch_id: str) -> list[tuple[int, str]]:
 
 
 def followup_candidates(conn: Connection, run_id: int, after: int, limit: int) -> list[int]:
-    """Open items of the run whose latest attempt is final, by item id after `after`."""
-    later = ATTEMPT.alias("later")
-    newer = sa.exists().where(later.c.item_id == ATTEMPT.c.item_id, later.c.seq > ATTEMPT.c.seq)
+    """Open items of the run none of whose attempts is unfinished, by item id after `after`
+    (an item of the agreement cascade has several attempts in flight at once)."""
+    unfinished = ATTEMPT.alias("unfinished")
+    busy = sa.exists().where(unfinished.c.item_id == ITEM.c.id, unfinished.c.status.not_in(_FINAL))
+    tried = sa.exists().where(ATTEMPT.c.item_id == ITEM.c.id)
     query = (
-        sa.select(ATTEMPT.c.item_id)
-        .join(ITEM, ITEM.c.id == ATTEMPT.c.item_id)
+        sa.select(ITEM.c.id)
         .where(
-            ATTEMPT.c.run_id == run_id,
-            ATTEMPT.c.item_id > after,
+            ITEM.c.run_id == run_id,
+            ITEM.c.id > after,
             ITEM.c.status.in_(_OPEN_ITEMS),
-            ATTEMPT.c.status.in_(_FINAL),
-            ~newer,
+            tried,
+            ~busy,
         )
-        .order_by(ATTEMPT.c.item_id)
+        .order_by(ITEM.c.id)
         .limit(limit)
     )
     return list(conn.execute(query).scalars())
@@ -149,7 +152,7 @@ def chains(conn: Connection, item_ids: list[int]) -> dict[int, list[ChainStep]]:
     rows = select_by_keys(
         conn,
         "SELECT item_id, id, seq, tier, provider, model, status, error_code, output, verdict,"
-        " error_class, max_tokens FROM attempt WHERE item_id",
+        " error_class, max_tokens, role, answer_key FROM attempt WHERE item_id",
         item_ids,
     )
     for item_id, *rest in rows:
@@ -235,6 +238,36 @@ def record_reused(
     moved = set_status_many(conn, ATTEMPT, AttemptStatus.REUSED, REUSED_COLUMNS, list(attempt_rows))
     items.finish(conn, ItemStatus.SUCCEEDED, item_rows)
     return moved
+
+
+def plan_opinions(
+    conn: Connection, run_id: int, first_tier: str, opinions: Sequence[tuple[str, str, str]]
+) -> int:
+    """Second-opinion attempts (role "opinion", planned, no batch yet) for every item of the
+    run whose first attempt is on `first_tier`: one per (tier, provider, model) of
+    `opinions`, numbered seq 2, 3, ... An item that has them already is skipped. The request
+    hash is set when the attempt is laid out. Returns how many were made."""
+    made = 0
+    for offset, (tier, provider, model) in enumerate(opinions, 2):
+        taken = ATTEMPT.alias("taken")
+        has_seq = sa.exists().where(taken.c.item_id == ATTEMPT.c.item_id, taken.c.seq == offset)
+        custom_id = (
+            sa.literal("i") + sa.cast(ATTEMPT.c.item_id, sa.String) + sa.literal(f"-a{offset}")
+        )
+        rows = sa.select(
+            ATTEMPT.c.run_id, ATTEMPT.c.item_id, sa.literal(offset), sa.literal(tier),
+            sa.literal(provider), sa.literal(model), custom_id, sa.literal(""),
+            sa.literal(AttemptStatus.PLANNED.value), sa.literal("opinion"),
+        ).where(
+            ATTEMPT.c.run_id == run_id, ATTEMPT.c.seq == 1, ATTEMPT.c.tier == first_tier,
+            ~has_seq,
+        )  # fmt: skip
+        columns = [
+            "run_id", "item_id", "seq", "tier", "provider", "model", "custom_id",
+            "request_hash", "status", "role",
+        ]  # fmt: skip
+        made += conn.execute(ATTEMPT.insert().from_select(columns, rows)).rowcount
+    return made
 
 
 def plan_next(conn: Connection, new: list[dict[str, Any]]) -> None:

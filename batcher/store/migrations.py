@@ -230,6 +230,15 @@ def m009_attempt_stop_and_error_class(op: Operations) -> None:
     op.add_column("attempt", sa.Column("max_tokens", sa.Integer(), nullable=True))
 
 
+def m010_attempt_role(op: Operations) -> None:
+    """Which part an attempt plays: "primary" (the answer an item may end with) or
+    "opinion" (a second opinion of the agreement cascade, compared with the primary's
+    answer key but never the item's answer)."""
+    op.add_column(
+        "attempt", sa.Column("role", sa.String(), nullable=False, server_default="primary")
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
@@ -240,4 +249,5 @@ MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m007_item_verdict", m007_item_verdict),
     ("m008_attempt_answer_key", m008_attempt_answer_key),
     ("m009_attempt_stop_and_error_class", m009_attempt_stop_and_error_class),
+    ("m010_attempt_role", m010_attempt_role),
 ]

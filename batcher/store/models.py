@@ -129,6 +129,10 @@ class Attempt(SQLModel, table=True):
     stop_reason: str | None = None  # why the answer ended: end, max_tokens, ... (m009)
     error_class: str | None = None  # an error's class: transient, too_long, invalid (m009)
     max_tokens: int | None = None  # sent with this cap instead of the item's (m009)
+    # "primary", or "opinion": a cascade's second opinion, never the item's answer (m010)
+    role: str = Field(
+        default="primary", sa_column=sa.Column(sa.String, nullable=False, server_default="primary")
+    )
     finished_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 
