@@ -10,6 +10,9 @@ from engine_helpers import FAST_RETRY, POLL, attempts, batches, check_accounted
 
 from batcher.errors import SpecError
 from batcher.providers import Clients
+from batcher.report.build import build_report
+from batcher.report.formats import render_report
+from batcher.report.render import report_dict
 from batcher.run import engine
 from batcher.run.followups import FollowupPolicy, decide_item
 from batcher.sandbox import start_sandbox
@@ -122,6 +125,20 @@ def test_agreement_accepts_and_disagreement_escalates_in_the_right_rounds(replay
     assert final[items["agree"].final_attempt_id]["tier"] == "nano"
     assert items["differ"].output == REPLAY["differ"][2]
     assert {final[i.final_attempt_id]["role"] for i in items.values()} == {"primary"}
+
+    report = build_report(db, [run_id])  # check_report: the parts add up to the total
+    (row,) = report.agreement
+    # "differ" disagreed, "check-invalid" had an invalid opinion; "nano-invalid" compared nothing
+    assert (row.tier, row.compared, row.agreed, row.escalated) == ("nano", 2, 1, 2)
+    opinions = [a for a in rows if a["role"] == "opinion"]
+    costs = report.total.costs
+    assert costs.second_opinions == -sum(a["uncached_pusd"] for a in opinions) < 0
+    assert costs.baseline == sum(a["baseline_pusd"] for a in rows if a["role"] == "primary")
+    assert costs.routing + costs.second_opinions + costs.caching + costs.batch == costs.saved
+    assert costs.cost == sum(a["cost_pusd"] for a in rows)
+    table = render_report(report, "table")
+    assert "second opinions" in table and "Agreement cascade" in table
+    assert report_dict(report)["agreement"][0]["agreement_rate"] == 0.5
 
 
 def test_cascade_needs_second_opinion_tiers():

@@ -62,6 +62,7 @@ def _costs_json(costs: Costs) -> dict[str, Any]:
         "uncached_usd": money(costs.uncached),
         "baseline_usd": money(costs.baseline),
         "routing_usd": money(costs.routing),
+        "second_opinions_usd": money(costs.second_opinions),
         "caching_usd": money(costs.caching),
         "batch_usd": money(costs.batch),
         "saved_usd": money(costs.saved),
@@ -149,6 +150,16 @@ def report_dict(report: Report) -> dict[str, Any]:
             }
             for d in report.direct
         ],  # fmt: skip
+        "agreement": [
+            {
+                "first_tier": a.tier,
+                "compared": a.compared,
+                "agreed": a.agreed,
+                "agreement_rate": _rate(a.rate),
+                "escalated_by_disagreement": a.escalated,
+            }
+            for a in report.agreement
+        ],
     }
 
 
@@ -177,6 +188,7 @@ CSV_COLUMNS = (
     "cost_per_success_usd",
     "baseline_usd",
     "routing_usd",
+    "second_opinions_usd",
     "caching_usd",
     "batch_usd",
     "saved_usd",
@@ -278,6 +290,7 @@ def report_sections(report: Report) -> list[Section]:
         [_tier_cells(r) for r in [*report.tiers, report.total]],
     )
     c = report.total.costs
+    opinions = [["second opinions (see note 2)", show_usd(c.second_opinions)]] if c.opinions else []
     savings = (
         "Savings vs baseline",
         ("", "amount"),
@@ -287,6 +300,7 @@ def report_sections(report: Report) -> list[Section]:
                 show_usd(c.baseline),
             ],
             ["saved by routing", show_usd(c.routing)],
+            *opinions,
             ["saved by caching", show_usd(c.caching)],
             ["saved by batch discount", show_usd(c.batch)],
             ["total saved", show_usd(c.saved)],
@@ -318,14 +332,27 @@ def report_sections(report: Report) -> list[Section]:
             for g in report.cache_groups
         ],
     )
-    if not report.direct:
-        return [runs, tiers, savings, cache]
-    direct = (
-        "Direct mode (one request at a time, standard rates)",
-        ("model", "attempts", "possibly billed twice"),
-        [[f"{d.provider}:{d.model}", f"{d.attempts:,}", f"{d.resent:,}"] for d in report.direct],
+    sections = [runs, tiers, savings, cache]
+    if report.agreement:
+        sections.append(_agreement_section(report))
+    if report.direct:
+        rows = [[f"{d.provider}:{d.model}", f"{d.attempts:,}", f"{d.resent:,}"]
+                for d in report.direct]  # fmt: skip
+        direct = ("Direct mode (one request at a time, standard rates)",
+                  ("model", "attempts", "possibly billed twice"), rows)  # fmt: skip
+        sections.append(direct)
+    return sections
+
+
+def _agreement_section(report: Report) -> tuple:
+    return (
+        "Agreement cascade (first-tier answers checked by second opinions)",
+        ("first tier", "compared", "agreed", "agreement rate", "escalated by disagreement"),
+        [
+            [a.tier, f"{a.compared:,}", f"{a.agreed:,}", show_pct(a.rate), f"{a.escalated:,}"]
+            for a in report.agreement
+        ],
     )
-    return [runs, tiers, savings, cache, direct]
 
 
 # The footnotes under every rendering of a report (table, md, html).
@@ -333,6 +360,8 @@ NOTES = (
     "1. Baseline: each attempt's input tokens and its visible output tokens (hidden reasoning "
     "excluded) priced on the job's frontier model at standard rates with no cache; routing, "
     "caching and batch discount add up to baseline minus paid.",
+    "2. Second opinions (agreement cascade): their cost at standard, uncached rates, a part of "
+    "the split of its own; all-frontier would have asked once, so they have no baseline.",
 )
 
 
