@@ -47,6 +47,7 @@ from batcher.store.states import (
 
 ANSWERED = {AttemptStatus.SUCCEEDED, AttemptStatus.REUSED}
 FINAL = {str(s) for s in ATTEMPT_FINAL}
+UNANSWERED = {AttemptStatus.INVALID, AttemptStatus.TRUNCATED}  # an answer that is none
 FORMATS = ("table", "json", "csv", "md", "html")
 PICO = Decimal(1).scaleb(-12)
 
@@ -449,7 +450,7 @@ def _count_agreement(chain: list[sa.Row], rows: dict[str, AgreementRow]) -> None
     row = rows.setdefault(first, AgreementRow(first))
     if answer.status not in ANSWERED or any(o.status not in FINAL for o in opinions.values()):
         return
-    if any(o.status == AttemptStatus.INVALID for o in opinions.values()):
+    if any(o.status in UNANSWERED for o in opinions.values()):
         row.escalated += any(a.tier != first for a in primaries)
         return
     if any(o.status not in ANSWERED for o in opinions.values()):
