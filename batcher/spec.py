@@ -98,6 +98,9 @@ class Cascade(_Strict):
     """[routing.cascade]: the tiers that give a second opinion on each first-tier answer."""
 
     second_opinions: list[str] = []
+    # sent with the second opinions only: a tier on the first tier's own model then samples
+    # it again instead of repeating its answer
+    temperature: float | None = Field(default=None, ge=0, le=2)
 
 
 class Routing(_Strict):
@@ -106,6 +109,9 @@ class Routing(_Strict):
     strategy: Literal["classifier", "cascade"] = "classifier"
     cascade: Cascade = Cascade()
     classifier: str = "heuristic"  # or "fixed:TIER"
+    # share of items also sent to the frontier tier as evidence (see batcher.plan.calibration)
+    calibrate: float = Field(default=0.0, ge=0, le=1)
+    calibrate_seed: int = 0
     # What the classifier reads: "varying" (the prompt without the lines every prompt shares),
     # "prompt" (the last user message whole), "message" (system and every message), or
     # "metadata.FIELD" (one metadata field). See batcher.plan.routing.ClassifierText.
@@ -326,6 +332,12 @@ class JobSpec(_Strict):
         if first_tier not in routing.ladder or first_tier == self.frontier_tier:
             return []
         return list(opinions)
+
+    @property
+    def ends_in_followups(self) -> bool:
+        """Whether items have attempts besides their answer (second opinions, calibration),
+        so that only the follow-up step, once all of them are in, may end an item."""
+        return self.routing.strategy == "cascade" or self.routing.calibrate > 0
 
     def model_of(self, tier: str) -> tuple[str, str]:
         """(provider, model) of `tier`."""

@@ -34,6 +34,7 @@ strategy = "cascade"
 classifier = "fixed:nano"
 [routing.cascade]
 second_opinions = ["check"]
+temperature = 0.9
 [validation]
 json = true
 answer_field = "answer"
@@ -78,6 +79,11 @@ def test_agreement_accepts_and_disagreement_escalates_in_the_right_rounds(replay
 
     planned = batches(db, run_id)  # second opinions go out with the first tier
     assert {(b["round"], b["tier"]) for b in planned} == {(1, "nano"), (1, "check")}
+    for b in planned:  # the second opinions only are sampled with their own temperature
+        lines = [orjson.loads(line) for line in Path(b["path"]).read_bytes().splitlines()]
+        sent = {line["params"].get("temperature") if "params" in line
+                else line["body"].get("temperature") for line in lines}  # fmt: skip
+        assert sent == ({0.9} if b["tier"] == "check" else {None})
     outcome = engine.drive_run(
         db, run_id, clients=Clients.for_sandbox(replay_box, FAST_RETRY), poll=POLL
     )

@@ -77,10 +77,16 @@ class Costs:
     uncached: int = 0
     baseline: int = 0
     opinions: int = 0  # second opinions at standard, uncached rates (their baseline is 0)
+    calibration: int = 0  # the calibration sample's frontier answers, the same way
 
     @property
     def routing(self) -> int:
-        return self.baseline - (self.uncached - self.opinions)
+        return self.baseline - (self.uncached - self.opinions - self.calibration)
+
+    @property
+    def calibration_sample(self) -> int:
+        """What the calibration sample took off the savings (<= 0)."""
+        return -self.calibration
 
     @property
     def second_opinions(self) -> int:
@@ -111,6 +117,7 @@ class Costs:
             self.uncached + other.uncached,
             self.baseline + other.baseline,
             self.opinions + other.opinions,
+            self.calibration + other.calibration,
         )
 
 
@@ -239,6 +246,20 @@ class AgreementRow:
 
 
 @dataclass
+class CalibrationRow:
+    """A first tier against the frontier on the calibration sample: items where both
+    answered, and how many gave the same answer key (a drift signal, run after run)."""
+
+    tier: str
+    sampled: int = 0
+    agreed: int = 0
+
+    @property
+    def rate(self) -> Decimal | None:
+        return ratio(self.agreed, self.sampled)
+
+
+@dataclass
 class Report:
     """Everything a report shows; `render_report` turns it into table, json, csv, md or html."""
 
@@ -249,6 +270,7 @@ class Report:
     lost: list[LostRow] = field(default_factory=list)
     direct: list[DirectRow] = field(default_factory=list)
     agreement: list[AgreementRow] = field(default_factory=list)
+    calibration: list[CalibrationRow] = field(default_factory=list)
 
     @property
     def in_flight(self) -> list[RunInfo]:
@@ -344,7 +366,7 @@ def _costs(sums: sa.Row) -> Costs:
     m = sums._mapping
     return Costs(
         _int(m["cost"]), _int(m["standard"]), _int(m["uncached"]), _int(m["baseline"]),
-        _int(m["opinions"]),
+        _int(m["opinions"]), _int(m["calibration"]),
     )  # fmt: skip
 
 
@@ -439,6 +461,17 @@ def _agreement(conn: Connection, run_ids: list[int]) -> list[AgreementRow]:
     return [rows[tier] for tier in sorted(rows)]
 
 
+def _calibration(conn: Connection, run_ids: list[int]) -> list[CalibrationRow]:
+    rows: dict[str, CalibrationRow] = {}
+    for pair in reports.calibration_pairs(conn, run_ids):
+        if pair.status not in ANSWERED or pair.frontier_status not in ANSWERED:
+            continue
+        row = rows.setdefault(pair.tier, CalibrationRow(pair.tier))
+        row.sampled += 1
+        row.agreed += pair.answer_key is not None and pair.answer_key == pair.key
+    return [rows[tier] for tier in sorted(rows)]
+
+
 def _count_agreement(chain: list[sa.Row], rows: dict[str, AgreementRow]) -> None:
     """One item's attempts into the row of its first tier."""
     primaries = [a for a in chain if a.role != reports.OPINION]
@@ -471,7 +504,8 @@ def check_report(report: Report) -> None:
     """Raise ReportMismatch unless the savings parts add up to the total difference and the
     per-tier rows add up to the totals summed separately from the attempts."""
     t = report.total
-    parts = t.costs.routing + t.costs.second_opinions + t.costs.caching + t.costs.batch
+    c = t.costs
+    parts = c.routing + c.second_opinions + c.calibration_sample + c.caching + c.batch
     if parts != t.costs.saved:
         raise ReportMismatch(
             f"savings parts add up to {parts} pusd, not the total difference {t.costs.saved}"
@@ -528,6 +562,7 @@ def build_report(db: Engine, run_ids: list[int]) -> Report:
             lost=_lost(conn, run_ids),
             direct=_direct_rows(conn, run_ids),
             agreement=_agreement(conn, run_ids),
+            calibration=_calibration(conn, run_ids),
         )
     check_report(report)
     return report

@@ -63,6 +63,7 @@ def _costs_json(costs: Costs) -> dict[str, Any]:
         "baseline_usd": money(costs.baseline),
         "routing_usd": money(costs.routing),
         "second_opinions_usd": money(costs.second_opinions),
+        "calibration_usd": money(costs.calibration_sample),
         "caching_usd": money(costs.caching),
         "batch_usd": money(costs.batch),
         "saved_usd": money(costs.saved),
@@ -160,6 +161,11 @@ def report_dict(report: Report) -> dict[str, Any]:
             }
             for a in report.agreement
         ],
+        "calibration": [
+            {"first_tier": r.tier, "sampled": r.sampled, "agreed": r.agreed,
+             "agreement_rate": _rate(r.rate)}
+            for r in report.calibration
+        ],  # fmt: skip
     }
 
 
@@ -189,6 +195,7 @@ CSV_COLUMNS = (
     "baseline_usd",
     "routing_usd",
     "second_opinions_usd",
+    "calibration_usd",
     "caching_usd",
     "batch_usd",
     "saved_usd",
@@ -291,6 +298,8 @@ def report_sections(report: Report) -> list[Section]:
     )
     c = report.total.costs
     opinions = [["second opinions (see note 2)", show_usd(c.second_opinions)]] if c.opinions else []
+    if c.calibration:
+        opinions.append(["calibration sample (see note 2)", show_usd(c.calibration_sample)])
     savings = (
         "Savings vs baseline",
         ("", "amount"),
@@ -335,6 +344,8 @@ def report_sections(report: Report) -> list[Section]:
     sections = [runs, tiers, savings, cache]
     if report.agreement:
         sections.append(_agreement_section(report))
+    if report.calibration:
+        sections.append(_calibration_section(report))
     if report.direct:
         rows = [[f"{d.provider}:{d.model}", f"{d.attempts:,}", f"{d.resent:,}"]
                 for d in report.direct]  # fmt: skip
@@ -342,6 +353,14 @@ def report_sections(report: Report) -> list[Section]:
                   ("model", "attempts", "possibly billed twice"), rows)  # fmt: skip
         sections.append(direct)
     return sections
+
+
+def _calibration_section(report: Report) -> tuple:
+    return (
+        "Calibration sample (agreement with the frontier tier)",
+        ("first tier", "sampled", "agreed", "agreement rate"),
+        [[r.tier, f"{r.sampled:,}", f"{r.agreed:,}", show_pct(r.rate)] for r in report.calibration],
+    )
 
 
 def _agreement_section(report: Report) -> tuple:
@@ -360,8 +379,9 @@ NOTES = (
     "1. Baseline: each attempt's input tokens and its visible output tokens (hidden reasoning "
     "excluded) priced on the job's frontier model at standard rates with no cache; routing, "
     "caching and batch discount add up to baseline minus paid.",
-    "2. Second opinions (agreement cascade): their cost at standard, uncached rates, a part of "
-    "the split of its own; all-frontier would have asked once, so they have no baseline.",
+    "2. Second opinions (agreement cascade) and the calibration sample: their cost at "
+    "standard, uncached rates, each a part of the split of its own; all-frontier would have "
+    "asked once, so they have no baseline.",
 )
 
 

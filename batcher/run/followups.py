@@ -196,7 +196,7 @@ class FollowupPolicy:
 
 # --- the agreement cascade ------------------------------------------------------------------
 
-OPINION = "opinion"
+PRIMARY, OPINION, CALIBRATION = "primary", "opinion", "calibration"  # attempt.role
 ANSWERED = (AttemptStatus.SUCCEEDED, AttemptStatus.REUSED)
 
 
@@ -204,13 +204,14 @@ def decide_item(policy: FollowupPolicy, chain: Sequence[ChainStep]) -> Decision:
     """What comes next for an item none of whose attempts is unfinished. Without second
     opinions (or once the item climbed past its first tier), the policy's usual decision on
     its primary attempts; in the agreement cascade, `_decide_agreement`."""
-    primaries = [_step(a) for a in chain if a.role != OPINION]
+    chain = [a for a in chain if a.role != CALIBRATION]  # evidence, never part of a decision
+    primaries = [_step(a) for a in chain if a.role == PRIMARY]
     opinions = [a for a in chain if a.role == OPINION]
     if not opinions or any(p.tier != primaries[0].tier for p in primaries):
         return policy.decide(primaries)
     if primaries[-1].status not in ANSWERED:  # the first tier failed: retry or escalate it
         return policy.decide(primaries)
-    answer = next(a for a in reversed(chain) if a.role != OPINION)
+    answer = next(a for a in reversed(chain) if a.role == PRIMARY)
     return _decide_agreement(policy, primaries, answer, opinions)
 
 
@@ -292,7 +293,7 @@ class _Round:
 
     def apply(self, item_id: int, chain: list[ChainStep], decision: Decision) -> None:
         last = chain[-1]
-        primaries = [a for a in chain if a.role != OPINION]  # second opinions are no answer
+        primaries = [a for a in chain if a.role == PRIMARY]  # opinions, calibration: no answer
         ending = primaries[-1]
         provider, model = ending.provider, ending.model
         output, verdict = ending.output, ending.verdict

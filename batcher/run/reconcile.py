@@ -226,7 +226,7 @@ def reconcile_batch(
     # A batch holds one model (the planner groups by it), so one price list serves it all.
     validator, price = validator_for(spec.validation), Pricer(spec).for_model(provider, model)
     keys = answer_keys_for(spec.validation)
-    finish_items = spec.routing.strategy != "cascade"
+    finish_items = not spec.ends_in_followups
     for part in _chunks(results, chunk):
         summary.n_results += len(part)
         make = _Chunk(validator, price, keys, finish_items)

@@ -56,6 +56,7 @@ ERROR_COLUMNS = ["error_code", "error_message", "finished_at"]
 MISSING_RESULT = "missing_result"
 _OPEN_ITEMS = [s.value for s in ItemStatus if s not in ITEM_TERMINAL]
 _FINAL = [s.value for s in ATTEMPT_FINAL]
+CALIBRATION = "calibration"  # attempt.role of a calibration sample's frontier answer
 
 
 class ChainStep(NamedTuple):
@@ -268,6 +269,46 @@ def plan_opinions(
         ]  # fmt: skip
         made += conn.execute(ATTEMPT.insert().from_select(columns, rows)).rowcount
     return made
+
+
+def calibration_candidates(conn: Connection, run_id: int, frontier: str) -> list[tuple]:
+    """(item id, id in the input, route reason, highest seq) of the run's items whose first
+    attempt is below the frontier tier and that have no calibration attempt yet."""
+    other = ATTEMPT.alias("other")
+    top = sa.select(sa.func.max(other.c.seq)).where(other.c.item_id == ATTEMPT.c.item_id)
+    calibrated = sa.exists().where(
+        other.c.item_id == ATTEMPT.c.item_id, other.c.role == CALIBRATION
+    )
+    query = (
+        sa.select(ITEM.c.id, ITEM.c.custom_id, ITEM.c.route_reason, top.scalar_subquery())
+        .select_from(ATTEMPT.join(ITEM, ITEM.c.id == ATTEMPT.c.item_id))
+        .where(
+            ATTEMPT.c.run_id == run_id, ATTEMPT.c.seq == 1, ATTEMPT.c.tier != frontier,
+            ~calibrated,
+        )
+        .order_by(ITEM.c.id)
+    )  # fmt: skip
+    return [tuple(row) for row in conn.execute(query)]
+
+
+def plan_calibration(
+    conn: Connection, run_id: int, rows: Sequence[tuple[int, int]], tier: str, provider: str,
+    model: str,
+) -> int:
+    """Calibration attempts (role "calibration", planned, no batch): rows of (item id, seq).
+    The request hash is set when the attempt is laid out."""
+    if not rows:
+        return 0
+    conn.execute(
+        ATTEMPT.insert(),
+        [
+            {"run_id": run_id, "item_id": item_id, "seq": seq, "tier": tier,
+             "provider": provider, "model": model, "custom_id": f"i{item_id}-a{seq}",
+             "request_hash": "", "status": AttemptStatus.PLANNED.value, "role": CALIBRATION}
+            for item_id, seq in rows
+        ],
+    )  # fmt: skip
+    return len(rows)
 
 
 def plan_next(conn: Connection, new: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ from batcher.store.states import AttemptStatus, ItemStatus
 
 RUN, ITEM, ATTEMPT, PROMPT = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["prompt"]
 OPINION = "opinion"  # attempt.role of a cascade's second opinion
+CALIBRATION = "calibration"  # attempt.role of a calibration sample's frontier answer
 TIER_KEYS = (ATTEMPT.c.tier, ATTEMPT.c.provider, ATTEMPT.c.model)
 
 
@@ -56,7 +57,8 @@ def run_ids(
 
 def _sums() -> list[sa.ColumnElement]:
     a, total = ATTEMPT, sa.func.coalesce
-    opinion = a.c.role == OPINION
+    opinion, calibration = a.c.role == OPINION, a.c.role == CALIBRATION
+    extra = a.c.role != "primary"  # asked on top of the answer: no baseline of its own
     return [
         sa.func.count().label("attempts"),
         total(
@@ -73,9 +75,29 @@ def _sums() -> list[sa.ColumnElement]:
         total(sa.func.sum(a.c.uncached_pusd), 0).label("uncached"),
         # A second opinion has no counterpart in the all-frontier baseline (it would ask the
         # frontier model once); what it cost shows as its own part of the savings split.
-        total(sa.func.sum(sa.case((opinion, 0), else_=a.c.baseline_pusd)), 0).label("baseline"),
+        total(sa.func.sum(sa.case((extra, 0), else_=a.c.baseline_pusd)), 0).label("baseline"),
         total(sa.func.sum(sa.case((opinion, a.c.uncached_pusd), else_=0)), 0).label("opinions"),
+        total(sa.func.sum(sa.case((calibration, a.c.uncached_pusd), else_=0)), 0).label(
+            "calibration"
+        ),
     ]
+
+
+def calibration_pairs(conn: Connection, run_ids: list[int]) -> sa.Result:
+    """(first tier, its answer key and status, the frontier's answer key and status) of every
+    item with a calibration attempt."""
+    first, frontier = ATTEMPT.alias("first"), ATTEMPT.alias("frontier")
+    query = (
+        sa.select(
+            first.c.tier, first.c.answer_key, first.c.status, frontier.c.answer_key.label("key"),
+            frontier.c.status.label("frontier_status"),
+        )
+        .select_from(first.join(frontier, frontier.c.item_id == first.c.item_id))
+        .where(
+            first.c.run_id.in_(run_ids), first.c.seq == 1, frontier.c.role == CALIBRATION
+        )
+    )  # fmt: skip
+    return conn.execute(query)
 
 
 def cascade_chains(conn: Connection, run_ids: list[int]) -> sa.Result:
