@@ -9,6 +9,7 @@ import pytest
 from engine_helpers import FAST_RETRY, POLL, attempts, batches, check_accounted
 
 from batcher.errors import SpecError
+from batcher.plan.estimate import estimate_run
 from batcher.providers import Clients
 from batcher.report.build import build_report
 from batcher.report.formats import render_report
@@ -145,6 +146,23 @@ def test_agreement_accepts_and_disagreement_escalates_in_the_right_rounds(replay
     table = render_report(report, "table")
     assert "second opinions" in table and "Agreement cascade" in table
     assert report_dict(report)["agreement"][0]["agreement_rate"] == 0.5
+
+
+def test_second_opinions_have_no_all_frontier_baseline_in_the_estimate(tmp_path):
+    spec_path = _job(tmp_path)
+    plain = tmp_path / "plain.toml"
+    plain.write_text(SPEC.replace('strategy = "cascade"', 'strategy = "classifier"'))
+    figures = []
+    for path in (spec_path, plain):
+        db = open_store(f"sqlite:///{tmp_path / (path.stem + '.db')}")
+        spec = load_spec(path)
+        run_id = engine.start_run(db, spec, spec.input_file())
+        figures.append(estimate_run(db, run_id, spec))
+    cascade, classifier = figures
+    assert cascade.n_requests == 2 * classifier.n_requests  # one second opinion each
+    for name in ("frontier_sync", "batch", "caching"):
+        assert cascade.scenarios[name] == classifier.scenarios[name]
+    assert cascade.scenarios["combined"] > classifier.scenarios["combined"]
 
 
 def test_cascade_needs_second_opinion_tiers():

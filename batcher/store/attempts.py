@@ -425,14 +425,14 @@ def planned_by_model(
 def planned_groups(
     conn: Connection, run_id: int, threshold: int | None, statuses: tuple[str, ...] = PLANNED
 ) -> sa.CursorResult:
-    """(provider, model, tier, system hash, attempts, estimated input tokens) of the run's
-    planned attempts of at most `threshold` input tokens, by cache group."""
+    """(provider, model, tier, system hash, attempts, estimated input tokens, role) of the
+    run's planned attempts of at most `threshold` input tokens, by cache group and role."""
     keys = (ATTEMPT.c.provider, ATTEMPT.c.model, ATTEMPT.c.tier, ITEM.c.system_hash)
     query = (
-        sa.select(*keys, sa.func.count(), sa.func.sum(_input_tokens()))
+        sa.select(*keys, sa.func.count(), sa.func.sum(_input_tokens()), ATTEMPT.c.role)
         .select_from(_with_items())
         .where(_short(run_id, threshold, statuses))
-        .group_by(*keys)
+        .group_by(*keys, ATTEMPT.c.role)
     )
     return conn.execute(query)
 
@@ -458,12 +458,12 @@ def planned_own_max_tokens(
 def planned_long(
     conn: Connection, run_id: int, threshold: int, statuses: tuple[str, ...] = PLANNED
 ) -> sa.CursorResult:
-    """(provider, model, tier, estimated input tokens, request json) of the planned attempts
-    over `threshold` input tokens."""
+    """(provider, model, tier, estimated input tokens, request json, role) of the planned
+    attempts over `threshold` input tokens."""
     query = (
         sa.select(
             ATTEMPT.c.provider, ATTEMPT.c.model, ATTEMPT.c.tier, ITEM.c.est_input_tokens,
-            ITEM.c.request_json,
+            ITEM.c.request_json, ATTEMPT.c.role,
         )
         .select_from(_with_items())
         .where(_planned(run_id, statuses), _input_tokens() > threshold)
