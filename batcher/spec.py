@@ -163,7 +163,10 @@ class Validation(_Strict):
 
 class Retry(_Strict):
     max_attempts: int = Field(default=4, ge=1)  # all attempts of one item, every tier together
-    transient_retries: int = Field(default=2, ge=0)  # same-tier retries after errors or expiry
+    transient_retries: int = Field(default=2, ge=0)  # same-tier retries after errors
+    # Retries after the provider expired the batch first: its capacity, not the item's fault,
+    # so a budget of its own (not counted in max_attempts or transient_retries).
+    expired_retries: int = Field(default=5, ge=0)
     # An answer cut off at max_tokens: "retry_larger" sends it once more on the same tier with
     # twice the max_tokens (at most the model's output limit), then escalates; "escalate"
     # moves it up the ladder at once; "fail" ends the item.

@@ -74,8 +74,12 @@ class Decision:
 class FollowupPolicy:
     """Retries and escalation as data.
 
-    - A transient failure (errored as transient, expired, missing_result) is retried on the
-      same tier while that tier has had at most `transient_retries` transient failures.
+    - A transient failure (errored as transient, missing_result) is retried on the same tier while that
+      tier has had at most `transient_retries` transient failures.
+    - An expiry (the provider ran out of time for the request) is retried on the same tier
+      while the item has expired at most `expired_retries` times. It is the provider's
+      capacity, not the request's fault, so it uses neither `transient_retries` nor
+      `max_attempts`.
     - A batch-level refusal (`token_limit_exceeded`, `batch_failed`) is retried without using
       any budget, at most `free_retries` times, so a request that can never fit cannot loop.
     - An error that is the request's own fault (invalid request, bad line) ends the item at
@@ -96,9 +100,11 @@ class FollowupPolicy:
     free_retries: int = 10
     on_truncated: str = "retry_larger"
     windows: dict[str, int | None] = field(default_factory=dict)
+    expired_retries: int = 5
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.transient_retries < 0 or self.free_retries < 0:
+        limits = (self.transient_retries, self.free_retries, self.expired_retries)
+        if self.max_attempts < 1 or min(limits) < 0:
             raise ValueError(f"retry limits must be positive: {self}")
 
     @classmethod
@@ -110,6 +116,7 @@ class FollowupPolicy:
             escalate_invalid=spec.on_invalid == "escalate",
             on_truncated=spec.retry.on_truncated,
             windows={tier: context_window(*spec.model_of(tier)) for tier in spec.tiers},
+            expired_retries=spec.retry.expired_retries,
         )
 
     def next_tier(self, tier: str) -> str | None:
@@ -140,7 +147,9 @@ class FollowupPolicy:
             return Decision("cancel", reason="cancelled before it ran")
         if last.status not in ATTEMPT_FINAL:
             return Decision("wait")
-        used = sum(1 for step in chain if not _free(step))
+        used = sum(1 for step in chain if _budgeted(step))
+        if last.status == AttemptStatus.EXPIRED:
+            return self._after_expiry(chain, last)
         if last.status == AttemptStatus.INVALID:
             return self._after_invalid(last, used)
         if last.status == AttemptStatus.TRUNCATED:
@@ -170,6 +179,12 @@ class FollowupPolicy:
             return Decision("retry", tier=last.tier, larger=True)
         return self._escalate(last, used, "answer cut off at max_tokens")
 
+    def _after_expiry(self, chain: Sequence[Step], last: Step) -> Decision:
+        expired = sum(1 for step in chain if step.status == AttemptStatus.EXPIRED)
+        if expired > self.expired_retries:
+            return Decision("fail", reason=f"expired {expired} times (expired_retries)")
+        return Decision("retry", tier=last.tier, free=True, reason="expired")
+
     def _after_error(self, chain: Sequence[Step], last: Step, used: int) -> Decision:
         code = last.error_code or last.status
         if last.error_class == INVALID or code in PERMANENT_CODES:
@@ -186,7 +201,7 @@ class FollowupPolicy:
             if n_free > self.free_retries:
                 return Decision("fail", reason=f"{code} {n_free} times")
             return Decision("retry", tier=last.tier, free=True)
-        on_tier = sum(1 for s in chain if s.tier == last.tier and _transient(s) and not _free(s))
+        on_tier = sum(1 for s in chain if s.tier == last.tier and _transient(s) and _budgeted(s))
         if on_tier > self.transient_retries:
             return Decision("fail", reason=f"{code}: transient retries on {last.tier!r} used up")
         if used >= self.max_attempts:
@@ -264,6 +279,11 @@ def _transient(step: Step) -> bool:
 
 def _free(step: Step) -> bool:
     return step.status == AttemptStatus.ERRORED and step.error_code in FREE_CODES
+
+
+def _budgeted(step: Step) -> bool:
+    """True when the attempt counts against max_attempts and transient_retries."""
+    return not _free(step) and step.status != AttemptStatus.EXPIRED
 
 
 @dataclass
