@@ -273,9 +273,14 @@ def run_now(name, reprocess, db, as_json):
     show_default=True,
     help="Seconds between looks at the database for schedules added or changed elsewhere.",
 )
+@click.option(
+    "--pool",
+    is_flag=True,
+    help="Plan each firing's run and leave it to `batcher worker` processes.",
+)
 @db_option
 @handle_errors
-def scheduler(workers, poll, db):
+def scheduler(workers, poll, pool, db):
     """Fire the schedules of the state database, in the foreground, until stopped.
 
     Meant for a process supervisor (systemd, supervisord, a container). Logs one line per
@@ -287,11 +292,14 @@ def scheduler(workers, poll, db):
     Examples:
       batcher scheduler
       BATCHER_DB=postgresql+psycopg://batcher@db/batcher batcher scheduler --workers 8
+      batcher scheduler --pool      # runs go to the pool: see `batcher worker`
     """
     from batcher.schedule.daemon import Scheduler
+    from batcher.schedule.firing import PoolDriver
     from batcher.store import open_store
 
     _setup_logging()
-    daemon = Scheduler(open_store(db), workers=workers, poll_s=poll)
+    driver = PoolDriver() if pool else None
+    daemon = Scheduler(open_store(db), driver=driver, workers=workers, poll_s=poll)
     with _stop_on_signals(daemon.request_stop):
         daemon.run()

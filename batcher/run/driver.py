@@ -50,6 +50,11 @@ class RunStopped(BatcherError):
     """The loop cannot go on without a person (the message says what to do)."""
 
 
+class LeaseLost(BatcherError):
+    """Another process took the run's lease (ours expired): stop without touching the run,
+    which is now theirs to drive."""
+
+
 class BudgetReached(RunStopped):
     """The next round would take the run past its max_usd; nothing of it was sent."""
 
@@ -120,7 +125,7 @@ class Driver:
         self.report_overall()
         while True:
             if self.lease.lost.is_set():
-                raise RunStopped(f"run {self.run_id}: another process took over its lease")
+                raise LeaseLost(f"run {self.run_id}: another process took over its lease")
             if self.run_status() == RunStatus.CANCELLED:  # `batcher cancel` from elsewhere
                 return self.drain()
             self.settle_submitting()

@@ -239,6 +239,23 @@ def m010_attempt_role(op: Operations) -> None:
     )
 
 
+def m011_worker_pool(op: Operations) -> None:
+    """The worker pool: each `batcher worker` and its heartbeat, and when a run's lease holder
+    took it and last renewed it (`batcher workers` shows both)."""
+    op.create_table(
+        "worker",
+        sa.Column("owner", sa.String, primary_key=True),
+        sa.Column("host", sa.String, nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("slots", sa.Integer, nullable=False),
+        sa.Column("ttl_s", sa.Float, nullable=False),
+        sa.Column("started_at", TZ, nullable=False),
+        sa.Column("heartbeat_at", TZ, nullable=False),
+    )
+    op.add_column("run", sa.Column("lease_since", TZ))
+    op.add_column("run", sa.Column("lease_renewed_at", TZ))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
@@ -250,4 +267,5 @@ MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m008_attempt_answer_key", m008_attempt_answer_key),
     ("m009_attempt_stop_and_error_class", m009_attempt_stop_and_error_class),
     ("m010_attempt_role", m010_attempt_role),
+    ("m011_worker_pool", m011_worker_pool),
 ]

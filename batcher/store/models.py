@@ -47,6 +47,8 @@ class Run(SQLModel, table=True):
     lease_owner: str | None = None
     lease_expires_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     schedule_name: str | None = Field(default=None, index=True)
+    lease_since: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    lease_renewed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 
 class Prompt(SQLModel, table=True):
@@ -192,6 +194,21 @@ class ScheduleFiring(SQLModel, table=True):
     error: str | None = None
 
 
+class Worker(SQLModel, table=True):
+    """A `batcher worker` process of the pool: written when it starts, its heartbeat renewed
+    while it lives, deleted when it stops cleanly (a killed one stays, its heartbeat old)."""
+
+    __tablename__ = "worker"
+
+    owner: str = Field(primary_key=True)  # host:pid:random, as in run.lease_owner
+    host: str
+    pid: int
+    slots: int  # how many runs it drives at once
+    ttl_s: float  # the lease it takes on a run: renewed every third of it
+    started_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    heartbeat_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+
+
 TABLES = {
     "run": Run.__table__,
     "prompt": Prompt.__table__,
@@ -199,4 +216,5 @@ TABLES = {
     "attempt": Attempt.__table__,
     "batch": Batch.__table__,
     "schedule_firing": ScheduleFiring.__table__,
+    "worker": Worker.__table__,
 }
