@@ -53,8 +53,11 @@ def leave_runs(db, folder: Path, n_runs: int, n_items: int) -> list[int]:
     return ids
 
 
-def start_workers(n: int, env: dict, ttl: float, poll: float) -> list[subprocess.Popen]:
-    command = [BATCHER, "worker", "--ttl", str(ttl), "--poll", str(poll), "--poll-interval", "0.05"]
+def start_workers(
+    n: int, env: dict, ttl: float, poll: float, poll_interval: float = 0.05
+) -> list[subprocess.Popen]:
+    command = [BATCHER, "worker", "--ttl", str(ttl), "--poll", str(poll)]
+    command += ["--poll-interval", str(poll_interval)]
     return [
         subprocess.Popen(
             command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
