@@ -449,4 +449,3 @@ def _with_batch_limit(spec: JobSpec, limit: int) -> JobSpec:
         }
     )
     return spec.model_copy(update={"batching": smaller})
-

@@ -178,9 +178,9 @@ def drive_run(
     """Submit, poll, reconcile and escalate run `run_id` until every item is terminal.
 
     Holds the run's lease throughout (LeaseHeld when another process drives it), renewing it
-    every third of `lease_ttl` seconds. `stop` makes
-    it return early and cleanly (status stays `running`); `poll` overrides the spec's polling
-    (seconds, or PollSettings); `submit_only` returns once every planned batch is submitted.
+    every third of `lease_ttl` seconds. `stop` makes it return early and cleanly (status
+    stays `running`); `poll` overrides the spec's polling (seconds, or PollSettings);
+    `submit_only` returns once every planned batch is submitted.
     An error that needs a person marks the run `failed` with a message saying what to do;
     the outcome carries it.
     """

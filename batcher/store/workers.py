@@ -23,6 +23,7 @@ RUN, WORKER = TABLES["run"], TABLES["worker"]
 # Runs a worker drives: planned (left by `run --detach` or a pool scheduler) or running (left
 # by `submit`, an interrupted driver, or a dead one). Failed runs wait for a person.
 CLAIMABLE = (RunStatus.PLANNED.value, RunStatus.RUNNING.value)
+CLAIM_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,18 @@ def claim_run(db: Engine, owner: str, ttl_s: float, *, orphans_only: bool = Fals
     `orphans_only` takes only runs whose holder stopped renewing (a worker with no free slot
     still rescues those: their batches run on the provider's clock).
     """
+    for _ in range(CLAIM_TRIES):  # another claimer won the run we chose: choose again
+        claim, chosen = _claim_once(db, owner, ttl_s, orphans_only)
+        if claim is not None or chosen is None:
+            return claim
+    return None
+
+
+def _claim_once(
+    db: Engine, owner: str, ttl_s: float, orphans_only: bool
+) -> tuple[Claim | None, int | None]:
+    """(the claim, the run chosen): the claim is None when nothing was free or another
+    claimer took the chosen run first (possible on SQLite, where nothing is row-locked)."""
     now = datetime.now(UTC)
     expired = sa.and_(RUN.c.lease_owner.is_not(None), RUN.c.lease_expires_at < now)
     free = expired if orphans_only else sa.or_(RUN.c.lease_owner.is_(None), expired)
@@ -80,7 +93,7 @@ def claim_run(db: Engine, owner: str, ttl_s: float, *, orphans_only: bool = Fals
             .with_for_update(skip_locked=True)
         ).first()
         if row is None:
-            return None
+            return None, None
         taken = conn.execute(
             sa.update(RUN)
             .where(RUN.c.id == row.id, RUN.c.status.in_(CLAIMABLE), free)
@@ -91,7 +104,7 @@ def claim_run(db: Engine, owner: str, ttl_s: float, *, orphans_only: bool = Fals
                 lease_renewed_at=now,
             )
         ).rowcount
-    return Claim(row.id, row.lease_owner) if taken else None
+    return (Claim(row.id, row.lease_owner) if taken else None), row.id
 
 
 def pool(db: Engine) -> list[dict]:
