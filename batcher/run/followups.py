@@ -74,8 +74,8 @@ class Decision:
 class FollowupPolicy:
     """Retries and escalation as data.
 
-    - A transient failure (errored as transient, missing_result) is retried on the same tier while that
-      tier has had at most `transient_retries` transient failures.
+    - A transient failure (errored as transient, missing_result) is retried on the same tier
+      while that tier has had at most `transient_retries` transient failures.
     - An expiry (the provider ran out of time for the request) is retried on the same tier
       while the item has expired at most `expired_retries` times. It is the provider's
       capacity, not the request's fault, so it uses neither `transient_retries` nor
