@@ -94,8 +94,24 @@ class Rule(_Strict):
         return value
 
 
+class Cascade(_Strict):
+    """[routing.cascade]: the tiers that give a second opinion on each first-tier answer."""
+
+    second_opinions: list[str] = []
+    # sent with the second opinions only: a tier on the first tier's own model then samples
+    # it again instead of repeating its answer
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
 class Routing(_Strict):
+    # "classifier": accept a first-tier answer that passes validation; "cascade": accept it
+    # only when the second opinions give the same answer key (see batcher.run.cascade)
+    strategy: Literal["classifier", "cascade"] = "classifier"
+    cascade: Cascade = Cascade()
     classifier: str = "heuristic"  # or "fixed:TIER"
+    # share of items also sent to the frontier tier as evidence (see batcher.plan.calibration)
+    calibrate: float = Field(default=0.0, ge=0, le=1)
+    calibrate_seed: int = 0
     # What the classifier reads: "varying" (the prompt without the lines every prompt shares),
     # "prompt" (the last user message whole), "message" (system and every message), or
     # "metadata.FIELD" (one metadata field). See batcher.plan.routing.ClassifierText.
@@ -147,7 +163,10 @@ class Validation(_Strict):
 
 class Retry(_Strict):
     max_attempts: int = Field(default=4, ge=1)  # all attempts of one item, every tier together
-    transient_retries: int = Field(default=2, ge=0)  # same-tier retries after errors or expiry
+    transient_retries: int = Field(default=2, ge=0)  # same-tier retries after errors
+    # Retries after the provider expired the batch first: its capacity, not the item's fault,
+    # so a budget of its own (not counted in max_attempts or transient_retries).
+    expired_retries: int = Field(default=5, ge=0)
     # An answer cut off at max_tokens: "retry_larger" sends it once more on the same tier with
     # twice the max_tokens (at most the model's output limit), then escalates; "escalate"
     # moves it up the ladder at once; "fail" ends the item.
@@ -252,7 +271,11 @@ class JobSpec(_Strict):
             return data
         routing = data.get("routing", {})
         if isinstance(routing, dict) and not routing.get("ladder"):
-            data = {**data, "routing": {**routing, "ladder": list(data["tiers"])}}
+            # second-opinion tiers check answers; they are no rung to escalate to
+            cascade = routing.get("cascade")
+            opinions = cascade.get("second_opinions", []) if isinstance(cascade, dict) else []
+            ladder = [t for t in data["tiers"] if t not in opinions] or list(data["tiers"])
+            data = {**data, "routing": {**routing, "ladder": ladder}}
         return data
 
     @model_validator(mode="after")
@@ -282,6 +305,16 @@ class JobSpec(_Strict):
             if rule.tier not in self.tiers:
                 key = f"routing.rules[{i}].tier"
                 raise KeyedError(key, f"{rule.tier!r} is not a tier: use {known}")
+        opinions = self.routing.cascade.second_opinions
+        for i, tier in enumerate(opinions):
+            if tier not in self.tiers:
+                key = f"routing.cascade.second_opinions[{i}]"
+                raise KeyedError(key, f"{tier!r} is not a tier: use {known}")
+        if self.routing.strategy == "cascade" and not opinions:
+            raise KeyedError(
+                "routing.cascade.second_opinions",
+                'strategy = "cascade" needs at least one second-opinion tier, e.g. ["check"]',
+            )
         classifier = self.routing.classifier
         if classifier.startswith("fixed:") and classifier[6:] not in self.tiers:
             problem = f"{classifier!r} names no tier: use fixed:TIER with TIER one of {known}"
@@ -296,6 +329,24 @@ class JobSpec(_Strict):
     def frontier_tier(self) -> str:
         """The tier that the baseline is priced on: the top of the escalation ladder."""
         return self.routing.ladder[-1] if self.routing.ladder else next(reversed(self.tiers))
+
+    def opinion_tiers(self, first_tier: str) -> list[str]:
+        """The tiers asked for a second opinion on an item whose first tier is `first_tier`:
+        none unless the strategy is "cascade", the tier is below the top of the ladder, and
+        it is no second-opinion tier itself."""
+        routing = self.routing
+        opinions = routing.cascade.second_opinions
+        if routing.strategy != "cascade" or first_tier in opinions:
+            return []
+        if first_tier not in routing.ladder or first_tier == self.frontier_tier:
+            return []
+        return list(opinions)
+
+    @property
+    def ends_in_followups(self) -> bool:
+        """Whether items have attempts besides their answer (second opinions, calibration),
+        so that only the follow-up step, once all of them are in, may end an item."""
+        return self.routing.strategy == "cascade" or self.routing.calibrate > 0
 
     def model_of(self, tier: str) -> tuple[str, str]:
         """(provider, model) of `tier`."""

@@ -130,3 +130,45 @@ def test_help_teaches():
     result = run("plan", "--help")
     assert result.exit_code == 0
     assert "Examples:" in result.stdout and "--max-usd" in result.stdout
+
+
+def test_plan_shows_why_a_gemini_group_gets_no_explicit_cache(job, sqlite_url, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    prefix = "You label tickets. " + "Read the whole ticket first. " * 400  # ~2,400+ tokens
+    spec = SPEC.replace('"openai:gpt-5-nano"', '"google:gemini-2.5-flash"').replace(
+        'system = "You label tickets."', f'system = "{prefix}"'
+    )
+    (job / "job.toml").write_text(spec)
+    result = run("plan", "job.toml", "--db", sqlite_url)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Gemini explicit context caching (cachedContents), per group:" in out
+    (line,) = [x for x in out.splitlines() if "gemini-2.5-flash: explicit cache of" in x]
+    # $1.00/M/h for 24 h plus creation at $0.30/M against $0.15 - $0.03 a missed request:
+    # (24 + 0.30) / 0.12 = 202.5 misses, whatever the prefix.
+    assert "($1.00/M/h)" in line and "break-even 203 misses of 2 requests: can never pay" in line
+    assert "Not used: batch mode is not shown to accept cachedContent." in line
+    assert "claude" not in line
+
+
+def test_explicit_cache_break_even_is_storage_and_creation_over_the_saving_a_miss():
+    from batcher.money.prices import unit_prices
+    from batcher.providers import wire_format
+
+    google = wire_format("google")
+
+    def arithmetic(model: str, n: int):
+        standard = unit_prices("google", model, batch=False)
+        batch = unit_prices("google", model, batch=True)
+        return google.explicit_cache_arithmetic(model, 10_000, n, standard, batch)
+
+    flash = arithmetic("gemini-2.5-flash", 1_000)
+    assert flash.storage_usd == Decimal("0.24")  # 10k tokens x $1.00/M/h x 24 h
+    assert flash.create_usd == Decimal("0.003")  # 10k x $0.30/M
+    assert flash.saved_per_miss_usd == Decimal("0.0012")  # 10k x ($0.15 - $0.03)/M
+    assert flash.break_even_misses == 203 and flash.pays_at_most()
+    assert arithmetic("gemini-2.5-flash-lite", 1_000).break_even_misses == 603  # 24.1 / 0.04
+    pro = arithmetic("gemini-2.5-pro", 200)
+    assert pro.break_even_misses == 219 and not pro.pays_at_most()  # 109.25 / 0.50
+    prices = unit_prices("google", "gemini-2.5-flash", batch=True)
+    assert google.explicit_cache_arithmetic("gemini-9", 10_000, 9, prices, prices) is None

@@ -51,9 +51,20 @@ def chain(*steps: str) -> list[Step]:
         (["nano:errored:server_error"], Decision("retry", tier="nano")),
         (["nano:expired:batch_expired", "nano:errored:missing_result"], Decision("retry", "nano")),
         (
-            ["nano:errored:x", "nano:expired", "nano:errored:missing_result"],
+            ["nano:errored:x", "nano:errored:y", "nano:errored:missing_result"],
             Decision("fail", reason="missing_result: transient retries on 'nano' used up"),
         ),
+        # an expiry has a budget of its own: neither transient_retries nor max_attempts
+        (["nano:expired"], Decision("retry", tier="nano", free=True, reason="expired")),
+        (
+            ["nano:errored:x", "nano:errored:y", "nano:expired", "nano:errored:missing_result"],
+            Decision("fail", reason="missing_result: transient retries on 'nano' used up"),
+        ),
+        (
+            ["nano:errored:x"] * 2 + ["nano:invalid"] + ["mid:expired"] * 5,
+            Decision("retry", tier="mid", free=True, reason="expired"),
+        ),
+        (["nano:expired"] * 6, Decision("fail", reason="expired 6 times (expired_retries)")),
         # ... and each tier has its own transient retries, but max_attempts caps them all
         (["nano:errored:x", "nano:invalid", "mid:errored:x"], Decision("retry", tier="mid")),
         (
@@ -237,9 +248,10 @@ def test_invalid_answers_climb_the_ladder_until_valid(db, tmp_path):
 LADDER_LIST = list(LADDER)
 
 
-def test_transient_retries_are_bounded(db, tmp_path):
+def test_expiries_are_bounded_by_their_own_budget(db, tmp_path):
     spec = make_spec(
-        routing={"classifier": "fixed:nano"}, retry={"max_attempts": 5, "transient_retries": 2}
+        routing={"classifier": "fixed:nano"},
+        retry={"max_attempts": 1, "transient_retries": 0, "expired_retries": 2},
     )
     run_id = plan(db, spec, tmp_path, 1)
     rounds = 0

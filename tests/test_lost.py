@@ -76,9 +76,9 @@ def test_one_not_found_answer_is_not_enough_to_lose_a_batch(sandbox, clients, tm
 
 
 def test_cancel_ends_every_item_when_the_provider_forgot_the_batch(
-    db_url, sandbox, clients, tmp_path
+    pg_url, sandbox, clients, tmp_path
 ):
-    db = open_store(db_url)
+    db = open_store(pg_url)
     run_id = _start(db, tmp_path, 5)
     sandbox.configure(faults="slow:count=1:factor=50")
     engine.drive_run(db, run_id, clients=clients, poll=POLL, submit_only=True)

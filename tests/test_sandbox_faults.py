@@ -200,3 +200,37 @@ def test_admin_clock_endpoint_moves_batches_along(sandbox, oai):
     now = httpx.post(sandbox.url + "/_sandbox/clock", json={"advance": 3600}).json()["now"]
     assert now >= before + 3600
     assert oai.batches.retrieve(batch.id).status == "completed"
+
+
+def test_a_forgotten_batch_answers_404_for_good_and_bills_nothing(sandbox, oai, ant):
+    sandbox.configure(faults="slow:factor=20")
+    batch = submit(oai, [chat_line("r0", "q0")])
+    sandbox.configure(faults="forget:count=1:provider=openai")
+    for _ in range(2):  # the first retrieve drops it; it stays gone
+        with pytest.raises(openai.NotFoundError):
+            oai.with_options(max_retries=0).batches.retrieve(batch.id)
+    assert batch.id not in {b.id for b in oai.batches.list()}
+    sandbox.advance_clock(60)
+    stats = sandbox.stats()
+    assert stats["batches_forgotten"]["openai"] == 1 and stats["requests_billed"] == 0
+
+
+def test_http404_answers_not_found_for_a_batch_that_exists(sandbox, ant):
+    sandbox.configure(faults="http404:count=1")
+    batch = ant.messages.batches.create(requests=[ant_request("a1-1", "x")])
+    with pytest.raises(anthropic.NotFoundError):
+        ant.with_options(max_retries=0).messages.batches.retrieve(batch.id)
+    assert ant.messages.batches.retrieve(batch.id).id == batch.id  # the next read finds it
+
+
+def test_every_fires_on_each_kth_matching_call(sandbox, oai):
+    sandbox.configure(faults="http500:every=3:route=list")
+    client = oai.with_options(max_retries=0)
+    outcomes = []
+    for _ in range(6):
+        try:
+            client.batches.list()
+            outcomes.append("ok")
+        except openai.InternalServerError:
+            outcomes.append("500")
+    assert outcomes == ["ok", "ok", "500", "ok", "ok", "500"]

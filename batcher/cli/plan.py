@@ -9,8 +9,10 @@ import click
 
 from batcher.cli import cli, db_option, handle_errors, input_option, json_option
 from batcher.money.amounts import fmt_money, fmt_usd, to_usd
+from batcher.money.prices import unit_prices
 from batcher.output import print_json, print_table
 from batcher.plan.groups import short_id
+from batcher.providers import wire_format
 
 
 def _progress(n: int) -> None:
@@ -52,6 +54,21 @@ def _group_json(plan) -> list[dict]:
         }
         for g in plan.largest_groups
     ]
+
+
+def _explicit_cache_notes(plan, spec) -> list[str]:
+    """For each Gemini group shown: what an explicit cache would cost and could save."""
+    notes = []
+    for g in plan.largest_groups:
+        arithmetic = getattr(wire_format(g.provider), "explicit_cache_arithmetic", None)
+        if arithmetic is None or g.provider in spec.providers:
+            continue
+        standard = unit_prices(g.provider, g.model, batch=False, spec=spec)
+        batch = unit_prices(g.provider, g.model, batch=True, spec=spec)
+        found = arithmetic(g.model, g.prefix_tokens, g.n_requests, standard, batch)
+        if found is not None:
+            notes.append(f"  {g.key}: {found.text()}")
+    return notes
 
 
 def _batch_rows(plan) -> list[dict]:
@@ -105,6 +122,9 @@ def _print(report, spec, job: str, wide: bool = False) -> None:
         f" (largest {len(plan.largest_groups)})" if plan.n_groups > len(plan.largest_groups) else ""
     )
     print_table(_group_rows(plan, wide), f"Cache groups: {plan.n_groups}{shown}", wide=wide)
+    if notes := _explicit_cache_notes(plan, spec):
+        click.echo("Gemini explicit context caching (cachedContents), per group:")
+        click.echo("\n".join(notes) + "\n")
     print_table(_batch_rows(plan), f"Batches: {len(plan.batches)}")
     print_table(_model_rows(est), "Estimate by model (batch rates, expected cache use)")
     print_table(est.baseline_rows(), "Estimate against the baselines")

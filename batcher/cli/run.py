@@ -114,10 +114,17 @@ def _lease_held(exc) -> None:
 @max_usd_option
 @reuse_option
 @poll_option
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Plan the run and leave it to `batcher worker` processes (exit code 3).",
+)
 @db_option
 @json_option
 @handle_errors
-def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval, db, as_json):
+def run(
+    job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval, detach, db, as_json
+):
     """Plan, submit, wait for, reconcile and escalate JOB: the nightly command.
 
     Items go to the cheapest tier that can answer them; invalid answers climb the spec's
@@ -135,6 +142,7 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
       batcher run jobs/example.toml --sandbox
       batcher run jobs/example.toml --input tonight.jsonl --max-usd 20
       batcher run jobs/example.toml --json > outcome.json
+      batcher run jobs/example.toml --detach      # for the worker pool
 
     \b
     Exit codes:
@@ -145,10 +153,10 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
          by another process (`batcher resume RUN` continues)
       4  cancelled
     """
-    from batcher.errors import LeaseHeld
-    from batcher.run.engine import drive_run, start_run
+    from batcher.errors import LeaseHeld, UsageError
+    from batcher.run.engine import drive_run, outcome_of, start_run
     from batcher.run.options import RunOptions
-    from batcher.run.preflight import preflight_new_run, preflight_spec
+    from batcher.run.preflight import check_keys, preflight_new_run, preflight_spec
     from batcher.run.progress import make_reporter
     from batcher.spec import load_spec
     from batcher.store import open_store
@@ -156,6 +164,17 @@ def run(job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval
     spec = load_spec(job)
     source = spec.input_file(input_path)
     engine = open_store(db)
+    if detach:
+        if sandbox:
+            raise UsageError("--detach leaves the run to workers: it cannot use --sandbox")
+        check_keys(spec)
+        run_id = start_run(engine, spec, source, skip_invalid=skip_invalid, max_usd=max_usd)
+        outcome = outcome_of(engine, run_id)
+        outcome.message = (
+            f"run {run_id} is planned and left for the workers (`batcher workers` shows who "
+            f"takes it; `batcher status {run_id}` where it is)"
+        )
+        _finish(outcome, as_json)
     options = RunOptions(reuse=not no_reuse, poll_interval_s=poll_interval, sandbox=sandbox)
     with ExitStack() as stack:
         clients = clients_for(stack, sandbox)

@@ -294,10 +294,15 @@ def _check_schedule_keys(engine, clients) -> None:
     show_default=True,
     help="Seconds between looks at the database for schedules added or changed elsewhere.",
 )
+@click.option(
+    "--pool",
+    is_flag=True,
+    help="Plan each firing's run and leave it to `batcher worker` processes.",
+)
 @sandbox_option
 @db_option
 @handle_errors
-def scheduler(workers, poll, sandbox, db):
+def scheduler(workers, poll, pool, sandbox, db):
     """Fire the schedules of the state database, in the foreground, until stopped.
 
     Meant for a process supervisor (systemd, supervisord, a container). Logs one line per
@@ -309,13 +314,15 @@ def scheduler(workers, poll, sandbox, db):
     Examples:
       batcher scheduler
       BATCHER_DB=postgresql+psycopg://batcher@db/batcher batcher scheduler --workers 8
+      batcher scheduler --pool      # runs go to the pool: see `batcher worker`
     """
     from batcher.schedule.daemon import Scheduler
+    from batcher.schedule.firing import PoolDriver
     from batcher.store import open_store
 
     engine = open_store(db)
     with ExitStack() as stack:
-        driver = _driver(stack, sandbox)
+        driver = PoolDriver() if pool else _driver(stack, sandbox)
         _check_schedule_keys(engine, driver.clients)
         _setup_logging()
         daemon = Scheduler(engine, driver=driver, workers=workers, poll_s=poll)

@@ -39,6 +39,7 @@ from batcher.spec import JobSpec
 from batcher.store import attempts
 
 DEFAULT_HIT_RATE = Decimal("0.8")  # batches hit the cache best-effort (docs: 30-98%)
+PRIMARY = "primary"  # attempt.role of an answer (others check or calibrate it)
 SCENARIOS = ("frontier_sync", "batch", "caching", "routing", "combined")
 SCENARIO_LABELS = {
     "frontier_sync": "all frontier, synchronous, no cache",
@@ -234,7 +235,7 @@ def estimate_run(
             else _output_caps(conn, run_id, spec, threshold, statuses)
         )
         prompts: dict[str, str] = {}
-        for provider, model, tier, system_hash, n, input_sum in attempts.planned_groups(
+        for provider, model, tier, system_hash, n, input_sum, role in attempts.planned_groups(
             conn, run_id, threshold, statuses
         ):
             per_request = output_tokens if output_tokens is not None else spec.defaults.max_tokens
@@ -242,8 +243,9 @@ def estimate_run(
             system = prompt_text(conn, system_hash, prompts)
             prefix = count_tokens(system) if system else 0
             _add_group(
-                est, pricer, top, (provider, model, tier), n, prefix, int(input_sum), out_sum
-            )
+                est, pricer, top, (provider, model, tier), n, prefix, int(input_sum), out_sum,
+                extra=role != PRIMARY,
+            )  # fmt: skip
         if threshold is not None:
             _add_long(conn, est, spec, top, run_id, threshold, output_tokens, statuses)
     return est
@@ -258,6 +260,8 @@ def _add_group(
     prefix: int,
     input_sum: int,
     out_sum: int,
+    *,
+    extra: bool = False,
 ) -> None:
     provider, model, _ = key
     plain = Usage(input_tokens=input_sum, output_tokens=out_sum)
@@ -270,11 +274,20 @@ def _add_group(
         "routing": pricer.usd(provider, model, plain, batch=False),
         "combined": pricer.usd(provider, model, routed_cached, batch=True),
     }
+    if extra:
+        _no_baseline(figures)
     _add(est, key, n, routed_cached, figures)
     est.worst_case_pusd += to_pusd(figures["combined"])
     for up in escalations(pricer.spec, key[2]):
         up_cached = pricer.cached_usage(*up, n, prefix, input_sum, out_sum)
         est.worst_case_pusd += to_pusd(pricer.usd(*up, up_cached, batch=True))
+
+
+def _no_baseline(figures: dict[str, Decimal]) -> None:
+    """A second opinion or a calibration answer is asked on top of an item's answer: the
+    all-frontier scenarios would not ask it (the report gives it no baseline either)."""
+    for name in ("frontier_sync", "batch", "caching"):
+        figures[name] = Decimal(0)
 
 
 def _add(est: Estimate, key: tuple, n: int, usage: Usage, figures: dict[str, Decimal]) -> None:
@@ -306,7 +319,7 @@ def _add_long(
 ) -> None:
     """Requests past a long-context tier, priced one by one and without cache (an upper
     bound: caching only lowers them)."""
-    for provider, model, tier, tokens, request_json in attempts.planned_long(
+    for provider, model, tier, tokens, request_json, role in attempts.planned_long(
         conn, run_id, threshold, statuses
     ):
         out = output_tokens
@@ -324,6 +337,8 @@ def _add_long(
             "routing": usd(provider, model, False),
             "combined": usd(provider, model, True),
         }
+        if role != PRIMARY:
+            _no_baseline(figures)
         _add(est, (provider, model, tier), 1, usage, figures)
         est.worst_case_pusd += to_pusd(figures["combined"])
         for up in escalations(spec, tier):

@@ -27,7 +27,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import BatcherError, UsageError
+from batcher.plan.calibration import add_calibration
 from batcher.plan.groups import prompt_name, prompt_names, short_id
 from batcher.plan.requests import (
     cache_group_id,
@@ -164,6 +165,19 @@ def save_first_attempts(conn: Connection, batch: _BatchFile) -> int:
     return attempts.insert_first(conn, rows)
 
 
+def add_second_opinions(conn: Connection, run_id: int, spec: JobSpec) -> int:
+    """The agreement cascade's second opinions on the run's first attempts, and the
+    calibration sample's frontier attempts: planned attempts without a batch, which
+    `attempt_source` then lays out in the same round as the first tier, so they cost no extra
+    wall time and the estimate counts them. Returns how many."""
+    made = 0
+    for first_tier in spec.tiers:
+        opinions = [(tier, *spec.model_of(tier)) for tier in spec.opinion_tiers(first_tier)]
+        if opinions:
+            made += attempts.plan_opinions(conn, run_id, first_tier, opinions)
+    return made + add_calibration(conn, run_id, spec)
+
+
 def queue_first_attempts(conn: Connection, run_id: int) -> int:
     """Move the run's pending items that have an attempt to queued, with their cache group."""
     return items.queue_laid_out(conn, run_id)
@@ -246,6 +260,7 @@ class _Group:
     hasher: Any  # request_hash prefix of the group (see requests.request_hasher)
     render: Callable[[Request], bytes]  # the provider's batch-file line
     info: tuple  # GroupInfo fields but n_batches
+    temperature: float | None = None  # a second opinion's own ([routing.cascade] temperature)
     batches: set[str] = field(default_factory=set)
 
     @property
@@ -257,6 +272,11 @@ class _Group:
         hasher = self.hasher.copy()
         hasher.update(request_json if type(request_json) is bytes else request_json.encode())
         return hasher.hexdigest()[:32]
+
+
+def _opinion_temperature(spec: JobSpec, tier: str) -> float | None:
+    cascade = spec.routing.cascade
+    return cascade.temperature if tier in cascade.second_opinions else None
 
 
 class _Groups:
@@ -296,8 +316,12 @@ class _Groups:
         wire = wire_format(provider, self.spec.providers.get(provider))
         cache = wire.plan_cache(model, prefix, size, batch_size, self.spec)
         ttl = cache.write_ttl
+        temperature = _opinion_temperature(self.spec, tier)
+        if temperature is not None:  # another request than the first tier's: another hash
+            ref = f"{ref}\ntemperature={temperature}"
         self.current = _Group(
             key=key,
+            temperature=temperature,
             provider=provider,
             model=model,
             system=system,
@@ -443,6 +467,8 @@ def _lay_out_rows(
             stored, spec, custom_id, group.model,
             system=group.system, cache_key=group.cache_key, cache_ttl=group.ttl,
         )  # fmt: skip
+        if group.temperature is not None:
+            request = replace(request, temperature=group.temperature)
         line = group.render(request)
         batches.add(group, row_id, custom_id, line, group.request_hash(request_json))
         n += 1

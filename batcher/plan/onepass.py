@@ -28,7 +28,16 @@ from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import UsageError
 from batcher.plan.ingest import IngestResult
-from batcher.plan.layout import Layout, Progress, Source, item_source, lay_out, save_first_attempts
+from batcher.plan.layout import (
+    Layout,
+    Progress,
+    Source,
+    add_second_opinions,
+    attempt_source,
+    item_source,
+    lay_out,
+    save_first_attempts,
+)
 from batcher.spec import JobSpec
 from batcher.store import runs
 from batcher.store.db import state_dir
@@ -122,6 +131,10 @@ class PlanningSink:
         else:
             source = item_source(run_id, self.spec, status=ItemStatus.QUEUED)
         self.layout = lay_out(self.db, run_id, self.spec, source, 1, self.progress, conn=conn)
+        if add_second_opinions(conn, run_id, self.spec):
+            opinions = lay_out(self.db, run_id, self.spec, attempt_source(run_id), 1, conn=conn)
+            self.layout.batches += opinions.batches
+            self.layout.n_groups += opinions.n_groups
         runs.mark_planned(conn, run_id)
 
     def _spooled_source(self) -> Source:

@@ -28,6 +28,7 @@ from batcher.plan.layout import (
     BatchInfo,
     GroupInfo,
     Progress,
+    add_second_opinions,
     attempt_source,
     item_source,
     lay_out,
@@ -135,6 +136,8 @@ def plan_run(
     _check_explicit_models(db, run_id, spec)
     _route_untiered(db, run_id, spec)
     fresh = lay_out(db, run_id, spec, item_source(run_id, spec), 1, progress)
+    with db.begin() as conn:
+        add_second_opinions(conn, run_id, spec)
     leftover = lay_out(db, run_id, spec, attempt_source(run_id), 1, None)
     with db.begin() as conn:  # committed even when the check below refuses the run
         queue_first_attempts(conn, run_id)

@@ -11,11 +11,14 @@ Gemini client is built.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +64,77 @@ FIND_SLACK_S = 300  # clock skew allowed between us and the provider when matchi
 # Request fields that sit beside `contents`; any other param goes into generationConfig.
 TOP_LEVEL = {"tools", "toolConfig", "safetySettings", "cachedContent", "labels"}
 FINISH_REASONS = {"STOP": "end", "MAX_TOKENS": "max_tokens"}
+
+
+# Explicit context caching (cachedContents) is not used; `explicit_cache_arithmetic` shows
+# why for each Gemini group in `batcher plan` (docs/providers.md, Gemini, Caching).
+# Storage of an explicit cache, USD per million tokens per hour (Gemini API pricing page;
+# genai-prices does not carry it). Longest matching model prefix wins.
+CACHE_STORAGE_USD_MTOK_HOUR = {
+    "gemini-2.5-pro": Decimal("4.50"),
+    "gemini-2.5-flash": Decimal("1.00"),  # and gemini-2.5-flash-lite
+}
+# A cache referenced by a batch must outlive it: the batch docs' target turnaround.
+EXPECTED_BATCH_HOURS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class ExplicitCacheArithmetic:
+    """What an explicit cache of one group's shared prefix would cost against what it could
+    save over implicit caching, which reads a hit at the same price for free."""
+
+    model: str
+    prefix_tokens: int
+    n_requests: int
+    storage_usd: Decimal  # prefix x storage rate x EXPECTED_BATCH_HOURS
+    create_usd: Decimal  # the prefix billed once at the standard input price
+    saved_per_miss_usd: Decimal  # prefix x (batch input - cache read), a request implicit missed
+    break_even_misses: int  # requests implicit caching must miss before the cache pays
+
+    def pays_at_most(self) -> bool:
+        """Whether the cache could pay even if implicit caching missed every request."""
+        return self.n_requests >= self.break_even_misses
+
+    def text(self) -> str:
+        per_m = Decimal(1_000_000) / self.prefix_tokens
+        rate = self.storage_usd * per_m / EXPECTED_BATCH_HOURS
+        could = (
+            "could pay only if implicit caching missed that many"
+            if self.pays_at_most()
+            else "can never pay"
+        )
+        return (
+            f"{self.model}: explicit cache of {self.prefix_tokens:,} tokens for "
+            f"{EXPECTED_BATCH_HOURS} h costs ${self.storage_usd:.6f} storage "
+            f"(${rate:.2f}/M/h) + ${self.create_usd:.6f} to create; each request implicit "
+            f"caching misses would save ${self.saved_per_miss_usd:.6f}; break-even "
+            f"{self.break_even_misses:,} misses of {self.n_requests:,} requests: {could}. "
+            "Not used: batch mode is not shown to accept cachedContent."
+        )
+
+
+def explicit_cache_arithmetic(
+    model: str, prefix_tokens: int, n_requests: int, standard: Any, batch: Any
+) -> ExplicitCacheArithmetic | None:
+    """The arithmetic of an explicit cache for a group of `n_requests` sharing
+    `prefix_tokens`, with `standard` and `batch` per-token prices (`.input`, `.cache_read`).
+    None without a prefix or a known storage price."""
+    rates = [v for k, v in CACHE_STORAGE_USD_MTOK_HOUR.items() if model.startswith(k)]
+    saved_per_token = batch.input - batch.cache_read
+    if not prefix_tokens or not rates or saved_per_token <= 0:
+        return None
+    storage = rates[0] * prefix_tokens / 1_000_000 * EXPECTED_BATCH_HOURS
+    create = standard.input * prefix_tokens
+    saved = saved_per_token * prefix_tokens
+    return ExplicitCacheArithmetic(
+        model=model,
+        prefix_tokens=prefix_tokens,
+        n_requests=n_requests,
+        storage_usd=storage,
+        create_usd=create,
+        saved_per_miss_usd=saved,
+        break_even_misses=math.ceil((storage + create) / saved),
+    )
 
 
 def _text_parts(content: Any) -> list[dict[str, Any]]:

@@ -6,9 +6,14 @@ tokens and the answer's visible output tokens, reasoning excluded, on the job's 
 model, standard rates, no cache) split into three parts that add up to the total difference
 by construction (routing can be negative when a cheap model reasons at length):
 
-    routing  = baseline - uncached   (cheaper tiers instead of the frontier model)
+    routing  = baseline - (uncached - opinions)   (cheaper tiers instead of the frontier model)
+    opinions = - second opinions' uncached cost   (the agreement cascade's checks, negative)
     caching  = uncached - standard   (prompt-cache prices on the same model)
     batch    = standard - cost       (the Batch API discount)
+
+Second opinions have no baseline of their own (all-frontier asks once), so their cost at
+standard, uncached rates is a part of its own; their cache and batch discounts stay in those
+parts.
 
 `check_report` adds the parts back and compares the per-tier rows with totals summed
 separately, so a report that does not add up raises instead of being shown.
@@ -19,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from itertools import groupby
 
 import orjson
 import sqlalchemy as sa
@@ -32,8 +38,17 @@ from batcher.plan.tokens import count_tokens
 from batcher.spec import JobSpec, spec_from_snapshot
 from batcher.store import prompts, reports
 from batcher.store.lost import LostBatch, lost_batches
-from batcher.store.states import ITEM_TERMINAL, RUN_TERMINAL, ItemStatus
+from batcher.store.states import (
+    ATTEMPT_FINAL,
+    ITEM_TERMINAL,
+    RUN_TERMINAL,
+    AttemptStatus,
+    ItemStatus,
+)
 
+ANSWERED = {AttemptStatus.SUCCEEDED, AttemptStatus.REUSED}
+FINAL = {str(s) for s in ATTEMPT_FINAL}
+UNANSWERED = {AttemptStatus.INVALID, AttemptStatus.TRUNCATED}  # an answer that is none
 FORMATS = ("table", "json", "csv", "md", "html")
 PICO = Decimal(1).scaleb(-12)
 
@@ -62,10 +77,22 @@ class Costs:
     standard: int = 0
     uncached: int = 0
     baseline: int = 0
+    opinions: int = 0  # second opinions at standard, uncached rates (their baseline is 0)
+    calibration: int = 0  # the calibration sample's frontier answers, the same way
 
     @property
     def routing(self) -> int:
-        return self.baseline - self.uncached
+        return self.baseline - (self.uncached - self.opinions - self.calibration)
+
+    @property
+    def calibration_sample(self) -> int:
+        """What the calibration sample took off the savings (<= 0)."""
+        return -self.calibration
+
+    @property
+    def second_opinions(self) -> int:
+        """What the agreement cascade's second opinions took off the savings (<= 0)."""
+        return -self.opinions
 
     @property
     def caching(self) -> int:
@@ -90,6 +117,8 @@ class Costs:
             self.standard + other.standard,
             self.uncached + other.uncached,
             self.baseline + other.baseline,
+            self.opinions + other.opinions,
+            self.calibration + other.calibration,
         )
 
 
@@ -209,6 +238,36 @@ class DirectRow:
 
 
 @dataclass
+class AgreementRow:
+    """The agreement cascade on one first tier: items whose valid answer was compared with
+    every second opinion, how many agreed (accepted there), and how many escalated because
+    an opinion differed or was invalid."""
+
+    tier: str
+    compared: int = 0
+    agreed: int = 0
+    escalated: int = 0  # by disagreement (or an invalid opinion)
+
+    @property
+    def rate(self) -> Decimal | None:
+        return ratio(self.agreed, self.compared)
+
+
+@dataclass
+class CalibrationRow:
+    """A first tier against the frontier on the calibration sample: items where both
+    answered, and how many gave the same answer key (a drift signal, run after run)."""
+
+    tier: str
+    sampled: int = 0
+    agreed: int = 0
+
+    @property
+    def rate(self) -> Decimal | None:
+        return ratio(self.agreed, self.sampled)
+
+
+@dataclass
 class Report:
     """Everything a report shows; `render_report` turns it into table, json, csv, md or html."""
 
@@ -219,6 +278,8 @@ class Report:
     lost: list[LostRow] = field(default_factory=list)
     failures: list[tuple[str, int]] = field(default_factory=list)  # (reason, failed items)
     direct: list[DirectRow] = field(default_factory=list)
+    agreement: list[AgreementRow] = field(default_factory=list)
+    calibration: list[CalibrationRow] = field(default_factory=list)
 
     @property
     def in_flight(self) -> list[RunInfo]:
@@ -321,7 +382,10 @@ def _fill(row: TierRow, sums: sa.Row) -> TierRow:
 
 def _costs(sums: sa.Row) -> Costs:
     m = sums._mapping
-    return Costs(_int(m["cost"]), _int(m["standard"]), _int(m["uncached"]), _int(m["baseline"]))
+    return Costs(
+        _int(m["cost"]), _int(m["standard"]), _int(m["uncached"]), _int(m["baseline"]),
+        _int(m["opinions"]), _int(m["calibration"]),
+    )  # fmt: skip
 
 
 def _tier_order(conn: Connection, run_ids: list[int]) -> list[str]:
@@ -411,6 +475,49 @@ def _direct_rows(conn: Connection, run_ids: list[int]) -> list[DirectRow]:
     return [rows[k] for k in sorted(rows)]
 
 
+def _agreement(conn: Connection, run_ids: list[int]) -> list[AgreementRow]:
+    rows: dict[str, AgreementRow] = {}
+    for _, chain in groupby(reports.cascade_chains(conn, run_ids), key=lambda a: a.item_id):
+        _count_agreement(list(chain), rows)
+    return [rows[tier] for tier in sorted(rows)]
+
+
+def _calibration(conn: Connection, run_ids: list[int]) -> list[CalibrationRow]:
+    rows: dict[str, CalibrationRow] = {}
+    for pair in reports.calibration_pairs(conn, run_ids):
+        if pair.status not in ANSWERED or pair.frontier_status not in ANSWERED:
+            continue
+        row = rows.setdefault(pair.tier, CalibrationRow(pair.tier))
+        row.sampled += 1
+        row.agreed += pair.answer_key is not None and pair.answer_key == pair.key
+    return [rows[tier] for tier in sorted(rows)]
+
+
+def _count_agreement(chain: list[sa.Row], rows: dict[str, AgreementRow]) -> None:
+    """One item's attempts into the row of its first tier."""
+    primaries = [a for a in chain if a.role != reports.OPINION]
+    if not primaries:
+        return
+    first = primaries[0].tier
+    answer = [a for a in primaries if a.tier == first][-1]
+    opinions = {a.tier: a for a in chain if a.role == reports.OPINION}  # latest of each
+    row = rows.setdefault(first, AgreementRow(first))
+    if answer.status not in ANSWERED or any(o.status not in FINAL for o in opinions.values()):
+        return
+    if any(o.status in UNANSWERED for o in opinions.values()):
+        row.escalated += any(a.tier != first for a in primaries)
+        return
+    if any(o.status not in ANSWERED for o in opinions.values()):
+        return  # an opinion that never came: nothing was compared
+    row.compared += 1
+    if answer.answer_key is not None and all(
+        o.answer_key == answer.answer_key for o in opinions.values()
+    ):
+        row.agreed += 1
+    else:
+        row.escalated += any(a.tier != first for a in primaries)
+
+
 def _specs(conn: Connection, run_ids: list[int]) -> list[JobSpec]:
     """The spec snapshots of the runs, newest first (their [prompts] name the groups)."""
     return [spec_from_snapshot(text) for text in reports.spec_snapshots(conn, run_ids)]
@@ -423,7 +530,8 @@ def check_report(report: Report) -> None:
     """Raise ReportMismatch unless the savings parts add up to the total difference and the
     per-tier rows add up to the totals summed separately from the attempts."""
     t = report.total
-    parts = t.costs.routing + t.costs.caching + t.costs.batch
+    c = t.costs
+    parts = c.routing + c.second_opinions + c.calibration_sample + c.caching + c.batch
     if parts != t.costs.saved:
         raise ReportMismatch(
             f"savings parts add up to {parts} pusd, not the total difference {t.costs.saved}"
@@ -480,6 +588,8 @@ def build_report(db: Engine, run_ids: list[int]) -> Report:
             lost=_lost(conn, run_ids),
             failures=reports.failure_reasons(conn, run_ids),
             direct=_direct_rows(conn, run_ids),
+            agreement=_agreement(conn, run_ids),
+            calibration=_calibration(conn, run_ids),
         )
     check_report(report)
     return report

@@ -66,6 +66,8 @@ def _costs_json(costs: Costs) -> dict[str, Any]:
         "uncached_usd": money(costs.uncached),
         "baseline_usd": money(costs.baseline),
         "routing_usd": money(costs.routing),
+        "second_opinions_usd": money(costs.second_opinions),
+        "calibration_usd": money(costs.calibration_sample),
         "caching_usd": money(costs.caching),
         "batch_usd": money(costs.batch),
         "saved_usd": money(costs.saved),
@@ -154,6 +156,21 @@ def report_dict(report: Report) -> dict[str, Any]:
             }
             for d in report.direct
         ],  # fmt: skip
+        "agreement": [
+            {
+                "first_tier": a.tier,
+                "compared": a.compared,
+                "agreed": a.agreed,
+                "agreement_rate": _rate(a.rate),
+                "escalated_by_disagreement": a.escalated,
+            }
+            for a in report.agreement
+        ],
+        "calibration": [
+            {"first_tier": r.tier, "sampled": r.sampled, "agreed": r.agreed,
+             "agreement_rate": _rate(r.rate)}
+            for r in report.calibration
+        ],  # fmt: skip
     }
 
 
@@ -183,6 +200,8 @@ CSV_COLUMNS = (
     "cost_per_success_usd",
     "baseline_usd",
     "routing_usd",
+    "second_opinions_usd",
+    "calibration_usd",
     "caching_usd",
     "batch_usd",
     "saved_usd",
@@ -302,12 +321,16 @@ def report_sections(report: Report, *, wide: bool = True, exact: bool = True) ->
         [_tier_cells(r, wide, exact) for r in [*report.tiers, report.total]],
     )
     c = report.total.costs
+    opinions = [["second opinions (see note 2)", cash(c.second_opinions)]] if c.opinions else []
+    if c.calibration:
+        opinions.append(["calibration sample (see note 2)", cash(c.calibration_sample)])
     savings = (
         "Savings vs baseline",
         ("", "amount"),
         [
             ["baseline (see note 1)", cash(c.baseline)],
             ["saved by routing", cash(c.routing)],
+            *opinions,
             ["saved by caching", cash(c.caching)],
             ["saved by batch discount", cash(c.batch)],
             ["total saved", cash(c.saved)],
@@ -333,14 +356,37 @@ def report_sections(report: Report, *, wide: bool = True, exact: bool = True) ->
         [GROUP_COLUMNS[i] for i in keep],
         [[row[i] for i in keep] for row in groups],
     )
-    if not report.direct:
-        return [runs, tiers, savings, cache]
-    direct = (
-        "Direct mode (one request at a time, standard rates)",
-        ("model", "attempts", "possibly billed twice"),
-        [[f"{d.provider}:{d.model}", f"{d.attempts:,}", f"{d.resent:,}"] for d in report.direct],
+    sections = [runs, tiers, savings, cache]
+    if report.agreement:
+        sections.append(_agreement_section(report))
+    if report.calibration:
+        sections.append(_calibration_section(report))
+    if report.direct:
+        rows = [[f"{d.provider}:{d.model}", f"{d.attempts:,}", f"{d.resent:,}"]
+                for d in report.direct]  # fmt: skip
+        direct = ("Direct mode (one request at a time, standard rates)",
+                  ("model", "attempts", "possibly billed twice"), rows)  # fmt: skip
+        sections.append(direct)
+    return sections
+
+
+def _calibration_section(report: Report) -> tuple:
+    return (
+        "Calibration sample (agreement with the frontier tier)",
+        ("first tier", "sampled", "agreed", "agreement rate"),
+        [[r.tier, f"{r.sampled:,}", f"{r.agreed:,}", show_pct(r.rate)] for r in report.calibration],
     )
-    return [runs, tiers, savings, cache, direct]
+
+
+def _agreement_section(report: Report) -> tuple:
+    return (
+        "Agreement cascade (first-tier answers checked by second opinions)",
+        ("first tier", "compared", "agreed", "agreement rate", "escalated by disagreement"),
+        [
+            [a.tier, f"{a.compared:,}", f"{a.agreed:,}", show_pct(a.rate), f"{a.escalated:,}"]
+            for a in report.agreement
+        ],
+    )
 
 
 def _short_when(run: RunInfo) -> str:
@@ -352,6 +398,9 @@ NOTES = (
     "1. Baseline: each attempt's input tokens and its visible output tokens (hidden reasoning "
     "excluded) priced on the job's frontier model at standard rates with no cache; routing, "
     "caching and batch discount add up to baseline minus paid.",
+    "2. Second opinions (agreement cascade) and the calibration sample: their cost at "
+    "standard, uncached rates, each a part of the split of its own; all-frontier would have "
+    "asked once, so they have no baseline.",
 )
 
 

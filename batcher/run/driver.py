@@ -37,6 +37,7 @@ from batcher.run.submit import settle, submit_batch
 from batcher.spec import JobSpec
 from batcher.store import attempts, batches, items, runs
 from batcher.store.lost import mark_lost
+from batcher.store.retries import split_after_expiry
 from batcher.store.states import BatchStatus, RunStatus
 
 MAX_CREATE_RETRIES = 5  # creates that provably did not happen, in a row, before giving up
@@ -47,6 +48,11 @@ MAX_POLL_FAILURES = 20
 
 class RunStopped(BatcherError):
     """The loop cannot go on without a person (the message says what to do)."""
+
+
+class LeaseLost(BatcherError):
+    """Another process took the run's lease (ours expired): stop without touching the run,
+    which is now theirs to drive."""
 
 
 class BudgetReached(RunStopped):
@@ -120,7 +126,7 @@ class Driver:
         self.report_overall()
         while True:
             if self.lease.lost.is_set():
-                raise RunStopped(f"run {self.run_id}: another process took over its lease")
+                raise LeaseLost(f"run {self.run_id}: another process took over its lease")
             if self.run_status() == RunStatus.CANCELLED:  # `batcher cancel` from elsewhere
                 return self.drain()
             self.settle_submitting()
@@ -161,12 +167,15 @@ class Driver:
             # Follow-ups go one round after the last batch that ended; attempts freed by
             # reuse before anything ended stay in round 1.
             last_round = batches.last_settled_round(conn, self.run_id)
+            limit = split_after_expiry(conn, self.run_id)
         if not waiting:
             return
         self.apply_reuse()
-        new = lay_out_batches(self.db, self.run_id, self.spec, round=last_round + 1)
+        spec = self.spec if limit is None else _with_batch_limit(self.spec, limit)
+        new = lay_out_batches(self.db, self.run_id, spec, round=last_round + 1)
         if new:
-            self.reporter.note(f"round {last_round + 1}: {len(new)} new batch(es)")
+            split = f" of at most {limit} requests (expired again)" if limit else ""
+            self.reporter.note(f"round {last_round + 1}: {len(new)} new batch(es){split}")
 
     def complete(self) -> None:
         with self.db.begin() as conn:
@@ -470,3 +479,16 @@ class Driver:
         """Nothing new goes out: planned batches and attempts without a batch are dropped."""
         with self.db.begin() as conn:
             batches.abandon_planned(conn, self.run_id)
+
+
+def _with_batch_limit(spec: JobSpec, limit: int) -> JobSpec:
+    """`spec` with no batch of more than `limit` requests, on every provider."""
+    b = spec.batching
+    smaller = b.model_copy(
+        update={
+            "openai_max_lines": min(b.openai_max_lines, limit),
+            "anthropic_max_requests": min(b.anthropic_max_requests, limit),
+            "google_max_requests": min(b.google_max_requests, limit),
+        }
+    )
+    return spec.model_copy(update={"batching": smaller})

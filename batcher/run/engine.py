@@ -32,8 +32,8 @@ from batcher.plan.planner import ensure_planned
 from batcher.plan.routing import make_annotator
 from batcher.providers import Clients, Registry
 from batcher.providers.calls import Interrupted, ProviderError, stopping_on
-from batcher.run.driver import Driver, RunStopped
-from batcher.run.lease import Lease, new_owner
+from batcher.run.driver import Driver, LeaseLost, RunStopped
+from batcher.run.lease import DEFAULT_TTL_S, Lease, new_owner
 from batcher.run.options import RunOptions
 from batcher.run.poll import PollSettings
 from batcher.run.progress import QuietReporter, Reporter
@@ -189,12 +189,14 @@ def drive_run(
     reporter: Reporter | None = None,
     reuse: bool = True,
     submit_only: bool = False,
+    lease_ttl: float = DEFAULT_TTL_S,
 ) -> RunOutcome:
     """Submit, poll, reconcile and escalate run `run_id` until every item is terminal.
 
-    Holds the run's lease throughout (LeaseHeld when another process drives it). `stop` makes
-    it return early and cleanly (status stays `running`); `poll` overrides the spec's polling
-    (seconds, or PollSettings); `submit_only` returns once every planned batch is submitted.
+    Holds the run's lease throughout (LeaseHeld when another process drives it), renewing it
+    every third of `lease_ttl` seconds. `stop` makes it return early and cleanly (status
+    stays `running`); `poll` overrides the spec's polling (seconds, or PollSettings);
+    `submit_only` returns once every planned batch is submitted.
     An error that needs a person marks the run `failed` with a message saying what to do;
     the outcome carries it.
     """
@@ -203,7 +205,7 @@ def drive_run(
         return outcome_of(db, run_id)
     settings = poll if isinstance(poll, PollSettings) else PollSettings.of(spec, poll)
     stop = stop or threading.Event()
-    with Lease(db, run_id, owner or new_owner()) as lease:
+    with Lease(db, run_id, owner or new_owner(), lease_ttl) as lease:
         driver = Driver(
             db,
             run_id,
@@ -220,6 +222,10 @@ def drive_run(
                 driver.run(submit_only=submit_only)
         except Interrupted:  # a stop during a retry wait: as resumable as one between steps
             return outcome_of(db, run_id)
+        except LeaseLost as exc:  # the run is someone else's now: leave its status alone
+            outcome = outcome_of(db, run_id)
+            outcome.message = str(exc)
+            return outcome
         except (SubmissionUndecided, RunStopped, ProviderError) as exc:
             message = str(exc)
             if isinstance(exc, ProviderError):

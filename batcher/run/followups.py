@@ -67,14 +67,19 @@ class Decision:
     free: bool = False  # a retry that does not use the budget
     reason: str = ""
     larger: bool = False  # a retry of a truncated answer with a larger max_tokens
+    role: str = "primary"  # of the next attempt: "opinion" retries a second opinion
 
 
 @dataclass(frozen=True, slots=True)
 class FollowupPolicy:
     """Retries and escalation as data.
 
-    - A transient failure (errored as transient, expired, missing_result) is retried on the
-      same tier while that tier has had at most `transient_retries` transient failures.
+    - A transient failure (errored as transient, missing_result) is retried on the same tier
+      while that tier has had at most `transient_retries` transient failures.
+    - An expiry (the provider ran out of time for the request) is retried on the same tier
+      while the item has expired at most `expired_retries` times. It is the provider's
+      capacity, not the request's fault, so it uses neither `transient_retries` nor
+      `max_attempts`.
     - A batch-level refusal (`token_limit_exceeded`, `batch_failed`) is retried without using
       any budget, at most `free_retries` times, so a request that can never fit cannot loop.
     - An error that is the request's own fault (invalid request, bad line) ends the item at
@@ -95,9 +100,11 @@ class FollowupPolicy:
     free_retries: int = 10
     on_truncated: str = "retry_larger"
     windows: dict[str, int | None] = field(default_factory=dict)
+    expired_retries: int = 5
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.transient_retries < 0 or self.free_retries < 0:
+        limits = (self.transient_retries, self.free_retries, self.expired_retries)
+        if self.max_attempts < 1 or min(limits) < 0:
             raise ValueError(f"retry limits must be positive: {self}")
 
     @classmethod
@@ -109,6 +116,7 @@ class FollowupPolicy:
             escalate_invalid=spec.on_invalid == "escalate",
             on_truncated=spec.retry.on_truncated,
             windows={tier: context_window(*spec.model_of(tier)) for tier in spec.tiers},
+            expired_retries=spec.retry.expired_retries,
         )
 
     def next_tier(self, tier: str) -> str | None:
@@ -139,7 +147,9 @@ class FollowupPolicy:
             return Decision("cancel", reason="cancelled before it ran")
         if last.status not in ATTEMPT_FINAL:
             return Decision("wait")
-        used = sum(1 for step in chain if not _free(step))
+        used = sum(1 for step in chain if _budgeted(step))
+        if last.status == AttemptStatus.EXPIRED:
+            return self._after_expiry(chain, last)
         if last.status == AttemptStatus.INVALID:
             return self._after_invalid(last, used)
         if last.status == AttemptStatus.TRUNCATED:
@@ -169,6 +179,12 @@ class FollowupPolicy:
             return Decision("retry", tier=last.tier, larger=True)
         return self._escalate(last, used, "answer cut off at max_tokens")
 
+    def _after_expiry(self, chain: Sequence[Step], last: Step) -> Decision:
+        expired = sum(1 for step in chain if step.status == AttemptStatus.EXPIRED)
+        if expired > self.expired_retries:
+            return Decision("fail", reason=f"expired {expired} times (expired_retries)")
+        return Decision("retry", tier=last.tier, free=True, reason="expired")
+
     def _after_error(self, chain: Sequence[Step], last: Step, used: int) -> Decision:
         code = last.error_code or last.status
         if last.error_class == INVALID or code in PERMANENT_CODES:
@@ -185,12 +201,76 @@ class FollowupPolicy:
             if n_free > self.free_retries:
                 return Decision("fail", reason=f"{code} {n_free} times")
             return Decision("retry", tier=last.tier, free=True)
-        on_tier = sum(1 for s in chain if s.tier == last.tier and _transient(s) and not _free(s))
+        on_tier = sum(1 for s in chain if s.tier == last.tier and _transient(s) and _budgeted(s))
         if on_tier > self.transient_retries:
             return Decision("fail", reason=f"{code}: transient retries on {last.tier!r} used up")
         if used >= self.max_attempts:
             return Decision("fail", reason=f"{code} after {used} attempts (max_attempts)")
         return Decision("retry", tier=last.tier)
+
+
+# --- the agreement cascade ------------------------------------------------------------------
+
+PRIMARY, OPINION, CALIBRATION = "primary", "opinion", "calibration"  # attempt.role
+ANSWERED = (AttemptStatus.SUCCEEDED, AttemptStatus.REUSED)
+
+
+def decide_item(policy: FollowupPolicy, chain: Sequence[ChainStep]) -> Decision:
+    """What comes next for an item none of whose attempts is unfinished. Without second
+    opinions (or once the item climbed past its first tier), the policy's usual decision on
+    its primary attempts; in the agreement cascade, `_decide_agreement`."""
+    chain = [a for a in chain if a.role != CALIBRATION]  # evidence, never part of a decision
+    primaries = [_step(a) for a in chain if a.role == PRIMARY]
+    opinions = [a for a in chain if a.role == OPINION]
+    if not opinions or any(p.tier != primaries[0].tier for p in primaries):
+        return policy.decide(primaries)
+    if primaries[-1].status not in ANSWERED:  # the first tier failed: retry or escalate it
+        return policy.decide(primaries)
+    answer = next(a for a in reversed(chain) if a.role == PRIMARY)
+    return _decide_agreement(policy, primaries, answer, opinions)
+
+
+def _decide_agreement(
+    policy: FollowupPolicy, primaries: list[Step], answer: ChainStep, opinions: list[ChainStep]
+) -> Decision:
+    """A valid first-tier answer stands when every second opinion (the latest of each
+    opinion tier) gives the same answer key; a different or missing key, or an invalid or
+    truncated opinion, escalates the primary; an opinion lost to a transient error is asked
+    again within the usual retry budget."""
+    latest = {a.tier: a for a in opinions}  # opinions come oldest first
+    retry: Decision | None = None
+    for tier, opinion in latest.items():
+        if opinion.status == AttemptStatus.CANCELLED:
+            return Decision("cancel", reason="a second opinion was cancelled before it ran")
+        if opinion.status in ANSWERED:
+            if answer.answer_key is None or opinion.answer_key != answer.answer_key:
+                return _escalate(policy, primaries, f"disagreement: {tier} answered otherwise")
+            continue
+        if opinion.status in (AttemptStatus.INVALID, AttemptStatus.TRUNCATED):
+            reason = f"disagreement: {tier}'s answer is {opinion.status}"
+            return _escalate(policy, primaries, reason)
+        again = policy.decide([_step(a) for a in opinions if a.tier == tier])
+        if again.kind != "retry":
+            return _escalate(policy, primaries, f"no second opinion from {tier}: {again.reason}")
+        retry = retry or Decision("retry", tier=tier, free=again.free, role=OPINION)
+    return retry or Decision("succeed", reason="the second opinions agree")
+
+
+def _escalate(policy: FollowupPolicy, primaries: list[Step], reason: str) -> Decision:
+    """The next tier for a valid answer the opinions did not confirm; with no tier or budget
+    left, the answer is accepted on its validity."""
+    tier = policy.next_tier(primaries[-1].tier)
+    used = sum(1 for step in primaries if not _free(step))
+    if tier is None or used >= policy.max_attempts:
+        return Decision("succeed", reason=f"{reason}; accepted on validity (nothing above)")
+    return Decision("escalate", tier=tier, reason=reason)
+
+
+def _step(attempt: ChainStep) -> Step:
+    return Step(
+        attempt.seq, attempt.tier, attempt.status, attempt.error_code, attempt.error_class,
+        attempt.max_tokens,
+    )  # fmt: skip
 
 
 def _transient(step: Step) -> bool:
@@ -199,6 +279,11 @@ def _transient(step: Step) -> bool:
 
 def _free(step: Step) -> bool:
     return step.status == AttemptStatus.ERRORED and step.error_code in FREE_CODES
+
+
+def _budgeted(step: Step) -> bool:
+    """True when the attempt counts against max_attempts and transient_retries."""
+    return not _free(step) and step.status != AttemptStatus.EXPIRED
 
 
 @dataclass
@@ -228,8 +313,13 @@ class _Round:
 
     def apply(self, item_id: int, chain: list[ChainStep], decision: Decision) -> None:
         last = chain[-1]
-        provider, model, output, verdict = last.provider, last.model, last.output, last.verdict
+        primaries = [a for a in chain if a.role == PRIMARY]  # opinions, calibration: no answer
+        ending = primaries[-1]
+        provider, model = ending.provider, ending.model
+        output, verdict = ending.output, ending.verdict
         if decision.kind in ("retry", "escalate"):
+            if decision.kind == "escalate" or decision.role == OPINION:
+                provider, model = self.spec.model_of(decision.tier)
             if decision.kind == "escalate":
                 provider, model = self.spec.model_of(decision.tier)
                 self.summary.escalated += 1
@@ -248,6 +338,7 @@ class _Round:
                     "custom_id": f"i{item_id}-a{seq}",
                     "max_tokens": None,
                     "larger": decision.larger,  # set from the item's cap in _insert_attempts
+                    "role": decision.role,
                 }
             )
             return
@@ -260,10 +351,10 @@ class _Round:
         # A failed item keeps its last paid answer and the verdict that refused it (an
         # answer bought before later attempts errored counts): the reader needs it to judge
         # the check or the prompt.
-        answered = [a for a in chain if a.output is not None]
+        answered = [a for a in primaries if a.output is not None]
         if answered and output is None:
             output, verdict = answered[-1].output, answered[-1].verdict
-        self.ends.setdefault(status, []).append((output, verdict, last.id, item_id))
+        self.ends.setdefault(status, []).append((output, verdict, ending.id, item_id))
 
     def write(self) -> None:
         if self.new:
@@ -312,9 +403,5 @@ def plan_followups(
             after = item_ids[-1]
             work = _Round(conn, run_id, spec, summary)
             for item_id, chain in attempts.chains(conn, item_ids).items():
-                steps = [
-                    Step(a.seq, a.tier, a.status, a.error_code, a.error_class, a.max_tokens)
-                    for a in chain
-                ]
-                work.apply(item_id, chain, policy.decide(steps))
+                work.apply(item_id, chain, decide_item(policy, chain))
             work.write()

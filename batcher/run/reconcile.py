@@ -75,9 +75,16 @@ class _Chunk:
     """One transaction's worth of results, turned into rows per target status."""
 
     def __init__(
-        self, validator: Validator, price: Callable[[Usage], AttemptCosts], keys: AnswerKeys
+        self,
+        validator: Validator,
+        price: Callable[[Usage], AttemptCosts],
+        keys: AnswerKeys,
+        finish_items: bool = True,
     ):
         self.validator, self.price, self.keys = validator, price, keys
+        # False in the agreement cascade: a valid answer alone does not end an item there;
+        # the follow-up step decides once all of its attempts are in (batcher.run.cascade).
+        self.finish_items = finish_items
         self.rows: dict[str, list[tuple[Any, ...]]] = {}
         self.items: list[tuple[Any, ...]] = []
         self.cost_pusd = 0
@@ -107,7 +114,7 @@ class _Chunk:
             if result.stop_reason == "max_tokens":  # a cut-off answer is never a success
                 ok, verdict = False, "truncated: the answer was cut off at max_tokens"
                 status = AttemptStatus.TRUNCATED
-            if ok:
+            if ok and self.finish_items:
                 self.items.append((result.text, verdict, attempt_id, item_id))
         else:
             status = OUTCOME_STATUS[result.outcome]
@@ -219,9 +226,11 @@ def reconcile_batch(
     # A batch holds one model (the planner groups by it), so one price list serves it all.
     validator, price = validator_for(spec.validation), Pricer(spec).for_model(provider, model)
     keys = answer_keys_for(spec.validation)
+    finish_items = not spec.ends_in_followups
     for part in _chunks(results, chunk):
         summary.n_results += len(part)
-        _store_chunk(db, part, by_custom_id, _Chunk(validator, price, keys), summary)
+        make = _Chunk(validator, price, keys, finish_items)
+        _store_chunk(db, part, by_custom_id, make, summary)
     with db.begin() as conn:
         _finish(conn, batch_id, summary, None)
     return summary

@@ -6,8 +6,9 @@ Grammar (whitespace ignored)::
     FAULT  := KIND (":" OPTION)*
     OPTION := KEY "=" VALUE
 
-Every fault takes `count=N` (fires N times, then is spent) and/or `rate=P` (fires with
-probability P; with both, at most N times). Neither means `count=1`.
+Every fault takes `count=N` (fires N times, then is spent), `rate=P` (fires with probability
+P; with both, at most N times) and/or `every=K` (fires on every K-th call it matches: the
+2nd, 4th, ... for K=2). None of them means `count=1`.
 `provider=openai|anthropic|google|xai|deepseek` limits a fault to one provider. Kinds:
 
 - `http429`, `http500`, `http529`: answer the HTTP call with that status instead of serving it.
@@ -65,7 +66,7 @@ KINDS = {
 }
 ROUTES = {"create", "retrieve", "list", "cancel", "delete", "results", "files", "upload", "chat"}
 PROVIDERS = {"openai", "anthropic", "google", "xai", "deepseek"}
-_COMMON = {"count", "rate", "provider"}
+_COMMON = {"count", "rate", "provider", "every"}
 _EXTRA = {
     "http429": {"route", "retry_after"},
     "http500": {"route"},
@@ -93,6 +94,8 @@ class Fault:
     after: float = 0.5
     factor: float = 20.0
     models: dict[str, float] = field(default_factory=dict)
+    every: int | None = None
+    seen: int = 0  # matching calls so far (for `every`)
     fired: int = 0
 
     def describe(self) -> dict:
@@ -126,7 +129,7 @@ def _parse_one(text: str) -> Fault:
             _apply_option(fault, key.strip(), value.strip())
         except ValueError as exc:
             raise FaultSpecError(f"bad option {option!r} in {text!r}: {exc}") from None
-    if kind != "malformed" and fault.count is None and fault.rate is None:
+    if kind != "malformed" and fault.count is None and fault.rate is None and not fault.every:
         fault.count = 1
     return fault
 
@@ -139,6 +142,10 @@ def _apply_option(fault: Fault, key: str, value: str) -> None:
         raise ValueError(f"{fault.kind} takes no option {key!r}")
     if key == "count":
         fault.count = int(value)
+    elif key == "every":
+        fault.every = int(value)
+        if fault.every < 1:
+            raise ValueError("every must be at least 1")
     elif key == "rate":
         fault.rate = _fraction(value)
     elif key == "provider":
@@ -238,6 +245,10 @@ class FaultSet:
         return not (fault.model and model != fault.model)
 
     def _roll(self, fault: Fault, key: object) -> bool:
+        if fault.every:
+            fault.seen += 1
+            if fault.seen % fault.every:
+                return False
         if fault.rate is None:
             return True
         if key is None:

@@ -142,7 +142,8 @@ class SandboxState:
             "openai": self.openai_batches,
             "anthropic": self.anthropic_batches,
             "google": self.gemini_batches,
-        }[provider]
+            "xai": self.xai_batches,
+        }.get(provider, {})  # direct-mode providers keep no batches
         with self.lock:
             batch = batches.pop(batch_id, None)
             if batch is None:

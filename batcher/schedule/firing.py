@@ -48,9 +48,10 @@ class Outcome(StrEnum):
     NO_INPUT = "no_input"  # the input glob matched no file
     NOTHING_NEW = "nothing_new"  # every matching input was processed already
     MISSED = "missed"  # the fire time passed longer ago than the grace period (downtime)
+    QUEUED = "queued"  # planned and left for the worker pool (`batcher scheduler --pool`)
 
 
-OK_OUTCOMES = {Outcome.COMPLETED, Outcome.NOTHING_NEW}
+OK_OUTCOMES = {Outcome.COMPLETED, Outcome.NOTHING_NEW, Outcome.QUEUED}
 
 
 class Driver(Protocol):
@@ -87,6 +88,19 @@ class EngineDriver:
 
     def _options(self) -> dict[str, Any]:
         return {"clients": self.clients, "owner": self.owner, "poll": self.poll}
+
+
+class PoolDriver(EngineDriver):
+    """Fires into the worker pool: a firing plans its run (budget checked) and leaves it to
+    `batcher worker` processes; a run an earlier firing left open is theirs already."""
+
+    queues = True
+
+    def drive(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
+        return None
+
+    def resume(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
+        return None
 
 
 def log_result(result: FiringResult, note: str | None = None) -> None:
@@ -253,6 +267,8 @@ class Firing:
             return Outcome.COMPLETED, None
         if status == RunStatus.CANCELLED:
             return Outcome.FAILED, f"run {run_id} was cancelled"
+        if getattr(self.ctx.driver, "queues", False) and status != RunStatus.FAILED:
+            return Outcome.QUEUED, None
         if status != RunStatus.FAILED and self.ctx.stop.is_set():
             return Outcome.STOPPED, None
         return Outcome.FAILED, error or f"run {run_id} stopped while {status}"

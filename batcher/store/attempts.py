@@ -56,6 +56,7 @@ ERROR_COLUMNS = ["error_code", "error_message", "finished_at"]
 MISSING_RESULT = "missing_result"
 _OPEN_ITEMS = [s.value for s in ItemStatus if s not in ITEM_TERMINAL]
 _FINAL = [s.value for s in ATTEMPT_FINAL]
+CALIBRATION = "calibration"  # attempt.role of a calibration sample's frontier answer
 
 
 class ChainStep(NamedTuple):
@@ -72,6 +73,8 @@ class ChainStep(NamedTuple):
     verdict: str | None
     error_class: str | None  # transient, too_long, invalid (m009)
     max_tokens: int | None  # the cap it was sent with, when not the item's own (m009)
+    role: str = "primary"
+    answer_key: str | None = None
 
 
 # --- reads --------------------------------------------------------------------------------
@@ -124,20 +127,21 @@ def open_of_batch(conn: Connection, batch_id: str) -> list[tuple[int, str]]:
 
 
 def followup_candidates(conn: Connection, run_id: int, after: int, limit: int) -> list[int]:
-    """Open items of the run whose latest attempt is final, by item id after `after`."""
-    later = ATTEMPT.alias("later")
-    newer = sa.exists().where(later.c.item_id == ATTEMPT.c.item_id, later.c.seq > ATTEMPT.c.seq)
+    """Open items of the run none of whose attempts is unfinished, by item id after `after`
+    (an item of the agreement cascade has several attempts in flight at once)."""
+    unfinished = ATTEMPT.alias("unfinished")
+    busy = sa.exists().where(unfinished.c.item_id == ITEM.c.id, unfinished.c.status.not_in(_FINAL))
+    tried = sa.exists().where(ATTEMPT.c.item_id == ITEM.c.id)
     query = (
-        sa.select(ATTEMPT.c.item_id)
-        .join(ITEM, ITEM.c.id == ATTEMPT.c.item_id)
+        sa.select(ITEM.c.id)
         .where(
-            ATTEMPT.c.run_id == run_id,
-            ATTEMPT.c.item_id > after,
+            ITEM.c.run_id == run_id,
+            ITEM.c.id > after,
             ITEM.c.status.in_(_OPEN_ITEMS),
-            ATTEMPT.c.status.in_(_FINAL),
-            ~newer,
+            tried,
+            ~busy,
         )
-        .order_by(ATTEMPT.c.item_id)
+        .order_by(ITEM.c.id)
         .limit(limit)
     )
     return list(conn.execute(query).scalars())
@@ -149,7 +153,7 @@ def chains(conn: Connection, item_ids: list[int]) -> dict[int, list[ChainStep]]:
     rows = select_by_keys(
         conn,
         "SELECT item_id, id, seq, tier, provider, model, status, error_code, output, verdict,"
-        " error_class, max_tokens FROM attempt WHERE item_id",
+        " error_class, max_tokens, role, answer_key FROM attempt WHERE item_id",
         item_ids,
     )
     for item_id, *rest in rows:
@@ -235,6 +239,76 @@ def record_reused(
     moved = set_status_many(conn, ATTEMPT, AttemptStatus.REUSED, REUSED_COLUMNS, list(attempt_rows))
     items.finish(conn, ItemStatus.SUCCEEDED, item_rows)
     return moved
+
+
+def plan_opinions(
+    conn: Connection, run_id: int, first_tier: str, opinions: Sequence[tuple[str, str, str]]
+) -> int:
+    """Second-opinion attempts (role "opinion", planned, no batch yet) for every item of the
+    run whose first attempt is on `first_tier`: one per (tier, provider, model) of
+    `opinions`, numbered seq 2, 3, ... An item that has them already is skipped. The request
+    hash is set when the attempt is laid out. Returns how many were made."""
+    made = 0
+    for offset, (tier, provider, model) in enumerate(opinions, 2):
+        taken = ATTEMPT.alias("taken")
+        has_seq = sa.exists().where(taken.c.item_id == ATTEMPT.c.item_id, taken.c.seq == offset)
+        custom_id = (
+            sa.literal("i") + sa.cast(ATTEMPT.c.item_id, sa.String) + sa.literal(f"-a{offset}")
+        )
+        rows = sa.select(
+            ATTEMPT.c.run_id, ATTEMPT.c.item_id, sa.literal(offset), sa.literal(tier),
+            sa.literal(provider), sa.literal(model), custom_id, sa.literal(""),
+            sa.literal(AttemptStatus.PLANNED.value), sa.literal("opinion"),
+        ).where(
+            ATTEMPT.c.run_id == run_id, ATTEMPT.c.seq == 1, ATTEMPT.c.tier == first_tier,
+            ~has_seq,
+        )  # fmt: skip
+        columns = [
+            "run_id", "item_id", "seq", "tier", "provider", "model", "custom_id",
+            "request_hash", "status", "role",
+        ]  # fmt: skip
+        made += conn.execute(ATTEMPT.insert().from_select(columns, rows)).rowcount
+    return made
+
+
+def calibration_candidates(conn: Connection, run_id: int, frontier: str) -> list[tuple]:
+    """(item id, id in the input, route reason, highest seq) of the run's items whose first
+    attempt is below the frontier tier and that have no calibration attempt yet."""
+    other = ATTEMPT.alias("other")
+    top = sa.select(sa.func.max(other.c.seq)).where(other.c.item_id == ATTEMPT.c.item_id)
+    calibrated = sa.exists().where(
+        other.c.item_id == ATTEMPT.c.item_id, other.c.role == CALIBRATION
+    )
+    query = (
+        sa.select(ITEM.c.id, ITEM.c.custom_id, ITEM.c.route_reason, top.scalar_subquery())
+        .select_from(ATTEMPT.join(ITEM, ITEM.c.id == ATTEMPT.c.item_id))
+        .where(
+            ATTEMPT.c.run_id == run_id, ATTEMPT.c.seq == 1, ATTEMPT.c.tier != frontier,
+            ~calibrated,
+        )
+        .order_by(ITEM.c.id)
+    )  # fmt: skip
+    return [tuple(row) for row in conn.execute(query)]
+
+
+def plan_calibration(
+    conn: Connection, run_id: int, rows: Sequence[tuple[int, int]], tier: str, provider: str,
+    model: str,
+) -> int:
+    """Calibration attempts (role "calibration", planned, no batch): rows of (item id, seq).
+    The request hash is set when the attempt is laid out."""
+    if not rows:
+        return 0
+    conn.execute(
+        ATTEMPT.insert(),
+        [
+            {"run_id": run_id, "item_id": item_id, "seq": seq, "tier": tier,
+             "provider": provider, "model": model, "custom_id": f"i{item_id}-a{seq}",
+             "request_hash": "", "status": AttemptStatus.PLANNED.value, "role": CALIBRATION}
+            for item_id, seq in rows
+        ],
+    )  # fmt: skip
+    return len(rows)
 
 
 def plan_next(conn: Connection, new: list[dict[str, Any]]) -> None:
@@ -351,14 +425,14 @@ def planned_by_model(
 def planned_groups(
     conn: Connection, run_id: int, threshold: int | None, statuses: tuple[str, ...] = PLANNED
 ) -> sa.CursorResult:
-    """(provider, model, tier, system hash, attempts, estimated input tokens) of the run's
-    planned attempts of at most `threshold` input tokens, by cache group."""
+    """(provider, model, tier, system hash, attempts, estimated input tokens, role) of the
+    run's planned attempts of at most `threshold` input tokens, by cache group and role."""
     keys = (ATTEMPT.c.provider, ATTEMPT.c.model, ATTEMPT.c.tier, ITEM.c.system_hash)
     query = (
-        sa.select(*keys, sa.func.count(), sa.func.sum(_input_tokens()))
+        sa.select(*keys, sa.func.count(), sa.func.sum(_input_tokens()), ATTEMPT.c.role)
         .select_from(_with_items())
         .where(_short(run_id, threshold, statuses))
-        .group_by(*keys)
+        .group_by(*keys, ATTEMPT.c.role)
     )
     return conn.execute(query)
 
@@ -384,12 +458,12 @@ def planned_own_max_tokens(
 def planned_long(
     conn: Connection, run_id: int, threshold: int, statuses: tuple[str, ...] = PLANNED
 ) -> sa.CursorResult:
-    """(provider, model, tier, estimated input tokens, request json) of the planned attempts
-    over `threshold` input tokens."""
+    """(provider, model, tier, estimated input tokens, request json, role) of the planned
+    attempts over `threshold` input tokens."""
     query = (
         sa.select(
             ATTEMPT.c.provider, ATTEMPT.c.model, ATTEMPT.c.tier, ITEM.c.est_input_tokens,
-            ITEM.c.request_json,
+            ITEM.c.request_json, ATTEMPT.c.role,
         )
         .select_from(_with_items())
         .where(_planned(run_id, statuses), _input_tokens() > threshold)

@@ -45,6 +45,8 @@ def take_lease(
         *([RUN.c.lease_owner == stale] if stale else []),
     )
     expires = now + timedelta(seconds=ttl_s)
+    stamp = sa.literal(now, RUN.c.lease_since.type)
+    kept = sa.and_(RUN.c.lease_owner == owner, RUN.c.lease_since.is_not(None))
     stmt = (
         sa.update(RUN)
         .where(RUN.c.id == run_id)
@@ -56,6 +58,9 @@ def take_lease(
                 (free, sa.literal(expires, RUN.c.lease_expires_at.type)),
                 else_=RUN.c.lease_expires_at,
             ),
+            # since when the holder has it: kept when we take our own lease again
+            lease_since=sa.case((sa.and_(free, ~kept), stamp), else_=RUN.c.lease_since),
+            lease_renewed_at=sa.case((free, stamp), else_=RUN.c.lease_renewed_at),
         )
         .returning(RUN.c.lease_owner, RUN.c.lease_expires_at)
     )
@@ -68,11 +73,12 @@ def take_lease(
 
 def renew_lease(db: Engine, run_id: int, owner: str, ttl_s: float) -> bool:
     """Extend `owner`'s lease by `ttl_s` from now; False when it is no longer theirs."""
+    now = datetime.now(UTC)
     with db.begin() as conn:
         moved = conn.execute(
             sa.update(RUN)
             .where(RUN.c.id == run_id, RUN.c.lease_owner == owner)
-            .values(lease_expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s))
+            .values(lease_expires_at=now + timedelta(seconds=ttl_s), lease_renewed_at=now)
         ).rowcount
     return moved == 1
 
@@ -83,7 +89,9 @@ def release_lease(db: Engine, run_id: int, owner: str) -> None:
         conn.execute(
             sa.update(RUN)
             .where(RUN.c.id == run_id, RUN.c.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
+            .values(
+                lease_owner=None, lease_expires_at=None, lease_since=None, lease_renewed_at=None
+            )
         )
 
 

@@ -230,7 +230,33 @@ def m009_attempt_stop_and_error_class(op: Operations) -> None:
     op.add_column("attempt", sa.Column("max_tokens", sa.Integer(), nullable=True))
 
 
-def m010_run_options(op: Operations) -> None:
+def m010_attempt_role(op: Operations) -> None:
+    """Which part an attempt plays: "primary" (the answer an item may end with) or
+    "opinion" (a second opinion of the agreement cascade, compared with the primary's
+    answer key but never the item's answer)."""
+    op.add_column(
+        "attempt", sa.Column("role", sa.String(), nullable=False, server_default="primary")
+    )
+
+
+def m011_worker_pool(op: Operations) -> None:
+    """The worker pool: each `batcher worker` and its heartbeat, and when a run's lease holder
+    took it and last renewed it (`batcher workers` shows both)."""
+    op.create_table(
+        "worker",
+        sa.Column("owner", sa.String, primary_key=True),
+        sa.Column("host", sa.String, nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("slots", sa.Integer, nullable=False),
+        sa.Column("ttl_s", sa.Float, nullable=False),
+        sa.Column("started_at", TZ, nullable=False),
+        sa.Column("heartbeat_at", TZ, nullable=False),
+    )
+    op.add_column("run", sa.Column("lease_since", TZ))
+    op.add_column("run", sa.Column("lease_renewed_at", TZ))
+
+
+def m012_run_options(op: Operations) -> None:
     """The options a run was started with (--no-reuse, --poll-interval, --sandbox) as JSON, so
     that `resume` carries on as the run began instead of with its own defaults."""
     op.add_column("run", sa.Column("options_json", sa.String(), nullable=True))
@@ -246,5 +272,7 @@ MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m007_item_verdict", m007_item_verdict),
     ("m008_attempt_answer_key", m008_attempt_answer_key),
     ("m009_attempt_stop_and_error_class", m009_attempt_stop_and_error_class),
-    ("m010_run_options", m010_run_options),
+    ("m010_attempt_role", m010_attempt_role),
+    ("m011_worker_pool", m011_worker_pool),
+    ("m012_run_options", m012_run_options),
 ]

@@ -48,6 +48,8 @@ class Run(SQLModel, table=True):
     lease_expires_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     schedule_name: str | None = Field(default=None, index=True)
     options_json: str | None = None  # the run's options (reuse, poll interval, sandbox)
+    lease_since: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    lease_renewed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 
 class Prompt(SQLModel, table=True):
@@ -130,6 +132,10 @@ class Attempt(SQLModel, table=True):
     stop_reason: str | None = None  # why the answer ended: end, max_tokens, ... (m009)
     error_class: str | None = None  # an error's class: transient, too_long, invalid (m009)
     max_tokens: int | None = None  # sent with this cap instead of the item's (m009)
+    # "primary", or "opinion": a cascade's second opinion, never the item's answer (m010)
+    role: str = Field(
+        default="primary", sa_column=sa.Column(sa.String, nullable=False, server_default="primary")
+    )
     finished_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 
@@ -189,6 +195,21 @@ class ScheduleFiring(SQLModel, table=True):
     error: str | None = None
 
 
+class Worker(SQLModel, table=True):
+    """A `batcher worker` process of the pool: written when it starts, its heartbeat renewed
+    while it lives, deleted when it stops cleanly (a killed one stays, its heartbeat old)."""
+
+    __tablename__ = "worker"
+
+    owner: str = Field(primary_key=True)  # host:pid:random, as in run.lease_owner
+    host: str
+    pid: int
+    slots: int  # how many runs it drives at once
+    ttl_s: float  # the lease it takes on a run: renewed every third of it
+    started_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    heartbeat_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+
+
 TABLES = {
     "run": Run.__table__,
     "prompt": Prompt.__table__,
@@ -196,4 +217,5 @@ TABLES = {
     "attempt": Attempt.__table__,
     "batch": Batch.__table__,
     "schedule_firing": ScheduleFiring.__table__,
+    "worker": Worker.__table__,
 }

@@ -15,6 +15,8 @@ from batcher.store.runs import was_submitted
 from batcher.store.states import AttemptStatus, ItemStatus
 
 RUN, ITEM, ATTEMPT, PROMPT = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["prompt"]
+OPINION = "opinion"  # attempt.role of a cascade's second opinion
+CALIBRATION = "calibration"  # attempt.role of a calibration sample's frontier answer
 TIER_KEYS = (ATTEMPT.c.tier, ATTEMPT.c.provider, ATTEMPT.c.model)
 
 
@@ -55,6 +57,8 @@ def run_ids(
 
 def _sums() -> list[sa.ColumnElement]:
     a, total = ATTEMPT, sa.func.coalesce
+    opinion, calibration = a.c.role == OPINION, a.c.role == CALIBRATION
+    extra = a.c.role != "primary"  # asked on top of the answer: no baseline of its own
     return [
         sa.func.count().label("attempts"),
         total(
@@ -69,8 +73,49 @@ def _sums() -> list[sa.ColumnElement]:
         total(sa.func.sum(a.c.cost_pusd), 0).label("cost"),
         total(sa.func.sum(a.c.standard_pusd), 0).label("standard"),
         total(sa.func.sum(a.c.uncached_pusd), 0).label("uncached"),
-        total(sa.func.sum(a.c.baseline_pusd), 0).label("baseline"),
+        # A second opinion has no counterpart in the all-frontier baseline (it would ask the
+        # frontier model once); what it cost shows as its own part of the savings split.
+        total(sa.func.sum(sa.case((extra, 0), else_=a.c.baseline_pusd)), 0).label("baseline"),
+        total(sa.func.sum(sa.case((opinion, a.c.uncached_pusd), else_=0)), 0).label("opinions"),
+        total(sa.func.sum(sa.case((calibration, a.c.uncached_pusd), else_=0)), 0).label(
+            "calibration"
+        ),
     ]
+
+
+def calibration_pairs(conn: Connection, run_ids: list[int]) -> sa.Result:
+    """(first tier, its answer key and status, the frontier's answer key and status) of every
+    item with a calibration attempt."""
+    first, frontier = ATTEMPT.alias("first"), ATTEMPT.alias("frontier")
+    query = (
+        sa.select(
+            first.c.tier, first.c.answer_key, first.c.status, frontier.c.answer_key.label("key"),
+            frontier.c.status.label("frontier_status"),
+        )
+        .select_from(first.join(frontier, frontier.c.item_id == first.c.item_id))
+        .where(
+            first.c.run_id.in_(run_ids), first.c.seq == 1, frontier.c.role == CALIBRATION
+        )
+    )  # fmt: skip
+    return conn.execute(query)
+
+
+def cascade_chains(conn: Connection, run_ids: list[int]) -> sa.Result:
+    """(item id, tier, role, status, answer key) of every attempt of the items that had a
+    second opinion, by item and seq."""
+    opinion = ATTEMPT.alias("opinion")
+    has_opinion = sa.exists().where(
+        opinion.c.item_id == ATTEMPT.c.item_id, opinion.c.role == OPINION
+    )
+    query = (
+        sa.select(
+            ATTEMPT.c.item_id, ATTEMPT.c.tier, ATTEMPT.c.role, ATTEMPT.c.status,
+            ATTEMPT.c.answer_key,
+        )
+        .where(ATTEMPT.c.run_id.in_(run_ids), has_opinion)
+        .order_by(ATTEMPT.c.item_id, ATTEMPT.c.seq)
+    )  # fmt: skip
+    return conn.execution_options(yield_per=5000).execute(query)
 
 
 def spec_snapshot(conn: Connection, run_id: int) -> str:
