@@ -129,9 +129,24 @@ class Routing(_Strict):
 
 class Defaults(_Strict):
     system: str | None = None
+    # Covers the answer and, on reasoning models, the hidden reasoning before it.
     max_tokens: int = Field(default=1024, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    params: dict[str, Any] = {}  # passed through to the provider (e.g. response_format)
+    # Sent to reasoning models (OpenAI gpt-5, o-series); labeling and extraction want
+    # "minimal" or "low", which leave most of max_tokens to the answer.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = "low"
+    # Neutral settings (json_schema, reasoning_effort, temperature, stop) are rendered by
+    # each provider; a table named after a provider ([defaults.params.openai]) goes to that
+    # provider only, as written; any other key goes to every provider as written.
+    params: dict[str, Any] = {}
+
+    @field_validator("params")
+    @classmethod
+    def _provider_tables(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in PROVIDERS:
+            if name in value and not isinstance(value[name], dict):
+                raise ValueError(f"params.{name} must be a table of {name}'s own fields")
+        return value
 
 
 class Validation(_Strict):

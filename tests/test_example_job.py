@@ -152,6 +152,7 @@ def _example_requests(spec, model: str, n: int, cache_ttl: str | None = None) ->
             system=spec.prompts[row["system_ref"]],
             cache_key=f"example-{row['system_ref']}",
             cache_ttl=cache_ttl,
+            params={"reasoning_effort": spec.defaults.reasoning_effort},
         )
         for row in rows
     ]

@@ -209,7 +209,7 @@ def test_build_request_applies_spec_defaults():
 
     request = build_request(Row, spec, Row, system="S", cache_key="gabc")
     assert (request.max_tokens, request.temperature) == (64, 0.2)
-    assert request.params == {"seed": 1, "top_p": 0.5}
+    assert request.params == {"seed": 1, "top_p": 0.5, "reasoning_effort": "low"}
     assert (request.system, request.cache_key, request.cache_ttl) == ("S", "gabc", None)
     assert request.messages == [{"role": "user", "content": "hi"}]
 

@@ -31,6 +31,13 @@ from batcher.providers.calls import (
     open_client,
     with_retries,
 )
+from batcher.providers.capabilities import (
+    ModelCaps,
+    lookup,
+    sampling_problems,
+    split_params,
+    unkeyed,
+)
 
 T = TypeVar("T")
 
@@ -39,8 +46,66 @@ MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
 
 
+# Model families (Anthropic models overview, structured outputs and prompt caching pages;
+# docs/providers.md). min_cache_tokens is the less convenient of the documented and the
+# measured minimum (Sonnet 4.6: 1,024 documented, 2,048 measured). Structured outputs
+# (output_config.format) are generally available on the 4.5 / 4.6 models; older ones get
+# the schema as a forced tool. Models after Opus 4.6 refuse temperature.
+def _claude(output: int, structured: str, min_cache: int, temperature: bool = True) -> ModelCaps:
+    return ModelCaps(200_000, output, structured_output=structured, min_cache_tokens=min_cache,
+                     accepts_temperature=temperature)  # fmt: skip
+
+
+MODELS = (
+    ("claude-opus-4-7", _claude(128_000, "native", 4096, temperature=False)),
+    ("claude-opus-4-6", _claude(128_000, "native", 4096)),
+    ("claude-opus-4-5", _claude(64_000, "native", 4096)),
+    ("claude-opus-4", _claude(32_000, "tool", 1024)),  # Opus 4 and 4.1
+    ("claude-sonnet-4-6", _claude(64_000, "native", 2048)),
+    ("claude-sonnet-4-5", _claude(64_000, "native", 1024)),
+    ("claude-sonnet-4", _claude(64_000, "tool", 1024)),
+    ("claude-haiku-4-5", _claude(64_000, "native", 4096)),
+    ("claude-3-7-sonnet", _claude(64_000, "tool", 1024)),
+    ("claude-3-5-haiku", _claude(8_192, "tool", 2048)),
+    ("claude-3-haiku", _claude(4_096, "tool", 2048)),
+    ("claude-opus-5", _claude(128_000, "native", 4096, temperature=False)),
+    ("claude-sonnet-5", _claude(64_000, "native", 4096, temperature=False)),
+    ("claude-haiku-5", _claude(64_000, "native", 4096, temperature=False)),
+)
+UNKNOWN = ModelCaps(200_000, 8_192, structured_output="tool", min_cache_tokens=4096, known=False)
+# Top-level Messages fields (API reference, Create a Message); any other is refused with
+# "Extra inputs are not permitted".
+PARAM_FIELDS = frozenset(
+    "model messages max_tokens system metadata stop_sequences stream temperature top_p top_k "
+    "tools tool_choice thinking service_tier container mcp_servers output_config "
+    "output_format context_management inference_geo cache_control".split()
+)
+ANSWER_TOOL = "answer"  # the forced tool that carries a JSON Schema on older models
+
+
+def model_caps(model: str) -> ModelCaps:
+    """What `model` accepts (the table above; an unknown model gets cautious values)."""
+    return lookup(MODELS, model, UNKNOWN)
+
+
+def structured_output(model: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The params that make `model` answer with an instance of `schema`: output_config.format
+    where structured outputs are available (the SDK's transform_schema moves what the
+    feature does not take, such as minimum, into descriptions), else a forced tool."""
+    if model_caps(model).structured_output == "native":
+        from anthropic import transform_schema  # the SDK; this module is batcher.providers.*
+
+        return {"output_config": {"format": {"type": "json_schema",
+                                             "schema": transform_schema(schema)}}}  # fmt: skip
+    tool = {"name": ANSWER_TOOL, "description": "Give the answer.", "input_schema": schema}
+    return {"tools": [tool], "tool_choice": {"type": "tool", "name": ANSWER_TOOL}}
+
+
 def render_params(request: Request) -> dict[str, Any]:
-    """The Messages API params of `request`, with cache_control where the planner asked."""
+    """The Messages API params of `request`, with cache_control where the planner asked:
+    neutral settings in Anthropic's fields, then the params written for Anthropic (or for
+    every provider) as they are."""
+    neutral, raw = split_params(request.params, NAME)
     params: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens,
@@ -51,10 +116,40 @@ def render_params(request: Request) -> dict[str, Any]:
         if request.cache_ttl is not None:
             block["cache_control"] = {"type": "ephemeral", "ttl": request.cache_ttl}
         params["system"] = [block]
-    if request.temperature is not None:
-        params["temperature"] = request.temperature
-    params.update(request.params)
+    temperature = neutral.get("temperature", request.temperature)
+    if temperature is not None:
+        params["temperature"] = temperature
+    if "stop" in neutral:
+        stop = neutral["stop"]
+        params["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if request.json_schema is not None:
+        params.update(structured_output(request.model, request.json_schema))
+    params.update(raw)
     return params
+
+
+def param_problems(
+    model: str, params: dict[str, Any], temperature: float | None, max_tokens: int, where: str
+) -> list[str]:
+    """What Anthropic would refuse in these settings for `model`, each with its fix."""
+    caps = model_caps(model)
+    neutral, raw = split_params(params, NAME)
+    temperature = raw.get("temperature", neutral.get("temperature", temperature))
+    problems = sampling_problems(caps, temperature, raw, where)
+    if max_tokens > caps.max_output_tokens:
+        problems.append(
+            f"max_tokens = {max_tokens:,} is over the model's {caps.max_output_tokens:,} "
+            "output tokens: lower it"
+        )
+    for key in unkeyed(params):
+        if key not in PARAM_FIELDS:
+            problems.append(
+                f"params.{key} is not a Messages field (Anthropic refuses it: 'Extra inputs "
+                f"are not permitted'): move it under [{where}.params.openai] (or the table "
+                "of the provider that takes it); [validation].json_schema gives structured "
+                "output on every provider"
+            )
+    return problems
 
 
 def render_line(request: Request) -> bytes:
@@ -120,6 +215,17 @@ def error_class_of(kind: str | None, message: str | None) -> ErrorClass:
     return INVALID if kind in REFUSED_TYPES else TRANSIENT
 
 
+def answer_text(content: list[dict[str, Any]]) -> str | None:
+    """The text blocks of a Message joined, or the input of the forced answer tool as JSON."""
+    texts = [b.get("text", "") for b in content if b.get("type") == "text"]
+    if texts:
+        return "".join(texts)
+    for block in content:
+        if block.get("type") == "tool_use" and block.get("name") == ANSWER_TOOL:
+            return orjson.dumps(block.get("input")).decode()
+    return None
+
+
 def parse_result(row: dict[str, Any]) -> Result:
     """One line of a batch's results as a Result."""
     custom_id = row["custom_id"]
@@ -127,11 +233,14 @@ def parse_result(row: dict[str, Any]) -> Result:
     kind = result.get("type")
     if kind == "succeeded":
         message = result.get("message") or {}
-        texts = [b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text"]
-        text = "".join(texts) if texts else None
+        text = answer_text(message.get("content") or [])
         result = Result(custom_id, "succeeded", text, usage_of(message.get("usage")))
         reason = message.get("stop_reason")
-        result.stop_reason = STOP_REASONS.get(reason, reason)
+        forced = any(b.get("name") == ANSWER_TOOL for b in message.get("content") or [])
+        # The forced answer tool ends with tool_use: that is its normal end.
+        result.stop_reason = (
+            "end" if reason == "tool_use" and forced else STOP_REASONS.get(reason, reason)
+        )
         return result
     if kind == "errored":
         error = (result.get("error") or {}).get("error") or {}

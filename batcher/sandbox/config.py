@@ -53,6 +53,19 @@ class SandboxConfig:
     # Per-model context windows (tokens) overriding the price data's, so tests can refuse a
     # request as too long with small inputs.
     context_windows: dict[str, int] = field(default_factory=dict)
+    # Hidden reasoning tokens a gpt-5 / o-series request spends, [low, high] by
+    # reasoning_effort (medium when none is sent, the service's default). They count against
+    # max_completion_tokens; the figures are the sandbox's assumption (docs give none).
+    reasoning_tokens: dict[str, list[int]] = field(
+        default_factory=lambda: {
+            "none": [0, 0],
+            "minimal": [0, 32],
+            "low": [64, 256],
+            "medium": [384, 1024],
+            "high": [1024, 4096],
+            "xhigh": [2048, 8192],
+        }
+    )
 
     def updated(self, changes: dict[str, Any]) -> SandboxConfig:
         """A copy with `changes` applied; raises ValueError naming an unknown or bad field."""
