@@ -56,13 +56,16 @@ def invoice(rng: random.Random, number: int) -> dict:
     currency = rng.choice(list(CURRENCIES))
     symbol = CURRENCIES[currency]
     issued = date(2026, 1, 1) + timedelta(days=rng.randrange(330))
-    lines = [(item, round(rng.uniform(12, 900), 2)) for item in rng.sample(ITEMS, rng.randint(1, 4))]
+    picked = rng.sample(ITEMS, rng.randint(1, 4))
+    lines = [(item, round(rng.uniform(12, 900), 2)) for item in picked]
     total = round(sum(amount for _, amount in lines), 2)
     paid = rng.random() < 0.3
     invoice_no = f"{vendor[:3].upper()}-{issued.year}-{rng.randrange(1000, 99999)}"
     body = "\n".join(f"- {item}: {symbol}{amount:,.2f}" for item, amount in lines)
-    status = "This invoice has already been paid by card; no action is needed." if paid else (
-        f"Payment is due within {rng.choice([14, 30, 45])} days."
+    status = (
+        "This invoice has already been paid by card; no action is needed."
+        if paid
+        else (f"Payment is due within {rng.choice([14, 30, 45])} days.")
     )
     prompt = (
         f"From: billing@{vendor.split()[0].lower()}.example\n"
