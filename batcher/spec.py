@@ -208,6 +208,21 @@ class Batching(_Strict):
         return requests or sys.maxsize, size or sys.maxsize
 
 
+class Caching(_Strict):
+    """The prompt-cache model the plan and its estimate assume (see README, Cache model)."""
+
+    # provider -> how many requests of a cache group in each batch miss the cache: a batch's
+    # requests run concurrently, so the first ones do not see each other's writes. Unset,
+    # the provider module's default (measured: cold Anthropic batches read close to 0%).
+    cold_requests: dict[str, Annotated[int, Field(ge=0)]] = {}
+    # "provider:model" -> shortest cacheable prefix in tokens, over the provider module's.
+    min_tokens: dict[str, Annotated[int, Field(ge=1)]] = {}
+    # Share by which a prefix counted without the model's own tokenizer may be off (cl100k
+    # for Anthropic and Gemini): within the band around the minimum it "may not cache".
+    margin: float = Field(default=0.2, ge=0, lt=1)
+    anthropic_ttl: Literal["5m", "1h"] = "1h"  # the batch guide's advice for shared context
+
+
 class Polling(_Strict):
     interval_s: float = Field(default=30.0, gt=0)
     max_interval_s: float = Field(default=300.0, gt=0)
@@ -255,6 +270,7 @@ class JobSpec(_Strict):
     validation: Validation = Validation()
     retry: Retry = Retry()
     batching: Batching = Batching()
+    caching: Caching = Caching()
     polling: Polling = Polling()
     max_usd: float | None = Field(default=None, gt=0)
     pricing: dict[str, PriceOverride] = {}

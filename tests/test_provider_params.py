@@ -136,3 +136,25 @@ def test_defect6_gpt5_requests_carry_the_specs_reasoning_effort(db, sandbox, cli
     assert {b["reasoning_effort"] for b in bodies} == {"low"}
     assert [a["status"] for a in rows] == ["succeeded"] * 12
     assert all(0 < a["reasoning_tokens"] <= 256 for a in rows)
+
+
+def test_defect7_cache_plan_ttl_and_report_compare_expected_reads(db, sandbox, clients, tmp_path):
+    from batcher.report.build import build_report
+
+    system = "hello" + " hello" * 2999  # 3,000 tokens: over Sonnet 4.6's measured 2,048
+    path = job(
+        tmp_path,
+        f'[defaults]\nmax_tokens = 300\nsystem = "{system}"\n'
+        "[routing]\nclassifier = 'fixed:frontier'\n",
+        n=250,  # 100 cold 1h writes (2x) are repaid from about 212 requests
+    )
+    # The service turns out colder than planned: every request of the batch misses.
+    sandbox.configure(cold_requests={"anthropic": 1000})
+    run_id, rows = run(db, clients, path)
+    assert len(rows) == 250  # one round
+    params = [line["params"] for line in sent_lines(db, run_id)["anthropic"]]
+    assert {p["system"][0]["cache_control"]["ttl"] for p in params} == {"1h"}
+    assert sum(a["cache_read_tokens"] for a in rows) == 0
+    (group,) = build_report(db, [run_id]).cache_groups
+    # planned: the first 100 of the batch miss, the other 150 read the prefix
+    assert group.expected_read_tokens >= 150 * 3000 and group.read_low

@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
-from batcher.money.prices import cache_write_pays, unit_prices
+from batcher.money.prices import unit_prices
 from batcher.providers.base import (
     INVALID,
     NO_CACHE,
@@ -33,10 +33,15 @@ from batcher.providers.calls import (
 )
 from batcher.providers.capabilities import (
     ModelCaps,
+    cold_requests,
+    expected_misses,
     lookup,
+    margin,
+    min_cache_tokens,
     sampling_problems,
     split_params,
     unkeyed,
+    writes_pay,
 )
 
 T = TypeVar("T")
@@ -81,6 +86,12 @@ PARAM_FIELDS = frozenset(
     "output_format context_management inference_geo cache_control".split()
 )
 ANSWER_TOOL = "answer"  # the forced tool that carries a JSON Schema on older models
+
+
+# Requests of a cache group in each batch that miss the cache: requests of a batch run
+# concurrently and none sees another's cache write: cold batches of 10 to 48 requests read
+# 0% (Bike4Mind/bike4mind#2741); the docs quote 30-98% for large batches.
+COLD_REQUESTS = 100
 
 
 def model_caps(model: str) -> ModelCaps:
@@ -422,51 +433,41 @@ def _create_error(exc: Any) -> dict[str, Any]:
 
 # --- prompt-cache policy ------------------------------------------------------------------
 
-# The minimum cacheable prefix by model family (provider-contracts.md); a shorter prefix is
-# silently not cached, so marking it would only cost bytes.
-MIN_CACHE_BY_FAMILY = (
-    (("opus-4-5", "opus-4-6", "haiku-4-5"), 4096),
-    (("haiku-3-5", "3-5-haiku", "haiku-3", "3-haiku"), 2048),
-)
-DEFAULT_MIN_CACHE = 1024  # Sonnet 4.x, Opus 4 and 4.1
-# Assumed processing rate of a batch, to guess its duration: a batch expected to run longer
-# than the 5-minute TTL gets the 1-hour one so that late requests still find the prefix.
-EXPECTED_REQUESTS_PER_MINUTE = 1_000
-FIVE_MINUTES = 5
 
-
-def min_cacheable_tokens(model: str) -> int:
-    """The shortest prefix (tokens) that `model` caches."""
-    name = model.lower()
-    for needles, minimum in MIN_CACHE_BY_FAMILY:
-        if any(n in name for n in needles):
-            return minimum
-    return DEFAULT_MIN_CACHE
-
-
-def expected_ttl(batch_requests: int) -> Literal["5m", "1h"]:
-    """'1h' when a batch of this many requests is expected to run longer than 5 minutes."""
-    minutes = batch_requests / EXPECTED_REQUESTS_PER_MINUTE
-    return "1h" if minutes > FIVE_MINUTES else "5m"
+def min_cacheable_tokens(model: str, spec: Any = None) -> int:
+    """The shortest prefix (tokens) that `model` caches (a shorter one is silently not
+    cached): the spec's [caching] min_tokens, else the table (Sonnet 4.6: the measured
+    2,048, not the documented 1,024)."""
+    return min_cache_tokens(model_caps(model), NAME, model, spec)
 
 
 def cache_ttl(
     model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
 ) -> Literal["5m", "1h"] | None:
-    """The cache_control TTL for a group's shared system prompt, or None when caching it
-    cannot pay (prefix below the model's minimum, or too few requests to repay the write)."""
-    if prefix_tokens < min_cacheable_tokens(model):
+    """The cache_control TTL for a group's shared system prompt: the spec's (1h unless it
+    says 5m, the batch guide's advice for shared context), or None when caching cannot pay:
+    the prefix is surely too short, or the first COLD_REQUESTS of each batch, which miss and
+    write, are not repaid by the others' reads."""
+    caps = model_caps(model)
+    if prefix_tokens * (1 + margin(caps, spec)) < min_cacheable_tokens(model, spec):
         return None
-    ttl = expected_ttl(batch_requests)
+    caching = getattr(spec, "caching", None)
+    ttl = caching.anthropic_ttl if caching else "1h"
+    misses = expected_misses(group_size, cold_requests(spec, NAME, COLD_REQUESTS), batch_requests)
     units = unit_prices(NAME, model, batch=True, spec=spec)
-    return ttl if cache_write_pays(units, ttl, group_size) else None
+    return ttl if writes_pay(units, ttl, group_size, misses) else None
 
 
 def plan_cache(
     model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
 ) -> CachePlan:
-    """A marked prefix: the first request of a group writes it, the others read it."""
+    """A marked prefix: the first requests of a group in each batch write it, the others
+    read it. Counted in cl100k (Claude's tokenizer is not available offline), a prefix
+    within the margin of the minimum is marked but "may not cache"."""
     ttl = cache_ttl(model, prefix_tokens, group_size, batch_requests, spec)
     if ttl is None:
         return NO_CACHE
-    return CachePlan(mode=ttl, read_tokens=prefix_tokens, write_ttl=ttl)
+    caps = model_caps(model)
+    certain = prefix_tokens * (1 - margin(caps, spec)) >= min_cacheable_tokens(model, spec)
+    mode = ttl if certain else f"{ttl}, may not cache"
+    return CachePlan(mode=mode, read_tokens=prefix_tokens, write_ttl=ttl, certain=certain)

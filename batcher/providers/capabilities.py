@@ -85,3 +85,53 @@ def sampling_problems(
                     f"for the other providers only under [{where}.params.PROVIDER]"
                 )
     return problems
+
+
+def prefix_tokens(caps: ModelCaps, text: str) -> int:
+    """Tokens of a shared prefix in the model's own encoding where one loads offline (o200k
+    for gpt-5 / gpt-4o), else cl100k (an estimate: see `margin`)."""
+    from batcher.plan.tokens import count_tokens_with
+
+    return count_tokens_with(caps.encoding, text)[0]
+
+
+def min_cache_tokens(caps: ModelCaps, provider: str, model: str, spec: Any) -> int:
+    """The shortest prefix the model caches: the spec's [caching] min_tokens, else the
+    provider module's table."""
+    caching = getattr(spec, "caching", None)
+    override = caching.min_tokens.get(f"{provider}:{model}") if caching else None
+    return override or caps.min_cache_tokens
+
+
+def margin(caps: ModelCaps, spec: Any) -> float:
+    """How far a prefix count may be off: 0 with the model's own encoding, else the spec's
+    [caching] margin (cl100k is not Claude's or Gemini's tokenizer)."""
+    if caps.encoding is not None:
+        return 0.0
+    caching = getattr(spec, "caching", None)
+    return caching.margin if caching else 0.2
+
+
+def cold_requests(spec: Any, provider: str, default: int) -> int:
+    """Requests of a cache group in each batch that miss: the spec's, else `default`."""
+    caching = getattr(spec, "caching", None)
+    if caching is not None and provider in caching.cold_requests:
+        return caching.cold_requests[provider]
+    return default
+
+
+def expected_misses(n: int, cold: int, batch_requests: int) -> int:
+    """Requests of an `n`-request group that miss: the first `cold` of it in each batch (a
+    batch's requests run concurrently and do not see each other's writes)."""
+    batches = max(1, -(-n // max(1, batch_requests)))
+    return min(n, cold * batches)
+
+
+def writes_pay(units: Any, ttl: str, group_size: int, misses: int) -> bool:
+    """Whether `misses` cache writes plus the other requests' reads cost less than
+    `group_size` plain inputs, at the model's own unit prices."""
+    if group_size < 2 or misses >= group_size:
+        return False
+    write = units.cache_write_1h if ttl == "1h" else units.cache_write_5m
+    hits = group_size - misses
+    return misses * write + hits * units.cache_read < group_size * units.input

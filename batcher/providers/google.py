@@ -148,6 +148,11 @@ MODELS = (
 UNKNOWN = ModelCaps(1_048_576, 8_192, min_cache_tokens=4096, known=False)
 
 
+# Requests of a cache group in each batch that miss the cache: Gemini batches run
+# concurrently too; implicit caching has no documented figure, so OpenAI's is assumed.
+COLD_REQUESTS = 16
+
+
 def model_caps(model: str) -> ModelCaps:
     """What `model` accepts and how it caches (the table above)."""
     return lookup(MODELS, model, UNKNOWN)
@@ -489,7 +494,7 @@ MIN_CACHE = 4096  # 2.5 Pro and the 3.x models
 def min_cacheable_tokens(model: str) -> int:
     """The shortest prompt Gemini's implicit caching considers. Versions of the docs give
     1,024 or 2,048 for 2.5 Flash and 2,048 or 4,096 for the others: the larger is assumed."""
-    return FLASH_MIN_CACHE if model.startswith("gemini-2.5-flash") else MIN_CACHE
+    return model_caps(model).min_cache_tokens
 
 
 def cached_prefix(model: str, prefix_tokens: int) -> int:

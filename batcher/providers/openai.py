@@ -75,6 +75,12 @@ BODY_FIELDS = frozenset(
 )
 
 
+# Requests of a cache group in each batch that miss the cache: OpenAI routes one prefix and
+# prompt_cache_key to one machine up to about 15 requests a minute, then overflows (prompt
+# caching guide); a batch runs its requests concurrently, so the first ones of a group miss.
+COLD_REQUESTS = 16
+
+
 def model_caps(model: str) -> ModelCaps:
     """What `model` accepts (the table above; an unknown model gets common values)."""
     return lookup(MODELS, model, UNKNOWN)

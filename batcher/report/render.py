@@ -115,6 +115,8 @@ def _group_json(group: CacheGroupRow) -> dict[str, Any]:
         "attempts": group.attempts,
         "prefix_tokens": group.prefix_tokens,
         "cacheable_tokens": group.cacheable_tokens,
+        "expected_read_tokens": group.expected_read_tokens,
+        "read_under_half_of_expected": group.read_low,
         "cache_read_tokens": group.cache_read_tokens,
         "efficiency": _rate(group.efficiency),
     }
@@ -202,6 +204,8 @@ CSV_COLUMNS = (
     "effective_discount",
     "prefix_tokens",
     "cacheable_tokens",
+    "expected_read_tokens",
+    "read_under_half_of_expected",
     "cache_efficiency",
 )
 
@@ -326,7 +330,9 @@ def report_sections(report: Report) -> list[Section]:
             "prefix tok",
             "cacheable tok",
             "cache read tok",
+            "expected read tok",
             "efficiency",
+            "check",
         ),
         [
             [
@@ -336,7 +342,9 @@ def report_sections(report: Report) -> list[Section]:
                 f"{g.prefix_tokens:,}",
                 f"{g.cacheable_tokens:,}",
                 f"{g.cache_read_tokens:,}",
+                f"{g.expected_read_tokens:,}",
                 show_pct(g.efficiency),
+                "WARNING: under half of expected" if g.read_low else "",
             ]
             for g in report.cache_groups
         ],

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from batcher.plan import tokens
-from batcher.sandbox.caching import CacheControlError, anthropic_usage
+from batcher.sandbox.caching import CacheControlError, ColdStart, anthropic_usage, cold_start
 from batcher.sandbox.errors import ApiError
 from batcher.sandbox.ledger import anthropic_kinds
 from batcher.sandbox.lifecycle import Timeline
@@ -115,7 +115,8 @@ class AnthropicBatch:
         for index, item in enumerate(self.requests):
             if index < finished:
                 at = self.timeline.finish_time(index, total)
-                result = run_request(state, self.id, item, at)
+                cold = cold_start(state, self.id, "anthropic", self.timeline.created)
+                result = run_request(state, self.id, item, at, cold)
             else:
                 result = {"type": rest}
             self.counts[result["type"]] += 1
@@ -150,7 +151,9 @@ def _errored(kind: str, message: str) -> dict:
     }
 
 
-def run_request(state: SandboxState, batch_id: str, item: dict, at: float) -> dict:
+def run_request(
+    state: SandboxState, batch_id: str, item: dict, at: float, cold: ColdStart | None = None
+) -> dict:
     """The result of one request processed at sandbox time `at`; bills it if it succeeded."""
     params, custom_id = item["params"], item["custom_id"]
     model = params["model"]
@@ -166,7 +169,10 @@ def run_request(state: SandboxState, batch_id: str, item: dict, at: float) -> di
         return _errored("invalid_request_error", message)
     miss = state.faults.fire("cache_miss", "anthropic", model=model) is not None
     try:
-        cache = anthropic_usage(state.anthropic_cache, model, parts, marks, at, miss)
+        cache = anthropic_usage(
+            state.anthropic_cache, model, parts, marks, at, miss, cold,
+            state.config.anthropic_min_cache_tokens,
+        )  # fmt: skip
     except CacheControlError as exc:
         return _errored("invalid_request_error", str(exc))
     reply = state.responder.answer(anthropic_query(params))

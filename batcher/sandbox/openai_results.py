@@ -8,7 +8,7 @@ import math
 import os
 
 from batcher.plan import tokens
-from batcher.sandbox.caching import openai_cached_tokens
+from batcher.sandbox.caching import ColdStart, cold_start, openai_cached_tokens
 from batcher.sandbox.ledger import openai_kinds
 from batcher.sandbox.limits import context_window
 from batcher.sandbox.prompts import REPLY_PRIMING, count, openai_parts, part_count
@@ -119,7 +119,9 @@ def run_request(
                 reply.error_type or "invalid_request_error",
                 "sandbox_no_answer",
             ), None
-        result = _completion(state, batch.endpoint, body, query, reply, at, provider)
+        timeline = getattr(batch, "timeline", None)  # direct mode: one request at a time
+        cold = cold_start(state, batch.id, provider, timeline.created) if timeline else None
+        result = _completion(state, batch.endpoint, body, query, reply, at, provider, cold)
     return success_line(custom_id, result), result["usage"]
 
 
@@ -253,7 +255,14 @@ def _clip(text: str, reasoning: int, limit: int | None) -> tuple[str, int, bool]
 
 
 def _completion(
-    state, endpoint: str, body: dict, query: Query, reply: Reply, at: float, provider: str
+    state,
+    endpoint: str,
+    body: dict,
+    query: Query,
+    reply: Reply,
+    at: float,
+    provider: str,
+    cold: ColdStart | None = None,
 ) -> dict:
     model = query.model
     parts = openai_parts(body, endpoint)
@@ -262,8 +271,9 @@ def _completion(
         ttl = 86400.0
     miss = state.faults.fire("cache_miss", provider, model=model) is not None
     prompt, cached = openai_cached_tokens(
-        state.prompt_cache(provider), model, body.get("prompt_cache_key"), parts, at, ttl, miss
-    )
+        state.prompt_cache(provider), model, body.get("prompt_cache_key"), parts, at, ttl, miss,
+        cold,
+    )  # fmt: skip
     prompt += REPLY_PRIMING if endpoint == CHAT else 0
     limit = _limit(body)
     # Reasoning counts against max_completion_tokens: it can use the whole cap (then the
