@@ -10,14 +10,8 @@ from __future__ import annotations
 
 from batcher.errors import UsageError
 from batcher.plan.requests import resolve
-from batcher.providers import anthropic, google, openai
+from batcher.providers import wire_format
 from batcher.spec import JobSpec
-
-CHECKS = {
-    "openai": openai.param_problems,
-    "anthropic": anthropic.param_problems,
-    "google": google.param_problems,
-}
 
 
 def param_problems(spec: JobSpec) -> list[str]:
@@ -26,7 +20,8 @@ def param_problems(spec: JobSpec) -> list[str]:
     problems = []
     for tier, ref in spec.tiers.items():
         provider, model = spec.model_of(tier)
-        check = CHECKS.get(provider)  # xAI and DeepSeek: no table of their own yet
+        wire = wire_format(provider, spec.providers.get(provider))
+        check = getattr(wire, "param_problems", None)  # xAI, DeepSeek: no table of their own
         found = check(model, params, temperature, max_tokens, "defaults") if check else []
         for problem in found:
             problems.append(f"tiers.{tier} ({ref}): {problem}")
