@@ -129,9 +129,24 @@ class Routing(_Strict):
 
 class Defaults(_Strict):
     system: str | None = None
+    # Covers the answer and, on reasoning models, the hidden reasoning before it.
     max_tokens: int = Field(default=1024, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    params: dict[str, Any] = {}  # passed through to the provider (e.g. response_format)
+    # Sent to reasoning models (OpenAI gpt-5, o-series); labeling and extraction want
+    # "minimal" or "low", which leave most of max_tokens to the answer.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = "low"
+    # Neutral settings (json_schema, reasoning_effort, temperature, stop) are rendered by
+    # each provider; a table named after a provider ([defaults.params.openai]) goes to that
+    # provider only, as written; any other key goes to every provider as written.
+    params: dict[str, Any] = {}
+
+    @field_validator("params")
+    @classmethod
+    def _provider_tables(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in PROVIDERS:
+            if name in value and not isinstance(value[name], dict):
+                raise ValueError(f"params.{name} must be a table of {name}'s own fields")
+        return value
 
 
 class Validation(_Strict):
@@ -197,6 +212,21 @@ class Batching(_Strict):
         return requests or sys.maxsize, size or sys.maxsize
 
 
+class Caching(_Strict):
+    """The prompt-cache model the plan and its estimate assume (see README, Cache model)."""
+
+    # provider -> how many requests of a cache group in each batch miss the cache: a batch's
+    # requests run concurrently, so the first ones do not see each other's writes. Unset,
+    # the provider module's default (measured: cold Anthropic batches read close to 0%).
+    cold_requests: dict[str, Annotated[int, Field(ge=0)]] = {}
+    # "provider:model" -> shortest cacheable prefix in tokens, over the provider module's.
+    min_tokens: dict[str, Annotated[int, Field(ge=1)]] = {}
+    # Share by which a prefix counted without the model's own tokenizer may be off (cl100k
+    # for Anthropic and Gemini): within the band around the minimum it "may not cache".
+    margin: float = Field(default=0.2, ge=0, lt=1)
+    anthropic_ttl: Literal["5m", "1h"] = "1h"  # the batch guide's advice for shared context
+
+
 class Polling(_Strict):
     interval_s: float = Field(default=30.0, gt=0)
     max_interval_s: float = Field(default=300.0, gt=0)
@@ -246,6 +276,7 @@ class JobSpec(_Strict):
     validation: Validation = Validation()
     retry: Retry = Retry()
     batching: Batching = Batching()
+    caching: Caching = Caching()
     polling: Polling = Polling()
     max_usd: float | None = Field(default=None, gt=0)
     pricing: dict[str, PriceOverride] = {}

@@ -34,8 +34,10 @@ def test_items_lists_every_item_in_input_order(ran):
     costs = [fmt_money(Decimal(i["cost_usd"])) for i in data]  # exact in JSON, short here
     answers = [i["output"] for i in data]
     width = max(len(c) for c in costs)
+    answer_width = max(len("answer"), *(len(a) for a in answers))
     rows = [
-        f"│ t{n} │    {n + 1} │ nano │ succeeded │        1 │ {cost:>{width}} │ {answer:<7} │"
+        f"│ t{n} │    {n + 1} │ nano │ succeeded │        1 │ {cost:>{width}} │ "
+        f"{answer:<{answer_width}} │"
         for n, (cost, answer) in enumerate(zip(costs, answers, strict=True))
     ]
     lines = result.stdout.splitlines()
@@ -47,7 +49,7 @@ def test_items_lists_every_item_in_input_order(ran):
         " status    ",
         " attempts ",
         " cost".ljust(width + 2),
-        " answer  ",
+        " answer".ljust(answer_width + 2),
     ]
     assert lines[4:7] == rows and all(len(line) <= 100 for line in lines)
     assert [(i["id"], i["line"], i["status"], i["attempts"]) for i in data] == [

@@ -152,6 +152,7 @@ def _example_requests(spec, model: str, n: int, cache_ttl: str | None = None) ->
             system=spec.prompts[row["system_ref"]],
             cache_key=f"example-{row['system_ref']}",
             cache_ttl=cache_ttl,
+            params={"reasoning_effort": spec.defaults.reasoning_effort},
         )
         for row in rows
     ]
@@ -179,6 +180,7 @@ def test_openai_tiers_answer_the_example_within_its_labels(spec, sandbox, tier):
 
     _, model = spec.model_of(tier)
     requests = _example_requests(spec, model, 24)
+    sandbox.configure(cold_requests={"openai": 0})  # cache mechanics, one after another
     client = openai.OpenAI(base_url=sandbox.openai_base_url, api_key="sk-test")
     upload = client.files.create(
         file=("example.jsonl", b"".join(render_line(r) for r in requests)), purpose="batch"
@@ -224,7 +226,9 @@ def test_frontier_tier_answers_the_example_within_its_labels(spec, sandbox):
         assert message.stop_reason == "end_turn"
         assert orjson.loads(message.content[0].text)["label"] in spec.validation.labels
         cache_reads += message.usage.cache_read_input_tokens or 0
-    assert cache_reads > 1024 * (len(requests) - 3)
+    # ~1,400 tokens: under the 2,048 Sonnet 4.6 was measured to need, so nothing is cached
+    # (which is why the planner sends these prompts without cache_control)
+    assert cache_reads == 0
 
 
 def test_mixed_example_spreads_over_four_providers_one_of_them_direct():

@@ -43,6 +43,7 @@ def write_batch(
                 messages=[{"role": "user", "content": f"Say something about item {i}."}],
                 max_tokens=max_tokens,
                 system=system,
+                params={"reasoning_effort": "low"},  # medium would spend the 512 on reasoning
             )
             f.write(provider.render_line(request))
     return path

@@ -40,7 +40,11 @@ def test_the_report_of_a_sandbox_run_is_what_the_sandbox_billed(db, sandbox, cli
     assert t.output_tokens == sum(r["tokens"]["output"] for r in billed)
     assert t.costs.routing + t.costs.caching + t.costs.batch == t.costs.baseline - t.costs.cost
     assert t.costs.caching > 0 and t.costs.batch > 0  # the example job shares cached prompts
-    assert all(g.efficiency is not None and g.efficiency > 0 for g in report.cache_groups)
+    # Groups the cache model expects to read do; the Sonnet 4.6 groups' ~1,450-token prompts
+    # are under the 2,048 it was measured to need, so they are planned and billed uncached.
+    expected = [g for g in report.cache_groups if g.expected_read_tokens]
+    assert expected and all(g.efficiency > 0 and not g.read_low for g in expected)
+    assert all(g.model == "claude-sonnet-4-6" for g in report.cache_groups if g not in expected)
     assert render_run_report(db, run_id) == render_report(report, "table")
 
     path = tmp_path / "out.jsonl"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sandbox_fixtures import (  # noqa: F401 - fixtures
     ant_fixture,
     ant_request,
@@ -18,7 +19,15 @@ from sandbox_fixtures import (  # noqa: F401 - fixtures
 
 from batcher.plan.tokens import count_tokens
 
-LONG = " ".join(f"Rule {i}: answer carefully and cite clause {i * 7}." for i in range(200))
+LONG = " ".join(f"Rule {i}: answer carefully and cite clause {i * 7}." for i in range(180))
+
+
+@pytest.fixture(autouse=True)
+def _no_cold_requests(request, sandbox):
+    """These tests look at cache mechanics one request after another; the concurrency of a
+    batch (its first requests of a group miss) has tests of its own below."""
+    if "cold" not in request.node.name:
+        sandbox.configure(cold_requests={"openai": 0, "anthropic": 0})
 
 
 def _usage(oai, lines, **kwargs):
@@ -28,7 +37,7 @@ def _usage(oai, lines, **kwargs):
 
 
 def test_openai_first_writes_others_read_in_128_steps(oai):
-    assert count_tokens(LONG) > 1300
+    assert 2100 < count_tokens(LONG) < 4000
     usage = _usage(oai, [chat_line(f"r{i}", f"item {i}", system=LONG) for i in range(6)])
     cached = {cid: u["prompt_tokens_details"]["cached_tokens"] for cid, u in usage.items()}
     assert cached["r0"] == 0
@@ -122,7 +131,7 @@ def test_anthropic_ttl_expiry_on_the_sandbox_clock(sandbox, ant):
 
 
 def test_anthropic_model_minimum_is_silently_not_cached(ant):
-    # ~1,400 tokens: enough for Sonnet (1,024) but below Haiku 4.5's 4,096
+    # ~2,300 tokens: enough for Sonnet 4.6 (2,048 measured) but below Haiku 4.5's 4,096
     usage = _ant_usage(
         ant,
         [
@@ -153,3 +162,33 @@ def test_anthropic_bad_breakpoints_are_per_request_errors(ant):
     assert usage["m-1"].type == "errored"
     assert usage["m-1"].error.error.type == "invalid_request_error"
     assert usage["g-1"].cache_creation_input_tokens > 0
+
+
+def test_cold_batch_first_requests_of_a_group_miss(sandbox, oai, ant):
+    # Defaults: the first 16 OpenAI requests of a group in a batch miss, 100 on Anthropic
+    usage = _usage(oai, [chat_line(f"r{i:02}", f"item {i}", system=LONG) for i in range(20)])
+    cached = [usage[f"r{i:02}"]["prompt_tokens_details"]["cached_tokens"] for i in range(20)]
+    assert cached[:16] == [0] * 16 and all(c >= 1024 for c in cached[16:])
+    cold = _ant_usage(ant, [ant_request(f"a{i}", "x", system=_system("1h")) for i in range(5)])
+    assert all(u.cache_read_input_tokens == 0 for u in cold.values())
+    assert all(u.cache_creation.ephemeral_1h_input_tokens > 0 for u in cold.values())
+    # A later batch reads what the earlier one wrote (users measured 100% then)
+    warm = _ant_usage(ant, [ant_request(f"b{i}", "x", system=_system("1h")) for i in range(5)])
+    assert all(u.cache_read_input_tokens > 2000 for u in warm.values())
+
+
+def test_cold_sonnet_46_caches_from_the_measured_2048_tokens(sandbox, ant):
+    sandbox.configure(cold_requests={"anthropic": 0})
+    mid = " ".join(LONG.split()[: len(LONG.split()) * 6 // 10])  # ~1,400 tokens
+    assert 1024 < count_tokens(mid) < 2048
+    short = _ant_usage(
+        ant, [ant_request(f"s{i}", "x", system=_system("5m", mid)) for i in range(2)]
+    )
+    assert all(
+        u.cache_creation_input_tokens == u.cache_read_input_tokens == 0 for u in short.values()
+    )
+    sandbox.configure(anthropic_min_cache_tokens={"claude-sonnet-4-6": 1024})  # settable
+    again = _ant_usage(
+        ant, [ant_request(f"t{i}", "x", system=_system("5m", mid)) for i in range(2)]
+    )
+    assert again["t1"].cache_read_input_tokens > 1024

@@ -107,7 +107,7 @@ def test_input_file_without_input_is_a_usage_error(tmp_path):
             '[defaults]\nsystm = "x"\n',
             "defaults.systm",
             "unknown key: check the spelling; allowed here: system, max_tokens, "
-            "temperature, params",
+            "temperature, reasoning_effort, params",
         ),
         (
             "[routing]\nladder = ['nano', 'huge']\n",

@@ -133,7 +133,7 @@ def _print(report, spec, job: str, wide: bool = False) -> None:
         f"{fmt_usd(to_usd(est.worst_case_pusd))} (a budget under it may stop the run before "
         "its last rounds)\n"
         f"Expected cached share of input tokens: {est.cached_share * 100:.1f}% "
-        f"(assumed hit rate {est.hit_rate * 100:.0f}%)\n"
+        f"(cache model: {est.cache_model})\n"
         f"Tokens: {est.input_tokens:,} input by {est.token_basis}; {est.output_tokens:,} "
         f"output by {est.output_basis}\n"
         f"Planned {report.n_items:,} items"

@@ -43,10 +43,18 @@ def sandbox(host, port, replay, model_map, faults, speed):
     `batcher submit --sandbox`).
 
     Like the services, it refuses single requests with per-line errors: a prompt (plus
-    max_completion_tokens) over the model's context window, or max_tokens sent to a gpt-5 or
-    o-series model, as OpenAI 400 lines; a prompt over the window as an Anthropic errored
-    result. An answer longer than its cap is cut off with finish_reason "length" or
-    stop_reason "max_tokens"; hidden reasoning counts against the cap.
+    max_completion_tokens) over the model's context window, or max_tokens, stop, or a
+    temperature / top_p other than 1 sent to a gpt-5 or o-series model, as OpenAI 400 lines;
+    a strict response_format schema with optional properties or open objects; on Anthropic,
+    a prompt over the window, any unknown top-level field ("Extra inputs are not
+    permitted") and temperature on models after Opus 4.6, as errored results. An answer
+    longer than its cap is cut off with finish_reason "length" or stop_reason "max_tokens".
+
+    Structured output is honoured: OpenAI response_format json_schema (never malformed
+    under strict) and Anthropic output_config.format answer with an instance of the schema;
+    a forced tool answers with a tool_use block. gpt-5 / o-series models spend hidden
+    reasoning tokens by reasoning_effort (medium when none is sent) within the cap, so a
+    small cap at the default effort comes back empty and cut off.
     """
     from batcher.sandbox import serve
     from batcher.sandbox.running import recorded

@@ -30,15 +30,15 @@ from sqlalchemy.engine import Connection, Engine
 from batcher.errors import UsageError
 from batcher.money.amounts import fmt_usd, to_pusd, to_usd
 from batcher.money.prices import price_usd, unit_prices
-from batcher.plan.layout import limits, prompt_text
+from batcher.plan.layout import group_prefix_tokens, limits, prompt_text
 from batcher.plan.routing import token_basis
-from batcher.plan.tokens import count_tokens
 from batcher.providers import wire_format
 from batcher.providers.base import Usage
+from batcher.providers.capabilities import cold_requests, expected_misses
 from batcher.spec import JobSpec
 from batcher.store import attempts
 
-DEFAULT_HIT_RATE = Decimal("0.8")  # batches hit the cache best-effort (docs: 30-98%)
+CACHE_MODEL = "the first requests of each cache group in each batch miss ([caching] cold_requests)"
 PRIMARY = "primary"  # attempt.role of an answer (others check or calibrate it)
 SCENARIOS = ("frontier_sync", "batch", "caching", "routing", "combined")
 SCENARIO_LABELS = {
@@ -62,7 +62,7 @@ class Estimate:
     output_tokens: int = 0
     output_basis: str = "max_tokens cap (upper bound)"
     token_basis: str = field(default_factory=token_basis)
-    hit_rate: Decimal = DEFAULT_HIT_RATE
+    cache_model: str = CACHE_MODEL
     scenarios: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SCENARIOS, 0))
     worst_case_pusd: int = 0  # every escalation taken (see the module docstring)
     by_model: dict[tuple[str, str, str], dict[str, int]] = field(default_factory=dict)
@@ -104,7 +104,7 @@ class Estimate:
             "output_tokens": self.output_tokens,
             "output_basis": self.output_basis,
             "token_basis": self.token_basis,
-            "assumed_hit_rate": str(self.hit_rate),
+            "cache_model": self.cache_model,
             "expected_cached_share": f"{self.cached_share:.4f}",
             "estimate_usd": str(self.cost_usd),
             "worst_case_usd": str(to_usd(self.worst_case_pusd)),
@@ -147,27 +147,31 @@ def check_budget(estimate: Estimate, max_usd: float | Decimal | None, where: str
 class _Pricer:
     """Expected usage of a group on a model, priced per scenario."""
 
-    def __init__(self, spec: JobSpec, hit_rate: Decimal, key_totals: dict):
-        self.spec, self.hit_rate, self.key_totals = spec, hit_rate, key_totals
+    def __init__(self, spec: JobSpec, key_totals: dict):
+        self.spec, self.key_totals = spec, key_totals
         self.limits = limits(spec)
 
     def cached_usage(
-        self, provider: str, model: str, n: int, prefix: int, input_sum: int, out_sum: int
+        self, provider: str, model: str, n: int, system: str, input_sum: int, out_sum: int
     ) -> Usage:
-        """Tokens of `n` requests sharing a `prefix`-token system prompt, with the expected
-        cache use: a share (1 - hit rate) of the requests miss, the first one at least; misses
-        write the prefix (Anthropic, where it is marked) and hits read it."""
+        """Tokens of `n` requests sharing the system prompt `system`, with the expected
+        cache use: the first requests of the group in each batch miss (`cold_requests`: a
+        batch's requests run concurrently) and write the prefix (Anthropic, where it is
+        marked); the others read it. A prefix that "may not cache" is planned uncached."""
         usage = Usage(input_tokens=input_sum, output_tokens=out_sum)
-        misses = max(Decimal(1), n * (1 - self.hit_rate))
-        hits = n - misses
-        batch = min(self.limits[provider][0], self.key_totals.get((provider, model), n))
         wire = wire_format(provider, self.spec.providers.get(provider))
+        prefix = group_prefix_tokens(wire, model, system)
+        batch = min(self.limits[provider][0], self.key_totals.get((provider, model), n))
         plan = wire.plan_cache(model, prefix, n, batch, self.spec)
-        usage.cache_read_tokens = int(hits * plan.read_tokens)
+        if not plan.certain or not plan.read_tokens:
+            return usage
+        cold = cold_requests(self.spec, provider, getattr(wire, "COLD_REQUESTS", 0))
+        misses = expected_misses(n, cold, batch)
+        usage.cache_read_tokens = (n - misses) * plan.read_tokens
         if plan.write_ttl == "1h":
-            usage.cache_write_1h_tokens = int(misses * prefix)
+            usage.cache_write_1h_tokens = misses * prefix
         elif plan.write_ttl == "5m":
-            usage.cache_write_5m_tokens = int(misses * prefix)
+            usage.cache_write_5m_tokens = misses * prefix
         return usage
 
     def usd(self, provider: str, model: str, usage: Usage, batch: bool) -> Decimal:
@@ -211,7 +215,6 @@ def estimate_run(
     run_id: int,
     spec: JobSpec,
     *,
-    hit_rate: Decimal = DEFAULT_HIT_RATE,
     output_tokens: int | None = None,
     statuses: tuple[str, ...] = attempts.PLANNED,
 ) -> Estimate:
@@ -221,14 +224,14 @@ def estimate_run(
     `statuses` widens what is estimated (e.g. submitted attempts, not billed yet).
     Raises UsageError when a model cannot be priced.
     """
-    est = Estimate(run_id=run_id, hit_rate=hit_rate)
+    est = Estimate(run_id=run_id)
     if output_tokens is not None:
         est.output_basis = f"{output_tokens} tokens a request (assumed)"
     top = spec.model_of(spec.frontier_tier)
     with db.connect() as conn:
         key_totals = attempts.planned_by_model(conn, run_id, statuses)
         threshold = _long_threshold(spec, set(key_totals) | {top})
-        pricer = _Pricer(spec, hit_rate, key_totals)
+        pricer = _Pricer(spec, key_totals)
         caps = (
             {}
             if output_tokens is not None
@@ -241,7 +244,7 @@ def estimate_run(
             per_request = output_tokens if output_tokens is not None else spec.defaults.max_tokens
             out_sum = n * per_request + caps.get((provider, model, tier, system_hash), 0)
             system = prompt_text(conn, system_hash, prompts)
-            prefix = count_tokens(system) if system else 0
+            prefix = system or ""
             _add_group(
                 est, pricer, top, (provider, model, tier), n, prefix, int(input_sum), out_sum,
                 extra=role != PRIMARY,
@@ -257,7 +260,7 @@ def _add_group(
     top: tuple[str, str],
     key: tuple[str, str, str],
     n: int,
-    prefix: int,
+    prefix: str,
     input_sum: int,
     out_sum: int,
     *,

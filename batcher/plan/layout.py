@@ -47,6 +47,7 @@ from batcher.plan.requests import (
 from batcher.plan.tokens import count_tokens
 from batcher.providers import NAMES, wire_format
 from batcher.providers.base import Request
+from batcher.providers.capabilities import prefix_tokens
 from batcher.spec import JobSpec, split_model_ref
 from batcher.store import attempts, batches, items, prompts
 from batcher.store.db import state_dir
@@ -109,6 +110,15 @@ def limits(spec: JobSpec) -> dict[str, tuple[int, int]]:
         max_requests, max_bytes = spec.batching.limits_for(name)
         found[name] = (min(max_requests, wire.MAX_REQUESTS), min(max_bytes, wire.MAX_BYTES))
     return found
+
+
+def group_prefix_tokens(wire: Any, model: str, system: str | None) -> int:
+    """Tokens of a group's shared system prompt on `model`: its own encoding where the
+    provider module names one that loads offline (o200k for gpt-5 / gpt-4o), else cl100k."""
+    if not system:
+        return 0
+    caps = getattr(wire, "model_caps", None)
+    return prefix_tokens(caps(model), system) if caps else count_tokens(system)
 
 
 def prompt_text(conn: Connection, system_hash: str | None, cache: dict[str, str]) -> str | None:
@@ -309,11 +319,11 @@ class _Groups:
         provider, model = split_model_ref(ref)
         size = self._size(key)
         system = prompt_text(self.conn, system_hash, self.prompts)
-        prefix = count_tokens(system) if system else 0
+        wire = wire_format(provider, self.spec.providers.get(provider))
+        prefix = group_prefix_tokens(wire, model, system)
         # The group id travels as OpenAI's prompt_cache_key (Anthropic's renderer ignores it).
         cache_key = cache_group_id(provider, model, system_hash)
         batch_size = min(self.limits[provider][0], self.totals[(ref, tier)])
-        wire = wire_format(provider, self.spec.providers.get(provider))
         cache = wire.plan_cache(model, prefix, size, batch_size, self.spec)
         ttl = cache.write_ttl
         temperature = _opinion_temperature(self.spec, tier)

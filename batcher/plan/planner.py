@@ -36,6 +36,7 @@ from batcher.plan.layout import (
     queue_first_attempts,
 )
 from batcher.plan.onepass import PlanningSink
+from batcher.plan.params import check_params
 from batcher.plan.routing import (
     TEMPLATE_SAMPLE,
     Router,
@@ -217,6 +218,7 @@ def plan_input(
     input or unknown models).
     """
     check_models_known(spec)  # before reading a large input
+    check_params(spec)
     with PlanningSink(db, spec, progress) as sink:
         stored = ingest(
             db,

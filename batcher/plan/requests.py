@@ -30,7 +30,10 @@ def cache_group_id(provider: str, model: str, system_hash: str | None) -> str | 
 def defaults_fingerprint(spec: JobSpec) -> bytes:
     """The spec defaults that shape a request, as bytes for `request_hash`."""
     d = spec.defaults
-    return orjson.dumps([d.max_tokens, d.temperature, d.params], option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(
+        [d.max_tokens, d.temperature, d.params, d.reasoning_effort, spec.validation.json_schema],
+        option=orjson.OPT_SORT_KEYS,
+    )
 
 
 def request_hasher(ref: str, system_hash: str | None, fingerprint: bytes) -> Any:
@@ -51,13 +54,17 @@ def request_hash(
 
 
 def resolve(request: dict[str, Any], spec: JobSpec) -> tuple[int, float | None, dict[str, Any]]:
-    """(max_tokens, temperature, params) of a stored request with the spec's defaults."""
+    """(max_tokens, temperature, params) of a stored request with the spec's defaults; the
+    spec's reasoning_effort joins the params unless they set their own."""
     defaults = spec.defaults
     params = request.get("params")
+    merged = {**defaults.params, **params} if params else defaults.params
+    if defaults.reasoning_effort is not None and "reasoning_effort" not in merged:
+        merged = {**merged, "reasoning_effort": defaults.reasoning_effort}
     return (
         request.get("max_tokens", defaults.max_tokens),
         request.get("temperature", defaults.temperature),
-        {**defaults.params, **params} if params else defaults.params,
+        merged,
     )
 
 
@@ -83,7 +90,7 @@ def request_from(
         params=params,
         cache_key=cache_key,
         cache_ttl=cache_ttl,
-        json_schema=spec.validation.json_schema,
+        json_schema=params.get("json_schema") or spec.validation.json_schema,
     )
 
 

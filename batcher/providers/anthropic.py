@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
-from batcher.money.prices import cache_write_pays, unit_prices
+from batcher.money.prices import unit_prices
 from batcher.providers.base import (
     INVALID,
     NO_CACHE,
@@ -31,6 +31,18 @@ from batcher.providers.calls import (
     open_client,
     with_retries,
 )
+from batcher.providers.capabilities import (
+    ModelCaps,
+    cold_requests,
+    expected_misses,
+    lookup,
+    margin,
+    min_cache_tokens,
+    sampling_problems,
+    split_params,
+    unkeyed,
+    writes_pay,
+)
 
 T = TypeVar("T")
 
@@ -39,8 +51,72 @@ MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
 
 
+# Model families (Anthropic models overview, structured outputs and prompt caching pages;
+# docs/providers.md). min_cache_tokens is the less convenient of the documented and the
+# measured minimum (Sonnet 4.6: 1,024 documented, 2,048 measured). Structured outputs
+# (output_config.format) are generally available on the 4.5 / 4.6 models; older ones get
+# the schema as a forced tool. Models after Opus 4.6 refuse temperature.
+def _claude(output: int, structured: str, min_cache: int, temperature: bool = True) -> ModelCaps:
+    return ModelCaps(200_000, output, structured_output=structured, min_cache_tokens=min_cache,
+                     accepts_temperature=temperature)  # fmt: skip
+
+
+MODELS = (
+    ("claude-opus-4-7", _claude(128_000, "native", 4096, temperature=False)),
+    ("claude-opus-4-6", _claude(128_000, "native", 4096)),
+    ("claude-opus-4-5", _claude(64_000, "native", 4096)),
+    ("claude-opus-4", _claude(32_000, "tool", 1024)),  # Opus 4 and 4.1
+    ("claude-sonnet-4-6", _claude(64_000, "native", 2048)),
+    ("claude-sonnet-4-5", _claude(64_000, "native", 1024)),
+    ("claude-sonnet-4", _claude(64_000, "tool", 1024)),
+    ("claude-haiku-4-5", _claude(64_000, "native", 4096)),
+    ("claude-3-7-sonnet", _claude(64_000, "tool", 1024)),
+    ("claude-3-5-haiku", _claude(8_192, "tool", 2048)),
+    ("claude-3-haiku", _claude(4_096, "tool", 2048)),
+    ("claude-opus-5", _claude(128_000, "native", 4096, temperature=False)),
+    ("claude-sonnet-5", _claude(64_000, "native", 4096, temperature=False)),
+    ("claude-haiku-5", _claude(64_000, "native", 4096, temperature=False)),
+)
+UNKNOWN = ModelCaps(200_000, 8_192, structured_output="tool", min_cache_tokens=4096, known=False)
+# Top-level Messages fields (API reference, Create a Message); any other is refused with
+# "Extra inputs are not permitted".
+PARAM_FIELDS = frozenset(
+    "model messages max_tokens system metadata stop_sequences stream temperature top_p top_k "
+    "tools tool_choice thinking service_tier container mcp_servers output_config "
+    "output_format context_management inference_geo cache_control".split()
+)
+ANSWER_TOOL = "answer"  # the forced tool that carries a JSON Schema on older models
+
+
+# Requests of a cache group in each batch that miss the cache: requests of a batch run
+# concurrently and none sees another's cache write: cold batches of 10 to 48 requests read
+# 0% (Bike4Mind/bike4mind#2741); the docs quote 30-98% for large batches.
+COLD_REQUESTS = 100
+
+
+def model_caps(model: str) -> ModelCaps:
+    """What `model` accepts (the table above; an unknown model gets cautious values)."""
+    return lookup(MODELS, model, UNKNOWN)
+
+
+def structured_output(model: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The params that make `model` answer with an instance of `schema`: output_config.format
+    where structured outputs are available (the SDK's transform_schema moves what the
+    feature does not take, such as minimum, into descriptions), else a forced tool."""
+    if model_caps(model).structured_output == "native":
+        from anthropic import transform_schema  # the SDK; this module is batcher.providers.*
+
+        return {"output_config": {"format": {"type": "json_schema",
+                                             "schema": transform_schema(schema)}}}  # fmt: skip
+    tool = {"name": ANSWER_TOOL, "description": "Give the answer.", "input_schema": schema}
+    return {"tools": [tool], "tool_choice": {"type": "tool", "name": ANSWER_TOOL}}
+
+
 def render_params(request: Request) -> dict[str, Any]:
-    """The Messages API params of `request`, with cache_control where the planner asked."""
+    """The Messages API params of `request`, with cache_control where the planner asked:
+    neutral settings in Anthropic's fields, then the params written for Anthropic (or for
+    every provider) as they are."""
+    neutral, raw = split_params(request.params, NAME)
     params: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens,
@@ -51,10 +127,40 @@ def render_params(request: Request) -> dict[str, Any]:
         if request.cache_ttl is not None:
             block["cache_control"] = {"type": "ephemeral", "ttl": request.cache_ttl}
         params["system"] = [block]
-    if request.temperature is not None:
-        params["temperature"] = request.temperature
-    params.update(request.params)
+    temperature = neutral.get("temperature", request.temperature)
+    if temperature is not None:
+        params["temperature"] = temperature
+    if "stop" in neutral:
+        stop = neutral["stop"]
+        params["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if request.json_schema is not None:
+        params.update(structured_output(request.model, request.json_schema))
+    params.update(raw)
     return params
+
+
+def param_problems(
+    model: str, params: dict[str, Any], temperature: float | None, max_tokens: int, where: str
+) -> list[str]:
+    """What Anthropic would refuse in these settings for `model`, each with its fix."""
+    caps = model_caps(model)
+    neutral, raw = split_params(params, NAME)
+    temperature = raw.get("temperature", neutral.get("temperature", temperature))
+    problems = sampling_problems(caps, temperature, raw, where)
+    if max_tokens > caps.max_output_tokens:
+        problems.append(
+            f"max_tokens = {max_tokens:,} is over the model's {caps.max_output_tokens:,} "
+            "output tokens: lower it"
+        )
+    for key in unkeyed(params):
+        if key not in PARAM_FIELDS:
+            problems.append(
+                f"params.{key} is not a Messages field (Anthropic refuses it: 'Extra inputs "
+                f"are not permitted'): move it under [{where}.params.openai] (or the table "
+                "of the provider that takes it); [validation].json_schema gives structured "
+                "output on every provider"
+            )
+    return problems
 
 
 def render_line(request: Request) -> bytes:
@@ -120,6 +226,17 @@ def error_class_of(kind: str | None, message: str | None) -> ErrorClass:
     return INVALID if kind in REFUSED_TYPES else TRANSIENT
 
 
+def answer_text(content: list[dict[str, Any]]) -> str | None:
+    """The text blocks of a Message joined, or the input of the forced answer tool as JSON."""
+    texts = [b.get("text", "") for b in content if b.get("type") == "text"]
+    if texts:
+        return "".join(texts)
+    for block in content:
+        if block.get("type") == "tool_use" and block.get("name") == ANSWER_TOOL:
+            return orjson.dumps(block.get("input")).decode()
+    return None
+
+
 def parse_result(row: dict[str, Any]) -> Result:
     """One line of a batch's results as a Result."""
     custom_id = row["custom_id"]
@@ -127,11 +244,14 @@ def parse_result(row: dict[str, Any]) -> Result:
     kind = result.get("type")
     if kind == "succeeded":
         message = result.get("message") or {}
-        texts = [b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text"]
-        text = "".join(texts) if texts else None
+        text = answer_text(message.get("content") or [])
         result = Result(custom_id, "succeeded", text, usage_of(message.get("usage")))
         reason = message.get("stop_reason")
-        result.stop_reason = STOP_REASONS.get(reason, reason)
+        forced = any(b.get("name") == ANSWER_TOOL for b in message.get("content") or [])
+        # The forced answer tool ends with tool_use: that is its normal end.
+        result.stop_reason = (
+            "end" if reason == "tool_use" and forced else STOP_REASONS.get(reason, reason)
+        )
         return result
     if kind == "errored":
         error = (result.get("error") or {}).get("error") or {}
@@ -313,51 +433,41 @@ def _create_error(exc: Any) -> dict[str, Any]:
 
 # --- prompt-cache policy ------------------------------------------------------------------
 
-# The minimum cacheable prefix by model family (provider-contracts.md); a shorter prefix is
-# silently not cached, so marking it would only cost bytes.
-MIN_CACHE_BY_FAMILY = (
-    (("opus-4-5", "opus-4-6", "haiku-4-5"), 4096),
-    (("haiku-3-5", "3-5-haiku", "haiku-3", "3-haiku"), 2048),
-)
-DEFAULT_MIN_CACHE = 1024  # Sonnet 4.x, Opus 4 and 4.1
-# Assumed processing rate of a batch, to guess its duration: a batch expected to run longer
-# than the 5-minute TTL gets the 1-hour one so that late requests still find the prefix.
-EXPECTED_REQUESTS_PER_MINUTE = 1_000
-FIVE_MINUTES = 5
 
-
-def min_cacheable_tokens(model: str) -> int:
-    """The shortest prefix (tokens) that `model` caches."""
-    name = model.lower()
-    for needles, minimum in MIN_CACHE_BY_FAMILY:
-        if any(n in name for n in needles):
-            return minimum
-    return DEFAULT_MIN_CACHE
-
-
-def expected_ttl(batch_requests: int) -> Literal["5m", "1h"]:
-    """'1h' when a batch of this many requests is expected to run longer than 5 minutes."""
-    minutes = batch_requests / EXPECTED_REQUESTS_PER_MINUTE
-    return "1h" if minutes > FIVE_MINUTES else "5m"
+def min_cacheable_tokens(model: str, spec: Any = None) -> int:
+    """The shortest prefix (tokens) that `model` caches (a shorter one is silently not
+    cached): the spec's [caching] min_tokens, else the table (Sonnet 4.6: the measured
+    2,048, not the documented 1,024)."""
+    return min_cache_tokens(model_caps(model), NAME, model, spec)
 
 
 def cache_ttl(
     model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
 ) -> Literal["5m", "1h"] | None:
-    """The cache_control TTL for a group's shared system prompt, or None when caching it
-    cannot pay (prefix below the model's minimum, or too few requests to repay the write)."""
-    if prefix_tokens < min_cacheable_tokens(model):
+    """The cache_control TTL for a group's shared system prompt: the spec's (1h unless it
+    says 5m, the batch guide's advice for shared context), or None when caching cannot pay:
+    the prefix is surely too short, or the first COLD_REQUESTS of each batch, which miss and
+    write, are not repaid by the others' reads."""
+    caps = model_caps(model)
+    if prefix_tokens * (1 + margin(caps, spec)) < min_cacheable_tokens(model, spec):
         return None
-    ttl = expected_ttl(batch_requests)
+    caching = getattr(spec, "caching", None)
+    ttl = caching.anthropic_ttl if caching else "1h"
+    misses = expected_misses(group_size, cold_requests(spec, NAME, COLD_REQUESTS), batch_requests)
     units = unit_prices(NAME, model, batch=True, spec=spec)
-    return ttl if cache_write_pays(units, ttl, group_size) else None
+    return ttl if writes_pay(units, ttl, group_size, misses) else None
 
 
 def plan_cache(
     model: str, prefix_tokens: int, group_size: int, batch_requests: int, spec: Any
 ) -> CachePlan:
-    """A marked prefix: the first request of a group writes it, the others read it."""
+    """A marked prefix: the first requests of a group in each batch write it, the others
+    read it. Counted in cl100k (Claude's tokenizer is not available offline), a prefix
+    within the margin of the minimum is marked but "may not cache"."""
     ttl = cache_ttl(model, prefix_tokens, group_size, batch_requests, spec)
     if ttl is None:
         return NO_CACHE
-    return CachePlan(mode=ttl, read_tokens=prefix_tokens, write_ttl=ttl)
+    caps = model_caps(model)
+    certain = prefix_tokens * (1 - margin(caps, spec)) >= min_cacheable_tokens(model, spec)
+    mode = ttl if certain else f"{ttl}, may not cache"
+    return CachePlan(mode=mode, read_tokens=prefix_tokens, write_ttl=ttl, certain=certain)

@@ -96,6 +96,9 @@ class CachePlan:
     mode: str | None = None
     read_tokens: int = 0
     write_ttl: Literal["5m", "1h"] | None = None
+    # False when the prefix was counted without the model's own tokenizer and lies within
+    # the margin of its minimum: it "may not cache", so the estimate assumes no cache use.
+    certain: bool = True
 
 
 NO_CACHE = CachePlan()

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from batcher.providers.base import NO_CACHE, CachePlan
+from batcher.providers.base import NO_CACHE, CachePlan, Request
 from batcher.providers.direct import MAX_BYTES, MAX_REQUESTS
-from batcher.providers.openai import cached_prefix
-from batcher.providers.openai import render_line_without_cache_key as render_line
+from batcher.providers.openai import cached_prefix, render_line_without_cache_key
 
 NAME = "deepseek"
 __all__ = ["MAX_BYTES", "MAX_REQUESTS", "NAME", "plan_cache", "render_line"]
+
+
+def render_line(request: Request) -> bytes:
+    """One DeepSeek line: OpenAI's, without prompt_cache_key, with DeepSeek's own params."""
+    return render_line_without_cache_key(request, NAME)
 
 
 def plan_cache(

@@ -44,6 +44,7 @@ from batcher.providers.calls import (
     delete_once,
     with_retries,
 )
+from batcher.providers.capabilities import ModelCaps, lookup, split_params
 
 T = TypeVar("T")
 
@@ -137,6 +138,40 @@ def explicit_cache_arithmetic(
     )
 
 
+# Model families (Gemini models and caching pages; docs/providers.md). Versions of the
+# caching page give 1,024 or 2,048 (2.5 Flash) and 2,048 or 4,096 (the others) as the
+# shortest prompt implicit caching considers: the larger is assumed.
+MODELS = (
+    ("gemini-2.5-flash", ModelCaps(1_048_576, 65_536, reasoning=True, min_cache_tokens=2048)),
+    ("gemini-2.5-pro", ModelCaps(1_048_576, 65_536, reasoning=True, min_cache_tokens=4096)),
+    ("gemini-3", ModelCaps(1_048_576, 65_536, reasoning=True, min_cache_tokens=4096)),
+)
+UNKNOWN = ModelCaps(1_048_576, 8_192, min_cache_tokens=4096, known=False)
+
+
+# Requests of a cache group in each batch that miss the cache: Gemini batches run
+# concurrently too; implicit caching has no documented figure, so OpenAI's is assumed.
+COLD_REQUESTS = 16
+
+
+def model_caps(model: str) -> ModelCaps:
+    """What `model` accepts and how it caches (the table above)."""
+    return lookup(MODELS, model, UNKNOWN)
+
+
+def param_problems(
+    model: str, params: dict[str, Any], temperature: float | None, max_tokens: int, where: str
+) -> list[str]:
+    """What Gemini would refuse in these settings for `model`, each with its fix."""
+    caps = model_caps(model)
+    if max_tokens > caps.max_output_tokens:
+        return [
+            f"max_tokens = {max_tokens:,} is over the model's {caps.max_output_tokens:,} "
+            "output tokens: lower it"
+        ]
+    return []
+
+
 def _text_parts(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}]
@@ -159,13 +194,18 @@ def render_request(request: Request) -> dict[str, Any]:
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    neutral, raw = split_params(request.params, NAME)
     config: dict[str, Any] = {"maxOutputTokens": request.max_tokens}
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
+    temperature = neutral.get("temperature", request.temperature)
+    if temperature is not None:
+        config["temperature"] = temperature
+    if "stop" in neutral:
+        stop = neutral["stop"]
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
     if request.json_schema is not None:
         config["responseMimeType"] = "application/json"
         config["responseJsonSchema"] = request.json_schema
-    for key, value in request.params.items():
+    for key, value in raw.items():
         if key == "response_format":
             config.update(_schema_config(value))
         elif key in TOP_LEVEL:
@@ -465,7 +505,7 @@ MIN_CACHE = 4096  # 2.5 Pro and the 3.x models
 def min_cacheable_tokens(model: str) -> int:
     """The shortest prompt Gemini's implicit caching considers. Versions of the docs give
     1,024 or 2,048 for 2.5 Flash and 2,048 or 4,096 for the others: the larger is assumed."""
-    return FLASH_MIN_CACHE if model.startswith("gemini-2.5-flash") else MIN_CACHE
+    return model_caps(model).min_cache_tokens
 
 
 def cached_prefix(model: str, prefix_tokens: int) -> int:

@@ -31,6 +31,13 @@ from batcher.providers.calls import (
     open_client,
     with_retries,
 )
+from batcher.providers.capabilities import (
+    ModelCaps,
+    lookup,
+    sampling_problems,
+    split_params,
+    unkeyed,
+)
 
 T = TypeVar("T")
 
@@ -40,38 +47,156 @@ MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
 
 
-def render_body(request: Request) -> dict[str, Any]:
-    """The chat completions body of `request`."""
+# Model families (OpenAI model pages; docs/providers.md). gpt-5 and the o-series reason
+# inside max_completion_tokens and take only the default temperature and top_p.
+_GPT5 = ModelCaps(400_000, 128_000, reasoning=True, efforts=("minimal", "low", "medium", "high"),
+                  fixed_sampling=True, accepts_stop=False, encoding="o200k_base")  # fmt: skip
+_GPT5X = ModelCaps(400_000, 128_000, reasoning=True, efforts=("none", "low", "medium", "high"),
+                   fixed_sampling=True, accepts_stop=False, encoding="o200k_base")  # fmt: skip
+_O_SERIES = ModelCaps(200_000, 100_000, reasoning=True, efforts=("low", "medium", "high"),
+                      fixed_sampling=True, accepts_stop=False, encoding="o200k_base")  # fmt: skip
+MODELS = (
+    ("gpt-5", _GPT5),
+    ("gpt-5.", _GPT5X),  # gpt-5.1 and later: "none" replaces "minimal"
+    ("o1", _O_SERIES),
+    ("o3", _O_SERIES),
+    ("o4", _O_SERIES),
+    ("gpt-4.1", ModelCaps(1_047_576, 32_768, encoding="o200k_base")),
+    ("gpt-4o", ModelCaps(128_000, 16_384, encoding="o200k_base")),
+)
+UNKNOWN = ModelCaps(128_000, 16_384, known=False)
+# Chat completions body fields (API reference, Create chat completion): an unkeyed param
+# outside this list would be refused, so plan names it.
+BODY_FIELDS = frozenset(
+    "messages model audio frequency_penalty function_call functions logit_bias logprobs "
+    "max_completion_tokens max_tokens metadata modalities n parallel_tool_calls prediction "
+    "presence_penalty prompt_cache_key prompt_cache_retention reasoning_effort "
+    "response_format safety_identifier seed service_tier stop store stream stream_options "
+    "temperature tool_choice tools top_logprobs top_p user verbosity web_search_options".split()
+)
+
+
+# Requests of a cache group in each batch that miss the cache: OpenAI routes one prefix and
+# prompt_cache_key to one machine up to about 15 requests a minute, then overflows (prompt
+# caching guide); a batch runs its requests concurrently, so the first ones of a group miss.
+COLD_REQUESTS = 16
+
+
+def model_caps(model: str) -> ModelCaps:
+    """What `model` accepts (the table above; an unknown model gets common values)."""
+    return lookup(MODELS, model, UNKNOWN)
+
+
+def strict_compatible(schema: Any) -> bool:
+    """Whether Structured Outputs' strict mode takes `schema` as written: every object lists
+    all its properties as required and sets additionalProperties to false."""
+    if isinstance(schema, list):
+        return all(strict_compatible(s) for s in schema)
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False:
+            return False
+        if set(schema.get("required") or []) != set(props):
+            return False
+    subs = [*(schema.get("properties") or {}).values(), *(schema.get("$defs") or {}).values()]
+    for key in ("items", "anyOf", "allOf", "oneOf"):
+        if key in schema:
+            subs.append(schema[key])
+    return all(strict_compatible(s) for s in subs)
+
+
+def response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """Structured Outputs for `schema`: strict when the schema allows it (strict mode refuses
+    a schema with optional properties or open objects; without strict it is best effort)."""
+    title = str(schema.get("title") or "answer")
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in title)[:64] or "answer"
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": schema, "strict": strict_compatible(schema)},
+    }
+
+
+def render_body(request: Request, provider: str = NAME) -> dict[str, Any]:
+    """The chat completions body of `request`: neutral settings in OpenAI's fields, then
+    the params written for `provider` (or for every provider) as they are. xAI and DeepSeek
+    speak this format and pass their own name."""
+    caps = model_caps(request.model)
+    neutral, raw = split_params(request.params, provider)
     messages = request.messages
     if request.system is not None:
         messages = [{"role": "system", "content": request.system}, *messages]
-    # max_completion_tokens: reasoning models (gpt-5, o-series) refuse max_tokens.
+    # max_completion_tokens: reasoning models (gpt-5, o-series) refuse max_tokens; it bounds
+    # the hidden reasoning and the visible answer together.
     body: dict[str, Any] = {
         "model": request.model,
         "messages": messages,
         "max_completion_tokens": request.max_tokens,
     }
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
+    temperature = neutral.get("temperature", request.temperature)
+    if temperature is not None:
+        body["temperature"] = temperature
+    if caps.reasoning and "reasoning_effort" in neutral:
+        body["reasoning_effort"] = neutral["reasoning_effort"]
+    if "stop" in neutral:
+        body["stop"] = neutral["stop"]
+    if request.json_schema is not None:
+        body["response_format"] = response_format(request.json_schema)
     if request.cache_key is not None:
         body["prompt_cache_key"] = request.cache_key
-    body.update(request.params)
+    body.update(raw)
     return body
 
 
-def render_line(request: Request) -> bytes:
+def param_problems(
+    model: str, params: dict[str, Any], temperature: float | None, max_tokens: int, where: str
+) -> list[str]:
+    """What OpenAI would refuse in these settings for `model`, each with its fix."""
+    caps = model_caps(model)
+    neutral, raw = split_params(params, NAME)
+    temperature = raw.get("temperature", neutral.get("temperature", temperature))
+    problems = sampling_problems(caps, temperature, raw, where)
+    effort = neutral.get("reasoning_effort")
+    if caps.reasoning and effort is not None and effort not in caps.efforts:
+        problems.append(
+            f"reasoning_effort = {effort!r} is not taken by this model: use one of "
+            f"{', '.join(caps.efforts)}"
+        )
+    if "stop" in neutral and not caps.accepts_stop:
+        problems.append(
+            "stop is refused by reasoning models (400 unsupported_parameter): remove it, or "
+            f"set it for the other providers only under [{where}.params.PROVIDER]"
+        )
+    if caps.reasoning and "max_tokens" in raw:
+        problems.append("max_tokens is refused by reasoning models: use the spec's max_tokens")
+    if max_tokens > caps.max_output_tokens:
+        problems.append(
+            f"max_tokens = {max_tokens:,} is over the model's {caps.max_output_tokens:,} "
+            "output tokens: lower it"
+        )
+    for key in unkeyed(params):
+        if key not in BODY_FIELDS:
+            problems.append(
+                f"params.{key} is not a chat completions field: move it under the table of "
+                f"the provider that takes it ([{where}.params.PROVIDER])"
+            )
+    return problems
+
+
+def render_line(request: Request, provider: str = NAME) -> bytes:
     """One line of an OpenAI batch input file."""
     line = {"custom_id": request.custom_id, "method": "POST", "url": ENDPOINT}
-    line["body"] = render_body(request)
+    line["body"] = render_body(request, provider)
     return orjson.dumps(line) + b"\n"
 
 
-def render_line_without_cache_key(request: Request) -> bytes:
+def render_line_without_cache_key(request: Request, provider: str = NAME) -> bytes:
     """An OpenAI batch line without `prompt_cache_key`, for OpenAI-format providers that
     document no such field (xAI and DeepSeek chat completions cache prefixes on their own)."""
     if request.cache_key is None:
-        return render_line(request)
-    return render_line(dataclasses.replace(request, cache_key=None))
+        return render_line(request, provider)
+    return render_line(dataclasses.replace(request, cache_key=None), provider)
 
 
 # --- the batch client (engine side) -------------------------------------------------------

@@ -51,7 +51,7 @@ FIND_SLACK_S = 300  # clock skew allowed between us and the provider when matchi
 def render_line(request: Request) -> bytes:
     """One line of an xAI batch input file: OpenAI's line, without `prompt_cache_key` (xAI
     caches prefixes on its own and documents no such field for chat completions)."""
-    return openai_format.render_line_without_cache_key(request)
+    return openai_format.render_line_without_cache_key(request, NAME)
 
 
 def parse_time(value: str | None) -> datetime | None:

@@ -34,7 +34,10 @@ from batcher.errors import BatcherError, UsageError
 from batcher.money.amounts import fmt_money, to_pusd, to_usd
 from batcher.money.prices import unit_prices
 from batcher.plan.groups import prompt_name, prompt_names, short_id
+from batcher.plan.layout import group_prefix_tokens
 from batcher.plan.tokens import count_tokens
+from batcher.providers import wire_format
+from batcher.providers.capabilities import cold_requests
 from batcher.spec import JobSpec, spec_from_snapshot
 from batcher.store import prompts, reports
 from batcher.store.lost import LostBatch, lost_batches
@@ -171,12 +174,20 @@ class CacheGroupRow:
     prefix_tokens: int  # tokens of the group's system prompt
     cacheable_tokens: int  # prefix tokens summed over those attempts
     cache_read_tokens: int
+    expected_read_tokens: int = 0  # what the plan's cache model expected of these attempts
     name: str = ""  # the prompt's name (batcher.plan.groups)
 
     @property
     def label(self) -> str:
         """Name and short id, as `batcher plan` shows the same group."""
         return f"{self.name} {short_id(self.cache_group)}".strip()
+
+    @property
+    def read_low(self) -> bool:
+        """The group read under half of what the cache model expected."""
+        return self.expected_read_tokens > 0 and 2 * self.cache_read_tokens < (
+            self.expected_read_tokens
+        )
 
     @property
     def efficiency(self) -> Decimal | None:
@@ -447,18 +458,39 @@ def _cache_groups(conn: Connection, run_ids: list[int]) -> list[CacheGroupRow]:
     found = reports.cache_groups(conn, run_ids)
     texts = prompts.texts(conn, sorted({row.system_hash for row in found}))
     names = prompt_names(_specs(conn, run_ids))
+    # The cache model of the first run's spec (its [caching] settings and prices).
+    spec = spec_from_snapshot(reports.spec_snapshot(conn, run_ids[0])) if found else None
     rows: dict[tuple[str, str, str], CacheGroupRow] = {}
     for row in found:
         key = (row.cache_group, row.provider, row.model)
         prefix = count_tokens(texts[row.system_hash])
         n = _int(row.attempts)
         name = prompt_name(row.system_hash, texts[row.system_hash], names)
-        group = rows.setdefault(key, CacheGroupRow(*key, 0, prefix, 0, 0, name))
+        group = rows.setdefault(key, CacheGroupRow(*key, 0, prefix, 0, 0, name=name))
         group.attempts += n
         group.cacheable_tokens += n * prefix
         group.cache_read_tokens += _int(row.read)
+        group.expected_read_tokens += expected_reads(
+            spec, row.provider, row.model, texts[row.system_hash], n, _int(row.batches)
+        )
         group.prefix_tokens = max(group.prefix_tokens, prefix)
     return [rows[k] for k in sorted(rows)]
+
+
+def expected_reads(
+    spec: JobSpec, provider: str, model: str, system: str, n: int, batches: int
+) -> int:
+    """Cache read tokens the plan's cache model expects of `n` attempts of one group sent in
+    `batches` batches: the first cold requests of each batch miss, the rest read (none for
+    a prefix that is too short or may not cache, or whose caching does not pay)."""
+    wire = wire_format(provider, spec.providers.get(provider))
+    prefix = group_prefix_tokens(wire, model, system)
+    per_batch = -(-n // max(1, batches))
+    plan = wire.plan_cache(model, prefix, n, per_batch, spec)
+    if not plan.certain or not plan.read_tokens:
+        return 0
+    cold = cold_requests(spec, provider, getattr(wire, "COLD_REQUESTS", 0))
+    return (n - min(n, cold * max(1, batches))) * plan.read_tokens
 
 
 def _direct_rows(conn: Connection, run_ids: list[int]) -> list[DirectRow]:

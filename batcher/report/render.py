@@ -120,6 +120,8 @@ def _group_json(group: CacheGroupRow) -> dict[str, Any]:
         "attempts": group.attempts,
         "prefix_tokens": group.prefix_tokens,
         "cacheable_tokens": group.cacheable_tokens,
+        "expected_read_tokens": group.expected_read_tokens,
+        "read_under_half_of_expected": group.read_low,
         "cache_read_tokens": group.cache_read_tokens,
         "efficiency": _rate(group.efficiency),
     }
@@ -167,8 +169,12 @@ def report_dict(report: Report) -> dict[str, Any]:
             for a in report.agreement
         ],
         "calibration": [
-            {"first_tier": r.tier, "sampled": r.sampled, "agreed": r.agreed,
-             "agreement_rate": _rate(r.rate)}
+            {
+                "first_tier": r.tier,
+                "sampled": r.sampled,
+                "agreed": r.agreed,
+                "agreement_rate": _rate(r.rate),
+            }
             for r in report.calibration
         ],  # fmt: skip
     }
@@ -208,6 +214,8 @@ CSV_COLUMNS = (
     "effective_discount",
     "prefix_tokens",
     "cacheable_tokens",
+    "expected_read_tokens",
+    "read_under_half_of_expected",
     "cache_efficiency",
 )
 
@@ -279,9 +287,9 @@ TIER_COLUMNS = (
 NARROW_TIER = (0, 1, 2, 4, 5, 11, 12, 13)  # what fits 100 columns; --wide shows all
 GROUP_COLUMNS = (
     "cache group", "model", "attempts", "prefix tok", "cacheable tok", "cache read tok",
-    "efficiency",
+    "expected read tok", "efficiency", "check",
 )  # fmt: skip
-NARROW_GROUP = (0, 1, 2, 5, 6)
+NARROW_GROUP = (0, 1, 2, 5, 7, 8)
 
 
 def report_sections(report: Report, *, wide: bool = True, exact: bool = True) -> list[Section]:
@@ -346,7 +354,9 @@ def report_sections(report: Report, *, wide: bool = True, exact: bool = True) ->
             f"{g.prefix_tokens:,}",
             f"{g.cacheable_tokens:,}",
             f"{g.cache_read_tokens:,}",
+            f"{g.expected_read_tokens:,}",
             show_pct(g.efficiency),
+            "under half of expected" if g.read_low else "",
         ]
         for g in report.cache_groups
     ]

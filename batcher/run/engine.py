@@ -28,6 +28,7 @@ from batcher.money.prices import check_models_known
 from batcher.plan.estimate import budget_refusal, estimate_run
 from batcher.plan.ingest import ingest
 from batcher.plan.onepass import PlanningSink
+from batcher.plan.params import check_params
 from batcher.plan.planner import ensure_planned
 from batcher.plan.routing import make_annotator
 from batcher.providers import Clients, Registry
@@ -139,6 +140,7 @@ def start_run(
     run is left behind for bad input), BudgetExceeded (the run is kept, `failed`).
     """
     check_models_known(spec)
+    check_params(spec)
     if max_usd is not None:  # the run's spec snapshot keeps the budget it runs under
         spec = spec.model_copy(update={"max_usd": max_usd})
     with PlanningSink(db, spec) as sink:

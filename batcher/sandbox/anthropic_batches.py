@@ -10,16 +10,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from batcher.plan import tokens
-from batcher.sandbox.caching import CacheControlError, anthropic_usage
+from batcher.sandbox.caching import CacheControlError, ColdStart, anthropic_usage, cold_start
 from batcher.sandbox.errors import ApiError
 from batcher.sandbox.ledger import anthropic_kinds
 from batcher.sandbox.lifecycle import Timeline
 from batcher.sandbox.limits import context_window
 from batcher.sandbox.prompts import anthropic_parts, count
-from batcher.sandbox.responders import anthropic_query
+from batcher.sandbox.responders import anthropic_query, forced_tool
 from batcher.sandbox.state import SandboxState, new_id
 
 CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# Top-level Messages fields the service takes (API reference, Create a Message); any other
+# is refused: "<field>: Extra inputs are not permitted".
+PARAM_FIELDS = frozenset(
+    "model messages max_tokens system metadata stop_sequences stream temperature top_p top_k "
+    "tools tool_choice thinking service_tier container mcp_servers output_config "
+    "output_format context_management inference_geo cache_control".split()
+)
+# Models after Opus 4.6 refuse the sampling parameters (users' reports of the 400).
+NO_SAMPLING_RE = re.compile(r"claude-(opus-4-[7-9]|(opus|sonnet|haiku)-[5-9])")
 OUTCOMES = ("succeeded", "errored", "canceled", "expired")
 
 
@@ -106,7 +115,8 @@ class AnthropicBatch:
         for index, item in enumerate(self.requests):
             if index < finished:
                 at = self.timeline.finish_time(index, total)
-                result = run_request(state, self.id, item, at)
+                cold = cold_start(state, self.id, "anthropic", self.timeline.created)
+                result = run_request(state, self.id, item, at, cold)
             else:
                 result = {"type": rest}
             self.counts[result["type"]] += 1
@@ -141,10 +151,15 @@ def _errored(kind: str, message: str) -> dict:
     }
 
 
-def run_request(state: SandboxState, batch_id: str, item: dict, at: float) -> dict:
+def run_request(
+    state: SandboxState, batch_id: str, item: dict, at: float, cold: ColdStart | None = None
+) -> dict:
     """The result of one request processed at sandbox time `at`; bills it if it succeeded."""
     params, custom_id = item["params"], item["custom_id"]
     model = params["model"]
+    refused = refusal(params)
+    if refused:
+        return _errored("invalid_request_error", refused)
     if state.faults.fire("request_error", "anthropic", model=model, key=(batch_id, custom_id)):
         return _errored("api_error", "Internal server error (injected by the sandbox).")
     parts, marks = anthropic_parts(params)
@@ -154,13 +169,20 @@ def run_request(state: SandboxState, batch_id: str, item: dict, at: float) -> di
         return _errored("invalid_request_error", message)
     miss = state.faults.fire("cache_miss", "anthropic", model=model) is not None
     try:
-        cache = anthropic_usage(state.anthropic_cache, model, parts, marks, at, miss)
+        cache = anthropic_usage(
+            state.anthropic_cache, model, parts, marks, at, miss, cold,
+            state.config.anthropic_min_cache_tokens,
+        )  # fmt: skip
     except CacheControlError as exc:
         return _errored("invalid_request_error", str(exc))
     reply = state.responder.answer(anthropic_query(params))
     if reply.text is None:
         return _errored(reply.error_type or "invalid_request_error", reply.error_message or "")
     text, out, cut = _clip(reply.text, params["max_tokens"])
+    content, stop = [{"type": "text", "text": text}], "max_tokens" if cut else "end_turn"
+    tool = forced_tool(params)
+    if tool is not None and not cut:  # the forced tool's input is the answer
+        content, stop = [_tool_use(tool["name"], text)], "tool_use"
     usage = {
         "input_tokens": cache.input_tokens,
         "output_tokens": out,
@@ -178,12 +200,33 @@ def run_request(state: SandboxState, batch_id: str, item: dict, at: float) -> di
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "max_tokens" if cut else "end_turn",
+        "content": content,
+        "stop_reason": stop,
         "stop_sequence": None,
         "usage": usage,
     }
     return {"type": "succeeded", "message": message}
+
+
+def refusal(params: dict) -> str | None:
+    """The message of the 400 the service gives these params, or None."""
+    unknown = sorted(set(params) - PARAM_FIELDS)
+    if unknown:
+        return f"{unknown[0]}: Extra inputs are not permitted"
+    if NO_SAMPLING_RE.search(str(params["model"])):
+        for name in ("temperature", "top_p", "top_k"):
+            if name in params:
+                return f"`{name}` is deprecated for this model."
+    return None
+
+
+def _tool_use(name: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = {}  # the service parses tool input: a broken answer loses its fields instead
+    return {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": name,
+            "input": value if isinstance(value, dict) else {}}  # fmt: skip
 
 
 def _clip(text: str, limit: int) -> tuple[str, int, bool]:

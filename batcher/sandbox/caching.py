@@ -28,9 +28,12 @@ class PromptCache:
     def __init__(self) -> None:
         self._entries: dict[object, tuple[float, float]] = {}
 
-    def alive(self, key: object, now: float) -> bool:
+    def alive(self, key: object, now: float, before: float | None = None) -> bool:
+        """Whether `key` is cached at `now` (and, with `before`, was written before then)."""
         entry = self._entries.get(key)
-        return entry is not None and entry[0] <= now < entry[1]
+        if entry is None or not entry[0] <= now < entry[1]:
+            return False
+        return before is None or entry[0] < before
 
     def put(self, key: object, now: float, ttl: float) -> None:
         old = self._entries.get(key)
@@ -44,6 +47,31 @@ class PromptCache:
         return len(self._entries)
 
 
+class ColdStart:
+    """A batch's requests run concurrently: the first `n` requests of each cache group in
+    the batch do not see the writes other requests of the batch made, only entries written
+    before it started (an earlier batch, a warming request)."""
+
+    def __init__(self, n: int, started: float) -> None:
+        self.n, self.started = n, started
+        self.seen: dict[object, int] = {}
+
+    def before(self, group: object) -> float | None:
+        """The time entries must predate for this request of `group` (None: any entry)."""
+        count = self.seen.get(group, 0)
+        self.seen[group] = count + 1
+        return self.started if count < self.n else None
+
+
+def cold_start(state, batch_id: str, provider: str, started: float) -> ColdStart:  # noqa: ANN001
+    """The ColdStart of one batch (kept on the sandbox state)."""
+    found = state.cold_starts.get(batch_id)
+    if found is None:
+        n = state.config.cold_requests.get(provider, 0)
+        found = state.cold_starts[batch_id] = ColdStart(n, started)
+    return found
+
+
 def openai_cached_tokens(
     cache: PromptCache,
     model: str,
@@ -52,19 +80,22 @@ def openai_cached_tokens(
     now: float,
     ttl: float,
     miss: bool = False,
+    cold: ColdStart | None = None,
 ) -> tuple[int, int]:
     """(prompt tokens, cached tokens: 0 or 1024 + k*128) of one request; writes its prefixes.
 
     `prompt_cache_key` namespaces the cache: requests only share prefixes under one key.
+    `cold` makes the first requests of a group in a batch miss what the batch wrote.
     """
     links = chain(parts)
     first = OPENAI_MIN // CHUNK - 1  # index of the hash covering the first 1,024 tokens
     if len(links.hashes) <= first:
         return links.length, 0
     hit = 0
+    before = cold.before((model, cache_key, links.hashes[first])) if cold else None
     if not miss:
         for index in range(len(links.hashes) - 1, first - 1, -1):
-            if cache.alive((model, cache_key, links.hashes[index]), now):
+            if cache.alive((model, cache_key, links.hashes[index]), now, before):
                 hit = (index + 1) * CHUNK
                 break
     for index in range(first, len(links.hashes)):
@@ -108,12 +139,18 @@ class AnthropicCacheUsage:
     write_1h: int
 
 
-def anthropic_min_tokens(model: str) -> int:
-    """Smallest cacheable prompt for a model (shorter prompts are silently not cached)."""
+def anthropic_min_tokens(model: str, overrides: dict[str, int] | None = None) -> int:
+    """Smallest cacheable prompt for a model (shorter prompts are silently not cached).
+
+    Documented: 4,096 for Opus 4.5 / 4.6 and Haiku 4.5, 2,048 for Haiku 3 / 3.5, 1,024 for
+    the other Sonnet and Opus models; Sonnet 4.6 is documented at 1,024 but users measured
+    caching only from 2,048 (anthropic-sdk-python#1194): the less convenient is modelled."""
+    if overrides and model in overrides:
+        return overrides[model]
     name = model.lower()
-    if re.search(r"opus-4-[56]|haiku-4-5", name):
+    if re.search(r"opus-4-[5-9]|haiku-4-5|-5\b|-5-", name):
         return 4096
-    if re.search(r"haiku-3|3-5-haiku|3-haiku", name):
+    if re.search(r"haiku-3|3-5-haiku|3-haiku|sonnet-4-6", name):
         return 2048
     return 1024
 
@@ -143,19 +180,26 @@ def anthropic_usage(
     marks: list[Breakpoint],
     now: float,
     miss: bool = False,
+    cold: ColdStart | None = None,
+    minimums: dict[str, int] | None = None,
 ) -> AnthropicCacheUsage:
-    """Input, cache read and cache write (5m/1h) tokens for one request, updating the cache."""
+    """Input, cache read and cache write (5m/1h) tokens for one request, updating the cache.
+
+    `cold` makes the first requests of a group in a batch miss what the batch wrote."""
     check_breakpoints(marks)
     sums = [0, *accumulate(part_count(p) for p in parts)]
     total = sums[-1]
-    minimum = anthropic_min_tokens(model)
+    minimum = anthropic_min_tokens(model, minimums)
     marks = [m for m in marks if sums[m.end] >= minimum]
     if not marks:
         return AnthropicCacheUsage(total, 0, 0, 0)
     keys = [(model, hash(parts[: m.end])) for m in marks]
+    before = cold.before(keys[0]) if cold else None
     hit = -1
     if not miss:
-        hit = next((i for i in range(len(marks) - 1, -1, -1) if cache.alive(keys[i], now)), -1)
+        hit = next(
+            (i for i in range(len(marks) - 1, -1, -1) if cache.alive(keys[i], now, before)), -1
+        )
     writes = {"5m": 0, "1h": 0}
     done = sums[marks[hit].end] if hit >= 0 else 0
     for i, mark in enumerate(marks):

@@ -50,9 +50,31 @@ class SandboxConfig:
     chat_rpm: dict[str, int] = field(default_factory=dict)
     chat_latency_s: float = 0.0
     require_auth: bool = True
+    # A batch's requests run concurrently: the first N of a cache group in each batch do not
+    # see the group's writes made in that batch (they read only what an earlier batch or
+    # request left). Anthropic: cold batches of up to 48 requests read 0% (user reports).
+    cold_requests: dict[str, int] = field(
+        default_factory=lambda: {"openai": 16, "anthropic": 100, "google": 16, "xai": 16}
+    )
+    # Anthropic's shortest cacheable prompt by model, over the sandbox's table (which takes
+    # the measured 2,048 for Sonnet 4.6 rather than the documented 1,024).
+    anthropic_min_cache_tokens: dict[str, int] = field(default_factory=dict)
     # Per-model context windows (tokens) overriding the price data's, so tests can refuse a
     # request as too long with small inputs.
     context_windows: dict[str, int] = field(default_factory=dict)
+    # Hidden reasoning tokens a gpt-5 / o-series request spends, [low, high] by
+    # reasoning_effort (medium when none is sent, the service's default). They count against
+    # max_completion_tokens; the figures are the sandbox's assumption (docs give none).
+    reasoning_tokens: dict[str, list[int]] = field(
+        default_factory=lambda: {
+            "none": [0, 0],
+            "minimal": [0, 32],
+            "low": [64, 256],
+            "medium": [384, 1024],
+            "high": [1024, 4096],
+            "xhigh": [2048, 8192],
+        }
+    )
 
     def updated(self, changes: dict[str, Any]) -> SandboxConfig:
         """A copy with `changes` applied; raises ValueError naming an unknown or bad field."""

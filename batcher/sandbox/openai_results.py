@@ -8,7 +8,7 @@ import math
 import os
 
 from batcher.plan import tokens
-from batcher.sandbox.caching import openai_cached_tokens
+from batcher.sandbox.caching import ColdStart, cold_start, openai_cached_tokens
 from batcher.sandbox.ledger import openai_kinds
 from batcher.sandbox.limits import context_window
 from batcher.sandbox.prompts import REPLY_PRIMING, count, openai_parts, part_count
@@ -16,6 +16,7 @@ from batcher.sandbox.responders import (
     REASONING_RE,
     Query,
     Reply,
+    is_reasoning,
     openai_query,
     reasoning_tokens,
 )
@@ -91,6 +92,10 @@ def run_request(
             "invalid_request_error",
             "missing_required_parameter",
         ), None
+    refused = param_refusal(body, batch.endpoint)
+    if refused:
+        message, code, param = refused
+        return http_error_line(custom_id, 400, message, "invalid_request_error", code, param), None
     refusal = _refusal(state, batch.endpoint, body, model, provider)
     if refusal is not None:
         return http_error_line(custom_id, 400, *refusal), None
@@ -114,7 +119,9 @@ def run_request(
                 reply.error_type or "invalid_request_error",
                 "sandbox_no_answer",
             ), None
-        result = _completion(state, batch.endpoint, body, query, reply, at, provider)
+        timeline = getattr(batch, "timeline", None)  # direct mode: one request at a time
+        cold = cold_start(state, batch.id, provider, timeline.created) if timeline else None
+        result = _completion(state, batch.endpoint, body, query, reply, at, provider, cold)
     return success_line(custom_id, result), result["usage"]
 
 
@@ -150,6 +157,79 @@ def _refusal(
     )
 
 
+def param_refusal(body: dict, endpoint: str) -> tuple[str, str, str] | None:
+    """(message, code, param) of a 400 the service gives this body, or None.
+
+    Reasoning models (gpt-5, o-series) take temperature and top_p only at their default,
+    refuse stop; other models refuse reasoning_effort; strict Structured
+    Outputs refuse a schema with optional properties or open objects."""
+    if endpoint not in (CHAT, RESPONSES):
+        return None
+    model = str(body.get("model", ""))
+    if is_reasoning(model):
+        for name in ("temperature", "top_p"):
+            value = body.get(name)
+            if value is not None and value != 1:
+                return (
+                    f"Unsupported value: '{name}' does not support {value} with this model. "
+                    "Only the default (1) value is supported.",
+                    "unsupported_value",
+                    name,
+                )
+        if body.get("stop") is not None:  # (max_tokens: see _refusal)
+            return (
+                "Unsupported parameter: 'stop' is not supported with this model.",
+                "unsupported_parameter",
+                "stop",
+            )
+    elif body.get("reasoning_effort") is not None:
+        return (
+            "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+            "unsupported_parameter",
+            "reasoning_effort",
+        )
+    fmt = body.get("response_format") or {}
+    spec = fmt.get("json_schema") or {}
+    if fmt.get("type") == "json_schema" and spec.get("strict") is True:
+        problem = strict_schema_problem(spec.get("schema") or {}, ())
+        if problem:
+            return (
+                f"Invalid schema for response_format '{spec.get('name')}': {problem}",
+                "invalid_json_schema",
+                "response_format",
+            )
+    return None
+
+
+def strict_schema_problem(schema: object, context: tuple[str, ...]) -> str | None:
+    """What strict mode refuses in `schema`: an object without additionalProperties false,
+    or with properties missing from required."""
+    if not isinstance(schema, dict):
+        return None
+    where = f"In context=({', '.join(repr(c) for c in context)})"
+    props = schema.get("properties")
+    if schema.get("type") == "object" or props is not None:
+        if schema.get("additionalProperties") is not False:
+            return f"{where}, 'additionalProperties' is required to be supplied and to be false."
+        missing = [name for name in props or {} if name not in (schema.get("required") or [])]
+        if missing:
+            return (
+                f"{where}, 'required' is required to be supplied and to be an array including "
+                f"every key in properties. Missing '{missing[0]}'."
+            )
+    subs = [((*context, "properties", k), v) for k, v in (props or {}).items()]
+    subs += [((*context, "$defs", k), v) for k, v in (schema.get("$defs") or {}).items()]
+    if isinstance(schema.get("items"), dict):
+        subs.append(((*context, "items"), schema["items"]))
+    for key in ("anyOf", "oneOf", "allOf"):
+        subs += [((*context, key, str(i)), v) for i, v in enumerate(schema.get(key) or [])]
+    for sub_context, sub in subs:
+        problem = strict_schema_problem(sub, sub_context)
+        if problem:
+            return problem
+    return None
+
+
 def _missing_input(endpoint: str, body: dict) -> str | None:
     field = {CHAT: "messages", RESPONSES: "input", EMBEDDINGS: "input", COMPLETIONS: "prompt"}[
         endpoint
@@ -175,7 +255,14 @@ def _clip(text: str, reasoning: int, limit: int | None) -> tuple[str, int, bool]
 
 
 def _completion(
-    state, endpoint: str, body: dict, query: Query, reply: Reply, at: float, provider: str
+    state,
+    endpoint: str,
+    body: dict,
+    query: Query,
+    reply: Reply,
+    at: float,
+    provider: str,
+    cold: ColdStart | None = None,
 ) -> dict:
     model = query.model
     parts = openai_parts(body, endpoint)
@@ -184,13 +271,14 @@ def _completion(
         ttl = 86400.0
     miss = state.faults.fire("cache_miss", provider, model=model) is not None
     prompt, cached = openai_cached_tokens(
-        state.prompt_cache(provider), model, body.get("prompt_cache_key"), parts, at, ttl, miss
-    )
+        state.prompt_cache(provider), model, body.get("prompt_cache_key"), parts, at, ttl, miss,
+        cold,
+    )  # fmt: skip
     prompt += REPLY_PRIMING if endpoint == CHAT else 0
     limit = _limit(body)
     # Reasoning counts against max_completion_tokens: it can use the whole cap (then the
     # content is empty and finish_reason is length), never more.
-    reasoning = reasoning_tokens(query)
+    reasoning = reasoning_tokens(query, state.config.reasoning_tokens)
     reasoning = min(reasoning, limit) if limit is not None else reasoning
     text, visible, cut = _clip(reply.text or "", reasoning, limit)
     out = visible + reasoning

@@ -4,8 +4,10 @@
 Deterministic answers are stable: they come from a hash of model + request content.
 Constraints are honoured:
 
-- a JSON schema (OpenAI `response_format` `{type: json_schema}`, or Responses `text.format`)
-  gets a JSON instance of the schema;
+- a JSON schema (OpenAI `response_format` `{type: json_schema}`, Responses `text.format`,
+  Anthropic `output_config.format` or a forced tool) gets a JSON instance of the schema;
+  under constrained decoding (OpenAI `strict: true`, Anthropic structured outputs) it is
+  never malformed;
 - a label list gets one of its labels. Convention: a line in the system or user text matching
   `Allowed labels: a, b, c` (case-insensitive, comma-separated). If the prompt asks for JSON
   (it contains `{"label"`), the answer is `{"label": "<one>"}`, else the bare label.
@@ -50,6 +52,8 @@ class Query:
     user: str | None
     digest: bytes
     schema: dict | None = None
+    strict: bool = False  # constrained decoding: the answer always satisfies the schema
+    effort: str | None = None  # reasoning_effort as sent
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,19 @@ class Reply:
 
 
 def make_query(
-    model: str, body: dict, system: str, messages: list, schema: dict | None = None
+    model: str,
+    body: dict,
+    system: str,
+    messages: list,
+    schema: dict | None = None,
+    strict: bool = False,
+    effort: str | None = None,
 ) -> Query:
     """A Query whose digest covers model and request; long texts are hashed once each."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(model.encode())
     _feed(digest, body)
-    return Query(model, system, last_user_text(messages), digest.digest(), schema)
+    return Query(model, system, last_user_text(messages), digest.digest(), schema, strict, effort)
 
 
 def _feed(digest, value: object) -> None:
@@ -98,9 +108,11 @@ def openai_query(body: dict, endpoint: str) -> Query:
         messages = [{"role": "user", "content": inp}] if isinstance(inp, str) else inp or []
         fmt = (body.get("text") or {}).get("format") or {}
         schema = fmt.get("schema") if fmt.get("type") == "json_schema" else None
+        effort = (body.get("reasoning") or {}).get("effort")
         return make_query(
-            body.get("model", ""), body, text_of(body.get("instructions")), messages, schema
-        )
+            body.get("model", ""), body, text_of(body.get("instructions")), messages, schema,
+            fmt.get("strict") is True, effort,
+        )  # fmt: skip
     messages = body.get("messages") or []
     system = "\n".join(
         text_of(m.get("content"))
@@ -108,16 +120,37 @@ def openai_query(body: dict, endpoint: str) -> Query:
         if isinstance(m, dict) and m.get("role") in ("system", "developer")
     )
     fmt = body.get("response_format") or {}
-    schema = (
-        (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
-    )
-    return make_query(body.get("model", ""), body, system, messages, schema)
+    spec = (fmt.get("json_schema") or {}) if fmt.get("type") == "json_schema" else {}
+    return make_query(
+        body.get("model", ""), body, system, messages, spec.get("schema"),
+        spec.get("strict") is True, body.get("reasoning_effort"),
+    )  # fmt: skip
+
+
+def anthropic_schema(params: dict) -> tuple[dict | None, bool]:
+    """(schema, constrained) of Messages params: structured outputs (output_config.format,
+    or the older output_format) are constrained; a forced tool's input_schema is not."""
+    for fmt in ((params.get("output_config") or {}).get("format"), params.get("output_format")):
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            return fmt.get("schema"), True
+    tool = forced_tool(params)
+    return (tool.get("input_schema"), False) if tool else (None, False)
+
+
+def forced_tool(params: dict) -> dict | None:
+    """The tool that tool_choice {type: tool, name} forces, if any."""
+    choice = params.get("tool_choice") or {}
+    if choice.get("type") != "tool":
+        return None
+    return next((t for t in params.get("tools") or [] if t.get("name") == choice.get("name")), None)
 
 
 def anthropic_query(params: dict) -> Query:
+    schema, strict = anthropic_schema(params)
     return make_query(
-        params.get("model", ""), params, text_of(params.get("system")), params.get("messages") or []
-    )
+        params.get("model", ""), params, text_of(params.get("system")),
+        params.get("messages") or [], schema, strict,
+    )  # fmt: skip
 
 
 def unit(digest: bytes, salt: str) -> float:
@@ -132,9 +165,18 @@ def pick(digest: bytes, salt: str, n: int) -> int:
     return int(unit(digest, salt) * n)
 
 
-def reasoning_tokens(query: Query) -> int:
-    """Reasoning models spend hidden tokens; a stable amount per request."""
-    return 64 * (1 + pick(query.digest, "reasoning", 4)) if REASONING_RE.match(query.model) else 0
+def is_reasoning(model: str) -> bool:
+    return bool(REASONING_RE.match(model))
+
+
+def reasoning_tokens(query: Query, ranges: dict[str, list[int]]) -> int:
+    """Reasoning models spend hidden tokens, more at a higher reasoning_effort (medium when
+    none is sent, as the service's default); a stable amount per request within the
+    effort's [low, high] range."""
+    if not is_reasoning(query.model):
+        return 0
+    low, high = ranges.get(query.effort or "medium") or ranges["medium"]
+    return low + int(unit(query.digest, "reasoning") * (high - low + 1))
 
 
 class DeterministicResponder:
@@ -145,6 +187,7 @@ class DeterministicResponder:
 
     def answer(self, query: Query) -> Reply:
         bad = unit(query.digest, "malformed") < self._rate_for(query.model)
+        bad = bad and not (query.schema is not None and query.strict)
         labels = parse_labels(query.system) or parse_labels(query.user or "")
         if query.schema is not None:
             return Reply(text=schema_answer(query, labels, bad))

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from batcher.sandbox.caching import PromptCache
+from batcher.sandbox.caching import ColdStart, PromptCache
 from batcher.sandbox.config import SandboxConfig
 from batcher.sandbox.faults import FaultSet
 from batcher.sandbox.ledger import Ledger
@@ -60,6 +60,7 @@ class SandboxState:
         self.gemini_cache = PromptCache()
         self.xai_cache = PromptCache()
         self.deepseek_cache = PromptCache()
+        self.cold_starts: dict[str, ColdStart] = {}  # by batch id: who has seen the group
         self.chat_windows: dict[str, Any] = {}  # provider -> times of recent chat calls
         self.ledger = Ledger()
         self.files: dict[str, FileRecord] = {}

@@ -201,7 +201,7 @@ def batches_with_id_prefix(conn: Connection, run_ids: list[int], prefix: str) ->
 
 
 def cache_groups(conn: Connection, run_ids: list[int]) -> list[sa.Row]:
-    """(cache group, provider, model, system hash, attempts, cache read tokens) of answered
+    """(cache group, provider, model, system hash, attempts, cache read tokens, batches) of answered
     attempts (an error that never ran had no chance to read the cache)."""
     keys = (ITEM.c.cache_group, ATTEMPT.c.provider, ATTEMPT.c.model, ITEM.c.system_hash)
     query = (
@@ -209,6 +209,7 @@ def cache_groups(conn: Connection, run_ids: list[int]) -> list[sa.Row]:
             *keys,
             sa.func.count().label("attempts"),
             sa.func.coalesce(sa.func.sum(ATTEMPT.c.cache_read_tokens), 0).label("read"),
+            sa.func.count(sa.distinct(ATTEMPT.c.batch_id)).label("batches"),
         )
         .select_from(ATTEMPT.join(ITEM, ITEM.c.id == ATTEMPT.c.item_id))
         .where(
