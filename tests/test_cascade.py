@@ -203,8 +203,11 @@ POLICY = FollowupPolicy(max_attempts=4, transient_retries=1, ladder=("nano", "mi
         ([_a(1, "nano", "succeeded", key="5"), _a(2, "c", "errored", "opinion")],
          ("retry", "c", "opinion")),
         ([_a(1, "nano", "succeeded", key="5"), _a(2, "c", "errored", "opinion"),
-          _a(3, "c", "expired", "opinion")],
+          _a(3, "c", "errored", "opinion")],
          ("escalate", "mid", "primary")),  # the opinion's retries are used up
+        ([_a(1, "nano", "succeeded", key="5"), _a(2, "c", "errored", "opinion"),
+          _a(3, "c", "expired", "opinion")],
+         ("retry", "c", "opinion")),  # an expiry has its own budget (expired_retries)
         ([_a(1, "nano", "succeeded", key="5"), _a(2, "c", "errored", "opinion"),
           _a(3, "c", "succeeded", "opinion", "5")],
          ("succeed", None, "primary")),
