@@ -30,13 +30,14 @@ from sqlalchemy.engine import Connection, Engine
 from batcher.errors import UsageError
 from batcher.money.amounts import fmt_usd, to_pusd, to_usd
 from batcher.money.prices import price_usd, unit_prices
-from batcher.plan.layout import group_prefix_tokens, limits, prompt_text
+from batcher.plan.layout import group_prefix_tokens, limits
 from batcher.plan.routing import token_basis
 from batcher.providers import wire_format
 from batcher.providers.base import Usage
 from batcher.providers.capabilities import cold_requests, expected_misses
 from batcher.spec import JobSpec
 from batcher.store import attempts
+from batcher.store.prompts import text_of
 
 CACHE_MODEL = "the first requests of each cache group in each batch miss ([caching] cold_requests)"
 PRIMARY = "primary"  # attempt.role of an answer (others check or calibrate it)
@@ -243,7 +244,7 @@ def estimate_run(
         ):
             per_request = output_tokens if output_tokens is not None else spec.defaults.max_tokens
             out_sum = n * per_request + caps.get((provider, model, tier, system_hash), 0)
-            system = prompt_text(conn, system_hash, prompts)
+            system = text_of(conn, system_hash, prompts)
             prefix = system or ""
             _add_group(
                 est, pricer, top, (provider, model, tier), n, prefix, int(input_sum), out_sum,

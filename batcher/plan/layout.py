@@ -13,7 +13,7 @@ Three sources feed the same loop:
   `batcher plan` and `batcher run` use); its batches go into the ingest's transaction;
 - pending items of a run ingested on its own (`item_source`), whose first attempts are
   inserted with their batch already set (one write per attempt instead of an insert and an
-  update). Those items are queued afterwards by `queue_first_attempts`, in one UPDATE over
+  update). Those items are queued afterwards by `store.items.queue_laid_out`, in one UPDATE over
   the run; until then an item with an attempt stays pending and `item_source` skips it, so a
   crash in between never plans it twice, and the unique (item_id, seq) index keeps a second
   planner from doing so either;
@@ -121,11 +121,6 @@ def group_prefix_tokens(wire: Any, model: str, system: str | None) -> int:
     return prefix_tokens(caps(model), system) if caps else count_tokens(system)
 
 
-def prompt_text(conn: Connection, system_hash: str | None, cache: dict[str, str]) -> str | None:
-    """The text of a stored system prompt (a small cache: a run may have one per item)."""
-    return prompts.text_of(conn, system_hash, cache)
-
-
 # ------------------------------------------------------------------------------ sources
 
 
@@ -186,11 +181,6 @@ def add_second_opinions(conn: Connection, run_id: int, spec: JobSpec) -> int:
         if opinions:
             made += attempts.plan_opinions(conn, run_id, first_tier, opinions)
     return made + add_calibration(conn, run_id, spec)
-
-
-def queue_first_attempts(conn: Connection, run_id: int) -> int:
-    """Move the run's pending items that have an attempt to queued, with their cache group."""
-    return items.queue_laid_out(conn, run_id)
 
 
 # ----------------------------------------------------------------------- batch writing
@@ -318,7 +308,7 @@ class _Groups:
         ref, tier, system_hash = key
         provider, model = split_model_ref(ref)
         size = self._size(key)
-        system = prompt_text(self.conn, system_hash, self.prompts)
+        system = prompts.text_of(self.conn, system_hash, self.prompts)
         wire = wire_format(provider, self.spec.providers.get(provider))
         prefix = group_prefix_tokens(wire, model, system)
         # The group id travels as OpenAI's prompt_cache_key (Anthropic's renderer ignores it).

@@ -32,8 +32,6 @@ from batcher.plan.layout import (
     attempt_source,
     item_source,
     lay_out,
-    prompt_text,
-    queue_first_attempts,
 )
 from batcher.plan.onepass import PlanningSink
 from batcher.plan.params import check_params
@@ -46,6 +44,7 @@ from batcher.plan.routing import (
 )
 from batcher.spec import JobSpec, split_model_ref
 from batcher.store import items, runs
+from batcher.store.prompts import text_of
 
 ROUTE_PAGE = 5000
 
@@ -91,7 +90,7 @@ def _route_untiered(db: Engine, run_id: int, spec: JobSpec) -> None:
             for row in rows:
                 request = orjson.loads(row.request_json)
                 parsed = ParsedItem(line_no=0, custom_id="", messages=request["messages"])
-                system = prompt_text(conn, row.system_hash, prompts)
+                system = text_of(conn, row.system_hash, prompts)
                 tokens = estimate_input_tokens(parsed, system)
                 metadata = orjson.loads(row.metadata_json) if row.metadata_json else None
                 tier, reason = router.route(
@@ -141,7 +140,7 @@ def plan_run(
         add_second_opinions(conn, run_id, spec)
     leftover = lay_out(db, run_id, spec, attempt_source(run_id), 1, None)
     with db.begin() as conn:  # committed even when the check below refuses the run
-        queue_first_attempts(conn, run_id)
+        items.queue_laid_out(conn, run_id)
     with db.begin() as conn:
         stranded = items.count_pending(conn, run_id)
         if stranded:  # only a spec without the tier the items were routed to leaves these
