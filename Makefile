@@ -28,9 +28,11 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# -n 3: most of the suite waits on subprocesses and sandbox turnarounds, so three workers
+# keep two cores busy.
 test: install browser
 	$(BIN)/ruff check batcher tests bench scripts
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3
 
 lint: install
 	$(BIN)/ruff check batcher tests bench scripts
