@@ -15,6 +15,7 @@ from batcher.errors import UsageError
 from batcher.sandbox.app import build_app
 from batcher.sandbox.config import SandboxConfig, parse_model_map
 from batcher.sandbox.faults import parse_faults
+from batcher.sandbox.running import SandboxAt
 from batcher.sandbox.state import SandboxState
 
 HOST = "127.0.0.1"
@@ -68,7 +69,7 @@ def serve(
     uvicorn.run(build_app(state), host=host, port=port, log_level=log_level)
 
 
-class Sandbox:
+class Sandbox(SandboxAt):
     """A sandbox served from a background thread; a context manager that stops it on exit."""
 
     def __init__(self, config: SandboxConfig, port: int = 0) -> None:
@@ -77,6 +78,7 @@ class Sandbox:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, port))
         self.port = sock.getsockname()[1]
+        super().__init__(f"http://{HOST}:{self.port}")
         self._server = uvicorn.Server(
             uvicorn.Config(build_app(self.state), log_level="warning", lifespan="off")
         )
@@ -92,30 +94,6 @@ class Sandbox:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the sandbox server did not start")
             time.sleep(0.01)
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def openai_base_url(self) -> str:
-        return self.url + "/v1"
-
-    @property
-    def anthropic_base_url(self) -> str:
-        return self.url
-
-    @property
-    def gemini_base_url(self) -> str:
-        return self.url + "/gemini"
-
-    @property
-    def xai_base_url(self) -> str:
-        return self.url + "/xai/v1"
-
-    @property
-    def deepseek_base_url(self) -> str:
-        return self.url + "/deepseek"
 
     def env(self) -> dict[str, str]:
         """Environment for subprocesses: base URLs and dummy keys."""
