@@ -10,6 +10,7 @@ import re
 import shutil
 
 import pytest
+from cli_helpers import own_state_dir
 from click.testing import CliRunner
 from conftest import REPO
 
@@ -24,7 +25,8 @@ def example(tmp_path_factory):
     folder = tmp_path_factory.mktemp("columns")
     shutil.copytree(REPO / "jobs", folder / "jobs")
     db = f"sqlite:///{folder / 'state.db'}"
-    result = invoke("run", str(folder / "jobs" / "example.toml"), "--sandbox", "--db", db)
+    with own_state_dir(folder):
+        result = invoke("run", str(folder / "jobs" / "example.toml"), "--sandbox", "--db", db)
     assert result.exit_code == 0, result.output
     return folder, db, result.stdout
 

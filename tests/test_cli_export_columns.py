@@ -9,10 +9,8 @@ import io
 
 import orjson
 import pytest
-from click.testing import CliRunner
+from cli_helpers import invoke, own_state_dir
 from engine_helpers import write_job
-
-from batcher.cli import cli
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +22,9 @@ def run_db(tmp_path_factory):
             line = {"id": f"t{i}", "prompt": f"Ticket {i}", "metadata": {"queue": queue, "n": i}}
             f.write(orjson.dumps(line) + b"\n")
     db = f"sqlite:///{folder / 'state.db'}"
-    assert invoke("run", str(spec), "--sandbox", "--db", db).exit_code == 0
+    with own_state_dir(folder):
+        assert invoke("run", str(spec), "--sandbox", "--db", db).exit_code == 0
     return db
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_csv_names_the_prompt_and_flattens_metadata(run_db):

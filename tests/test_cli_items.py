@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from cli_helpers import invoke
 from click.testing import CliRunner
 from engine_helpers import write_job
 
@@ -21,10 +22,6 @@ def ran(tmp_path, monkeypatch):
     result = invoke("run", str(write_job(tmp_path, 3)), "--sandbox", "--db", db, "--json")
     assert result.exit_code == 0, result.output
     return db
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_items_lists_every_item_in_input_order(ran):

@@ -7,24 +7,17 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
+from cli_helpers import (  # noqa: F401 - fixtures
+    cli_db_url_fixture,
+    invoke,
+)
 from engine_helpers import (  # noqa: F401 - fixtures
     sandbox_fixture,
     served_fixture,
     write_job,
 )
 
-from batcher.cli import cli
 from batcher.store import TABLES, open_store
-
-
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def n_runs(url: str) -> int:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
-from click.testing import CliRunner
+from cli_helpers import (  # noqa: F401 - fixtures
+    cli_db_url_fixture,
+    env_sandbox_fixture,
+    invoke,
+)
 from engine_helpers import (  # noqa: F401 - fixtures
     batches,
     sandbox_fixture,
@@ -15,24 +18,7 @@ from engine_helpers import (  # noqa: F401 - fixtures
     write_job,
 )
 
-from batcher.cli import cli
 from batcher.store import open_store
-
-
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-@pytest.fixture
-def env_sandbox(sandbox, monkeypatch):
-    for key, value in sandbox.env().items():
-        monkeypatch.setenv(key, value)
-    return sandbox
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def failed_run(tmp_path, db_url, sandbox) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
+from cli_helpers import (  # noqa: F401 - fixtures
+    cli_db_url_fixture,
+    env_sandbox_fixture,
+    invoke,
+)
 from click.testing import CliRunner
 from engine_helpers import (  # noqa: F401 - fixtures
     sandbox_fixture,
@@ -15,23 +19,6 @@ from engine_helpers import (  # noqa: F401 - fixtures
 from batcher.cli import cli
 from batcher.run.lease import acquire
 from batcher.store import open_store
-
-
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-@pytest.fixture
-def env_sandbox(sandbox, monkeypatch):
-    """The SDKs pointed at the test's sandbox through the environment, as in production."""
-    for key, value in sandbox.env().items():
-        monkeypatch.setenv(key, value)
-    return sandbox
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_run_with_sandbox_succeeds_with_exit_0(tmp_path, db_url):

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import orjson
 import sqlalchemy as sa
+from cli_helpers import invoke
 from click.testing import CliRunner
 from conftest import REPO
 from report_db import add_run
@@ -26,10 +27,6 @@ nano = "openai:gpt-5-nano"
 system = "You label tickets."
 max_tokens = 100
 """
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def quick_start_commands() -> list[list[str]]:

@@ -12,20 +12,17 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
+from cli_helpers import (  # noqa: F401 - fixtures
+    cli_db_url_fixture,
+    invoke,
+)
 from engine_helpers import (  # noqa: F401 - fixtures
     sandbox_fixture,
     served_fixture,
     write_job,
 )
 
-from batcher.cli import cli
 from batcher.sandbox.running import record_path, recorded, running_sandbox
-
-
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
 @pytest.fixture
@@ -39,10 +36,6 @@ def no_keys(monkeypatch):
 def recorded_sandbox(sandbox, no_keys):
     with recorded(sandbox.url):
         yield sandbox
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_submit_with_sandbox_needs_one_that_outlives_it(tmp_path, db_url, no_keys):

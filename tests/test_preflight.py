@@ -9,7 +9,11 @@ import socket
 import orjson
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
+from cli_helpers import (  # noqa: F401 - fixtures
+    cli_db_url_fixture,
+    env_sandbox_fixture,
+    invoke,
+)
 from engine_helpers import (  # noqa: F401 - fixtures
     FAST_RETRY,
     sandbox_fixture,
@@ -17,7 +21,6 @@ from engine_helpers import (  # noqa: F401 - fixtures
     write_job,
 )
 
-from batcher.cli import cli
 from batcher.providers import Clients
 from batcher.providers.calls import RetryPolicy
 from batcher.run.engine import drive_run
@@ -26,27 +29,11 @@ from batcher.store import TABLES, open_store
 
 
 @pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-@pytest.fixture
-def env_sandbox(sandbox, monkeypatch):
-    for key, value in sandbox.env().items():
-        monkeypatch.setenv(key, value)
-    return sandbox
-
-
-@pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def n_runs(url: str) -> int:

@@ -5,31 +5,16 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from click.testing import CliRunner
+from cli_helpers import (  # noqa: F401 - fixtures
+    cli_db_url_fixture,
+    env_sandbox_fixture,
+    invoke,
+)
 from engine_helpers import (  # noqa: F401 - fixtures
     sandbox_fixture,
     served_fixture,
     write_job,
 )
-
-from batcher.cli import cli
-
-
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-@pytest.fixture
-def env_sandbox(sandbox, monkeypatch):
-    for key, value in sandbox.env().items():
-        monkeypatch.setenv(key, value)
-    return sandbox
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_resume_of_a_no_reuse_run_does_not_reuse(tmp_path, db_url, env_sandbox):

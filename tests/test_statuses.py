@@ -3,8 +3,10 @@ why in its report (not "still in flight"); `status RUN` lists provider batch ids
 
 from __future__ import annotations
 
-import pytest
-from click.testing import CliRunner
+from cli_helpers import (  # noqa: F401 - fixtures
+    cli_db_url_fixture,
+    invoke,
+)
 from engine_helpers import (  # noqa: F401 - fixtures
     POLL,
     db_fixture,
@@ -13,7 +15,6 @@ from engine_helpers import (  # noqa: F401 - fixtures
     write_job,
 )
 
-from batcher.cli import cli
 from batcher.providers import Clients
 from batcher.providers.calls import RetryPolicy
 from batcher.report.build import build_report, select_runs
@@ -21,11 +22,6 @@ from batcher.report.formats import render_report
 from batcher.run import engine
 from batcher.spec import load_spec
 from batcher.store import open_store
-
-
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
 def test_the_report_of_a_failed_run_says_failed_and_why(db, sandbox, tmp_path):
@@ -55,7 +51,3 @@ def test_status_of_a_run_lists_its_provider_batch_ids(tmp_path, db_url):
     assert f"batch {batch.id} is {batch.provider_batch_id} at openai\n" in out
     wide = invoke("status", "1", "--wide", "--db", db_url).stdout
     assert batch.provider_batch_id in wide and "provider batch id" in wide
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
