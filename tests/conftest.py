@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import compileall
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -24,6 +25,13 @@ REPO = Path(__file__).resolve().parent.parent
 # machine) each of them would compile the whole package from source again (~0.5 s a start);
 # compiled once here, every subprocess reads the bytecode instead.
 compileall.compile_dir(str(REPO / "batcher"), quiet=1)
+
+
+def pytest_configure(config) -> None:
+    """Fixtures wider than one test run before `state_dir` below sets the test's folder: give
+    them a private one too, so nothing a test starts writes into ./state of the checkout (where
+    another test process may write files of the same names)."""
+    os.environ["BATCHER_STATE_DIR"] = tempfile.mkdtemp(prefix="batcher-tests-state-")
 
 
 @pytest.fixture(autouse=True)
