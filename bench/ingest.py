@@ -37,8 +37,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import workloads  # bench/workloads.py: finds ../shared from any clone
+
 REPO = Path(__file__).resolve().parent.parent
-WORKLOAD_TOOL = REPO.parent / "shared" / "tools" / "make_workload.py"
 DEFAULT_SYSTEM = "You label support tickets. " * 300  # a long shared default, as in real jobs
 TARGET_RATE, TARGET_RATIO, TARGET_RSS_MB = 30_000, 0.5, 256
 
@@ -68,19 +69,7 @@ class Timed:
 
 
 def workload(items: int) -> Path:
-    path = REPO / "state" / "bench" / f"workload-{items}-no-system.jsonl"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"generating {path} ...", file=sys.stderr)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
-            subprocess.run(
-                [sys.executable, str(WORKLOAD_TOOL), "--items", str(items), "--no-system"],
-                stdout=out,
-                check=True,
-            )
-        tmp.rename(path)
-    return path
+    return workloads.workload(items, "--no-system", name="no-system")
 
 
 # --- phases (each runs in a subprocess and prints one JSON line) ---------------------------

@@ -17,8 +17,9 @@ mark the attempts without a result line, and count the batch. The minimal loop i
 sqlite3 executemany with hard-coded per-token rates. At the end the two databases are
 compared column by column, so the figures are for the same, correct work.
 
-Targets (issue 5): at least 75,000 results/s, at least half the minimal loop's rate, and
-under 256 MB peak RSS.
+Targets (issue 16): at least 0.9 of the minimal loop's rate and under 256 MB peak RSS (the
+ratio, not an absolute rate, since this machine is shared; results/s are printed too).
+Exit code 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TARGET_RATE, TARGET_RATIO, TARGET_RSS_MB = 75_000, 0.5, 256
+TARGET_RATIO, TARGET_RSS_MB = 0.9, 256
 BATCH_SIZE = 50_000
 LABELS = ["billing", "technical", "account", "other"]
 TIERS = {"nano": "openai:gpt-5-nano", "frontier": "openai:gpt-5.4"}
@@ -423,14 +424,9 @@ def report(figures: dict, problems: list[str]) -> None:
     print(f"   ratio: batcher / minimal = {ratio:.2f} (per CPU-second: {cpu_ratio:.2f})")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print("databases agree" if not problems else "DATABASES DIFFER:\n  " + "\n  ".join(problems))
-    ok = (
-        figures["batcher"]["rate"] >= TARGET_RATE
-        and ratio >= TARGET_RATIO
-        and figures["batcher"]["rss_mb"] < TARGET_RSS_MB
-        and not problems
-    )
+    ok = ratio >= TARGET_RATIO and figures["batcher"]["rss_mb"] < TARGET_RSS_MB and not problems
     print(
-        f"targets (>= {TARGET_RATE:,}/s, >= {TARGET_RATIO} of minimal, < {TARGET_RSS_MB} MB): "
+        f"targets (>= {TARGET_RATIO} of minimal, < {TARGET_RSS_MB} MB): "
         + ("met" if ok else "NOT met")
     )
     if not ok:
