@@ -9,10 +9,7 @@ import click
 
 from batcher.cli import cli, db_option, handle_errors, input_option, json_option
 from batcher.money.amounts import fmt_money, fmt_usd, to_usd
-from batcher.money.prices import unit_prices
 from batcher.output import print_json, print_table
-from batcher.plan.groups import short_id
-from batcher.providers import wire_format
 
 
 def _progress(n: int) -> None:
@@ -40,6 +37,8 @@ def _group_rows(plan, wide: bool = False) -> list[dict]:
 
 
 def _group_json(plan) -> list[dict]:
+    from batcher.plan.groups import short_id
+
     return [
         {
             "group": short_id(g.system_hash),
@@ -58,6 +57,9 @@ def _group_json(plan) -> list[dict]:
 
 def _explicit_cache_notes(plan, spec) -> list[str]:
     """For each Gemini group shown: what an explicit cache would cost and could save."""
+    from batcher.money.prices import unit_prices
+    from batcher.providers import wire_format
+
     notes = []
     for g in plan.largest_groups:
         arithmetic = getattr(wire_format(g.provider), "explicit_cache_arithmetic", None)

@@ -27,10 +27,14 @@ def status(run_id, wide, db, as_json):
       batcher status 12
       batcher status 12 --json
     """
-    from batcher.run.engine import run_status
-    from batcher.store import open_store
+    from batcher.run.outcome import quick_status
 
-    data = run_status(open_store(db), run_id)
+    data = quick_status(db, run_id)  # a SQLite file, read without importing the engine
+    if data is None:
+        from batcher.run.engine import run_status
+        from batcher.store import open_store
+
+        data = run_status(open_store(db), run_id)
     if as_json:
         print_json(data)
     elif run_id is None:

@@ -15,15 +15,13 @@ Exit codes for the CLI and cron wrappers come from `RunOutcome.exit_code`:
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
-from decimal import Decimal
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError, LeaseHeld, UsageError
-from batcher.money.amounts import to_usd
 from batcher.money.prices import check_models_known
 from batcher.plan.estimate import budget_refusal, estimate_run
 from batcher.plan.ingest import ingest
@@ -36,63 +34,24 @@ from batcher.providers.calls import Interrupted, ProviderError, stopping_on
 from batcher.run.driver import Driver, LeaseLost, RunStopped
 from batcher.run.lease import DEFAULT_TTL_S, Lease, new_owner
 from batcher.run.options import RunOptions
+from batcher.run.outcome import (  # noqa: F401 - EXIT_* re-exported for callers
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_RUNNING,
+    EXIT_USAGE,
+    RunOutcome,
+)
 from batcher.run.poll import PollSettings
 from batcher.run.progress import QuietReporter, Reporter
 from batcher.run.submit import SubmissionUndecided, resolve
 from batcher.spec import JobSpec, spec_from_snapshot
 from batcher.store import attempts, batches, items, runs
-from batcher.store.states import ITEM_TERMINAL, ItemStatus, RunStatus
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING, EXIT_CANCELLED = 0, 1, 2, 3, 4
+from batcher.store.states import ITEM_TERMINAL, RunStatus
 
 
 class BudgetExceeded(BatcherError):
     """The plan's estimate is over the budget; nothing was submitted."""
-
-
-@dataclass
-class RunOutcome:
-    """Where a run stands after a call: status, items by status, money."""
-
-    run_id: int
-    status: str  # a RunStatus value
-    items: dict[str, int] = field(default_factory=dict)
-    cost_pusd: int = 0
-    baseline_pusd: int = 0
-    message: str | None = None  # why the run stopped, when it did
-    nothing_to_cancel: bool = False  # a cancel found every item already finished
-
-    @property
-    def n_items(self) -> int:
-        return sum(self.items.values())
-
-    @property
-    def exit_code(self) -> int:
-        if self.nothing_to_cancel:
-            return EXIT_OK
-        if self.status == RunStatus.COMPLETED:
-            ok = self.items.get(ItemStatus.SUCCEEDED, 0) == self.n_items
-            return EXIT_OK if ok else EXIT_FAILED
-        if self.status == RunStatus.CANCELLED:
-            return EXIT_CANCELLED
-        if self.status == RunStatus.FAILED:
-            return EXIT_FAILED
-        return EXIT_RUNNING
-
-    def summary(self) -> dict[str, Any]:
-        """Items by status and money, as plain values (for tables and JSON)."""
-        succeeded = self.items.get(ItemStatus.SUCCEEDED, 0)
-        per_success = to_usd(self.cost_pusd) / succeeded if succeeded else None
-        return {
-            "run": self.run_id,
-            "status": self.status,
-            "items": self.n_items,
-            **{str(s): self.items.get(s, 0) for s in ItemStatus},
-            "cost_usd": to_usd(self.cost_pusd),
-            "baseline_usd": to_usd(self.baseline_pusd),
-            "cost_per_success_usd": per_success.quantize(Decimal("1e-9")) if per_success else None,
-            "message": self.message,
-        }
 
 
 def outcome_of(db: Engine, run_id: int) -> RunOutcome:

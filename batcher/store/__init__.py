@@ -13,8 +13,8 @@ from typing import Any
 
 _LAZY = {
     "open_store": "batcher.store.db",
-    "resolve_url": "batcher.store.db",
-    "state_dir": "batcher.store.db",
+    "resolve_url": "batcher.store.paths",
+    "state_dir": "batcher.store.paths",
     "TABLES": "batcher.store.models",
     "Run": "batcher.store.models",
     "Item": "batcher.store.models",

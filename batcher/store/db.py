@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import StoreError
 from batcher.store.migrations import MIGRATIONS
+from batcher.store.paths import DEFAULT_STATE_DIR, resolve_url, state_dir
 
-DEFAULT_STATE_DIR = "state"
+__all__ = [  # state_dir and resolve_url live in paths.py, light enough for `batcher status`
+    "DEFAULT_STATE_DIR",
+    "create_engine",
+    "migrate",
+    "open_store",
+    "resolve_url",
+    "state_dir",
+]
 
 _migrations_table = sa.Table(
     "schema_migrations",
@@ -21,21 +27,6 @@ _migrations_table = sa.Table(
     sa.Column("name", sa.String, primary_key=True),
     sa.Column("applied_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
-
-
-def state_dir() -> Path:
-    """Where batch files and the default database live (`BATCHER_STATE_DIR`, else ./state)."""
-    return Path(os.environ.get("BATCHER_STATE_DIR", DEFAULT_STATE_DIR))
-
-
-def resolve_url(url: str | None = None) -> str:
-    """The database URL: the argument, else `BATCHER_DB`, else SQLite in the state folder."""
-    url = url or os.environ.get("BATCHER_DB")
-    if url:
-        if "://" not in url:  # a bare path means a SQLite file
-            return f"sqlite:///{url}"
-        return url
-    return f"sqlite:///{state_dir() / 'batcher.db'}"
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -79,6 +70,16 @@ def _begin_exclusive(conn: Connection) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
 
 
+def _operations(conn: Connection) -> Any:
+    """Alembic's portable DDL on `conn`. Alembic is imported here, when a migration is due:
+    it takes a quarter of a second, and an up-to-date database (every command after the
+    first) never needs it."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    return Operations(MigrationContext.configure(conn))
+
+
 def migrate(engine: Engine, upto: str | None = None) -> list[str]:
     """Apply pending migrations (up to and including `upto`); returns the names applied.
 
@@ -97,7 +98,7 @@ def migrate(engine: Engine, upto: str | None = None) -> list[str]:
                     sa.select(_migrations_table.c.name).where(_migrations_table.c.name == name)
                 ).first()
                 if recorded is None:
-                    step(Operations(MigrationContext.configure(conn)))
+                    step(_operations(conn))
                     conn.execute(_migrations_table.insert().values(name=name))
                     applied.append(name)
         if name == upto:

@@ -9,9 +9,12 @@ shipped: add a new one at the end.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic.operations import Operations
+
+if TYPE_CHECKING:  # Alembic loads only when a migration is pending (see db.migrate)
+    from alembic.operations import Operations
 
 TZ = sa.DateTime(timezone=True)
 
