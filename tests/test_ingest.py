@@ -443,3 +443,14 @@ def test_schedule_name_is_recorded(engine, spec, tmp_path):
     result = ingest(engine, spec, write(tmp_path, [{"prompt": "p"}]), schedule_name="nightly")
     [run] = rows(engine, "run")
     assert (run["id"], run["schedule_name"]) == (result.run_id, "nightly")
+
+
+def test_the_input_hash_is_of_every_byte_read_once(engine, spec, tmp_path):
+    """The sha256 comes out of the one read: a BOM, blank lines, a line over the cap (read
+    in pieces and set aside) and a last line without a newline are all in it."""
+    path = tmp_path / "odd.jsonl"
+    long_line = orjson.dumps({"prompt": "x" * (3 << 20)})
+    path.write_bytes(b'\xef\xbb\xbf{"prompt": "a"}\n\n  \n' + long_line + b'\n{"prompt": "b"}')
+    result = ingest(engine, spec, path, skip_invalid=True, max_line_bytes=1 << 20)
+    assert (result.n_items, result.n_rejected) == (2, 1)
+    assert result.input_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -214,15 +214,17 @@ def test_annotator_stores_tier_reason_and_tokens(tmp_path, sqlite_url):
     )
 
 
-def test_sampled_token_counts_stay_close_to_exact():
+@pytest.mark.parametrize("every", [8, routing.SAMPLE_EVERY])
+def test_sampled_token_counts_stay_close_to_exact(every):
     words = "refund invoice login crash 42 naïve café, timeout; ERROR".split()
     texts = [
         " ".join(words[(i * 7 + j) % len(words)] for j in range(5 + i % 90)) for i in range(3000)
     ]
-    exact, sampled = TokenCounter(), TokenCounter(sample_every=8)
+    exact, sampled = TokenCounter(), TokenCounter(sample_every=every)
     exact_sum = sum(exact.text(t) for t in texts)
     sampled_counts = [sampled.text(t) for t in texts]
     assert sampled_counts[:256] == [exact.text(t) for t in texts[:256]]  # the seed is exact
+    assert sampled.n_exact < 256 + len(texts) // every + 1  # the tokenizer ran that rarely
     assert abs(sum(sampled_counts) - exact_sum) / exact_sum < 0.02
 
 

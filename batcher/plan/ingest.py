@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -288,9 +287,8 @@ def ingest(
         stream = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the input: {exc.strerror}") from exc
-    # sha256 of the whole file runs in a thread beside the parsing: hashlib releases the GIL.
-    with stream, ThreadPoolExecutor(1) as pool, engine.begin() as conn:
-        sha_future = pool.submit(file_sha256, path)
+    digest = hashlib.sha256()  # of every byte parsed: the file is read once
+    with stream, engine.begin() as conn:
         run_id = runs.create(
             conn,
             job_name=spec.name,
@@ -306,7 +304,7 @@ def ingest(
             size = path.stat().st_size
             state.on_flush = lambda: progress(stream.tell(), size, state.n_items)
         try:
-            for parsed in parse_lines(stream, max_line_bytes):
+            for parsed in parse_lines(stream, max_line_bytes, digest):
                 if type(parsed) is Problem:
                     state.problem(parsed)
                 else:
@@ -318,7 +316,7 @@ def ingest(
         _refuse_if_unusable(
             str(path), state.n_items, problems.shown, n_problems, skip_invalid, out_path
         )
-        sha = sha_future.result()
+        sha = digest.hexdigest()
         runs.record_ingest(conn, run_id, state.n_items, n_problems, sha)
         result = IngestResult(
             run_id=run_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -94,6 +95,7 @@ ANSWER_TOOL = "answer"  # the forced tool that carries a JSON Schema on older mo
 COLD_REQUESTS = 100
 
 
+@lru_cache(maxsize=256)  # asked once a request when batch files are written
 def model_caps(model: str) -> ModelCaps:
     """What `model` accepts (the table above; an unknown model gets cautious values)."""
     return lookup(MODELS, model, UNKNOWN)

@@ -89,9 +89,17 @@ def sampling_problems(
 
 def prefix_tokens(caps: ModelCaps, text: str) -> int:
     """Tokens of a shared prefix in the model's own encoding where one loads offline (o200k
-    for gpt-5 / gpt-4o), else cl100k (an estimate: see `margin`)."""
-    from batcher.plan.tokens import count_tokens_with
+    for gpt-5 / gpt-4o), else cl100k (an estimate: see `margin`).
 
+    A prefix under half the model's caching minimum by the cl100k count is counted with
+    cl100k too: no cache decision depends on its exact count, and loading the o200k
+    tokenizer costs a second and 80 MB."""
+    from batcher.plan.tokens import count_tokens, count_tokens_with
+
+    if caps.encoding is not None and caps.encoding != "cl100k_base":
+        rough = count_tokens(text)
+        if rough * 2 < caps.min_cache_tokens:
+            return rough
     return count_tokens_with(caps.encoding, text)[0]
 
 

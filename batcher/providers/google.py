@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -154,6 +155,7 @@ UNKNOWN = ModelCaps(1_048_576, 8_192, min_cache_tokens=4096, known=False)
 COLD_REQUESTS = 16
 
 
+@lru_cache(maxsize=256)  # asked once a request when batch files are written
 def model_caps(model: str) -> ModelCaps:
     """What `model` accepts and how it caches (the table above)."""
     return lookup(MODELS, model, UNKNOWN)

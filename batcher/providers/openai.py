@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,6 +83,7 @@ BODY_FIELDS = frozenset(
 COLD_REQUESTS = 16
 
 
+@lru_cache(maxsize=256)  # asked once a request when batch files are written
 def model_caps(model: str) -> ModelCaps:
     """What `model` accepts (the table above; an unknown model gets common values)."""
     return lookup(MODELS, model, UNKNOWN)

@@ -1,0 +1,22 @@
+"""Prefix tokens of a cache group: exact in the model's own encoding where a cache decision
+may depend on them, the cl100k count where the prefix is far too short to be cached."""
+
+from __future__ import annotations
+
+from batcher.plan.tokens import count_tokens, count_tokens_with
+from batcher.providers import openai
+from batcher.providers.capabilities import prefix_tokens
+
+CAPS = openai.model_caps("gpt-5-nano")  # o200k, caches from 1,024 tokens
+
+
+def test_a_short_prefix_is_counted_with_cl100k():
+    short = "You label support tickets. " * 40  # ~240 tokens: nowhere near 1,024
+    assert CAPS.encoding == "o200k_base"
+    assert prefix_tokens(CAPS, short) == count_tokens(short)
+
+
+def test_a_prefix_near_the_caching_minimum_is_counted_exactly():
+    near = "Label the ticket by its main intent, then explain. " * 60  # ~600 cl100k tokens
+    assert count_tokens(near) * 2 >= CAPS.min_cache_tokens
+    assert prefix_tokens(CAPS, near) == count_tokens_with("o200k_base", near)[0]
