@@ -27,6 +27,8 @@ FENCED_RE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.S)
 FRAC_RE = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
 RATIO_RE = re.compile(r"^(-?\d+)/(\d+)$")
 MAX_KEY = 200  # keys are stored per attempt; a longer one is still compared, cut
+MEMO_CHARS, MEMO_SIZE = 64, 4096  # normalised values remembered per AnswerKeys (see _normalised)
+_UNSEEN = object()
 
 
 def normalise(value: Any) -> str | None:
@@ -90,6 +92,19 @@ class AnswerKeys:
             self.field_re = re.compile(name + r'\s*:\s*("(?:[^"\\]|\\.)*"|[-+\w.]+)')
         pattern = validation.answer_regex
         self.regex = re.compile(pattern) if pattern else None
+        self.memo: dict[str, str | None] = {}
+
+    def _normalised(self, value: Any) -> str | None:
+        """_cut(normalise(value)), remembered for short strings: a labeling run's answers
+        repeat a handful of labels, and normalising one costs a dozen regex calls."""
+        if type(value) is not str or len(value) > MEMO_CHARS:
+            return _cut(normalise(value))
+        key = self.memo.get(value, _UNSEEN)
+        if key is _UNSEEN:
+            if len(self.memo) >= MEMO_SIZE:
+                self.memo.clear()
+            key = self.memo[value] = _cut(normalise(value))
+        return key
 
     def key(self, text: str | None) -> str | None:
         """The normalised answer key of a reply, or None when it holds none."""
@@ -99,7 +114,7 @@ class AnswerKeys:
             return self._from_json(text)
         if self.regex is not None:
             return self._from_regex(text)
-        return _cut(normalise(text))
+        return self._normalised(text)
 
     def _from_json(self, text: str) -> str | None:
         candidates = [strip_fences(text), *FENCED_RE.findall(text)]
@@ -109,7 +124,7 @@ class AnswerKeys:
             except orjson.JSONDecodeError:
                 continue
             if isinstance(parsed, dict) and self.field in parsed:
-                return _cut(normalise(parsed[self.field]))
+                return self._normalised(parsed[self.field])
         # Models often write LaTeX backslashes unescaped, which no JSON parser accepts: the
         # field's last occurrence, read as written, is still the answer they meant.
         matches = list(self.field_re.finditer(text))
@@ -117,7 +132,7 @@ class AnswerKeys:
             return None
         raw = matches[-1].group(1)
         value = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\") if raw[0] == '"' else raw
-        return _cut(normalise(value))
+        return self._normalised(value)
 
     def _from_regex(self, text: str) -> str | None:
         match = self.regex.search(text)
@@ -129,7 +144,7 @@ class AnswerKeys:
             found = match.group(1)
         else:
             found = match.group(0)
-        return _cut(normalise(found))
+        return self._normalised(found)
 
 
 def _cut(key: str | None) -> str | None:
