@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from batcher.errors import SpecError, UsageError
+from batcher.tune.policy_file import PolicyFile
 
 PROVIDERS = ("openai", "anthropic", "google", "xai", "deepseek")
 DIRECT_ONLY = ("deepseek",)  # no batch API: always direct mode
@@ -103,6 +104,17 @@ class Cascade(_Strict):
     temperature: float | None = Field(default=None, ge=0, le=2)
 
 
+class Tune(_Strict):
+    """[routing.tune]: what `batcher tune` aims at and reads (see batcher.tune.fit)."""
+
+    # accuracy against gold (or the frontier tier's answers) the chosen policy must reach;
+    # unset, the frontier tier's own accuracy on the same items
+    target_accuracy: float | None = Field(default=None, gt=0, le=1)
+    metadata: list[str] = []  # item metadata fields the learned scorer may read
+    folds: int = Field(default=5, ge=2, le=20)  # cross-validation folds
+    seed: int = 0  # of the folds
+
+
 class Routing(_Strict):
     # "classifier": accept a first-tier answer that passes validation; "cascade": accept it
     # only when the second opinions give the same answer key (see batcher.run.cascade)
@@ -125,6 +137,40 @@ class Routing(_Strict):
     low_keywords: list[str] = LOW_KEYWORDS
     frontier_words: int = Field(default=200, ge=1)  # more words than this with one high keyword
     nano_words: int = Field(default=50, ge=1)  # fewer words than this with one low keyword
+    tune: Tune = Tune()
+    # A policy `batcher tune` learned ("file:policies/NAME.json", read at load time): it sets
+    # the classifier, ladder, strategy and second opinions (see `_apply_policy`).
+    policy: PolicyFile | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_policy(cls, data: Any) -> Any:
+        """A policy routes every item (that no rule or explicit choice places) to its first
+        tier, escalates to its frontier, and asks its second opinions: what it was
+        measured doing. A scorer's accept/escalate decision is batcher.tune.policies'."""
+        if not isinstance(data, dict) or data.get("policy") is None:
+            return data
+        raw = data["policy"]
+        if isinstance(raw, str):
+            raise KeyedError("routing.policy", 'write policy = "file:policies/NAME.json"')
+        try:
+            document = raw if isinstance(raw, PolicyFile) else PolicyFile.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(["routing.policy", *(str(p) for p in first["loc"])])
+            raise KeyedError(key, first["msg"].removeprefix("Value error, ")) from None
+        policy = document.policy
+        cascade = data.get("cascade") or {}
+        if isinstance(cascade, BaseModel):
+            cascade = cascade.model_dump()
+        return {
+            **data,
+            "policy": document,
+            "classifier": f"fixed:{policy.tier}",
+            "ladder": policy.ladder,
+            "strategy": "cascade" if policy.opinions else "classifier",
+            "cascade": {**cascade, "second_opinions": policy.opinions},
+        }
 
 
 class Defaults(_Strict):
@@ -329,6 +375,14 @@ class JobSpec(_Strict):
     @model_validator(mode="after")
     def _tiers_exist(self) -> JobSpec:
         known = ", ".join(self.tiers)
+        if self.routing.policy is not None:  # before the ladder and opinions it wrote
+            policy = self.routing.policy.policy
+            named = [("tier", policy.tier), ("frontier", policy.frontier)]
+            named += [(f"opinions[{i}]", t) for i, t in enumerate(policy.opinions)]
+            for key, tier in named:
+                if tier not in self.tiers:
+                    problem = f"{tier!r} is not a tier of this spec: use {known}"
+                    raise KeyedError(f"routing.policy.policy.{key}", problem)
         for i, tier in enumerate(self.routing.ladder):
             if tier not in self.tiers:
                 raise KeyedError(f"routing.ladder[{i}]", f"{tier!r} is not a tier: use {known}")
@@ -358,7 +412,10 @@ class JobSpec(_Strict):
 
     @property
     def frontier_tier(self) -> str:
-        """The tier that the baseline is priced on: the top of the escalation ladder."""
+        """The tier that the baseline is priced on: the top of the escalation ladder (a
+        policy's frontier, which a fixed-tier policy's ladder does not reach)."""
+        if self.routing.policy is not None:
+            return self.routing.policy.policy.frontier
         return self.routing.ladder[-1] if self.routing.ladder else next(reversed(self.tiers))
 
     def opinion_tiers(self, first_tier: str) -> list[str]:
@@ -376,8 +433,11 @@ class JobSpec(_Strict):
     @property
     def ends_in_followups(self) -> bool:
         """Whether items have attempts besides their answer (second opinions, calibration),
-        so that only the follow-up step, once all of them are in, may end an item."""
-        return self.routing.strategy == "cascade" or self.routing.calibrate > 0
+        so that only the follow-up step, once all of them are in, may end an item; or a
+        learned scorer decides whether a valid answer stands."""
+        routing = self.routing
+        scored = routing.policy is not None and routing.policy.policy.kind == "scorer"
+        return routing.strategy == "cascade" or routing.calibrate > 0 or scored
 
     def model_of(self, tier: str) -> tuple[str, str]:
         """(provider, model) of `tier`."""
@@ -533,8 +593,18 @@ def load_spec(path: str | Path) -> JobSpec:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), "", f"not valid TOML: {exc}") from exc
+    routing = data.get("routing")
+    policy_ref = routing.get("policy") if isinstance(routing, dict) else None
     data = _read_file_refs(data, path.parent, path)
-    return parse_spec(data, str(path))
+    try:
+        return parse_spec(data, str(path))
+    except SpecError as exc:  # a bad policy file: say which file, not only which key
+        if not (isinstance(policy_ref, str) and policy_ref.startswith("file:")):
+            raise
+        if not exc.key.startswith("routing.policy"):
+            raise
+        target = path.parent / policy_ref[5:]
+        raise SpecError(str(path), exc.key, f"{target}: {exc.problem}") from None
 
 
 def spec_from_snapshot(snapshot: str) -> JobSpec:

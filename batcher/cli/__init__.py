@@ -90,4 +90,5 @@ from batcher.cli import runs as _runs  # noqa: E402, F401
 from batcher.cli import sandbox as _sandbox  # noqa: E402, F401
 from batcher.cli import schedule as _schedule  # noqa: E402, F401
 from batcher.cli import status as _status  # noqa: E402, F401
+from batcher.cli import tune as _tune  # noqa: E402, F401
 from batcher.cli import worker as _worker  # noqa: E402, F401

@@ -16,7 +16,9 @@ Reasons are short categorical strings ("rule 2: prompt_regex", "classifier: 2+ h
 keywords"), so that a plan can count items by reason.
 
 A classifier is anything with `classify(text) -> (tier, reason)` (see `Classifier`), so a
-learned router can replace the heuristic without touching the rest.
+learned router can replace the heuristic without touching the rest. After the first tier has
+answered, an `Acceptor` may decide whether its valid answer stands or escalates (the scorer
+`batcher tune` learns is one, see batcher.tune.policies).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -46,6 +48,30 @@ class Classifier(Protocol):
 
     def classify(self, text: str) -> tuple[str, str]:
         """(tier, reason) for the text of the item's last user message."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSignals:
+    """What is known about an item once its first tier has answered validly."""
+
+    tier: str
+    answer_key: str | None
+    stop_reason: str | None = None
+    output_tokens: int = 0
+    opinions: dict[str, str | None] = field(default_factory=dict)  # tier -> key (None: none)
+    input_tokens: int | None = None  # estimated at ingest
+    route_reason: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Acceptor(Protocol):
+    """Decides whether a first tier's valid answer stands or the item escalates."""
+
+    reads_items: bool  # whether `accept` reads input tokens, route reason or metadata
+
+    def accept(self, signals: AnswerSignals) -> tuple[bool, str]:
+        """(whether the answer stands, a short reason)."""
         ...
 
 

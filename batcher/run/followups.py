@@ -20,12 +20,14 @@ import orjson
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.plan.requests import defaults_fingerprint, request_hash, resolve
+from batcher.plan.routing import Acceptor, AnswerSignals
 from batcher.providers.base import INVALID, TOO_LONG
 from batcher.providers.limits import context_window, max_output_tokens
 from batcher.spec import JobSpec
-from batcher.store import attempts, items
+from batcher.store import attempts, history, items
 from batcher.store.attempts import ChainStep
 from batcher.store.states import ATTEMPT_FINAL, AttemptStatus, ItemStatus
+from batcher.tune.policies import make_acceptor
 
 CHUNK = 5000
 TRUNCATED_GROWTH = 2  # a truncated answer's retry asks for this many times the tokens
@@ -215,19 +217,67 @@ PRIMARY, OPINION, CALIBRATION = "primary", "opinion", "calibration"  # attempt.r
 ANSWERED = (AttemptStatus.SUCCEEDED, AttemptStatus.REUSED)
 
 
-def decide_item(policy: FollowupPolicy, chain: Sequence[ChainStep]) -> Decision:
+def decide_item(
+    policy: FollowupPolicy,
+    chain: Sequence[ChainStep],
+    acceptor: Acceptor | None = None,
+    item: tuple[int | None, str | None, str | None] | None = None,
+) -> Decision:
     """What comes next for an item none of whose attempts is unfinished. Without second
-    opinions (or once the item climbed past its first tier), the policy's usual decision on
-    its primary attempts; in the agreement cascade, `_decide_agreement`."""
+    opinions or an acceptor (or once the item climbed past its first tier), the policy's
+    usual decision on its primary attempts; with an `acceptor` (a learned policy's scorer),
+    `_decide_accepted`, which reads `item` (input tokens, route reason, metadata JSON) as
+    well; in the agreement cascade, `_decide_agreement`."""
     chain = [a for a in chain if a.role != CALIBRATION]  # evidence, never part of a decision
     primaries = [_step(a) for a in chain if a.role == PRIMARY]
     opinions = [a for a in chain if a.role == OPINION]
-    if not opinions or any(p.tier != primaries[0].tier for p in primaries):
+    climbed = any(p.tier != primaries[0].tier for p in primaries)
+    if climbed or (not opinions and acceptor is None):
         return policy.decide(primaries)
     if primaries[-1].status not in ANSWERED:  # the first tier failed: retry or escalate it
         return policy.decide(primaries)
     answer = next(a for a in reversed(chain) if a.role == PRIMARY)
+    if acceptor is not None:
+        return _decide_accepted(policy, primaries, answer, opinions, acceptor, item)
     return _decide_agreement(policy, primaries, answer, opinions)
+
+
+def _decide_accepted(
+    policy: FollowupPolicy,
+    primaries: list[Step],
+    answer: ChainStep,
+    opinions: list[ChainStep],
+    acceptor: Acceptor,
+    item: tuple[int | None, str | None, str | None] | None,
+) -> Decision:
+    """Once every second opinion is in (an opinion lost to a transient error is asked again
+    within the usual budget), the acceptor decides whether the valid answer stands."""
+    if policy.next_tier(primaries[-1].tier) is None:
+        return Decision("succeed", reason="nothing above: accepted on validity")
+    keys: dict[str, str | None] = {}
+    retry: Decision | None = None
+    for tier, opinion in {a.tier: a for a in opinions}.items():  # the latest of each tier
+        if opinion.status == AttemptStatus.CANCELLED:
+            return Decision("cancel", reason="a second opinion was cancelled before it ran")
+        if opinion.status in ANSWERED:
+            keys[tier] = opinion.answer_key
+            continue
+        if opinion.status not in (AttemptStatus.INVALID, AttemptStatus.TRUNCATED):
+            again = policy.decide([_step(a) for a in opinions if a.tier == tier])
+            if again.kind == "retry":
+                retry = retry or Decision("retry", tier=tier, free=again.free, role=OPINION)
+                continue
+        keys[tier] = None  # no valid opinion: it agrees with nothing
+    if retry is not None:
+        return retry
+    tokens, route_reason, metadata = item or (None, None, None)
+    signals = AnswerSignals(
+        tier=answer.tier, answer_key=answer.answer_key, stop_reason=answer.stop_reason,
+        output_tokens=answer.output_tokens, opinions=keys, input_tokens=tokens,
+        route_reason=route_reason, metadata=orjson.loads(metadata) if metadata else {},
+    )  # fmt: skip
+    stands, reason = acceptor.accept(signals)
+    return Decision("succeed", reason=reason) if stands else _escalate(policy, primaries, reason)
 
 
 def _decide_agreement(
@@ -393,6 +443,8 @@ def plan_followups(
     was cancelled end `cancelled`. Idempotent: a second call finds nothing to do.
     """
     policy = FollowupPolicy.from_spec(spec)
+    acceptor = make_acceptor(spec)
+    reads_items = acceptor is not None and acceptor.reads_items
     summary = FollowupSummary()
     after = 0
     while True:
@@ -402,6 +454,9 @@ def plan_followups(
                 return summary
             after = item_ids[-1]
             work = _Round(conn, run_id, spec, summary)
-            for item_id, chain in attempts.chains(conn, item_ids).items():
-                work.apply(item_id, chain, decide_item(policy, chain))
+            found = attempts.chains(conn, item_ids)
+            signals = history.item_signals(conn, list(found)) if reads_items else {}
+            for item_id, chain in found.items():
+                decision = decide_item(policy, chain, acceptor, signals.get(item_id))
+                work.apply(item_id, chain, decision)
             work.write()

@@ -75,6 +75,8 @@ class ChainStep(NamedTuple):
     max_tokens: int | None  # the cap it was sent with, when not the item's own (m009)
     role: str = "primary"
     answer_key: str | None = None
+    stop_reason: str | None = None  # what a learned scorer reads (batcher.tune)
+    output_tokens: int = 0
 
 
 # --- reads --------------------------------------------------------------------------------
@@ -153,7 +155,8 @@ def chains(conn: Connection, item_ids: list[int]) -> dict[int, list[ChainStep]]:
     rows = select_by_keys(
         conn,
         "SELECT item_id, id, seq, tier, provider, model, status, error_code, output, verdict,"
-        " error_class, max_tokens, role, answer_key FROM attempt WHERE item_id",
+        " error_class, max_tokens, role, answer_key, stop_reason, output_tokens"
+        " FROM attempt WHERE item_id",
         item_ids,
     )
     for item_id, *rest in rows:
