@@ -67,7 +67,10 @@ def tune(job, gold, target_accuracy, out, db, as_json):
     if as_json:
         print_json({**document, "path": str(path)})
         return
-    title = f"Policies for {spec.name}: target accuracy {float(result.target):.1%}"
+    title = (
+        f"{spec.name}: policies escalating to {spec.frontier_tier}, cheapest first; "
+        f"target accuracy {float(result.target):.1%}"
+    )
     print_table(result.rows(), title=title)
     for note in result.notes:
         click.echo(f"note: {note}")

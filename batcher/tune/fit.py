@@ -55,6 +55,7 @@ from batcher.tune.signals import ItemRecord, Outcome
 
 ANSWERED = ("succeeded", "reused")
 FINAL = ("succeeded", "reused", "invalid", "truncated", "errored", "expired", "cancelled")
+PICO = Decimal("1e-12")
 SKLEARN_NOTE = "scorer family skipped: it needs scikit-learn (pip install 'batcher[tune]')"
 
 
@@ -227,15 +228,18 @@ class TuneResult:
                 {
                     "policy": c.policy.describe(),
                     "cv accuracy": f"{float(c.accuracy):.1%}",
-                    "cost USD": f"{to_usd(c.score.cost_pusd):.4f}",
+                    "cost USD": f"{to_usd(c.score.cost_pusd):.6f}",
                     "of frontier": f"{share:.1%}",
-                    "USD/correct": f"{per:.6f}" if per is not None else "-",
-                    "meets target": "chosen"
-                    if c is self.chosen
-                    else ("yes" if self.meets(c) else "no"),  # fmt: skip
+                    "USD/correct": f"{per:.8f}" if per is not None else "-",
+                    "target": self._verdict(c),
                 }
             )
         return out
+
+    def _verdict(self, candidate: Candidate) -> str:
+        if candidate is self.chosen:
+            return "chosen"
+        return "met" if self.meets(candidate) else "-"
 
     def document(self) -> dict[str, Any]:
         """The policy file's JSON object."""
@@ -278,7 +282,9 @@ def _figures(c: Candidate, frontier_cost: int) -> dict[str, Any]:
         "escalated": c.score.escalated,
         "cost_usd": str(cost),
         "share_of_frontier": str(round(c.score.cost_pusd / (frontier_cost or 1), 6)),
-        "usd_per_correct": str(cost / c.score.correct) if c.score.correct else None,
+        "usd_per_correct": str((cost / c.score.correct).quantize(PICO))
+        if c.score.correct
+        else None,
     }
 
 

@@ -86,16 +86,18 @@ class Policy(BaseModel):
         return [self.tier, self.frontier]
 
     def describe(self) -> str:
-        """A short name for tables: "mid + check agree -> frontier"."""
+        """A short name for tables: "all-mid", "mid, validator", "mid, check agrees",
+        "mid, scorer+check >= 0.62" (each escalating to the frontier)."""
         if self.kind == "fixed":
             return f"all-{self.tier}"
         if self.kind == "validator":
-            return f"{self.tier} + validator -> {self.frontier}"
+            return f"{self.tier}, validator"
         if self.kind == "agreement":
-            return f"{self.tier} + {'+'.join(self.opinions)} agree -> {self.frontier}"
+            verb = "agree" if len(self.opinions) > 1 else "agrees"
+            return f"{self.tier}, {'+'.join(self.opinions)} {verb}"
         assert self.scorer is not None
-        seen = f" with {'+'.join(self.opinions)}" if self.opinions else ""
-        return f"{self.tier} scorer{seen} p>={self.scorer.threshold:.2f} -> {self.frontier}"
+        seen = "".join(f"+{t}" for t in self.opinions)
+        return f"{self.tier}, scorer{seen} >= {self.scorer.threshold:.2f}"
 
 
 class PolicyFile(BaseModel):
