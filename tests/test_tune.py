@@ -252,3 +252,10 @@ def test_gold_answers_and_no_scikit_learn(replay_box, tmp_path, monkeypatch):
     assert result.chosen.policy.describe() == "all-nano"
     assert not any(c.policy.kind == "scorer" for c in result.candidates)
     assert any("pip install 'batcher[tune]'" in note for note in result.notes)
+
+
+def test_tune_without_evidence_says_what_to_run(tmp_path):
+    spec_path = _job(tmp_path, "easy", EVIDENCE)
+    printed = CliRunner().invoke(cli, ["tune", str(spec_path), "--db", str(tmp_path / "s.db")])
+    assert printed.exit_code == 2
+    assert "has no stored runs" in printed.output and "calibrate" in printed.output
