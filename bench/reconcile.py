@@ -12,7 +12,8 @@ file of provider-neutral results per batch, in shuffled order as providers retur
 Both phases work on copies of the same database and the same files, each in its own
 subprocess (so its peak RSS, from resource.getrusage, is its own), and do the same job:
 parse each line, validate the answer, price it (billed, standard, uncached and baseline
-picodollars), update the attempt by (batch_id, custom_id) and the item of each valid answer,
+picodollars), update the attempt by (batch_id, custom_id) and the item of each valid answer
+(which points at the attempt holding it: answers are stored once),
 mark the attempts without a result line, and count the batch. The minimal loop is orjson and
 sqlite3 executemany with hard-coded per-token rates. At the end the two databases are
 compared column by column, so the figures are for the same, correct work.
@@ -242,10 +243,10 @@ def phase_minimal(db_path: str, folder: str, batch_ids: list[str], chunk: int) -
         " standard_pusd=?, uncached_pusd=?, baseline_pusd=?, finished_at=?"
         " WHERE batch_id=? AND custom_id=? AND status='submitted'"
     )
-    set_item = (
-        "UPDATE item SET status='succeeded', output=?, final_attempt_id=(SELECT id FROM attempt"
-        " WHERE batch_id=? AND custom_id=?) WHERE id=(SELECT item_id FROM attempt"
-        " WHERE batch_id=? AND custom_id=?)"
+    set_item = (  # the answer stays on the attempt (m013): the item points at it
+        "UPDATE item SET status='succeeded', (answer_attempt_id, final_attempt_id)=(SELECT id,"
+        " id FROM attempt WHERE batch_id=? AND custom_id=?) WHERE id=(SELECT item_id FROM"
+        " attempt WHERE batch_id=? AND custom_id=?)"
     )
     started, cpu_started = time.perf_counter(), cpu_seconds()
     n = 0
@@ -283,7 +284,7 @@ def phase_minimal(db_path: str, folder: str, batch_ids: list[str], chunk: int) -
                     status = "succeeded" if ok else "invalid"
                     verdict = "ok" if ok else "bad label"
                     if ok:
-                        items.append((text, batch_id, cid, batch_id, cid))
+                        items.append((batch_id, cid, batch_id, cid))
                 attempts.append(
                     (status, text, verdict, row.get("error_code"), *tokens, now, batch_id, cid)
                 )
@@ -356,7 +357,7 @@ def compare(a: Path, b: Path) -> list[str]:
         "attempt": "SELECT id, status, output, error_code, input_tokens, cache_read_tokens,"
         " output_tokens, cost_pusd, standard_pusd, uncached_pusd, baseline_pusd FROM attempt"
         " ORDER BY id",
-        "item": "SELECT id, status, output, final_attempt_id FROM item ORDER BY id",
+        "item": "SELECT id, status, answer_attempt_id, final_attempt_id FROM item ORDER BY id",
         "batch": "SELECT id, status, n_succeeded, n_errored, n_expired FROM batch ORDER BY id",
     }
     problems = []

@@ -135,6 +135,20 @@ def rows_of(db, table, where) -> list[dict]:
         ]
 
 
+def item_rows(db, where) -> list[dict]:
+    """Item rows with their answer as `output`: the text of the attempt that holds it
+    (answers are stored once, on their attempt)."""
+    answer = ATTEMPT.alias("answer")
+    query = (
+        sa.select(ITEM, answer.c.output)
+        .outerjoin(answer, answer.c.id == ITEM.c.answer_attempt_id)
+        .where(where)
+        .order_by(ITEM.c.id)
+    )
+    with db.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
 def snapshot(db, run_id: int) -> list[tuple]:
     """Every row of the run's items, attempts and batches (times left out), for comparisons."""
     out = []

@@ -87,7 +87,8 @@ def add_item(
     request: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> int:
-    """Insert an item and its attempts (seq 1, 2, ...); the last attempt is its final one."""
+    """Insert an item and its attempts (seq 1, 2, ...); the last attempt is its final one and
+    holds `output`, the item's answer."""
     item_t, attempt_t, prompt_t = TABLES["item"], TABLES["attempt"], TABLES["prompt"]
     system = SYSTEM.get(group) if group else None
     with db.begin() as conn:
@@ -110,7 +111,6 @@ def add_item(
                 tier=attempts[0]["tier"] if attempts else None,
                 cache_group=group,
                 status=status,
-                output=output,
             )
             .returning(item_t.c.id)
         ).scalar_one()
@@ -129,9 +129,13 @@ def add_item(
                 .returning(attempt_t.c.id)
             ).scalar_one()
         if last is not None:
-            conn.execute(
-                sa.update(item_t).where(item_t.c.id == item_id).values(final_attempt_id=last)
-            )
+            values = {"final_attempt_id": last}
+            if output is not None:  # answers are stored once, on their attempt (m013)
+                values["answer_attempt_id"] = last
+                conn.execute(
+                    sa.update(attempt_t).where(attempt_t.c.id == last).values(output=output)
+                )
+            conn.execute(sa.update(item_t).where(item_t.c.id == item_id).values(**values))
     return item_id
 
 

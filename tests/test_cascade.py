@@ -96,7 +96,8 @@ def test_agreement_accepts_and_disagreement_escalates_in_the_right_rounds(replay
         items = {
             r.custom_id: r
             for r in conn.exec_driver_sql(
-                "SELECT id, custom_id, status, output, final_attempt_id FROM item"
+                "SELECT i.id, i.custom_id, i.status, a.output, i.final_attempt_id FROM item i"
+                " LEFT JOIN attempt a ON a.id = i.answer_attempt_id"
             )
         }
     rounds = {b["id"]: b["round"] for b in batches(db, run_id)}

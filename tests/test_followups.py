@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from reconcile_fixtures import ATTEMPT, BATCH, ITEM, make_spec, plan, rows_of, send, snapshot
+from reconcile_fixtures import (
+    ATTEMPT,
+    BATCH,
+    ITEM,
+    item_rows,
+    make_spec,
+    plan,
+    rows_of,
+    send,
+    snapshot,
+)
 
 from batcher.plan.planner import lay_out_batches
 from batcher.plan.requests import defaults_fingerprint, request_hash
@@ -146,7 +156,7 @@ def next_round(db, spec, run_id, round_no):
 
 
 def items_by_custom_id(db, run_id):
-    return {r["custom_id"]: r for r in rows_of(db, ITEM, ITEM.c.run_id == run_id)}
+    return {r["custom_id"]: r for r in item_rows(db, ITEM.c.run_id == run_id)}
 
 
 def test_each_outcome_gets_its_next_step(db, tmp_path):
@@ -345,7 +355,7 @@ def test_follow_up_attempts_are_reused_too(db, tmp_path):
     answer_all(db, spec, second, lambda a: Result(a["custom_id"], "succeeded", BAD, USAGE))
     plan_followups(db, second, spec)
     assert apply_reuse(db, second, spec) == 1  # mid's answer from the first run
-    (item,) = rows_of(db, ITEM, ITEM.c.run_id == second)
+    (item,) = item_rows(db, ITEM.c.run_id == second)
     assert (item["status"], item["output"]) == ("succeeded", GOOD)
     assert lay_out_batches(db, second, spec, round=2) == []
 
@@ -357,10 +367,11 @@ def test_an_item_left_behind_by_a_crash_is_settled(db, tmp_path):
     run_id = plan(db, spec, tmp_path, 1)
     answer_all(db, spec, run_id, lambda a: Result(a["custom_id"], "succeeded", GOOD, USAGE))
     with db.begin() as conn:
-        conn.execute(sa.update(ITEM).values(status="in_flight", output=None, final_attempt_id=None))
+        unfinished = {"status": "in_flight", "answer_attempt_id": None, "final_attempt_id": None}
+        conn.execute(sa.update(ITEM).values(**unfinished))
     summary = plan_followups(db, run_id, spec)
     assert (summary.succeeded, summary.new_attempts) == (1, 0)
-    (item,) = rows_of(db, ITEM, ITEM.c.run_id == run_id)
+    (item,) = item_rows(db, ITEM.c.run_id == run_id)
     (attempt,) = rows_of(db, ATTEMPT, ATTEMPT.c.run_id == run_id)
     assert (item["status"], item["output"], item["final_attempt_id"]) == (
         "succeeded",

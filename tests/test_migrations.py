@@ -142,3 +142,75 @@ def test_upgraded_database_takes_new_rows(db_url):
     assert _read(engine, "run", "id", 1)["lease_owner"] == "host-1"
     assert _read(engine, "item", "id", 11)["custom_id"] == "t-2"
     engine.dispose()
+
+
+def test_m013_keeps_every_answer_once_on_its_attempt_and_exports_it(db_url, tmp_path):
+    """A database from before m013 held each answer twice (item.output and attempt.output):
+    upgraded, each item points at the attempt holding its answer, and the export is as
+    before: the final attempt's answer, a failed item's last paid answer (an earlier attempt),
+    and an answer only the item held moves onto its final attempt."""
+    import orjson
+
+    from batcher.report.exports import export_run
+
+    old = create_engine(db_url)
+    migrate(old, upto="m012_run_options")
+    spec = orjson.dumps({"name": "labels", "tiers": {"nano": "openai:gpt-5-nano"}}).decode()
+    run = {**OLD_ROWS["run"], "status": "completed", "n_items": 3, "spec_json": spec}
+    mine = ("id", "custom_id", "line_no", "item_id", "seq", "status")
+    item = {k: v for k, v in OLD_ROWS["item"].items() if k not in mine}
+    attempt = {k: v for k, v in OLD_ROWS["attempt"].items() if k not in mine}
+    # (item id, status, item.output, [(attempt id, seq, status, attempt.output)])
+    plan = [
+        (10, "succeeded", "billing", [(100, 1, "succeeded", "billing")]),
+        (11, "failed", "sales", [(110, 1, "invalid", "sales"), (111, 2, "errored", None)]),
+        (12, "succeeded", "legacy", [(120, 1, "succeeded", None)]),
+    ]
+    with old.begin() as conn:
+        conn.execute(TABLES_AT_M012["run"].insert().values(**run))
+        conn.execute(TABLES_AT_M012["prompt"].insert().values(**OLD_ROWS["prompt"]))
+        conn.execute(TABLES_AT_M012["batch"].insert().values(**OLD_ROWS["batch"]))
+        for line, (item_id, status, output, chain) in enumerate(plan, 1):
+            conn.execute(
+                TABLES_AT_M012["item"]
+                .insert()
+                .values(
+                    **item, id=item_id, custom_id=f"t-{line}", line_no=line, status=status,
+                    output=output, final_attempt_id=chain[-1][0],
+                )
+            )  # fmt: skip
+            for attempt_id, seq, a_status, a_output in chain:
+                conn.execute(
+                    TABLES_AT_M012["attempt"]
+                    .insert()
+                    .values(
+                        **attempt, id=attempt_id, item_id=item_id, seq=seq, status=a_status,
+                        output=a_output, custom_id=f"i{item_id}-a{seq}",
+                    )
+                )  # fmt: skip
+    old.dispose()
+
+    engine = open_store(db_url)
+    assert schema_differences(engine) == []
+    answers = {i: _read(engine, "item", "id", i)["answer_attempt_id"] for i in (10, 11, 12)}
+    assert answers == {10: 100, 11: 110, 12: 120}
+    assert _read(engine, "attempt", "id", 120)["output"] == "legacy"
+    assert "output" not in _read(engine, "item", "id", 10)
+    export_run(engine, 1, tmp_path / "out.jsonl")
+    rows = [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+    assert [(r["id"], r["status"], r["output"]) for r in rows] == [
+        ("t-1", "succeeded", "billing"),
+        ("t-2", "failed", "sales"),
+        ("t-3", "succeeded", "legacy"),
+    ]
+    engine.dispose()
+
+
+# The tables as m012 left them: item still had `output` (dropped by m013).
+_M012 = sa.MetaData()
+TABLES_AT_M012 = {
+    name: sa.Table(name, _M012, *(sa.Column(c.name, c.type) for c in table.columns))
+    for name, table in TABLES.items()
+    if name in OLD_ROWS
+}
+TABLES_AT_M012["item"].append_column(sa.Column("output", sa.String))

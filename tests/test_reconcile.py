@@ -15,6 +15,7 @@ from reconcile_fixtures import (
     add_batch,
     ingest_items,
     item_ids,
+    item_rows,
     make_spec,
     rows_of,
     snapshot,
@@ -112,11 +113,12 @@ def test_every_outcome_is_stored(db, tmp_path):
     assert a[4]["error_code"] == "batch_expired"
     assert a[6]["error_code"] == "missing_result"
 
-    item_rows = by_id(rows_of(db, ITEM, ITEM.c.run_id == run_id))
-    assert [item_rows[i]["status"] for i in items] == ["succeeded"] * 2 + ["in_flight"] * 5
-    assert item_rows[items[0]]["output"] == GOOD
-    assert item_rows[items[0]]["final_attempt_id"] == attempts[items[0]]
-    assert item_rows[items[2]]["output"] is None  # invalid answers stay on the attempt
+    items_ = by_id(item_rows(db, ITEM.c.run_id == run_id))
+    assert [items_[i]["status"] for i in items] == ["succeeded"] * 2 + ["in_flight"] * 5
+    assert items_[items[0]]["output"] == GOOD
+    assert items_[items[0]]["final_attempt_id"] == attempts[items[0]]
+    assert items_[items[0]]["answer_attempt_id"] == attempts[items[0]]  # the answer, once
+    assert items_[items[2]]["output"] is None  # an invalid answer is not the item's (yet)
 
     (batch,) = rows_of(db, BATCH, BATCH.c.id == batch_id)
     assert batch["status"] == BatchStatus.RECONCILED and batch["reconciled_at"] is not None

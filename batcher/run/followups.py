@@ -358,7 +358,7 @@ class _Round:
     def __init__(self, conn: Connection, run_id: int, spec: JobSpec, summary: FollowupSummary):
         self.conn, self.run_id, self.spec, self.summary = conn, run_id, spec, summary
         self.new: list[dict[str, Any]] = []
-        # item status -> (output, verdict, final attempt, id)
+        # item status -> (answer's attempt, verdict, final attempt, id)
         self.ends: dict[str, list[tuple]] = {}
 
     def apply(self, item_id: int, chain: list[ChainStep], decision: Decision) -> None:
@@ -366,7 +366,8 @@ class _Round:
         primaries = [a for a in chain if a.role == PRIMARY]  # opinions, calibration: no answer
         ending = primaries[-1]
         provider, model = ending.provider, ending.model
-        output, verdict = ending.output, ending.verdict
+        verdict = ending.verdict
+        answer = ending.id if ending.output is not None else None
         if decision.kind in ("retry", "escalate"):
             if decision.kind == "escalate" or decision.role == OPINION:
                 provider, model = self.spec.model_of(decision.tier)
@@ -402,9 +403,9 @@ class _Round:
         # answer bought before later attempts errored counts): the reader needs it to judge
         # the check or the prompt.
         answered = [a for a in primaries if a.output is not None]
-        if answered and output is None:
-            output, verdict = answered[-1].output, answered[-1].verdict
-        self.ends.setdefault(status, []).append((output, verdict, ending.id, item_id))
+        if answered and answer is None:
+            answer, verdict = answered[-1].id, answered[-1].verdict
+        self.ends.setdefault(status, []).append((answer, verdict, ending.id, item_id))
 
     def write(self) -> None:
         if self.new:

@@ -114,8 +114,8 @@ class _Chunk:
             if result.stop_reason == "max_tokens":  # a cut-off answer is never a success
                 ok, verdict = False, "truncated: the answer was cut off at max_tokens"
                 status = AttemptStatus.TRUNCATED
-            if ok and self.finish_items:
-                self.items.append((result.text, verdict, attempt_id, item_id))
+            if ok and self.finish_items:  # the answer stays on the attempt: stored once
+                self.items.append((attempt_id, verdict, attempt_id, item_id))
         else:
             status = OUTCOME_STATUS[result.outcome]
         row = (

@@ -56,7 +56,7 @@ def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -
                     (source[1], reason, source[0], now, *NOTHING_BILLED, key, attempt_id)
                 )
                 if not spec.ends_in_followups:  # else the follow-up step decides
-                    ended.append((source[1], reason, attempt_id, item_id))
+                    ended.append((attempt_id, reason, attempt_id, item_id))
             reused += attempts.record_reused(conn, answered, ended)
     with db.begin() as conn:
         batches.abandon_reused(conn, run_id)

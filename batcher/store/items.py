@@ -22,7 +22,7 @@ from batcher.store.states import ITEM_TERMINAL, ItemStatus, set_status, set_stat
 
 ITEM, ATTEMPT = TABLES["item"], TABLES["attempt"]
 # What an item keeps of the attempt that ended it.
-ENDS = ["output", "verdict", "final_attempt_id"]
+ENDS = ["answer_attempt_id", "verdict", "final_attempt_id"]
 _TERMINAL = [str(s) for s in ITEM_TERMINAL]
 
 
@@ -73,8 +73,9 @@ def requests_of(conn: Connection, item_ids: list[int]) -> dict[int, tuple]:
 
 
 def finish(conn: Connection, status: str, rows: Sequence[tuple[Any, ...]]) -> int:
-    """End items with `status` (succeeded, failed, cancelled); each row is (output, verdict,
-    final attempt id, item id). Returns how many moved."""
+    """End items with `status` (succeeded, failed, cancelled); each row is (the id of the
+    attempt holding the answer or None, verdict, final attempt id, item id). The answer itself
+    stays on its attempt. Returns how many moved."""
     if str(status) not in _TERMINAL:
         raise ValueError(f"{status!r} does not end an item")
     return set_status_many(conn, ITEM, status, ENDS, list(rows))
@@ -317,7 +318,7 @@ CHUNK_KEYS = 10_000
 
 def _export_query(run_id: int) -> sa.Select:
     i, a = ITEM, ATTEMPT
-    final = a.alias("final")
+    final, answer = a.alias("final"), a.alias("answer")
     s = sa.func.sum
     spent = (
         sa.select(
@@ -344,7 +345,7 @@ def _export_query(run_id: int) -> sa.Select:
             i.c.explicit_tier,
             i.c.explicit_model,
             i.c.status,
-            i.c.output,
+            answer.c.output,
             sa.func.coalesce(final.c.tier, i.c.tier).label("tier"),
             final.c.provider,
             final.c.model,
@@ -355,9 +356,9 @@ def _export_query(run_id: int) -> sa.Select:
             *(spent.c[name] for name in spent.c.keys() if name != "item_id"),
         )
         .select_from(
-            i.outerjoin(final, final.c.id == i.c.final_attempt_id).outerjoin(
-                spent, spent.c.item_id == i.c.id
-            )
+            i.outerjoin(final, final.c.id == i.c.final_attempt_id)
+            .outerjoin(answer, answer.c.id == i.c.answer_attempt_id)
+            .outerjoin(spent, spent.c.item_id == i.c.id)
         )
         .where(i.c.run_id == run_id)
         .order_by(i.c.line_no)

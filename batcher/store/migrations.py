@@ -265,6 +265,35 @@ def m012_run_options(op: Operations) -> None:
     op.add_column("run", sa.Column("options_json", sa.String(), nullable=True))
 
 
+def m013_answers_once(op: Operations) -> None:
+    """Answers are stored once, on their attempt: `item.output` (a copy of an attempt's
+    output) gives way to `item.answer_attempt_id`, the attempt that holds the item's answer.
+    Each stored answer is matched to its attempt: the final one when it holds the same text,
+    else the item's latest attempt that does; an answer no attempt holds (none is written so)
+    moves onto the item's final attempt when that has no output of its own."""
+    op.add_column("item", sa.Column("answer_attempt_id", sa.Integer))
+    op.execute(
+        "UPDATE item SET answer_attempt_id = final_attempt_id WHERE output IS NOT NULL"
+        " AND output = (SELECT a.output FROM attempt a WHERE a.id = item.final_attempt_id)"
+    )
+    op.execute(
+        "UPDATE item SET answer_attempt_id = (SELECT a.id FROM attempt a WHERE a.item_id ="
+        " item.id AND a.output = item.output ORDER BY a.seq DESC LIMIT 1)"
+        " WHERE output IS NOT NULL AND answer_attempt_id IS NULL"
+    )
+    op.execute(
+        "UPDATE attempt SET output = (SELECT i.output FROM item i WHERE i.final_attempt_id ="
+        " attempt.id AND i.answer_attempt_id IS NULL AND i.output IS NOT NULL) WHERE output IS"
+        " NULL AND id IN (SELECT final_attempt_id FROM item WHERE answer_attempt_id IS NULL"
+        " AND output IS NOT NULL)"
+    )
+    op.execute(
+        "UPDATE item SET answer_attempt_id = final_attempt_id WHERE answer_attempt_id IS NULL"
+        " AND output IS NOT NULL AND final_attempt_id IS NOT NULL"
+    )
+    op.drop_column("item", "output")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_run_lease_and_schedule", m002_run_lease_and_schedule),
@@ -278,4 +307,5 @@ MIGRATIONS: list[tuple[str, Callable[[Operations], None]]] = [
     ("m010_attempt_role", m010_attempt_role),
     ("m011_worker_pool", m011_worker_pool),
     ("m012_run_options", m012_run_options),
+    ("m013_answers_once", m013_answers_once),
 ]

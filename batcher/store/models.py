@@ -81,9 +81,11 @@ class Item(SQLModel, table=True):
     cache_group: str | None = None
     est_input_tokens: int | None = None
     status: str  # queried with run_id: no index of its own (see m005)
-    output: str | None = None  # the final attempt's answer, kept for failed items too
     verdict: str | None = None  # why that answer passed or failed validation
     final_attempt_id: int | None = None
+    # The attempt whose output is the item's answer (kept for failed items too: their last
+    # paid answer). Answers are stored once, on the attempt (m013).
+    answer_attempt_id: int | None = None
 
 
 class Attempt(SQLModel, table=True):

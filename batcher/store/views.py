@@ -36,15 +36,16 @@ def list_items(
         .group_by(ATTEMPT.c.item_id)
         .subquery()
     )
-    last = ATTEMPT.alias("last")
+    last, answer = ATTEMPT.alias("last"), ATTEMPT.alias("answer")
     query = (
         sa.select(
-            ITEM.c.custom_id, ITEM.c.line_no, ITEM.c.tier, ITEM.c.status, ITEM.c.output,
+            ITEM.c.custom_id, ITEM.c.line_no, ITEM.c.tier, ITEM.c.status, answer.c.output,
             spent.c.n, spent.c.cost, last.c.tier.label("last_tier"),
         )
         .select_from(ITEM)
         .outerjoin(spent, spent.c.item_id == ITEM.c.id)
         .outerjoin(last, sa.and_(last.c.item_id == ITEM.c.id, last.c.seq == spent.c.last_seq))
+        .outerjoin(answer, answer.c.id == ITEM.c.answer_attempt_id)
         .where(ITEM.c.run_id == run_id)
         .order_by(ITEM.c.line_no)
     )  # fmt: skip
@@ -98,7 +99,7 @@ def item_detail(db: Engine, run_id: int, custom_id: str) -> dict[str, Any]:
         "cache_group": item.cache_group,
         "metadata": orjson.loads(item.metadata_json) if item.metadata_json else None,
         "prompt": request["messages"][-1].get("content") if request.get("messages") else None,
-        "output": item.output,
+        "output": next((a.output for a in attempts if a.id == item.answer_attempt_id), None),
         "attempts": [_attempt(a._mapping) for a in attempts],
     }
 
