@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from batcher.run.validation import strip_fences
+from batcher.run.validation import NOT_PARSED, strip_fences
 from batcher.spec import Validation
 
 NUMBER_RE = re.compile(r"^[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?$")
@@ -106,11 +106,14 @@ class AnswerKeys:
             key = self.memo[value] = _cut(normalise(value))
         return key
 
-    def key(self, text: str | None) -> str | None:
-        """The normalised answer key of a reply, or None when it holds none."""
+    def key(self, text: str | None, parsed: Any = NOT_PARSED) -> str | None:
+        """The normalised answer key of a reply, or None when it holds none. `parsed`: the
+        reply's JSON as `Validator.check_parsed` read it, when it did."""
         if text is None or not text.strip():
             return None
         if self.field is not None:
+            if type(parsed) is dict and self.field in parsed:  # what _from_json reads first
+                return self._normalised(parsed[self.field])
             return self._from_json(text)
         if self.regex is not None:
             return self._from_regex(text)

@@ -106,8 +106,8 @@ class _Chunk:
             )
         verdict = key = None
         if result.outcome == "succeeded":
-            key = self.keys.key(result.text)
-            checked = self.validator.check(result.text)
+            checked, parsed = self.validator.check_parsed(result.text)
+            key = self.keys.key(result.text, parsed)
             verdict = checked.reason
             ok = checked.ok
             status = AttemptStatus.SUCCEEDED if ok else AttemptStatus.INVALID

@@ -16,6 +16,7 @@ import orjson
 from batcher.spec import JobSpec, Validation
 
 MAX_REASON = 300  # verdicts are stored per attempt: keep them a line long
+NOT_PARSED = object()  # check_parsed: the checks did not parse the answer as JSON
 
 
 class Verdict(NamedTuple):
@@ -77,27 +78,32 @@ class Validator:
 
     def check(self, text: str | None) -> Verdict:
         """The verdict on one answer. An empty answer never passes."""
+        return self.check_parsed(text)[0]
+
+    def check_parsed(self, text: str | None) -> tuple[Verdict, Any]:
+        """The verdict, and the answer's JSON when the checks parsed it (its fences
+        stripped), else NOT_PARSED: answer keys read the same JSON without parsing it again."""
         if text is None or not text.strip():
-            return Verdict(False, "empty answer")
+            return Verdict(False, "empty answer"), NOT_PARSED
         stripped = text.strip()
-        parsed: Any = None
+        parsed: Any = NOT_PARSED
         if self.wants_json:
             try:
                 parsed = orjson.loads(strip_fences(stripped))
             except orjson.JSONDecodeError as exc:
-                return Verdict(False, _short(f"not valid JSON: {exc}"))
+                return Verdict(False, _short(f"not valid JSON: {exc}")), NOT_PARSED
             if self.schema is not None:
                 error = jsonschema.exceptions.best_match(self.schema.iter_errors(parsed))
                 if error is not None:
                     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-                    return Verdict(False, _short(f"schema: at {where}: {error.message}"))
+                    return Verdict(False, _short(f"schema: at {where}: {error.message}")), parsed
         if self.labels is not None:
-            problem = self._label_problem(stripped, parsed)
+            problem = self._label_problem(stripped, None if parsed is NOT_PARSED else parsed)
             if problem is not None:
-                return Verdict(False, _short(problem))
+                return Verdict(False, _short(problem)), parsed
         if self.regex is not None and self.regex.search(stripped) is None:
-            return Verdict(False, _short(f"does not match regex {self.regex.pattern!r}"))
-        return self.passed
+            return Verdict(False, _short(f"does not match regex {self.regex.pattern!r}")), parsed
+        return self.passed, parsed
 
     def _label_problem(self, stripped: str, parsed: Any) -> str | None:
         if self.label_field is not None:
