@@ -188,3 +188,29 @@ def test_budget_check_says_by_how_much(sqlite_url, tmp_path):
         "the estimate $0.025 is $0.005 over the budget of $0.02 (--max-usd); "
         "nothing was submitted: raise the budget or send fewer items"
     )
+
+
+@pytest.mark.parametrize("long_prompt", [False, True])
+def test_a_fresh_plans_estimate_equals_the_one_read_back(sqlite_url, tmp_path, long_prompt):
+    """plan_input estimates with what the read of the input showed (no request past the
+    long-context tier, no max_tokens of an item's own: queries skipped); the figures are the
+    ones estimate_run reads back from the database, with and without such requests."""
+    from batcher.plan.planner import plan_input
+
+    spec = parse_spec(
+        {
+            "name": "t",
+            "tiers": {"nano": "openai:gpt-5-nano", "big": "openai:gpt-5.4"},
+            "routing": {"ladder": ["nano", "big"], "classifier": "fixed:nano"},
+        }
+    )
+    lines = [{"prompt": f"ticket {i}", "tier": "big" if i % 3 else "nano"} for i in range(9)]
+    if long_prompt:  # past gpt-5.4's 272k-token tier, with its own max_tokens
+        lines.append({"prompt": "word " * 280_000, "tier": "big", "max_tokens": 77})
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    db = open_store(sqlite_url)
+    report = plan_input(db, spec, str(path))
+    again = estimate_run(db, report.run_id, spec)
+    assert report.estimate.to_dict() == again.to_dict()
+    assert report.estimate.n_requests == len(lines)

@@ -211,6 +211,16 @@ def _output_caps(
     return extra
 
 
+@dataclass(frozen=True)
+class InputFacts:
+    """What a fresh plan knows of its items from the one read of the input, so that the
+    estimate skips the queries that would find nothing: no request past a long-context price
+    tier (each would be priced alone), no item with a max_tokens of its own (each read back)."""
+
+    max_input_tokens: int
+    own_max_tokens: bool
+
+
 def estimate_run(
     db: Engine,
     run_id: int,
@@ -218,11 +228,13 @@ def estimate_run(
     *,
     output_tokens: int | None = None,
     statuses: tuple[str, ...] = attempts.PLANNED,
+    facts: InputFacts | None = None,
 ) -> Estimate:
     """Estimate the cost of the run's planned attempts (see the module docstring).
 
     `output_tokens` assumes that many output tokens a request instead of the max_tokens cap;
-    `statuses` widens what is estimated (e.g. submitted attempts, not billed yet).
+    `statuses` widens what is estimated (e.g. submitted attempts, not billed yet); `facts`
+    (of a plan just made from its input) spares reading back what cannot change the figures.
     Raises UsageError when a model cannot be priced.
     """
     est = Estimate(run_id=run_id)
@@ -232,12 +244,11 @@ def estimate_run(
     with db.connect() as conn:
         key_totals = attempts.planned_by_model(conn, run_id, statuses)
         threshold = _long_threshold(spec, set(key_totals) | {top})
+        if facts is not None and threshold is not None and facts.max_input_tokens <= threshold:
+            threshold = None  # no request reaches the long-context tier
         pricer = _Pricer(spec, key_totals)
-        caps = (
-            {}
-            if output_tokens is not None
-            else _output_caps(conn, run_id, spec, threshold, statuses)
-        )
+        read_caps = output_tokens is None and (facts is None or facts.own_max_tokens)
+        caps = _output_caps(conn, run_id, spec, threshold, statuses) if read_caps else {}
         prompts: dict[str, str] = {}
         for provider, model, tier, system_hash, n, input_sum, role in attempts.planned_groups(
             conn, run_id, threshold, statuses

@@ -58,6 +58,10 @@ class IngestResult:
     n_rejected: int
     input_sha256: str
     rejects_path: str | None = None
+    # What the estimate may skip reading back (see estimate.InputFacts): the largest
+    # estimated input of an item, and whether any item set its own max_tokens.
+    max_input_tokens: int = 0
+    own_max_tokens: bool = False
 
 
 class InputError(UsageError):
@@ -116,6 +120,8 @@ class _Ingest:
         self.held: list[Problem] = []
         self.held_bytes = 0
         self.n_items = 0
+        self.max_input_tokens = 0
+        self.own_max_tokens = False
         self.on_flush: Callable[[], None] | None = None
 
     def check_against_spec(self, item: ParsedItem) -> str | None:
@@ -157,6 +163,10 @@ class _Ingest:
         tier = reason_text = tokens = None
         if self.annotate is not None:
             tier, reason_text, tokens = self.annotate(item, system)
+            if tokens > self.max_input_tokens:
+                self.max_input_tokens = tokens
+        if item.max_tokens is not None:
+            self.own_max_tokens = True
         metadata = item.metadata
         request_json = dumps(item.request()).decode()
         metadata_json = dumps(metadata).decode() if metadata else None
@@ -324,6 +334,8 @@ def ingest(
             n_rejected=n_problems,
             input_sha256=sha,
             rejects_path=str(out_path) if n_problems else None,
+            max_input_tokens=state.max_input_tokens,
+            own_max_tokens=state.own_max_tokens,
         )
         if sink is not None:
             sink.finish(conn, result)

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 
 from batcher.errors import UsageError
 from batcher.money.prices import check_model_known, check_models_known
-from batcher.plan.estimate import Estimate, estimate_run
-from batcher.plan.ingest import ingest
+from batcher.plan.estimate import Estimate, InputFacts, estimate_run
+from batcher.plan.ingest import IngestResult, ingest
 from batcher.plan.inputs import ParsedItem
 from batcher.plan.layout import (
     SHOWN_GROUPS,
@@ -188,6 +188,11 @@ def lay_out_batches(
     ]
 
 
+def input_facts(stored: IngestResult) -> InputFacts:
+    """What the estimate of a plan just made from `stored` may rely on (see InputFacts)."""
+    return InputFacts(stored.max_input_tokens, stored.own_max_tokens)
+
+
 @dataclass
 class PlanReport:
     """Everything `batcher plan` shows: the ingest, the plan and its estimate."""
@@ -243,5 +248,7 @@ def plan_input(
         n_rejected=stored.n_rejected,
         rejects_path=stored.rejects_path,
         plan=summary,
-        estimate=estimate_run(db, stored.run_id, spec, output_tokens=output_tokens),
+        estimate=estimate_run(
+            db, stored.run_id, spec, output_tokens=output_tokens, facts=input_facts(stored)
+        ),
     )
