@@ -53,14 +53,37 @@ def request_hash(
     return digest.hexdigest()[:32]
 
 
+def _with_effort(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
+    effort = spec.defaults.reasoning_effort
+    if effort is not None and "reasoning_effort" not in params:
+        return {**params, "reasoning_effort": effort}
+    return params
+
+
+# id(spec) -> (spec, its default params resolved): most requests set no params of their own,
+# and sharing one dict (read only) lets the provider modules split it once (split_params).
+_default_params: dict[int, tuple[JobSpec, dict[str, Any]]] = {}
+
+
+def _defaults_of(spec: JobSpec) -> dict[str, Any]:
+    entry = _default_params.get(id(spec))
+    if entry is None or entry[0] is not spec:
+        if len(_default_params) > 64:  # specs are few; a long-lived scheduler must not grow this
+            _default_params.clear()
+        entry = _default_params[id(spec)] = (spec, _with_effort(spec, spec.defaults.params))
+    return entry[1]
+
+
 def resolve(request: dict[str, Any], spec: JobSpec) -> tuple[int, float | None, dict[str, Any]]:
     """(max_tokens, temperature, params) of a stored request with the spec's defaults; the
-    spec's reasoning_effort joins the params unless they set their own."""
+    spec's reasoning_effort joins the params unless they set their own. The params are
+    shared between requests: read them, never change them."""
     defaults = spec.defaults
     params = request.get("params")
-    merged = {**defaults.params, **params} if params else defaults.params
-    if defaults.reasoning_effort is not None and "reasoning_effort" not in merged:
-        merged = {**merged, "reasoning_effort": defaults.reasoning_effort}
+    if params:
+        merged = _with_effort(spec, {**defaults.params, **params})
+    else:
+        merged = _defaults_of(spec)
     return (
         request.get("max_tokens", defaults.max_tokens),
         request.get("temperature", defaults.temperature),

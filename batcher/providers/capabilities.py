@@ -52,7 +52,22 @@ def lookup(table: Iterable[tuple[str, ModelCaps]], model: str, fallback: ModelCa
 def split_params(params: dict[str, Any], provider: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(neutral settings, fields to send as written) of resolved `params` for `provider`.
 
-    The provider's own table wins over unkeyed keys; other providers' tables are dropped."""
+    The provider's own table wins over unkeyed keys; other providers' tables are dropped.
+    The last split is remembered: a batch file's requests share one params dict (see
+    requests.resolve), so the callers read the result and never change it."""
+    global _last_split
+    last = _last_split  # one tuple, read and replaced whole: safe between threads
+    if last[0] is params and last[1] == provider:
+        return last[2]
+    found = _split(params, provider)
+    _last_split = (params, provider, found)
+    return found
+
+
+_last_split: tuple[Any, Any, Any] = (None, None, None)  # params, provider, split
+
+
+def _split(params: dict[str, Any], provider: str) -> tuple[dict[str, Any], dict[str, Any]]:
     neutral = {k: params[k] for k in NEUTRAL if params.get(k) is not None}
     raw = {k: v for k, v in params.items() if k not in NEUTRAL and k not in PROVIDER_KEYS}
     own = params.get(provider)
