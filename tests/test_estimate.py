@@ -191,11 +191,21 @@ def test_budget_check_says_by_how_much(sqlite_url, tmp_path):
 
 
 @pytest.mark.parametrize("long_prompt", [False, True])
-def test_a_fresh_plans_estimate_equals_the_one_read_back(sqlite_url, tmp_path, long_prompt):
-    """plan_input estimates with what the read of the input showed (no request past the
-    long-context tier, no max_tokens of an item's own: queries skipped); the figures are the
-    ones estimate_run reads back from the database, with and without such requests."""
+def test_a_fresh_plans_estimate_equals_the_one_read_back(
+    sqlite_url, tmp_path, long_prompt, monkeypatch
+):
+    """plan_input estimates from the group sums of its layout and what the read of the input
+    showed (no request past the long-context tier, no max_tokens of an item's own); the
+    figures are the ones estimate_run reads back from the database, with and without such
+    requests (which make it read back)."""
     from batcher.plan.planner import plan_input
+    from batcher.store import attempts
+
+    read_back = []
+    planned_groups = attempts.planned_groups
+    monkeypatch.setattr(
+        attempts, "planned_groups", lambda *a: read_back.append(1) or planned_groups(*a)
+    )
 
     spec = parse_spec(
         {
@@ -205,12 +215,15 @@ def test_a_fresh_plans_estimate_equals_the_one_read_back(sqlite_url, tmp_path, l
         }
     )
     lines = [{"prompt": f"ticket {i}", "tier": "big" if i % 3 else "nano"} for i in range(9)]
+    lines += [{"prompt": f"shared {i}", "system": SYSTEM_2000} for i in range(12)]
+    lines += [{"prompt": "z", "model": "openai:gpt-5-mini"}]
     if long_prompt:  # past gpt-5.4's 272k-token tier, with its own max_tokens
         lines.append({"prompt": "word " * 280_000, "tier": "big", "max_tokens": 77})
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
     db = open_store(sqlite_url)
     report = plan_input(db, spec, str(path))
+    assert read_back == ([1] if long_prompt else [])
     again = estimate_run(db, report.run_id, spec)
     assert report.estimate.to_dict() == again.to_dict()
     assert report.estimate.n_requests == len(lines)

@@ -219,6 +219,9 @@ class InputFacts:
 
     max_input_tokens: int
     own_max_tokens: bool
+    # the plan's attempts by cache group, as attempts.planned_groups reads them, summed while
+    # the plan was laid out (None: read them back)
+    groups: list[tuple] | None = None
 
 
 def estimate_run(
@@ -242,17 +245,28 @@ def estimate_run(
         est.output_basis = f"{output_tokens} tokens a request (assumed)"
     top = spec.model_of(spec.frontier_tier)
     with db.connect() as conn:
-        key_totals = attempts.planned_by_model(conn, run_id, statuses)
+        summed = facts.groups if facts is not None and statuses == attempts.PLANNED else None
+        if summed is not None:
+            key_totals: dict[tuple[str, str], int] = {}
+            for provider, model, _, _, n, _, _ in summed:
+                key_totals[(provider, model)] = key_totals.get((provider, model), 0) + n
+        else:
+            key_totals = attempts.planned_by_model(conn, run_id, statuses)
         threshold = _long_threshold(spec, set(key_totals) | {top})
         if facts is not None and threshold is not None and facts.max_input_tokens <= threshold:
             threshold = None  # no request reaches the long-context tier
+        if threshold is not None:
+            summed = None  # the sums hold requests that are priced one by one
         pricer = _Pricer(spec, key_totals)
         read_caps = output_tokens is None and (facts is None or facts.own_max_tokens)
         caps = _output_caps(conn, run_id, spec, threshold, statuses) if read_caps else {}
         prompts: dict[str, str] = {}
-        for provider, model, tier, system_hash, n, input_sum, role in attempts.planned_groups(
-            conn, run_id, threshold, statuses
-        ):
+        groups = (
+            summed
+            if summed is not None
+            else attempts.planned_groups(conn, run_id, threshold, statuses)
+        )
+        for provider, model, tier, system_hash, n, input_sum, role in groups:
             per_request = output_tokens if output_tokens is not None else spec.defaults.max_tokens
             out_sum = n * per_request + caps.get((provider, model, tier, system_hash), 0)
             system = text_of(conn, system_hash, prompts)

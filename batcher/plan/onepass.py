@@ -38,12 +38,13 @@ from batcher.plan.layout import (
     lay_out,
     save_first_attempts,
 )
-from batcher.spec import JobSpec
+from batcher.spec import JobSpec, split_model_ref
 from batcher.store import runs
 from batcher.store.db import state_dir
 from batcher.store.states import ItemStatus
 
 MAX_SPOOLS = 64
+PRIMARY = "primary"  # the role of an item's own attempts (attempt.role)
 SPOOL_BUFFER = 256 << 10  # bytes buffered per open spool: MAX_SPOOLS of them stay small
 
 
@@ -66,9 +67,11 @@ class PlanningSink:
         self.folder = Path(tempfile.mkdtemp(prefix="spool-", dir=_ensure(state_dir())))
         self.spools: dict[tuple, IO[bytes]] | None = {}  # None: too many groups
         self.counts: Counter[tuple] = Counter()
+        self.tokens: Counter[tuple] = Counter()  # estimated input tokens by group
         self.tier_split: Counter[tuple[str, str]] = Counter()
         self.stranded = 0  # items routed to a tier the spec lacks
         self.layout: Layout | None = None
+        self.groups: list[tuple] | None = None  # see _group_sums
 
     def __enter__(self) -> PlanningSink:
         return self
@@ -81,7 +84,7 @@ class PlanningSink:
 
     def take(self, rows: list[tuple], ids: list[int]) -> None:
         """Spool each stored row (ITEM_COLUMNS) under its cache group's key."""
-        refs, spools, counts = self.refs, self.spools, self.counts
+        refs, spools, counts, tokens = self.refs, self.spools, self.counts, self.tokens
         for item_id, row in zip(ids, rows, strict=True):
             tier = row[7]
             self.tier_split[(tier, row[8])] += 1
@@ -100,6 +103,7 @@ class PlanningSink:
                     continue
             spool.write(f"{item_id}\t{row[3]}\n".encode())
             counts[key] += 1
+            tokens[key] += row[9] or 0
 
     def _open(self, key: tuple) -> IO[bytes] | None:
         """A new group's spool, or None (and no spools any more) past MAX_SPOOLS groups."""
@@ -114,7 +118,7 @@ class PlanningSink:
     def _drop_spools(self) -> None:
         for spool in (self.spools or {}).values():
             spool.close()
-        self.spools, self.counts = None, Counter()
+        self.spools, self.counts, self.tokens = None, Counter(), Counter()
 
     # --- at the end of the ingest, in its transaction
 
@@ -131,11 +135,27 @@ class PlanningSink:
         else:
             source = item_source(run_id, self.spec, status=ItemStatus.QUEUED)
         self.layout = lay_out(self.db, run_id, self.spec, source, 1, self.progress, conn=conn)
+        spooled = self.spools is not None
         if add_second_opinions(conn, run_id, self.spec):
+            spooled = False  # other attempts than the items' own: the estimate reads them
             opinions = lay_out(self.db, run_id, self.spec, attempt_source(run_id), 1, conn=conn)
             self.layout.batches += opinions.batches
             self.layout.n_groups += opinions.n_groups
+        self.groups = self._group_sums() if spooled else None
         runs.mark_planned(conn, run_id)
+
+    def _group_sums(self) -> list[tuple]:
+        """(provider, model, tier, system hash, attempts, estimated input tokens, role) of
+        the plan's first attempts by cache group, in the order the database groups them,
+        summed while spooling: what `estimate_run` would read back (`groups` is None when
+        the plan has other attempts too, or was laid out from the database)."""
+        groups = []
+        for ref, tier, system_hash in self.counts:
+            provider, model = split_model_ref(ref)
+            key = (ref, tier, system_hash)
+            groups.append((provider, model, tier, system_hash, self.counts[key], self.tokens[key]))
+        groups.sort(key=lambda g: (*g[:3], g[3] is not None, g[3] or ""))
+        return [(*g, PRIMARY) for g in groups]
 
     def _spooled_source(self) -> Source:
         totals: Counter[tuple[str, str]] = Counter()

@@ -188,9 +188,10 @@ def lay_out_batches(
     ]
 
 
-def input_facts(stored: IngestResult) -> InputFacts:
-    """What the estimate of a plan just made from `stored` may rely on (see InputFacts)."""
-    return InputFacts(stored.max_input_tokens, stored.own_max_tokens)
+def input_facts(stored: IngestResult, sink: PlanningSink | None = None) -> InputFacts:
+    """What the estimate of a plan just made from `stored` (by `sink`) may rely on."""
+    groups = sink.groups if sink is not None else None
+    return InputFacts(stored.max_input_tokens, stored.own_max_tokens, groups)
 
 
 @dataclass
@@ -249,6 +250,6 @@ def plan_input(
         rejects_path=stored.rejects_path,
         plan=summary,
         estimate=estimate_run(
-            db, stored.run_id, spec, output_tokens=output_tokens, facts=input_facts(stored)
+            db, stored.run_id, spec, output_tokens=output_tokens, facts=input_facts(stored, sink)
         ),
     )
