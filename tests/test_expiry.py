@@ -55,7 +55,13 @@ def test_repeated_expiries_split_the_retry_and_spare_the_error_budget(sandbox, c
     assert items_by_status(db, run_id) == {"succeeded": 16}
     # 16 -> 12 expire -> 9 expire again: from then on at most half the batch that expired
     sizes = sorted((b["round"], b["n_requests"]) for b in batches(db, run_id))
-    assert sizes == [(1, 16), (2, 12), (3, 3), (3, 6), (4, 2), (4, 3)]
+    assert sizes[:4] == [(1, 16), (2, 12), (3, 3), (3, 6)]
+    # The two round-3 batches go out together; the third expiry hits the one the sandbox
+    # created first: what it did not finish goes again in batches of at most half its size.
+    (again,) = [b for b in batches(db, run_id) if b["round"] == 3 and b["raw_status"] == "expired"]
+    fourth = [n for round_, n in sizes if round_ == 4]
+    assert max(fourth) <= max(1, again["n_requests"] // 2)
+    assert sum(fourth) == again["n_expired"]
     # three expiries each, more than transient_retries = 2 allows: not counted there
     assert sorted(expiries_by_item(db, run_id).values())[-2:] == [3, 3]
     check_accounted(db, run_id, sandbox, 16)

@@ -8,6 +8,14 @@ point (a `stop` event, a crash, a kill) and a later `resume` picks up exactly th
 - batches left `ended` are settled again (reconciling is idempotent);
 - follow-ups are planned again (planning only looks at final attempts without a successor).
 
+Submitting is pipelined: planned batches go to a small pool of submit threads (upload and
+create, each step committed as in batcher.run.submit), while this thread goes on polling,
+reconciling batches as they end and planning their follow-ups. A batch is in one thread's
+hands at a time, and one create of it is in flight at most; a batch the pool holds is
+`submitting` for good reason, so only batches it does not hold are settled as leftovers. The
+pool is emptied (queued batches stay `planned`, running submits finish) before the loop
+returns, so nothing of this process writes to the run once its lease is released.
+
 A cancelled run is drained instead: nothing new is submitted, open batches are cancelled at
 the provider, what they finished is kept, and the remaining items end `cancelled`.
 """
@@ -16,6 +24,8 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_any
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -24,7 +34,7 @@ from batcher.errors import BatcherError
 from batcher.plan.planner import ensure_planned, lay_out_batches
 from batcher.providers import Registry
 from batcher.providers.base import BatchState
-from batcher.providers.calls import RETRYABLE, ProviderError
+from batcher.providers.calls import RETRYABLE, ProviderError, stopping_on
 from batcher.run.budget import check_spend
 from batcher.run.crash import crash_point
 from batcher.run.followups import plan_followups
@@ -44,6 +54,10 @@ MAX_CREATE_RETRIES = 5  # creates that provably did not happen, in a row, before
 # Polls that failed even after the client's retries, in a row, before the run stops: with the
 # wait growing to polling.max_interval_s this rides out an outage of an hour or more.
 MAX_POLL_FAILURES = 20
+# Batches uploading or being created at once. Two keep the provider busy with one batch while
+# the other's upload starts; more would only share the same link and the provider's intake.
+SUBMIT_WORKERS = 2
+STOP_CHECK_S = 0.25  # how often a wait for a submit to finish looks at the stop event
 
 
 class RunStopped(BatcherError):
@@ -91,6 +105,8 @@ class Driver:
         self.cancelling = False
         self.within_budget: set[str] = set()  # planned batches the budget allowed
         self.budget_waiting = False
+        self.pool: ThreadPoolExecutor | None = None
+        self.in_pool: dict[str, tuple[Any, Future]] = {}  # batch id -> (row, its submit)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -116,6 +132,14 @@ class Driver:
 
     def run(self, *, submit_only: bool = False) -> str:
         """Drive until done; returns the run's status, or "running" when stopped early."""
+        self.pool = ThreadPoolExecutor(SUBMIT_WORKERS, thread_name_prefix="submit")
+        try:
+            return self.loop(submit_only=submit_only)
+        finally:
+            # Queued submits never start (their batches stay planned); running ones finish.
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def loop(self, *, submit_only: bool) -> str:
         if self.run_status() == RunStatus.CANCELLED:
             return self.drain()
         self.start()
@@ -128,12 +152,14 @@ class Driver:
             if self.lease.lost.is_set():
                 raise LeaseLost(f"run {self.run_id}: another process took over its lease")
             if self.run_status() == RunStatus.CANCELLED:  # `batcher cancel` from elsewhere
+                self.finish_submits()
                 return self.drain()
             self.settle_submitting()
             self.submit_planned()
             if submit_only:
+                self.finish_submits()
                 return RunStatus.RUNNING
-            moved = self.settle_leftovers() | self.poll_open()
+            moved = self.collect_submits() | self.settle_leftovers() | self.poll_open()
             if moved:
                 self.follow_up()
                 self.backoff.moved()
@@ -144,8 +170,23 @@ class Driver:
                 self.complete()
                 return RunStatus.COMPLETED
             self.check_not_stuck()
-            if self.stop.wait(self.backoff.wait_s if not moved else 0):
+            if self.pause(self.backoff.wait_s if not moved else 0):
                 return RunStatus.RUNNING
+
+    def pause(self, seconds: float) -> bool:
+        """Wait `seconds`, less when a submit finishes (its batch is then polled at once).
+        True when the loop is to stop."""
+        running = [future for _, future in self.in_pool.values()]
+        if not running:
+            return self.stop.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            done, _ = wait_for_any(running, timeout=min(max(left, 0), STOP_CHECK_S),
+                                   return_when=FIRST_COMPLETED)  # fmt: skip
+            if done or left <= 0:
+                return self.stop.is_set()
+        return True
 
     def start(self) -> None:
         ensure_planned(self.db, self.run_id, self.spec)
@@ -185,7 +226,7 @@ class Driver:
         busy = self.batches(
             BatchStatus.PLANNED, BatchStatus.SUBMITTING, BatchStatus.SUBMITTED, BatchStatus.ENDED
         )
-        if busy:
+        if busy or self.in_pool:
             return
         self.follow_up()
         if not self.batches(BatchStatus.PLANNED) and self.open_items():
@@ -200,6 +241,8 @@ class Driver:
         """Batches left `submitting` (a crash, an unanswered create): adopt, re-plan, or look
         again later; SubmissionUndecided when the provider cannot tell."""
         for batch in self.batches(BatchStatus.SUBMITTING):
+            if batch.id in self.in_pool:  # being submitted right now, not left over
+                continue
             provider = self.registry.get(batch.provider)
             kind, detail = settle(self.db, provider, batch.id, grace_s=self.grace_s)
             self.report_settled(batch, kind, detail)
@@ -225,6 +268,10 @@ class Driver:
             return False
         return self.holds.blocks(batch.model, self.running(batch.model))
 
+    def may_send(self, batch: Any) -> bool:
+        """Whether a queued batch may go out now (asked by the submit thread as it starts)."""
+        return not self.stop.is_set() and not self.held(batch)
+
     def allowed_by_budget(self, planned: list[Any]) -> bool:
         """Whether the planned batches fit under max_usd with what was spent and what is in
         flight. Over it, wait while batches are in flight (their bills may come in lower than
@@ -247,37 +294,68 @@ class Driver:
         raise BudgetReached(check.message(self.run_id))
 
     def submit_planned(self) -> None:
-        planned = self.batches(BatchStatus.PLANNED)
+        """Hand the planned batches the budget allows to the submit pool (each once)."""
+        planned = [b for b in self.batches(BatchStatus.PLANNED) if b.id not in self.in_pool]
         if not planned or not self.allowed_by_budget(planned):
             return
         for batch in planned:
             if self.stop.is_set() or self.held(batch):
                 continue
-            provider = self.registry.get(batch.provider)
-            kind, detail = submit_batch(self.db, provider, batch, grace_s=self.grace_s)
-            label = f"{batch.provider}:{batch.model}"
-            if kind != "retry" or not getattr(detail, "unreachable", False):
-                self.silent_since.pop(batch.provider, None)
-            if kind == "wait":
-                self.report_settled(batch, kind, detail)
-            elif kind == "submitted":
-                self.create_retries.pop(batch.id, None)
-                self.reporter.batch(batch.id, label, 0, batch.n_requests, detail.raw_status)
-            elif kind == "refused":
-                settle_refused(self.db, batch, detail, self.spec)
-                self.reporter.note(f"batch {batch.id} refused by {batch.provider}: {detail}")
-                self.follow_up()
-            elif getattr(detail, "unreachable", False):
-                self.not_answering(batch.provider, detail)
-                self.reporter.note(f"batch {batch.id}: will submit again ({detail})")
-            else:
-                tries = self.create_retries[batch.id] = self.create_retries.get(batch.id, 0) + 1
-                if tries > MAX_CREATE_RETRIES:
-                    raise RunStopped(
-                        f"batch {batch.id}: {batch.provider} did not create it in {tries} "
-                        f"tries (last: {detail}); `batcher resume {self.run_id}` tries again"
-                    )
-                self.reporter.note(f"batch {batch.id}: will submit again ({detail})")
+            provider = self.registry.get(batch.provider)  # opened here: the registry is ours
+            future = self.pool.submit(self.submit_one, provider, batch)
+            self.in_pool[batch.id] = (batch, future)
+
+    def submit_one(self, provider: Any, batch: Any) -> tuple[str, Any]:
+        """In a submit thread: one batch, unless it may not go out any more (a stop, a hold
+        that began after it was queued: it stays planned)."""
+        if not self.may_send(batch):
+            return "skipped", None
+        with stopping_on(self.stop):
+            return submit_batch(self.db, provider, batch, grace_s=self.grace_s)
+
+    def collect_submits(self) -> bool:
+        """Act on the submits that finished; True when one did. A submit's exception (e.g.
+        SubmissionUndecided, Interrupted) is raised here, in the loop's thread."""
+        finished = [b for b, (_, future) in self.in_pool.items() if future.done()]
+        for batch_id in finished:
+            batch, future = self.in_pool.pop(batch_id)
+            kind, detail = future.result()
+            self.submitted(batch, kind, detail)
+        return bool(finished)
+
+    def finish_submits(self) -> None:
+        """Wait for every submit in the pool and act on it."""
+        while self.in_pool:
+            wait_for_any([future for _, future in self.in_pool.values()])
+            self.collect_submits()
+
+    def submitted(self, batch: Any, kind: str, detail: Any) -> None:
+        """What one submit came to: report it, settle a refusal, count a failed create."""
+        if kind == "skipped":
+            return
+        label = f"{batch.provider}:{batch.model}"
+        if kind != "retry" or not getattr(detail, "unreachable", False):
+            self.silent_since.pop(batch.provider, None)
+        if kind == "wait":
+            self.report_settled(batch, kind, detail)
+        elif kind == "submitted":
+            self.create_retries.pop(batch.id, None)
+            self.reporter.batch(batch.id, label, 0, batch.n_requests, detail.raw_status)
+        elif kind == "refused":
+            settle_refused(self.db, batch, detail, self.spec)
+            self.reporter.note(f"batch {batch.id} refused by {batch.provider}: {detail}")
+            self.follow_up()
+        elif getattr(detail, "unreachable", False):
+            self.not_answering(batch.provider, detail)
+            self.reporter.note(f"batch {batch.id}: will submit again ({detail})")
+        else:
+            tries = self.create_retries[batch.id] = self.create_retries.get(batch.id, 0) + 1
+            if tries > MAX_CREATE_RETRIES:
+                raise RunStopped(
+                    f"batch {batch.id}: {batch.provider} did not create it in {tries} "
+                    f"tries (last: {detail}); `batcher resume {self.run_id}` tries again"
+                )
+            self.reporter.note(f"batch {batch.id}: will submit again ({detail})")
 
     # --- polling and settling --------------------------------------------------------------
 

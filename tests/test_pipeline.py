@@ -1,0 +1,95 @@
+"""The pipelined run: batches are submitted by a pool while the loop polls and reconciles;
+a refused plan still sends nothing."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from engine_helpers import (  # noqa: F401 - fixtures
+    POLL,
+    SPEC,
+    batches,
+    check_accounted,
+    clients_fixture,
+    db_fixture,
+    sandbox_fixture,
+    served_fixture,
+)
+
+from batcher.run import engine
+from batcher.run.progress import QuietReporter
+from batcher.spec import load_spec
+
+
+def tiered_job(tmp_path, tiers: list[str], extra: str = ""):
+    """A job of one ticket per entry of `tiers`, each sent to that tier."""
+    folder = tmp_path / "job"
+    folder.mkdir()
+    with open(folder / "input.jsonl", "wb") as f:
+        for i, tier in enumerate(tiers):
+            ticket = {"id": f"t{i}", "prompt": f"Ticket {i}: I cannot log in.", "tier": tier}
+            f.write(orjson.dumps(ticket) + b"\n")
+    path = folder / "job.toml"
+    path.write_text('input = "input.jsonl"\n' + extra + SPEC.format(classifier="fixed:nano"))
+    return load_spec(path)
+
+
+class SeesStatuses(QuietReporter):
+    """Records every batch's status in the database when an OpenAI batch was reconciled."""
+
+    def __init__(self, db, run_id: int, then=None) -> None:
+        self.db, self.run_id, self.then, self.seen = db, run_id, then, None
+
+    def batch(self, batch_id, label, done, total, status):
+        if self.seen is None and label.startswith("openai:"):
+            statuses = {b["provider"]: b["status"] for b in batches(self.db, self.run_id)}
+            if statuses["openai"] == "reconciled":
+                self.seen = statuses
+                if self.then:
+                    self.then()
+
+
+def test_a_batch_is_reconciled_while_another_is_still_being_created(db, sandbox, clients, tmp_path):
+    # Anthropic answers the create with 429 (wait and ask again) until the OpenAI batch,
+    # created at the same time, has ended and been reconciled: in a relay the loop would
+    # sit in the Anthropic create, and reconcile nothing meanwhile.
+    spec = tiered_job(tmp_path, ["nano", "frontier"] * 3)
+    run_id = engine.start_run(db, spec, spec.input_file())
+    sandbox.configure(faults="http429:count=10:route=create:provider=anthropic:retry_after=0.3")
+    reporter = SeesStatuses(db, run_id, then=lambda: sandbox.configure(clear_faults=True))
+
+    outcome = engine.drive_run(db, run_id, clients=clients, poll=POLL, reporter=reporter)
+
+    assert reporter.seen == {"openai": "reconciled", "anthropic": "submitting"}
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    check_accounted(db, run_id, sandbox, 6)
+    assert sandbox.stats()["batches_created"] == {
+        "openai": 1, "anthropic": 1, "google": 0, "xai": 0, "deepseek": 0,
+    }  # fmt: skip
+
+
+def test_a_batch_is_reconciled_while_another_of_the_run_still_runs(db, sandbox, clients, tmp_path):
+    spec = tiered_job(tmp_path, ["nano", "frontier"] * 3)
+    run_id = engine.start_run(db, spec, spec.input_file())
+    sandbox.configure(faults="slow:count=1:factor=1000:provider=anthropic")
+    reporter = SeesStatuses(db, run_id, then=lambda: sandbox.advance_clock(3600))
+
+    outcome = engine.drive_run(db, run_id, clients=clients, poll=POLL, reporter=reporter)
+
+    assert reporter.seen == {"openai": "reconciled", "anthropic": "submitted"}
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    check_accounted(db, run_id, sandbox, 6)
+
+
+def test_a_refused_budget_submits_and_uploads_nothing(db, sandbox, clients, tmp_path):
+    spec = tiered_job(tmp_path, ["nano", "mid", "frontier"] * 4, extra="max_usd = 0.000001\n")
+    with pytest.raises(engine.BudgetExceeded):
+        engine.start_run(db, spec, spec.input_file())
+    (run,) = engine.run_status(db)
+    assert run["status"] == "failed"
+    # resuming re-checks the estimate before anything goes out, pool or not
+    with pytest.raises(engine.BudgetExceeded):
+        engine.resume_run(db, run["run"], clients=clients, poll=POLL)
+    assert not any(sandbox.stats()["batches_created"].values())
+    assert not sandbox.state.files
+    assert {b["status"] for b in batches(db, run["run"])} == {"planned"}
