@@ -289,10 +289,38 @@ def state_of(batch: Any) -> BatchState:
     )
 
 
-def read_requests(path: Path) -> list[dict[str, Any]]:
-    """The requests of a local batch file (one `{"custom_id", "params"}` a line)."""
+BODY_SLICE = 1 << 20  # bytes of the batch file read and sent at a time
+
+
+def request_body(path: Path) -> tuple[int, Callable[[], Iterator[bytes]]]:
+    """The create's JSON body, `{"requests": [...]}`, made from the batch file's lines (one
+    `{"custom_id", "params"}` each) as it is sent: its length, and a function that starts
+    streaming it. The file is never parsed or held whole, so a 200 MB batch costs a slice."""
+    n_lines = n_bytes = 0
     with open(path, "rb") as f:
-        return [orjson.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                n_lines, n_bytes = n_lines + 1, n_bytes + len(line.strip())
+    length = len(b'{"requests":[') + n_bytes + max(n_lines - 1, 0) + len(b"]}")
+
+    def stream() -> Iterator[bytes]:
+        part, size = [b'{"requests":['], 0
+        with open(path, "rb") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                if size:
+                    part.append(b",")
+                part.append(line)
+                size += len(line)
+                if size >= BODY_SLICE:
+                    yield b"".join(part)
+                    part = []
+        part.append(b"]}")
+        yield b"".join(part)
+
+    return length, stream
 
 
 class AnthropicBatches:
@@ -350,9 +378,17 @@ class AnthropicBatches:
         429 waits and asks again; other 4xx raise CreateRefused (with the request index as
         `line` when the message names one); 5xx and lost answers raise CreateUncertain.
         """
-        requests = read_requests(Path(path))
+        length, stream = request_body(Path(path))
+        headers = {"Content-Type": "application/json", "Content-Length": str(length)}
         batch = create_once(
-            lambda: self.client.messages.batches.create(requests=requests),
+            # The SDK's create would take the requests as dicts, all of them at once; its
+            # `post` sends the body the file makes, slice by slice (a new stream each try).
+            lambda: self.client.post(
+                "/v1/messages/batches",
+                cast_to=self._sdk.types.messages.MessageBatch,
+                content=stream(),
+                options={"headers": headers},
+            ),
             provider=NAME,
             policy=self.policy,
             status_error=self._sdk.APIStatusError,
