@@ -245,6 +245,9 @@ class Batching(_Strict):
     # upload (OpenAI expires_after, seconds after creation: 1 hour to 30 days).
     uploaded_files: Literal["delete", "expire"] = "delete"
     uploaded_files_expire_s: int = Field(default=7 * 86400, ge=3600, le=2_592_000)
+    # Local batch files (state/batches/run-N/): deleted once their batch is reconciled, as its
+    # answers are in the database; true keeps them for audit (`batcher run --keep-files`).
+    keep_files: bool = False
     # provider -> batch price / standard price, for models without batch prices in genai-prices
     batch_factors: dict[str, Annotated[float, Field(gt=0, le=1)]] = {}
 

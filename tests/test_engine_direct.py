@@ -46,7 +46,8 @@ def direct_rows(db, run_id):
 
 
 def test_clean_run_costs_the_standard_price_of_what_was_billed(db, sandbox, clients, tmp_path):
-    run_id, outcome = run_job(db, clients, tmp_path, 6, spec=LONG_SPEC)
+    keep = "\n[batching]\nkeep_files = true\n"  # to read what was sent
+    run_id, outcome = run_job(db, clients, tmp_path, 6, spec=LONG_SPEC, extra=keep)
     assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
     assert items_by_status(db, run_id) == {"succeeded": 6}
     (batch,) = batches(db, run_id)

@@ -172,6 +172,7 @@ def test_validation_json_schema_is_sent_as_gemini_structured_output(db, sandbox,
         '[validation]\nlabels = ["billing", "technical", "account"]',
         "[validation]\njson_schema = " + schema.replace("{", "{{").replace("}", "}}"),
     )  # doubled braces: write_job fills the spec in with str.format
+    spec += "\n[batching]\nkeep_files = true\n"  # the test reads what was sent
     run_id, outcome = run_job(db, clients, tmp_path, 3, spec=spec)
     assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
     assert items_by_status(db, run_id) == {"succeeded": 3}

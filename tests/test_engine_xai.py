@@ -30,7 +30,8 @@ def served_fixture():
 
 
 def run_job(db, clients, tmp_path, n: int, classifier: str = "fixed:nano"):
-    job = load_spec(write_job(tmp_path, n, classifier, spec=XAI_SPEC))
+    keep = "\n[batching]\nkeep_files = true\n"  # a test reads what was sent
+    job = load_spec(write_job(tmp_path, n, classifier, spec=XAI_SPEC + keep))
     run_id = engine.start_run(db, job, job.input_file())
     return run_id, engine.drive_run(db, run_id, clients=clients, poll=POLL)
 

@@ -3,8 +3,11 @@ a refused plan still sends nothing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
+from cli_helpers import env_sandbox_fixture, invoke  # noqa: F401 - fixtures
 from engine_helpers import (  # noqa: F401 - fixtures
     POLL,
     SPEC,
@@ -21,8 +24,9 @@ from batcher.run.progress import QuietReporter
 from batcher.spec import load_spec
 
 
-def tiered_job(tmp_path, tiers: list[str], extra: str = ""):
-    """A job of one ticket per entry of `tiers`, each sent to that tier."""
+def tiered_job(tmp_path, tiers: list[str], extra: str = "", tables: str = ""):
+    """A job of one ticket per entry of `tiers`, each sent to that tier; `extra` top-level
+    keys and `tables` after the spec's."""
     folder = tmp_path / "job"
     folder.mkdir()
     with open(folder / "input.jsonl", "wb") as f:
@@ -30,7 +34,8 @@ def tiered_job(tmp_path, tiers: list[str], extra: str = ""):
             ticket = {"id": f"t{i}", "prompt": f"Ticket {i}: I cannot log in.", "tier": tier}
             f.write(orjson.dumps(ticket) + b"\n")
     path = folder / "job.toml"
-    path.write_text('input = "input.jsonl"\n' + extra + SPEC.format(classifier="fixed:nano"))
+    spec = SPEC.format(classifier="fixed:nano")
+    path.write_text('input = "input.jsonl"\n' + extra + spec + tables)
     return load_spec(path)
 
 
@@ -93,3 +98,33 @@ def test_a_refused_budget_submits_and_uploads_nothing(db, sandbox, clients, tmp_
     assert not any(sandbox.stats()["batches_created"].values())
     assert not sandbox.state.files
     assert {b["status"] for b in batches(db, run["run"])} == {"planned"}
+
+
+def test_batch_files_go_once_reconciled(db, sandbox, clients, tmp_path, state_dir):
+    spec = tiered_job(tmp_path, ["nano", "frontier"] * 3)
+    run_id = engine.start_run(db, spec, spec.input_file())
+    paths = [Path(b["path"]) for b in batches(db, run_id)]
+    assert len(paths) == 2 and all(p.exists() for p in paths)
+    outcome = engine.drive_run(db, run_id, clients=clients, poll=POLL)
+    assert outcome.status == "completed", outcome.message
+    assert not any(p.exists() for p in paths)
+    assert not (state_dir / "batches" / f"run-{run_id}").exists()
+
+
+def test_keep_files_keeps_them_for_audit(db, sandbox, clients, tmp_path):
+    spec = tiered_job(tmp_path, ["nano", "frontier"], tables="[batching]\nkeep_files = true\n")
+    run_id = engine.start_run(db, spec, spec.input_file())
+    outcome = engine.drive_run(db, run_id, clients=clients, poll=POLL)
+    assert outcome.status == "completed", outcome.message
+    kept = [Path(b["path"]) for b in batches(db, run_id)]
+    assert len(kept) == 2 and all(p.stat().st_size > 0 for p in kept)
+
+
+def test_keep_files_flag_of_run(tmp_path, state_dir, env_sandbox):
+    job = tiered_job(tmp_path, ["nano"])
+    db_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    kept = invoke("run", str(job.path), "--sandbox", "--db", db_url, "--keep-files", "--json")
+    assert kept.exit_code == 0, kept.output
+    gone = invoke("run", str(job.path), "--sandbox", "--db", db_url, "--no-reuse", "--json")
+    assert gone.exit_code == 0, gone.output
+    assert [p.parent.name for p in (state_dir / "batches").glob("*/*")] == ["run-1"]

@@ -45,7 +45,9 @@ def job(tmp_path, body: str, n: int = 6) -> str:
     path = tmp_path / "job.toml"
     path.write_text(
         'name = "params"\ninput = "input.jsonl"\n'
-        '[tiers]\nnano = "openai:gpt-5-nano"\nfrontier = "anthropic:claude-sonnet-4-6"\n' + body
+        '[tiers]\nnano = "openai:gpt-5-nano"\nfrontier = "anthropic:claude-sonnet-4-6"\n'
+        + body
+        + "\n[batching]\nkeep_files = true\n"  # the tests read what was sent
     )
     return str(path)
 

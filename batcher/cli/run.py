@@ -119,11 +119,26 @@ def _lease_held(exc) -> None:
     is_flag=True,
     help="Plan the run and leave it to `batcher worker` processes (exit code 3).",
 )
+@click.option(
+    "--keep-files",
+    is_flag=True,
+    help="Keep the local batch files once reconciled (spec: [batching] keep_files).",
+)
 @db_option
 @json_option
 @handle_errors
 def run(
-    job, input_path, sandbox, skip_invalid, max_usd, no_reuse, poll_interval, detach, db, as_json
+    job,
+    input_path,
+    sandbox,
+    skip_invalid,
+    max_usd,
+    no_reuse,
+    poll_interval,
+    detach,
+    keep_files,
+    db,
+    as_json,
 ):
     """Plan, submit, wait for, reconcile and escalate JOB: the nightly command.
 
@@ -162,6 +177,9 @@ def run(
     from batcher.store import open_store
 
     spec = load_spec(job)
+    if keep_files:  # in the spec, whose snapshot the run keeps: resume keeps them too
+        batching = spec.batching.model_copy(update={"keep_files": True})
+        spec = spec.model_copy(update={"batching": batching})
     source = spec.input_file(input_path)
     engine = open_store(db)
     if detach:

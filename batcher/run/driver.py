@@ -26,6 +26,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_any
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -221,6 +222,30 @@ class Driver:
     def complete(self) -> None:
         with self.db.begin() as conn:
             runs.complete(conn, self.run_id)
+        self.sweep_files()
+
+    # --- local batch files -----------------------------------------------------------------
+
+    def drop_file(self, batch: Any) -> None:
+        """A batch that is done with (reconciled, failed, lost, abandoned) needs its local
+        file no more: its answers, or its requests' new attempts, are in the database."""
+        if not self.spec.batching.keep_files:
+            Path(batch.path).unlink(missing_ok=True)
+
+    def sweep_files(self) -> None:
+        """The files of every batch of the run that is done with, and their folder once it
+        is empty: also those a crash kept from going after their batch was reconciled."""
+        if self.spec.batching.keep_files:
+            return
+        done = self.batches(BatchStatus.RECONCILED, BatchStatus.LOST, BatchStatus.ABANDONED)
+        for batch in done:
+            self.drop_file(batch)
+        folders = {Path(batch.path).parent for batch in done}
+        for folder in folders:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (kept or still planned files), or gone already
+                pass
 
     def check_not_stuck(self) -> None:
         busy = self.batches(
@@ -343,6 +368,7 @@ class Driver:
             self.reporter.batch(batch.id, label, 0, batch.n_requests, detail.raw_status)
         elif kind == "refused":
             settle_refused(self.db, batch, detail, self.spec)
+            self.drop_file(batch)
             self.reporter.note(f"batch {batch.id} refused by {batch.provider}: {detail}")
             self.follow_up()
         elif getattr(detail, "unreachable", False):
@@ -475,6 +501,7 @@ class Driver:
         kind, note = settle_ended(
             self.db, self.registry.get(batch.provider), batch, state, self.spec
         )
+        self.drop_file(batch)
         label = f"{batch.provider}:{batch.model}"
         self.reporter.batch(batch.id, label, state.done, batch.n_requests, state.raw_status)
         if kind == "refused" and note == TOKEN_LIMIT:
@@ -550,6 +577,7 @@ class Driver:
                     return RunStatus.RUNNING  # still draining; `cancel` or `resume` goes on
         with self.db.begin() as conn:
             runs.finish_cancelled(conn, self.run_id)
+        self.sweep_files()
         self.report_overall()
         return RunStatus.CANCELLED
 
