@@ -60,7 +60,7 @@ class AnswerSignals:
     stop_reason: str | None = None
     output_tokens: int = 0
     opinions: dict[str, str | None] = field(default_factory=dict)  # tier -> key (None: none)
-    input_tokens: int | None = None  # estimated at ingest
+    input_tokens: int | None = None  # of the prompt, as billed for the answer
     route_reason: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -68,7 +68,7 @@ class AnswerSignals:
 class Acceptor(Protocol):
     """Decides whether a first tier's valid answer stands or the item escalates."""
 
-    reads_items: bool  # whether `accept` reads input tokens, route reason or metadata
+    reads_items: bool  # whether `accept` reads the item's route reason or metadata
 
     def accept(self, signals: AnswerSignals) -> tuple[bool, str]:
         """(whether the answer stands, a short reason)."""

@@ -221,12 +221,12 @@ def decide_item(
     policy: FollowupPolicy,
     chain: Sequence[ChainStep],
     acceptor: Acceptor | None = None,
-    item: tuple[int | None, str | None, str | None] | None = None,
+    item: tuple[str | None, str | None] | None = None,
 ) -> Decision:
     """What comes next for an item none of whose attempts is unfinished. Without second
     opinions or an acceptor (or once the item climbed past its first tier), the policy's
     usual decision on its primary attempts; with an `acceptor` (a learned policy's scorer),
-    `_decide_accepted`, which reads `item` (input tokens, route reason, metadata JSON) as
+    `_decide_accepted`, which reads `item` (route reason, metadata JSON) as
     well; in the agreement cascade, `_decide_agreement`."""
     chain = [a for a in chain if a.role != CALIBRATION]  # evidence, never part of a decision
     primaries = [_step(a) for a in chain if a.role == PRIMARY]
@@ -248,7 +248,7 @@ def _decide_accepted(
     answer: ChainStep,
     opinions: list[ChainStep],
     acceptor: Acceptor,
-    item: tuple[int | None, str | None, str | None] | None,
+    item: tuple[str | None, str | None] | None,
 ) -> Decision:
     """Once every second opinion is in (an opinion lost to a transient error is asked again
     within the usual budget), the acceptor decides whether the valid answer stands."""
@@ -270,10 +270,10 @@ def _decide_accepted(
         keys[tier] = None  # no valid opinion: it agrees with nothing
     if retry is not None:
         return retry
-    tokens, route_reason, metadata = item or (None, None, None)
+    route_reason, metadata = item or (None, None)
     signals = AnswerSignals(
         tier=answer.tier, answer_key=answer.answer_key, stop_reason=answer.stop_reason,
-        output_tokens=answer.output_tokens, opinions=keys, input_tokens=tokens,
+        output_tokens=answer.output_tokens, opinions=keys, input_tokens=answer.input_tokens,
         route_reason=route_reason, metadata=orjson.loads(metadata) if metadata else {},
     )  # fmt: skip
     stands, reason = acceptor.accept(signals)

@@ -76,6 +76,7 @@ class ChainStep(NamedTuple):
     role: str = "primary"
     answer_key: str | None = None
     stop_reason: str | None = None  # what a learned scorer reads (batcher.tune)
+    input_tokens: int = 0
     output_tokens: int = 0
 
 
@@ -155,7 +156,7 @@ def chains(conn: Connection, item_ids: list[int]) -> dict[int, list[ChainStep]]:
     rows = select_by_keys(
         conn,
         "SELECT item_id, id, seq, tier, provider, model, status, error_code, output, verdict,"
-        " error_class, max_tokens, role, answer_key, stop_reason, output_tokens"
+        " error_class, max_tokens, role, answer_key, stop_reason, input_tokens, output_tokens"
         " FROM attempt WHERE item_id",
         item_ids,
     )

@@ -20,7 +20,6 @@ class HistoryRow(NamedTuple):
 
     run_id: int
     custom_id: str  # the item's id in the input: the same item across runs
-    input_tokens: int | None  # estimated at ingest
     route_reason: str | None
     metadata_json: str | None
     seq: int
@@ -29,6 +28,7 @@ class HistoryRow(NamedTuple):
     status: str
     answer_key: str | None
     stop_reason: str | None
+    input_tokens: int  # as billed (cached ones included)
     output_tokens: int
     cost_pusd: int  # billed; a reused answer costs what the attempt it reused cost
 
@@ -38,14 +38,15 @@ def job_history(conn: Connection, job_name: str, chunk: int = 5000) -> Iterator[
     source = ATTEMPT.alias("source")  # the attempt a reused answer came from
     reused = ATTEMPT.c.reused_from.is_not(None)
     cost = sa.case((reused, sa.func.coalesce(source.c.cost_pusd, 0)), else_=ATTEMPT.c.cost_pusd)
-    tokens = sa.case(
-        (reused, sa.func.coalesce(source.c.output_tokens, 0)), else_=ATTEMPT.c.output_tokens
-    )
+    tokens = [
+        sa.case((reused, sa.func.coalesce(getattr(source.c, c), 0)), else_=getattr(ATTEMPT.c, c))
+        for c in ("input_tokens", "output_tokens")
+    ]
     query = (
         sa.select(
-            RUN.c.id, ITEM.c.custom_id, ITEM.c.est_input_tokens, ITEM.c.route_reason,
-            ITEM.c.metadata_json, ATTEMPT.c.seq, ATTEMPT.c.tier, ATTEMPT.c.role,
-            ATTEMPT.c.status, ATTEMPT.c.answer_key, ATTEMPT.c.stop_reason, tokens, cost,
+            RUN.c.id, ITEM.c.custom_id, ITEM.c.route_reason, ITEM.c.metadata_json,
+            ATTEMPT.c.seq, ATTEMPT.c.tier, ATTEMPT.c.role, ATTEMPT.c.status,
+            ATTEMPT.c.answer_key, ATTEMPT.c.stop_reason, *tokens, cost,
         )
         .select_from(
             ATTEMPT.join(ITEM, ITEM.c.id == ATTEMPT.c.item_id)
@@ -61,10 +62,9 @@ def job_history(conn: Connection, job_name: str, chunk: int = 5000) -> Iterator[
 
 def item_signals(
     conn: Connection, item_ids: Sequence[int]
-) -> dict[int, tuple[int | None, str | None, str | None]]:
-    """item id -> (estimated input tokens, route reason, metadata JSON)."""
+) -> dict[int, tuple[str | None, str | None]]:
+    """item id -> (route reason, metadata JSON)."""
     rows = select_by_keys(
-        conn, "SELECT id, est_input_tokens, route_reason, metadata_json FROM item WHERE id",
-        list(item_ids),
-    )  # fmt: skip
-    return {item_id: (tokens, reason, meta) for item_id, tokens, reason, meta in rows}
+        conn, "SELECT id, route_reason, metadata_json FROM item WHERE id", list(item_ids)
+    )
+    return {item_id: (reason, meta) for item_id, reason, meta in rows}

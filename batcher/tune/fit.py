@@ -45,10 +45,10 @@ from batcher.tune.policies import (
     MAX_OPINIONS,
     Candidate,
     Shape,
-    agreed,
     policy_of,
     replay,
     score,
+    stands_for,
 )
 from batcher.tune.policy_file import policy_document
 from batcher.tune.signals import ItemRecord, Outcome
@@ -177,7 +177,7 @@ def _merge(record: ItemRecord, rows: list[HistoryRow]) -> None:
     """One run's attempts of the item into its record: a later run's outcome of a tier
     replaces an earlier one, except that an unbiased outcome is never replaced by a biased."""
     head = rows[0]
-    record.input_tokens, record.route_reason = head.input_tokens, head.route_reason
+    record.route_reason = head.route_reason
     record.metadata = orjson.loads(head.metadata_json) if head.metadata_json else {}
     first_tier = next((r.tier for r in rows if r.role == "primary"), None)
     chains: dict[tuple[str, str], list[HistoryRow]] = {}
@@ -192,6 +192,7 @@ def _merge(record: ItemRecord, rows: list[HistoryRow]) -> None:
             key=last.answer_key,
             cost_pusd=sum(a.cost_pusd for a in chain),
             stop_reason=last.stop_reason,
+            input_tokens=last.input_tokens,
             output_tokens=last.output_tokens,
             unbiased=role != "primary" or tier == first_tier,
         )
@@ -320,8 +321,8 @@ def tune(
         notes.append(f"not candidates (no answer on every counted item): {', '.join(missing)}")
     candidates = []
     for shape in shapes(tiers, frontier):
-        stands = (lambda r, s=shape: agreed(r, s)) if shape.kind == "agreement" else None
-        candidates.append(Candidate(policy_of(shape), score(records, shape, stands)))
+        policy = policy_of(shape)
+        candidates.append(Candidate(policy, score(records, shape, stands_for(policy))))
     top = next(c for c in candidates if c.policy.kind == "fixed" and c.policy.tier == frontier)
     goal = Fraction(str(target if target is not None else settings.target_accuracy or 0)) or (
         top.accuracy

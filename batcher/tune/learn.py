@@ -4,6 +4,7 @@ probabilities that is the cheapest to meet the accuracy target."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from fractions import Fraction
@@ -13,7 +14,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from batcher.spec import Tune
-from batcher.tune.policies import MAX_OPINIONS, Candidate, Score, Shape, policy_of
+from batcher.tune.policies import MAX_OPINIONS, Candidate, Score, Shape, policy_of, score
 from batcher.tune.policy_file import Scorer
 from batcher.tune.signals import ItemRecord, matrix, vocabulary
 
@@ -44,25 +45,38 @@ def fit_scorers(
 def _fit(
     records: Sequence[ItemRecord], shape: Shape, goal: Fraction, settings: Tune
 ) -> Candidate | None:
-    valid = [r for r in records if r.outcomes[shape.tier].valid]
-    if len(valid) < 2 * settings.folds:
+    """The scorer of `shape`, and its figures cross-validated twice over: each item's
+    probability comes from a model fitted without its fold, and each fold is judged at the
+    threshold chosen on the other folds (a threshold chosen on the items it is judged on
+    would flatter a scorer that accepts a handful of lucky answers)."""
+    fold = folds_of(records, settings.folds, settings.seed)
+    picked = [i for i, r in enumerate(records) if r.outcomes[shape.tier].valid]
+    if len(picked) < 2 * settings.folds:
         return None
+    valid = [records[i] for i in picked]
     names, rows = features_for(valid, shape, settings.metadata)
     if not names:
         return None
     x = np.asarray(rows, dtype=float)
     y = np.asarray([r.outcomes[shape.tier].key == r.truth for r in valid], dtype=int)
+    valid_fold = np.asarray([fold[i] for i in picked])
     oof = np.zeros(len(valid))
-    fold = np.asarray(folds_of(valid, settings.folds, settings.seed))
     for k in range(settings.folds):
-        train = fold != k
-        oof[~train] = _probabilities(x[train], y[train], x[~train])
-    accepted, score = _sweep(records, valid, oof, shape, goal)
-    threshold = 1.0 if accepted == 0 else float(np.sort(oof)[::-1][accepted - 1])
+        held = valid_fold == k
+        if held.any():
+            oof[held] = _probabilities(x[~held], y[~held], x[held])
+    p = {r.custom_id: float(q) for r, q in zip(valid, oof, strict=True)}
+    figures = Score()
+    for k in range(settings.folds):
+        others = [r for r, f in zip(records, fold, strict=True) if f != k]
+        threshold = _sweep(others, p, shape, goal)
+        mine = [r for r, f in zip(records, fold, strict=True) if f == k]
+        figures.merge(score(mine, shape, lambda r, t=threshold: p[r.custom_id] >= t))
+    threshold = min(_sweep(records, p, shape, goal), 1.0)
     means, scales, coef, intercept = _final(x, y)
     params = Scorer(features=names, means=means, scales=scales, coefficients=coef,
                     intercept=intercept, threshold=threshold)  # fmt: skip
-    return Candidate(policy_of(shape, params), score)
+    return Candidate(policy_of(shape, params), figures)
 
 
 def folds_of(records: Sequence[ItemRecord], folds: int, seed: int) -> list[int]:
@@ -111,42 +125,32 @@ def _final(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float], list
 
 
 def _sweep(
-    records: Sequence[ItemRecord],
-    valid: Sequence[ItemRecord],
-    p: np.ndarray,
-    shape: Shape,
-    goal: Fraction,
-) -> tuple[int, Score]:
-    """(how many of the valid answers to accept, by p descending, and the figures) for the
-    cheapest threshold that meets `goal`; the most accurate one when none does. Accepting
-    the top k of the valid answers: each of the others pays for and ends with the frontier's
-    answer; an invalid first answer always does."""
+    records: Sequence[ItemRecord], p: dict[str, float], shape: Shape, goal: Fraction
+) -> float:
+    """The threshold (accept a valid first answer when its p >= it; inf: accept none) whose
+    figures on `records` are the cheapest that meet `goal`; the most accurate one when none
+    does. Accepting the k most likely valid answers: each of the others pays for and ends
+    with the frontier's answer, as an invalid first answer always does."""
     first, top = shape.tier, shape.frontier
     n = len(records)
     base = sum(r.outcomes[first].cost_pusd + sum(r.outcomes[o].cost_pusd for o in shape.opinions)
                for r in records)  # fmt: skip
-    invalid = [r for r in records if not r.outcomes[first].valid]
-    fixed_correct = sum(r.outcomes[top].key == r.truth for r in invalid)
-    fixed_cost = base + sum(r.outcomes[top].cost_pusd for r in invalid)
-    order = np.argsort(-p, kind="stable")
-    own = np.asarray([valid[i].outcomes[first].key == valid[i].truth for i in order], dtype=int)
-    up = np.asarray([valid[i].outcomes[top].key == valid[i].truth for i in order], dtype=int)
-    up_cost = np.asarray([valid[i].outcomes[top].cost_pusd for i in order], dtype=object)
-    own_sum = np.concatenate([[0], np.cumsum(own)])
-    up_rest = np.concatenate([[0], np.cumsum(up)])
-    cost_rest = np.concatenate([[0], np.cumsum(up_cost)]) if len(up_cost) else np.asarray([0])
-    m = len(valid)
-    sorted_p = p[order]
-    ks = [0] + [k for k in range(1, m + 1) if k == m or sorted_p[k - 1] != sorted_p[k]]
-    best: tuple[int, Score] | None = None
-    fallback: tuple[int, Score] | None = None
-    for k in ks:
-        correct = fixed_correct + int(own_sum[k]) + int(up_rest[m] - up_rest[k])
-        cost = fixed_cost + int(cost_rest[m] - cost_rest[k])
-        figures = Score(n, correct, cost, len(invalid) + m - k)
-        if Fraction(correct, n) >= goal and (best is None or cost < best[1].cost_pusd):
-            best = (k, figures)
-        if fallback is None or (correct, -cost) > (fallback[1].correct, -fallback[1].cost_pusd):
-            fallback = (k, figures)
-    assert fallback is not None
-    return best or fallback
+    valid = sorted((r for r in records if r.custom_id in p), key=lambda r: -p[r.custom_id])
+    # accepting none: every item ends with the frontier's answer (an invalid one at any p)
+    correct = sum(r.outcomes[top].key == r.truth for r in records)
+    cost = base + sum(r.outcomes[top].cost_pusd for r in records)
+    best: tuple[int, float] | None = None  # (cost, threshold)
+    fallback = (correct, -cost, math.inf)
+    if Fraction(correct, n) >= goal:
+        best = (cost, math.inf)
+    for k, record in enumerate(valid):
+        own, up = record.outcomes[first], record.outcomes[top]
+        correct += (own.key == record.truth) - (up.key == record.truth)
+        cost -= up.cost_pusd
+        threshold = p[record.custom_id]
+        if k + 1 < len(valid) and p[valid[k + 1].custom_id] == threshold:
+            continue  # a threshold accepts every answer of the same p
+        if Fraction(correct, n) >= goal and (best is None or cost < best[0]):
+            best = (cost, threshold)
+        fallback = max(fallback, (correct, -cost, threshold))
+    return best[1] if best is not None else fallback[2]

@@ -30,10 +30,7 @@ class ScorerAcceptor:
     def __init__(self, scorer: Scorer):
         self.scorer = scorer
         self.functions = [compile_feature(name) for name in scorer.features]
-        self.reads_items = any(
-            name.startswith(("route=", "meta:")) or name == "log_input_tokens"
-            for name in scorer.features
-        )
+        self.reads_items = any(name.startswith(("route=", "meta:")) for name in scorer.features)
 
     def probability(self, signals: AnswerSignals) -> float:
         s = self.scorer
@@ -88,6 +85,18 @@ def agreed(record: ItemRecord, shape: Shape) -> bool:
     )
 
 
+def stands_for(policy: Policy) -> Callable[[ItemRecord], bool] | None:
+    """Whether a valid first-tier answer stands under `policy`, as a replay asks it (None:
+    always, as under fixed and validator)."""
+    shape = Shape.of(policy)
+    if policy.kind == "agreement":
+        return lambda record: agreed(record, shape)
+    if policy.scorer is not None:
+        acceptor = ScorerAcceptor(policy.scorer)
+        return lambda record: acceptor.accept(record.signals(shape.tier, shape.opinions))[0]
+    return None
+
+
 def replay(
     record: ItemRecord, shape: Shape, stands: Callable[[ItemRecord], bool] | None = None
 ) -> tuple[bool, int, bool]:
@@ -119,6 +128,12 @@ class Score:
         self.correct += correct
         self.cost_pusd += cost
         self.escalated += escalated
+
+    def merge(self, other: Score) -> None:
+        self.n += other.n
+        self.correct += other.correct
+        self.cost_pusd += other.cost_pusd
+        self.escalated += other.escalated
 
 
 def score(

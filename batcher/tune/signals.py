@@ -10,7 +10,9 @@ compute the same values (`compile_feature`):
 - `agree:TIER` 1 when TIER's second opinion gives the first tier's answer key, `agree_all`
   when every opinion does;
 - `key=K` 1 when the first tier answered K (labels that one model confuses more than others);
-- `log_output_tokens`, `log_input_tokens`: log(1 + tokens) of the answer and the prompt;
+- `log_output_tokens`, `log_input_tokens`: log(1 + tokens) of the answer and of the prompt,
+  as the provider billed the first tier's attempt (exact, and the same in every run, where
+  the estimate made at ingest samples the tokenizer);
 - `stop=R`, `route=R`: the answer's stop reason, the item's route reason;
 - `meta:F` a numeric metadata field, `meta:F=V` a categorical one.
 
@@ -40,6 +42,7 @@ class Outcome:
     key: str | None
     cost_pusd: int
     stop_reason: str | None = None
+    input_tokens: int = 0
     output_tokens: int = 0
     unbiased: bool = True  # asked for every item alike, not only after an escalation
 
@@ -48,7 +51,6 @@ class Outcome:
 class ItemRecord:
     custom_id: str
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    input_tokens: int | None = None
     route_reason: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     truth: str | None = None
@@ -62,7 +64,7 @@ class ItemRecord:
             keys[opinion] = seen.key if seen.valid else None
         return AnswerSignals(
             tier=tier, answer_key=first.key, stop_reason=first.stop_reason,
-            output_tokens=first.output_tokens, opinions=keys, input_tokens=self.input_tokens,
+            output_tokens=first.output_tokens, opinions=keys, input_tokens=first.input_tokens,
             route_reason=self.route_reason, metadata=self.metadata,
         )  # fmt: skip
 
