@@ -1,6 +1,6 @@
 """Benchmark: what each routing strategy buys per correct answer, on replays of real answers.
 
-Run: .venv/bin/python bench/routing.py [--limit N] [--labels N]
+Run: .venv/bin/python bench/routing.py [--limit N] [--labels N] [--split-seed N]
 
 Two replays go through the sandbox's replay responder, each strategy as a real run (engine,
 batches over HTTP through the SDKs, a fresh SQLite file), priced from the reported usage:
@@ -60,10 +60,12 @@ from batcher.sandbox import start_sandbox
 from batcher.spec import Validation, load_spec
 from batcher.store import open_store
 from batcher.store.models import TABLES
-from batcher.tune.fit import tune
+from batcher.tune.fit import gather, tune
+from batcher.tune.policies import Shape, score, stands_for
 from batcher.tune.policy_file import write_policy
 
 HERE = Path(__file__).resolve().parent
+SPLIT_SEED = 15  # which half of the items the policy is tuned on
 MATH = HERE.parent.parent / "shared" / "data" / "math-l5-replay.jsonl"
 ITEM, ATTEMPT = TABLES["item"], TABLES["attempt"]
 RETRY = RetryPolicy(attempts=12, base_s=0.02, cap_s=0.5)
@@ -241,7 +243,9 @@ def label_rows(n: int, seed: int = 15) -> list[dict]:
     return out
 
 
-def bench(job: Job, rows: list[dict], models: dict[str, str], workdir: Path) -> list[str]:
+def bench(
+    job: Job, rows: list[dict], models: dict[str, str], workdir: Path, seed: int = SPLIT_SEED
+) -> list[str]:
     """Run every strategy on one replay, then tune on one half and run the tuned policy on
     the other; print the tables; return the targets missed."""
     replay = workdir / f"{job.name}-replay.jsonl"
@@ -251,7 +255,7 @@ def bench(job: Job, rows: list[dict], models: dict[str, str], workdir: Path) -> 
     keys = AnswerKeys(Validation.model_validate(_toml_section(job.validation)))
     db = open_store(f"sqlite:///{workdir / 'state.db'}")
     results: dict[str, Row] = {}
-    train, held = split(rows)
+    train, held = split(rows, seed)
     with start_sandbox(replay=str(replay), model_map=models, speed=50.0) as box:
         for name, sections in strategies(job).items():
             box.reset()
@@ -269,15 +273,14 @@ def bench(job: Job, rows: list[dict], models: dict[str, str], workdir: Path) -> 
 
 
 FIXED = ("all-nano", "all-mid", "all-frontier")
-SPLIT_SEED = 15
 ACCURACY_SLACK = Decimal("0.005")  # the tuned policy may trail all-frontier by 0.5 points
 MAX_SHARE = Decimal("0.35")  # of all-frontier's cost, on the math replay
 
 
-def split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+def split(rows: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
     """A seeded half of the items to tune on, and the other half to measure on."""
     order = sorted(rows, key=lambda r: r["id"])
-    random.Random(SPLIT_SEED).shuffle(order)
+    random.Random(seed).shuffle(order)
     half = len(order) // 2
     return order[:half], order[half:]
 
@@ -301,12 +304,22 @@ def tune_and_run(
     spec_path.write_text(f'name = "bench"\n{TIERS}[routing]\nladder = ["nano", "mid", "frontier"]\n'
                          f"[validation]\n{job.validation}")  # fmt: skip
     gold = {r["id"]: normalise(r["answer"]) for r in train}
-    result = tune(db, load_spec(spec_path), gold=gold)
+    spec = load_spec(spec_path)
+    result = tune(db, spec, gold=gold)
     write_policy(workdir / "policies" / "tuned.json", result.document())
+    held_gold = {r["id"]: normalise(r["answer"]) for r in held}
+    policy = result.chosen.policy  # replayed on the held-out items' stored answers
+    predicted = score(gather(db, spec, held_gold).records, Shape.of(policy), stands_for(policy))
     box.reset()
-    policy = '[routing]\npolicy = "file:../policies/tuned.json"\n'
-    sections = f"{policy}[validation]\n{job.validation}{job.check}"
+    routing = '[routing]\npolicy = "file:../policies/tuned.json"\n'
+    sections = f"{routing}[validation]\n{job.validation}{job.check}"
     row = run_strategy(workdir, db, box, "tuned policy", sections, held, keys)
+    if (predicted.correct, predicted.cost_pusd) != (row.correct, row.cost_pusd):
+        raise SystemExit(
+            f"{job.name}: the policy's run ({row.correct} correct, {row.cost_pusd} pUSD) is not "
+            f"what its replay on the same answers says ({predicted.correct}, "
+            f"{predicted.cost_pusd})"
+        )
     chosen = result.chosen
     share = chosen.score.cost_pusd / result.frontier_cost_pusd
     cv = f"cross-validated on the training half: {float(chosen.accuracy):.1%} at {share:.1%}"
@@ -391,6 +404,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, default=0, help="math items (0: all)")
     parser.add_argument("--labels", type=int, default=600, help="synthetic tickets")
+    parser.add_argument(
+        "--split-seed", type=int, default=SPLIT_SEED, help="which half the policy is tuned on"
+    )
     args = parser.parse_args()
     math_rows = [json.loads(line) for line in MATH.read_text().splitlines() if line.strip()]
     if args.limit:
@@ -400,8 +416,10 @@ def main() -> int:
         os.environ["BATCHER_STATE_DIR"] = str(workdir / "state")  # batch files go there
         (workdir / "math").mkdir()
         (workdir / "labels").mkdir()
-        misses = bench(MATH_JOB, math_rows, MATH_MODELS, workdir / "math")
-        misses += bench(LABEL_JOB, label_rows(args.labels), LABEL_MODELS, workdir / "labels")
+        seed = args.split_seed
+        misses = bench(MATH_JOB, math_rows, MATH_MODELS, workdir / "math", seed)
+        labels = label_rows(args.labels)
+        misses += bench(LABEL_JOB, labels, LABEL_MODELS, workdir / "labels", seed)
     for miss in misses:
         print(f"MISS: {miss}")
     print("\nall targets met" if not misses else f"\n{len(misses)} target(s) missed")
