@@ -68,6 +68,7 @@ HERE = Path(__file__).resolve().parent
 SPLIT_SEED = 15  # which half of the items the policy is tuned on
 MATH = HERE.parent.parent / "shared" / "data" / "math-l5-replay.jsonl"
 ITEM, ATTEMPT = TABLES["item"], TABLES["attempt"]
+ANSWER = ATTEMPT.alias("answer")
 RETRY = RetryPolicy(attempts=12, base_s=0.02, cap_s=0.5)
 
 # sandbox model name -> recorded model (the tier refs below name the sandbox side)
@@ -191,7 +192,9 @@ def run_strategy(
     gold = {row["id"]: normalise(row["answer"]) for row in rows}
     with db.connect() as conn:
         items = conn.execute(
-            sa.select(ITEM.c.id, ITEM.c.custom_id, ITEM.c.output).where(ITEM.c.run_id == run_id)
+            sa.select(ITEM.c.id, ITEM.c.custom_id, ANSWER.c.output)
+            .outerjoin(ANSWER, ANSWER.c.id == ITEM.c.answer_attempt_id)  # answers live there
+            .where(ITEM.c.run_id == run_id)
         ).all()
         costs = dict(
             conn.execute(
