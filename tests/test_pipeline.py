@@ -128,3 +128,17 @@ def test_keep_files_flag_of_run(tmp_path, state_dir, env_sandbox):
     gone = invoke("run", str(job.path), "--sandbox", "--db", db_url, "--no-reuse", "--json")
     assert gone.exit_code == 0, gone.output
     assert [p.parent.name for p in (state_dir / "batches").glob("*/*")] == ["run-1"]
+
+
+def test_a_bulk_page_cache_goes_with_its_connection_back_to_the_pool(tmp_path):
+    from batcher.store import open_store
+    from batcher.store.bulk import tune_for_bulk
+
+    db = open_store(f"sqlite:///{tmp_path / 'cache.db'}")
+    with db.begin() as conn:
+        tune_for_bulk(conn)
+        raised = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+        first = conn.connection.dbapi_connection
+    with db.connect() as conn:  # the pool's one connection again, with the default cache
+        assert conn.connection.dbapi_connection is first
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -2000 != raised

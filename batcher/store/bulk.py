@@ -14,7 +14,11 @@ from sqlalchemy.engine import Connection
 from batcher.errors import StoreError
 
 MAX_KEYS = 5000  # bound parameters in one IN list; SQLite allows 32766
-SQLITE_CACHE_KIB = 65536  # page cache for bulk work: a batch's rows and index pages stay hot
+# Page cache for bulk work, so a batch's rows and index pages stay hot. 16 MB: a 50k-result
+# batch reconciles as fast as with 64 MB here (bench/reconcile.py), and a run's peak RSS,
+# which holds this beside the SDKs and the tokenizer, stays under 256 MB (bench/e2e.py).
+SQLITE_CACHE_KIB = 16384
+BULK_CACHE = "batcher_bulk_cache"  # key in a pooled connection's info: its cache was raised
 
 
 def placeholder(conn: Connection) -> str:
@@ -70,8 +74,11 @@ def select_by_keys(
 
 
 def tune_for_bulk(conn: Connection) -> None:
-    """A larger SQLite page cache for this connection (the default 2 MB thrashes)."""
+    """A larger SQLite page cache for this connection (the default 2 MB thrashes), until it
+    goes back to the pool (see store.db): a pooled connection that kept it would hold its
+    pages for the rest of the process, and the run's threads take turns with several."""
     if conn.dialect.name == "sqlite":
+        conn.info[BULK_CACHE] = True
         conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 20000")
         conn.exec_driver_sql("")

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import StoreError
+from batcher.store.bulk import BULK_CACHE
 from batcher.store.migrations import MIGRATIONS
 from batcher.store.paths import DEFAULT_STATE_DIR, resolve_url, state_dir
 
@@ -20,6 +21,8 @@ __all__ = [  # state_dir and resolve_url live in paths.py, light enough for `bat
     "resolve_url",
     "state_dir",
 ]
+
+DEFAULT_CACHE_SIZE = -2000  # SQLite's own default page cache (KiB, as a negative count)
 
 _migrations_table = sa.Table(
     "schema_migrations",
@@ -40,6 +43,14 @@ def _tune_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+
+    @sa.event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_conn, record):  # noqa: ANN001 - DBAPI types vary
+        if dbapi_conn is not None and record.info.pop(BULK_CACHE, False):
+            cur = dbapi_conn.cursor()  # back to the default cache, its pages freed
+            cur.execute(f"PRAGMA cache_size={DEFAULT_CACHE_SIZE}")
+            cur.execute("PRAGMA shrink_memory")
+            cur.close()
 
 
 def create_engine(url: str | None = None) -> Engine:
