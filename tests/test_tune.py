@@ -259,3 +259,63 @@ def test_tune_without_evidence_says_what_to_run(tmp_path):
     printed = CliRunner().invoke(cli, ["tune", str(spec_path), "--db", str(tmp_path / "s.db")])
     assert printed.exit_code == 2
     assert "has no stored runs" in printed.output and "calibrate" in printed.output
+
+
+class Recorder:
+    """An Acceptor that keeps what it was shown and accepts answers whose key is "5"."""
+
+    reads_items = False
+
+    def __init__(self):
+        self.seen = []
+
+    def accept(self, signals):
+        self.seen.append(signals)
+        return signals.answer_key == "5", "recorder"
+
+
+def _step(seq, tier, status, role="primary", key=None, tokens=0):
+    from batcher.store.attempts import ChainStep
+
+    return ChainStep(seq, seq, tier, "p", "m", status, None, None, None, None, None, role=role,
+                     answer_key=key, input_tokens=tokens, output_tokens=7)  # fmt: skip
+
+
+def test_an_acceptor_sees_the_billed_prompt_tokens_and_decides_after_the_opinions():
+    """The scorer reads the prompt's tokens as billed for the first tier's attempt, in a run
+    as in tune's replay: the ingest estimate samples the tokenizer, so it differs between
+    runs of different inputs (a run then disagreed with its replay)."""
+    from batcher.run.followups import FollowupPolicy, decide_item
+
+    policy = FollowupPolicy(max_attempts=4, transient_retries=1, ladder=("nano", "top"))
+    recorder = Recorder()
+    first = _step(1, "nano", "succeeded", key="5", tokens=123)
+    opinion = _step(2, "c", "succeeded", "opinion", key="6")
+    decision = decide_item(policy, [first, opinion], recorder, ("rule 1: always", None))
+    assert decision.kind == "succeed"  # the acceptor, not the disagreement, decides
+    (seen,) = recorder.seen
+    assert (seen.input_tokens, seen.output_tokens, seen.opinions) == (123, 7, {"c": "6"})
+    assert seen.route_reason == "rule 1: always"
+    wrong = _step(1, "nano", "succeeded", key="4", tokens=123)
+    assert decide_item(policy, [wrong], recorder).kind == "escalate"
+    errored = _step(2, "c", "errored", "opinion")
+    again = decide_item(policy, [first, errored], recorder)
+    assert (again.kind, again.tier, again.role) == ("retry", "c", "opinion")
+    assert len(recorder.seen) == 2  # not asked before the opinion is in
+    top = _step(1, "top", "succeeded", key="4")
+    assert decide_item(policy, [top], recorder).kind == "succeed"  # nothing above
+
+
+def test_tune_reads_the_billed_prompt_tokens(replay_box, tmp_path):
+    from batcher.tune.fit import gather
+
+    db = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    spec_path = _job(tmp_path, "easy", EVIDENCE)
+    run_id = _run(db, replay_box, spec_path)
+    billed = {a["item_id"]: a["input_tokens"] for a in attempts(db, run_id)
+              if a["tier"] == "nano"}  # fmt: skip
+    with db.connect() as conn:
+        ids = dict(conn.exec_driver_sql("SELECT custom_id, id FROM item").all())
+    for record in gather(db, load_spec(spec_path)).records:
+        signals = record.signals("nano", ["check"])
+        assert signals.input_tokens == billed[ids[record.custom_id]] > 0
