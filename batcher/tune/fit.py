@@ -12,8 +12,9 @@ the frontier); `agreement` with one or two second opinions; and, with scikit-lea
 installed, `scorer`: a logistic regression over the answer's signals (see
 batcher.tune.signals) with a threshold. Fixed, validator and agreement have nothing to fit,
 so their cross-validated accuracy is their accuracy on the counted items; the scorer's is
-out-of-fold (seeded folds): each item is scored by a model fitted without it, and the
-threshold is the one whose out-of-fold figures are the cheapest that meet the target.
+out-of-fold (seeded folds): each item is scored by a model fitted without it, each fold is
+judged at the threshold chosen on the other folds, and the policy's threshold is the one
+whose out-of-fold figures on every item are the cheapest that meet the target.
 
 The target is `[routing.tune] target_accuracy`, else the frontier tier's own accuracy on the
 same items. Cost is the sum of the stored, billed cost of each tier's attempts on each item.
@@ -46,7 +47,6 @@ from batcher.tune.policies import (
     Candidate,
     Shape,
     policy_of,
-    replay,
     score,
     stands_for,
 )
@@ -183,6 +183,8 @@ def _merge(record: ItemRecord, rows: list[HistoryRow]) -> None:
     chains: dict[tuple[str, str], list[HistoryRow]] = {}
     for row in rows:
         chains.setdefault((row.tier, row.role), []).append(row)
+    # Primary chains last: the frontier's calibration answer (unbiased) comes first, and the
+    # same run's escalation to the frontier (biased) does not replace it.
     for (tier, role), chain in sorted(chains.items(), key=lambda kv: kv[0][1] == "primary"):
         if any(a.status not in FINAL for a in chain):
             continue  # still in flight
@@ -324,9 +326,8 @@ def tune(
         policy = policy_of(shape)
         candidates.append(Candidate(policy, score(records, shape, stands_for(policy))))
     top = next(c for c in candidates if c.policy.kind == "fixed" and c.policy.tier == frontier)
-    goal = Fraction(str(target if target is not None else settings.target_accuracy or 0)) or (
-        top.accuracy
-    )
+    wanted = target if target is not None else settings.target_accuracy
+    goal = Fraction(str(wanted)) if wanted is not None else top.accuracy
     if scorer is None:
         scorer = _has_sklearn()
         if not scorer:
@@ -353,6 +354,3 @@ def _has_sklearn() -> bool:
     except ImportError:
         return False
     return True
-
-
-__all__ = ["TuneResult", "read_gold", "replay", "tune"]

@@ -1,6 +1,7 @@
 """The scorer family: a logistic regression (scikit-learn, an optional extra imported only
 here) over the first tier's answer signals, and the threshold on its out-of-fold
-probabilities that is the cheapest to meet the accuracy target."""
+probabilities that is the cheapest to meet the accuracy target. Its figures are judged fold
+by fold at the threshold chosen on the other folds."""
 
 from __future__ import annotations
 
