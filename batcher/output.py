@@ -8,8 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from rich.console import Console
-from rich.table import Table
 
 
 def _default(value: Any) -> Any:
@@ -44,6 +42,9 @@ def print_table(
     A cell never breaks inside a word (a column is at least as wide as its longest word):
     a table wider than the terminal wraps between words. `wide` ignores the terminal width.
     """
+    from rich.console import Console  # here: `batcher --help` and --json never need rich
+    from rich.table import Table
+
     console = Console(soft_wrap=False, width=WIDE if wide else None)
     if not rows:
         console.print(f"{title}: nothing to show" if title else "nothing to show")
