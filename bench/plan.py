@@ -195,6 +195,7 @@ PHASES = {"plan": phase_plan, "minimal": phase_minimal, "minimal_store": phase_m
 
 
 def run_phase(name: str, input_path: Path, work: str) -> dict:
+    os.sync()  # no phase pays for writing back what the one before it left dirty (untimed)
     command = [sys.executable, __file__, "--phase", name, str(input_path), work]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:

@@ -404,6 +404,7 @@ def main() -> None:
         for name in PHASES:
             copy = folder / f"{name}.db"
             shutil.copyfile(base, copy)
+            os.sync()  # each phase starts with nothing dirty left to write back (untimed)
             figures[name] = run_phase(name, copy, folder, batch_ids, args.chunk)
         report(figures, compare(folder / "batcher.db", folder / "minimal.db"))
     finally:
