@@ -110,6 +110,10 @@ class Tune(_Strict):
     # accuracy against gold (or the frontier tier's answers) the chosen policy must reach;
     # unset, the frontier tier's own accuracy on the same items
     target_accuracy: float | None = Field(default=None, gt=0, le=1)
+    # A policy meets the target when its accuracy is at most this many standard errors of
+    # the target (sqrt(t(1-t)/n) on n items) below it: a cheaper policy the evidence cannot
+    # tell apart from the target counts. 0 asks for the target exactly.
+    tolerance_se: float = Field(default=1.0, ge=0, le=5)
     metadata: list[str] = []  # item metadata fields the learned scorer may read
     folds: int = Field(default=5, ge=2, le=20)  # cross-validation folds
     seed: int = 0  # of the folds

@@ -3,6 +3,7 @@ SQLite; the replays are written here."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -252,6 +253,24 @@ def test_gold_answers_and_no_scikit_learn(replay_box, tmp_path, monkeypatch):
     assert result.chosen.policy.describe() == "all-nano"
     assert not any(c.policy.kind == "scorer" for c in result.candidates)
     assert any("pip install 'batcher[tune]'" in note for note in result.notes)
+
+
+def test_a_policy_within_a_standard_error_of_the_target_meets_it(replay_box, tmp_path):
+    """The target is measured on a sample: with the default tolerance_se = 1 a policy one
+    standard error below it meets it; tolerance_se = 0 asks for the target itself."""
+    db = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    spec_path = _job(tmp_path, "easy", EVIDENCE)
+    _run(db, replay_box, spec_path)
+    gold = {f"q{i}": str(10 + i) for i in range(N)} | {"q3": "99"}  # every tier: 19 of 20
+    lenient = tune(db, load_spec(spec_path), gold=gold, target=0.97, scorer=False)
+    assert float(lenient.bar) == pytest.approx(0.97 - math.sqrt(0.97 * 0.03 / N))
+    assert lenient.chosen.policy.describe() == "all-nano" and lenient.meets(lenient.chosen)
+    assert not any("no policy reaches" in note for note in lenient.notes)
+
+    strict_path = _job(tmp_path, "easy", EVIDENCE + "[routing.tune]\ntolerance_se = 0\n", "s")
+    strict = tune(db, load_spec(strict_path), gold=gold, target=0.97, scorer=False)
+    assert strict.bar == strict.target and not strict.meets(strict.chosen)
+    assert any("no policy reaches the target 97.0%" in note for note in strict.notes)
 
 
 def test_tune_without_evidence_says_what_to_run(tmp_path):

@@ -69,7 +69,8 @@ def tune(job, gold, target_accuracy, out, db, as_json):
         return
     title = (
         f"{spec.name}: policies escalating to {spec.frontier_tier}, cheapest first; "
-        f"target accuracy {float(result.target):.1%}"
+        f"target accuracy {float(result.target):.1%}, met from {float(result.bar):.1%} "
+        "([routing.tune] tolerance_se)"
     )
     print_table(result.rows(), title=title)
     for note in result.notes:

@@ -17,13 +17,19 @@ judged at the threshold chosen on the other folds, and the policy's threshold is
 whose out-of-fold figures on every item are the cheapest that meet the target.
 
 The target is `[routing.tune] target_accuracy`, else the frontier tier's own accuracy on the
-same items. Cost is the sum of the stored, billed cost of each tier's attempts on each item.
+same items. Both are measured on a sample, so a policy meets the target when its accuracy is
+within `tolerance_se` standard errors of it (the bar): on a few hundred items the frontier's
+own accuracy moves by a point or more from one sample to the next, and asking a cheaper tier
+to beat it to the item would pick a near-frontier-cost scorer on one half of a job and the
+cheap tier on the other. Cost is the sum of the stored, billed cost of each tier's attempts
+on each item.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -211,6 +217,7 @@ class TuneResult:
     chosen: Candidate
     candidates: list[Candidate]  # every one evaluated, cheapest first
     target: Fraction
+    bar: Fraction  # the accuracy that meets the target (see accuracy_bar)
     frontier_cost_pusd: int
     evidence: Evidence
     folds: int
@@ -219,7 +226,7 @@ class TuneResult:
     notes: list[str] = field(default_factory=list)
 
     def meets(self, candidate: Candidate) -> bool:
-        return candidate.accuracy >= self.target
+        return candidate.accuracy >= self.bar
 
     def rows(self) -> list[dict[str, Any]]:
         """The table: one row per candidate, cheapest first."""
@@ -251,6 +258,7 @@ class TuneResult:
             self.chosen.policy,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             target_accuracy=str(round(float(self.target), 6)),
+            accuracy_bar=str(round(float(self.bar), 6)),
             truth=self.truth,
             cv={
                 **_figures(self.chosen, self.frontier_cost_pusd),
@@ -327,7 +335,8 @@ def tune(
         candidates.append(Candidate(policy, score(records, shape, stands_for(policy))))
     top = next(c for c in candidates if c.policy.kind == "fixed" and c.policy.tier == frontier)
     wanted = target if target is not None else settings.target_accuracy
-    goal = Fraction(str(wanted)) if wanted is not None else top.accuracy
+    stated = Fraction(str(wanted)) if wanted is not None else top.accuracy
+    goal = accuracy_bar(stated, len(records), settings.tolerance_se)
     if scorer is None:
         scorer = _has_sklearn()
         if not scorer:
@@ -344,8 +353,15 @@ def tune(
         chosen = max(candidates, key=lambda c: (c.accuracy, -c.score.cost_pusd))
         notes.append(f"no policy reaches the target {float(goal):.1%}: the most accurate chosen")
     truth = "gold" if gold is not None else f"{frontier}'s answers"
-    return TuneResult(chosen, candidates, goal, top.score.cost_pusd, evidence,
+    return TuneResult(chosen, candidates, stated, goal, top.score.cost_pusd, evidence,
                       settings.folds, settings.seed, truth, notes)  # fmt: skip
+
+
+def accuracy_bar(target: Fraction, n: int, tolerance_se: float) -> Fraction:
+    """The accuracy that meets `target` measured on `n` items: `tolerance_se` standard errors
+    of a proportion, sqrt(t(1-t)/n), below it."""
+    margin = tolerance_se * math.sqrt(float(target * (1 - target)) / max(n, 1))
+    return max(Fraction(0), target - Fraction(str(round(margin, 9))))
 
 
 def _has_sklearn() -> bool:
