@@ -179,6 +179,8 @@ def test_cancelled_run_keeps_what_finished(db, sandbox, clients, tmp_path, nano_
     )
     cancelling.start()
     deadline = time.monotonic() + 30
+    while not cancel_reached(sandbox) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the clock stands still until the cancel is in: half stays unrun
     while cancelling.is_alive() and time.monotonic() < deadline:
         sandbox.advance_clock(5)  # the cancel takes 20 s of sandbox time
         cancelling.join(0.1)
@@ -189,6 +191,13 @@ def test_cancelled_run_keeps_what_finished(db, sandbox, clients, tmp_path, nano_
     batch = batches(db, run_id)[0]
     assert batch["raw_status"] == "cancelled" and batch["n_cancelled"] == status["cancelled"]
     check_accounted(db, run_id, sandbox, 40)
+
+
+def cancel_reached(sandbox) -> bool:
+    """Whether the sandbox has received a cancel for one of its OpenAI batches."""
+    with sandbox.state.lock:
+        batches = list(sandbox.state.openai_batches.values())
+    return any(b.timeline.cancel_requested is not None for b in batches)
 
 
 def test_cancel_before_submitting_abandons_everything(db, sandbox, clients, tmp_path):
