@@ -21,6 +21,7 @@ from engine_helpers import (  # noqa: F401 - fixtures
 )
 
 from batcher.errors import LeaseHeld
+from batcher.plan.estimate import budget_refusal, estimate_run
 from batcher.run import engine
 from batcher.run.lease import acquire
 from batcher.spec import load_spec
@@ -112,6 +113,9 @@ def test_budget_refuses_naming_by_how_much(db, tmp_path):
         run = conn.execute(sa.select(RUN.c.status, RUN.c.error)).one()
     assert run.status == "failed" and "--max-usd" in run.error
     assert all(b["status"] == "planned" for b in batches(db, 1))
+    # the refusal's figure, estimated while planning, is the one the run gives when read back
+    read_back = estimate_run(db, 1, spec)
+    assert budget_refusal(read_back, 0.000001, "max_usd") in run.error
 
 
 def test_status_lists_runs_and_batches(db, sandbox, clients, tmp_path):

@@ -23,11 +23,11 @@ from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError, LeaseHeld, UsageError
 from batcher.money.prices import check_models_known
-from batcher.plan.estimate import budget_refusal, estimate_run
+from batcher.plan.estimate import InputFacts, budget_refusal, estimate_run
 from batcher.plan.ingest import ingest
 from batcher.plan.onepass import PlanningSink
 from batcher.plan.params import check_params
-from batcher.plan.planner import ensure_planned
+from batcher.plan.planner import ensure_planned, input_facts
 from batcher.plan.routing import make_annotator
 from batcher.providers import Clients, Registry
 from batcher.providers.calls import Interrupted, ProviderError, stopping_on
@@ -65,10 +65,11 @@ def outcome_of(db: Engine, run_id: int) -> RunOutcome:
     return RunOutcome(run_id, run.status, by_status, cost, baseline, run.error)
 
 
-def check_budget(db: Engine, run_id: int, spec: JobSpec) -> None:
+def check_budget(db: Engine, run_id: int, spec: JobSpec, facts: InputFacts | None = None) -> None:
     """Refuse (BudgetExceeded, run marked failed) when the plan's estimate is over the
-    spec's `max_usd`."""
-    refusal = budget_refusal(estimate_run(db, run_id, spec), spec.max_usd, "max_usd")
+    spec's `max_usd`. `facts` of a plan just made spare the estimate reading the run back."""
+    estimate = estimate_run(db, run_id, spec, facts=facts)
+    refusal = budget_refusal(estimate, spec.max_usd, "max_usd")
     if refusal is None:
         return
     message = (
@@ -114,7 +115,7 @@ def start_run(
             sink=sink,
         )
     save_options(db, result.run_id, options or RunOptions())
-    check_budget(db, result.run_id, spec)
+    check_budget(db, result.run_id, spec, input_facts(result, sink))
     return result.run_id
 
 
