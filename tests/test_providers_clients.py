@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from batcher.providers import Clients, connect
@@ -228,3 +229,23 @@ def test_reads_wait_as_long_as_retry_after_says(sandbox, tmp_path):
     assert page.data == []
     assert waits[:2] == [1.5, 1.5]  # the server's word, not our 10 ms backoff
     assert len(waits) == 3 and waits[2] <= 0.02 * 1.25
+
+
+def test_anthropic_create_body_streams_in_slices_of_the_file(tmp_path):
+    """The create's body is the file's requests as one JSON object, sent in slices of about
+    BODY_SLICE bytes (not one write a line once the first slice is out)."""
+    from batcher.providers.anthropic import BODY_SLICE, request_body
+
+    path = tmp_path / "batch.jsonl"
+    lines = [
+        orjson.dumps({"custom_id": f"r{i}", "params": {"max_tokens": 8, "text": "x" * 1000}})
+        for i in range(3000)
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n\n")
+    length, stream = request_body(path)
+    chunks = list(stream())
+    body = b"".join(chunks)
+    assert len(body) == length
+    assert orjson.loads(body) == {"requests": [orjson.loads(line) for line in lines]}
+    assert len(chunks) == -(-len(body) // BODY_SLICE)  # about 3 MB: 3 slices, not 3,000
+    assert list(stream()) == chunks  # each try streams the body again from the start

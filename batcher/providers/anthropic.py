@@ -304,19 +304,17 @@ def request_body(path: Path) -> tuple[int, Callable[[], Iterator[bytes]]]:
     length = len(b'{"requests":[') + n_bytes + max(n_lines - 1, 0) + len(b"]}")
 
     def stream() -> Iterator[bytes]:
-        part, size = [b'{"requests":['], 0
+        part, size, separator = [b'{"requests":['], 0, b""
         with open(path, "rb") as f:
             for line in f:
                 line = line.strip()
                 if not line:
                     continue
-                if size:
-                    part.append(b",")
-                part.append(line)
-                size += len(line)
-                if size >= BODY_SLICE:
+                part += (separator, line)
+                separator, size = b",", size + len(line)
+                if size >= BODY_SLICE:  # a slice is full: send it, start the next
                     yield b"".join(part)
-                    part = []
+                    part, size = [], 0
         part.append(b"]}")
         yield b"".join(part)
 
