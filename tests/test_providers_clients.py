@@ -247,5 +247,5 @@ def test_anthropic_create_body_streams_in_slices_of_the_file(tmp_path):
     body = b"".join(chunks)
     assert len(body) == length
     assert orjson.loads(body) == {"requests": [orjson.loads(line) for line in lines]}
-    assert len(chunks) == -(-len(body) // BODY_SLICE)  # about 3 MB: 3 slices, not 3,000
+    assert len(chunks) == -(-len(body) // BODY_SLICE)  # 3 MB: 4 slices, not 3,000
     assert list(stream()) == chunks  # each try streams the body again from the start
