@@ -39,6 +39,7 @@ from batcher.providers.capabilities import (
     lookup,
     margin,
     min_cache_tokens,
+    output_cap_problems,
     sampling_problems,
     split_params,
     unkeyed,
@@ -149,11 +150,7 @@ def param_problems(
     neutral, raw = split_params(params, NAME)
     temperature = raw.get("temperature", neutral.get("temperature", temperature))
     problems = sampling_problems(caps, temperature, raw, where)
-    if max_tokens > caps.max_output_tokens:
-        problems.append(
-            f"max_tokens = {max_tokens:,} is over the model's {caps.max_output_tokens:,} "
-            "output tokens: lower it"
-        )
+    problems += output_cap_problems(caps, max_tokens)
     for key in unkeyed(params):
         if key not in PARAM_FIELDS:
             problems.append(

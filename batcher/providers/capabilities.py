@@ -102,6 +102,16 @@ def sampling_problems(
     return problems
 
 
+def output_cap_problems(caps: ModelCaps, max_tokens: int) -> list[str]:
+    """Why `max_tokens` would be refused by a model with `caps`: over its output cap."""
+    if max_tokens <= caps.max_output_tokens:
+        return []
+    return [
+        f"max_tokens = {max_tokens:,} is over the model's {caps.max_output_tokens:,} "
+        "output tokens: lower it"
+    ]
+
+
 def prefix_tokens(caps: ModelCaps, text: str) -> int:
     """Tokens of a shared prefix in the model's own encoding where one loads offline (o200k
     for gpt-5 / gpt-4o), else cl100k (an estimate: see `margin`).

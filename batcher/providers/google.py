@@ -45,7 +45,7 @@ from batcher.providers.calls import (
     delete_once,
     with_retries,
 )
-from batcher.providers.capabilities import ModelCaps, lookup, split_params
+from batcher.providers.capabilities import ModelCaps, lookup, output_cap_problems, split_params
 
 T = TypeVar("T")
 
@@ -165,13 +165,7 @@ def param_problems(
     model: str, params: dict[str, Any], temperature: float | None, max_tokens: int, where: str
 ) -> list[str]:
     """What Gemini would refuse in these settings for `model`, each with its fix."""
-    caps = model_caps(model)
-    if max_tokens > caps.max_output_tokens:
-        return [
-            f"max_tokens = {max_tokens:,} is over the model's {caps.max_output_tokens:,} "
-            "output tokens: lower it"
-        ]
-    return []
+    return output_cap_problems(model_caps(model), max_tokens)
 
 
 def _text_parts(content: Any) -> list[dict[str, Any]]:

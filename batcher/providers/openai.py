@@ -35,6 +35,7 @@ from batcher.providers.calls import (
 from batcher.providers.capabilities import (
     ModelCaps,
     lookup,
+    output_cap_problems,
     sampling_problems,
     split_params,
     unkeyed,
@@ -172,11 +173,7 @@ def param_problems(
         )
     if caps.reasoning and "max_tokens" in raw:
         problems.append("max_tokens is refused by reasoning models: use the spec's max_tokens")
-    if max_tokens > caps.max_output_tokens:
-        problems.append(
-            f"max_tokens = {max_tokens:,} is over the model's {caps.max_output_tokens:,} "
-            "output tokens: lower it"
-        )
+    problems += output_cap_problems(caps, max_tokens)
     for key in unkeyed(params):
         if key not in BODY_FIELDS:
             problems.append(
