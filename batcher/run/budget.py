@@ -39,14 +39,18 @@ class BudgetCheck:
     def over(self) -> bool:
         return self.needed_pusd > self.cap_pusd
 
+    @property
+    def raise_to(self) -> Decimal:
+        """The cap that lets it through, in dollars rounded up to a cent."""
+        return Decimal(math.ceil(to_usd(self.needed_pusd) * 100)) / 100
+
     def message(self, run_id: int) -> str:
         """Spent, needed, and the command that raises the cap (rounded up to a cent)."""
-        raise_to = Decimal(math.ceil(to_usd(self.needed_pusd) * 100)) / 100
         return (
             f"run {run_id}: stopped at its budget: spent ${_usd(self.spent_pusd)} of "
             f"max_usd ${_usd(self.cap_pusd)}; the next round needs up to "
             f"${_usd(self.pending_pusd)} more (${_usd(self.needed_pusd)} in all), so it was "
-            f"not submitted. Raise the cap with `batcher resume {run_id} --max-usd {raise_to}`"
+            f"not submitted. Raise the cap with `batcher resume {run_id} --max-usd {self.raise_to}`"
         )
 
 

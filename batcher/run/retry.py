@@ -10,9 +10,7 @@ new attempts back and leaves the run as it was.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from decimal import Decimal
 
 from sqlalchemy.engine import Engine
 
@@ -95,12 +93,11 @@ def plan_retry(
 
 def refusal(run_id: int, n_items: int, check: BudgetCheck) -> str:
     """Spent, needed, and the command that raises the cap (rounded up to a cent)."""
-    raise_to = Decimal(math.ceil(to_usd(check.needed_pusd) * 100)) / 100
     return (
         f"run {run_id}: retrying {n_items} items needs up to {_usd(check.pending_pusd)} more "
         f"({_usd(check.needed_pusd)} in all) and the run spent {_usd(check.spent_pusd)} of "
         f"its max_usd {_usd(check.cap_pusd)}; nothing was submitted. Raise the cap with "
-        f"`batcher retry {run_id} --max-usd {raise_to}`"
+        f"`batcher retry {run_id} --max-usd {check.raise_to}`"
     )
 
 
