@@ -123,16 +123,35 @@ def tree_rss_mb(root: int) -> float:
     return total / 1e6
 
 
-class RssSampler(threading.Thread):
-    """The largest sum of RSS over `pid`'s process tree, sampled every 20 ms."""
+def tree_cpu_seconds(root: int) -> float:
+    total = 0.0
+    for pid in tree_pids(root):
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
 
-    def __init__(self, pid: int) -> None:
+
+class RssSampler(threading.Thread):
+    """The largest sum of RSS over `pid`'s process tree, sampled every 20 ms; with a
+    `sandbox` pid, also a timeline: every second, the CPU each side used in it and the RSS."""
+
+    def __init__(self, pid: int, sandbox: int | None = None) -> None:
         super().__init__(daemon=True)
         self.pid, self.peak_mb, self.done = pid, 0.0, threading.Event()
+        self.sandbox, self.timeline = sandbox, []
 
     def run(self) -> None:
+        start, last = time.perf_counter(), (0.0, 0.0, 0.0)
         while not self.done.wait(0.02):
-            self.peak_mb = max(self.peak_mb, tree_rss_mb(self.pid))
+            rss = tree_rss_mb(self.pid)
+            self.peak_mb = max(self.peak_mb, rss)
+            now = time.perf_counter() - start
+            if self.sandbox is not None and now - last[0] >= 1.0:
+                mine, theirs = tree_cpu_seconds(self.pid), cpu_seconds(self.sandbox)
+                self.timeline.append((now, mine - last[1], theirs - last[2], rss))
+                last = (now, mine, theirs)
 
 
 # --- the sandbox -----------------------------------------------------------------------
@@ -186,7 +205,9 @@ def stop_sandbox(proc: subprocess.Popen) -> None:
 # --- one job ---------------------------------------------------------------------------
 
 
-def run_batcher(job: str, input_path: Path, work: Path, turnaround: float) -> dict:
+def run_batcher(
+    job: str, input_path: Path, work: Path, turnaround: float, timeline: bool = False
+) -> dict:
     state = work / f"state-{job}"
     state.mkdir()
     spec = work / f"e2e-{job}.toml"
@@ -201,13 +222,15 @@ def run_batcher(job: str, input_path: Path, work: Path, turnaround: float) -> di
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             start = time.perf_counter()
             proc = subprocess.Popen(command, env=env, stdout=out, stderr=err)
-            sampler = RssSampler(proc.pid)
+            sampler = RssSampler(proc.pid, sandbox.pid if timeline else None)
             sampler.start()
             # wait4: the CPU and kernel peak RSS of this child and what it reaped, alone.
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - start
             proc.returncode = os.waitstatus_to_exitcode(status)
         sampler.done.set()
+        for at, mine, theirs, rss in sampler.timeline:
+            print(f"  {at:5.1f} s  batcher {mine:4.2f}  sandbox {theirs:4.2f}  rss {rss:4.0f} MB")
         sandbox_cpu = cpu_seconds(sandbox.pid) - sandbox_cpu_before
         busy = machine_busy_seconds() - busy_before
     finally:
@@ -307,6 +330,9 @@ def main() -> None:
     parser.add_argument("--turnaround", type=float, default=0.2, help="seconds a batch takes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--no-minimal", action="store_true", help="skip the minimal loop")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print each second's CPU of both sides"
+    )
     parser.add_argument("--minimal", nargs=3, help=argparse.SUPPRESS)  # INPUT FOLDER URL
     args = parser.parse_args()
     if args.minimal:
@@ -325,7 +351,7 @@ def main() -> None:
                 f"wall {minimal['wall']:.1f} s, CPU {minimal['cpu']:.1f} s"
             )
         for job in [*JOBS] if args.job == "both" else [args.job]:
-            figures = run_batcher(job, input_path, work, args.turnaround)
+            figures = run_batcher(job, input_path, work, args.turnaround, args.timeline)
             missed += report(figures)
             if minimal:
                 ratio = figures["wall"] / minimal["wall"]
