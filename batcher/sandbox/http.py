@@ -34,19 +34,30 @@ async def multipart(request: Request) -> dict[str, FormPart]:
     match = _BOUNDARY.search(request.headers.get("content-type", ""))
     if not match:
         raise ApiError(400, "Expected a multipart/form-data body with a boundary.")
-    delimiter = b"--" + match.group(1).strip('"').encode()
-    raw = await request.body()
+    return split_parts(await request.body(), b"--" + match.group(1).strip('"').encode())
+
+
+def split_parts(raw: bytes, delimiter: bytes) -> dict[str, FormPart]:
+    """The named parts of a multipart body. Parts are found by offset and only a named
+    part's value is sliced out: splitting and partitioning copies of a 100 MB upload cost
+    three copies of it, over a second of the sandbox's CPU per file."""
     fields: dict[str, FormPart] = {}
-    for chunk in raw.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
+    at = raw.find(delimiter)
+    while at >= 0:
+        start = at + len(delimiter)
+        at = raw.find(delimiter, start)
+        end = at if at >= 0 else len(raw)
+        if raw.startswith(b"--", start, end):
             break
-        head, _, value = chunk.partition(b"\r\n\r\n")
-        disposition = head.decode("utf-8", errors="replace")
+        blank = raw.find(b"\r\n\r\n", start, end)
+        head_end, value_start = (blank, blank + 4) if blank >= 0 else (end, end)
+        disposition = raw[start:head_end].decode("utf-8", errors="replace")
         name = _NAME.search(disposition)
         if name:
+            value_end = end - 2 if raw.endswith(b"\r\n", value_start, end) else end
             filename = _FILENAME.search(disposition)
             fields[name.group(1)] = FormPart(
-                value.removesuffix(b"\r\n"), filename.group(1) if filename else None
+                raw[value_start:value_end], filename.group(1) if filename else None
             )
     return fields
 
