@@ -11,7 +11,7 @@ from batcher.plan import tokens
 from batcher.sandbox.caching import ColdStart, cold_start, openai_cached_tokens
 from batcher.sandbox.ledger import openai_kinds
 from batcher.sandbox.limits import context_window
-from batcher.sandbox.prompts import REPLY_PRIMING, count, openai_parts, part_count
+from batcher.sandbox.prompts import REPLY_PRIMING, chain, openai_parts, part_count
 from batcher.sandbox.responders import (
     REASONING_RE,
     Query,
@@ -143,7 +143,9 @@ def _refusal(
     window = context_window(state.config, provider, model)
     if window is None:
         return None
-    prompt = count(openai_parts(body, endpoint)) + REPLY_PRIMING
+    # The chain's length is the prompt's token count. The chain is memoized by the parts, so
+    # the cache accounting that follows finds it instead of tokenizing the prompt again.
+    prompt = chain(openai_parts(body, endpoint)).length + REPLY_PRIMING
     completion = _limit(body) or 0
     if prompt + completion <= window:
         return None
