@@ -6,6 +6,9 @@ reports to what counting every request from scratch gives."""
 
 from __future__ import annotations
 
+import gc
+import threading
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sandbox_fixtures import (  # noqa: F401 - fixtures
@@ -19,6 +22,7 @@ from sandbox_fixtures import (  # noqa: F401 - fixtures
 )
 
 from batcher.plan.tokens import count_tokens, encode
+from batcher.sandbox.gc_pause import paused_collection
 from batcher.sandbox.http import FormPart, split_parts
 from batcher.sandbox.prompts import IM_END, IM_START
 
@@ -139,3 +143,38 @@ def test_multipart_of_a_typical_upload():
         "purpose": FormPart(b"batch", None),
         "file": FormPart(b'{"a": 1}\n{"b": 2}\n', "in.jsonl"),
     }
+
+
+def test_paused_collection_nests_and_restores_the_collector():
+    assert gc.isenabled()
+    with paused_collection():
+        assert not gc.isenabled()
+        with paused_collection():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer section still runs
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_collection():
+            pass
+        assert not gc.isenabled()  # a collector someone else turned off stays off
+    finally:
+        gc.enable()
+
+
+def test_paused_collection_across_threads_ends_with_the_collector_on():
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with paused_collection():
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    inside.wait(5)
+    with paused_collection():
+        release.set()  # the other thread's section ends while this one runs
+        thread.join(5)
+        assert not gc.isenabled()
+    assert gc.isenabled()

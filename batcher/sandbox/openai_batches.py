@@ -6,6 +6,7 @@ import json
 import random
 from dataclasses import dataclass, field
 
+from batcher.sandbox.gc_pause import paused_collection
 from batcher.sandbox.lifecycle import Timeline
 from batcher.sandbox.openai_results import batch_error_line, kinds_of, run_request
 from batcher.sandbox.prompts import count, openai_parts
@@ -251,7 +252,8 @@ def create_batch(
 ) -> OpenAIBatch:
     """Validate the input now (its verdict shows once `validating` ends) and plan the batch."""
     cfg = state.config
-    lines, errors = validate_input(data, endpoint, cfg)
+    with paused_collection():
+        lines, errors = validate_input(data, endpoint, cfg)
     model = lines[0]["body"]["model"] if lines else None
     slow = state.faults.fire("slow", "openai")
     expire = state.faults.fire("expire", "openai")

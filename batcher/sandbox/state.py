@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from batcher.sandbox.caching import ColdStart, PromptCache
 from batcher.sandbox.config import SandboxConfig
 from batcher.sandbox.faults import FaultSet
+from batcher.sandbox.gc_pause import paused_collection
 from batcher.sandbox.ledger import Ledger
 from batcher.sandbox.lifecycle import Clock
 from batcher.sandbox.responders import DeterministicResponder, ReplayResponder
@@ -98,7 +99,7 @@ class SandboxState:
         Oldest first keeps cache accounting in submission order across batches.
         """
         now = self.clock.now()
-        with self.lock:
+        with self.lock, paused_collection():
             while self.pending and any(b.due(now) for b in self.pending):
                 batch = next(b for b in self.pending if b.due(now))
                 self.pending.remove(batch)
