@@ -172,8 +172,10 @@ def main() -> None:
     mine = results["batcher"]
     share = mine["ok"] / mine["elapsed"] / limit
     ok = share >= TARGET_SHARE and mine["rss_mb"] < TARGET_RSS_MB and mine["ok"] == args.requests
-    print(f"target: >= {TARGET_SHARE} of the limit and < {TARGET_RSS_MB} MB: "
-          + ("met" if ok else "MISSED"))
+    print(
+        f"target: >= {TARGET_SHARE} of the limit and < {TARGET_RSS_MB} MB: "
+        + ("met" if ok else "MISSED")
+    )
     sys.exit(0 if ok else 1)
 
 

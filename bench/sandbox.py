@@ -27,46 +27,67 @@ CHAT = "/v1/chat/completions"
 def system_prompt(tokens: int = 2500) -> str:  # Sonnet 4.6 caches from 2,048
     words, text = [], ""
     while count_tokens(text) < tokens:
-        words.extend(f"Guideline {len(words)}: label the ticket by its main intent." .split())
+        words.extend(f"Guideline {len(words)}: label the ticket by its main intent.".split())
         text = " ".join(words)
     return text
 
 
 def bench_openai(box, system: str, n: int) -> None:
     client = openai.OpenAI(base_url=box.openai_base_url, api_key="k")
-    lines = [{"custom_id": f"r{i}", "method": "POST", "url": CHAT,
-              "body": {"model": "gpt-5-nano", "messages": [
-                  {"role": "system", "content": system},
-                  {"role": "user", "content": f"Ticket {i}: my invoice is wrong"}]}}
-             for i in range(n)]
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": CHAT,
+            "body": {
+                "model": "gpt-5-nano",
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": f"Ticket {i}: my invoice is wrong"},
+                ],
+            },
+        }
+        for i in range(n)
+    ]
     data = "".join(json.dumps(line) + "\n" for line in lines).encode()
     start = time.perf_counter()
     upload = client.files.create(file=("bench.jsonl", data), purpose="batch")
-    batch = client.batches.create(input_file_id=upload.id, endpoint=CHAT,
-                                  completion_window="24h")
+    batch = client.batches.create(input_file_id=upload.id, endpoint=CHAT, completion_window="24h")
     while batch.status not in ("completed", "failed", "expired", "cancelled"):
         time.sleep(0.05)
         batch = client.batches.retrieve(batch.id)
     text = client.files.content(batch.output_file_id).text
     elapsed = time.perf_counter() - start
     rows = {r["custom_id"]: r for r in map(json.loads, text.splitlines())}
-    cached = [rows[f"r{i}"]["response"]["body"]["usage"]["prompt_tokens_details"]
-              ["cached_tokens"] for i in range(n)]
+    cached = [
+        rows[f"r{i}"]["response"]["body"]["usage"]["prompt_tokens_details"]["cached_tokens"]
+        for i in range(n)
+    ]
     cold = min(n, COLD["openai"])
     hits = sum(1 for c in cached[cold:] if c > 0)
-    print(f"openai    {n} requests, {len(data) / 1e6:.1f} MB: {batch.status} in {elapsed:.2f} s; "
-          f"first {cold} cold (cached {max(cached[:cold])}), cached on {hits}/{n - cold} "
-          f"others ({cached[-1]} tokens each)")
+    print(
+        f"openai    {n} requests, {len(data) / 1e6:.1f} MB: {batch.status} in {elapsed:.2f} s; "
+        f"first {cold} cold (cached {max(cached[:cold])}), cached on {hits}/{n - cold} "
+        f"others ({cached[-1]} tokens each)"
+    )
     assert not any(cached[:cold]) and hits == n - cold
 
 
 def bench_anthropic(box, system: str, n: int) -> None:
     client = anthropic.Anthropic(base_url=box.anthropic_base_url, api_key="k")
     block = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
-    requests = [{"custom_id": f"a-{i}", "params": {
-        "model": "claude-sonnet-4-6", "max_tokens": 64, "system": block,
-        "messages": [{"role": "user", "content": f"Ticket {i}: my invoice is wrong"}]}}
-        for i in range(n)]
+    requests = [
+        {
+            "custom_id": f"a-{i}",
+            "params": {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 64,
+                "system": block,
+                "messages": [{"role": "user", "content": f"Ticket {i}: my invoice is wrong"}],
+            },
+        }
+        for i in range(n)
+    ]
     start = time.perf_counter()
     batch = client.messages.batches.create(requests=requests)
     while batch.processing_status != "ended":
@@ -77,8 +98,10 @@ def bench_anthropic(box, system: str, n: int) -> None:
     cold = min(n, COLD["anthropic"])
     misses = sum(1 for i in range(cold) if got[f"a-{i}"].cache_read_input_tokens == 0)
     reads = sum(1 for i in range(cold, n) if got[f"a-{i}"].cache_read_input_tokens > 0)
-    print(f"anthropic {n} requests: ended in {elapsed:.2f} s; first {cold} cold, each wrote "
-          f"{got['a-0'].cache_creation_input_tokens}; read on {reads}/{n - cold} others")
+    print(
+        f"anthropic {n} requests: ended in {elapsed:.2f} s; first {cold} cold, each wrote "
+        f"{got['a-0'].cache_creation_input_tokens}; read on {reads}/{n - cold} others"
+    )
     assert misses == cold and reads == n - cold
 
 

@@ -40,7 +40,10 @@ CASES = [
     ("while_polling", "fixed:frontier"),
     ("mid_reconcile", "fixed:nano"),
     ("mid_reconcile", "fixed:frontier"),
+    ("mid_layout", "fixed:nano"),  # `run` writes the next batches while the first goes out
+    ("mid_layout", "fixed:frontier"),
 ]
+SMALL_BATCHES = "[batching]\nopenai_max_lines = 5\nanthropic_max_requests = 5\n"
 
 
 def batcher(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -52,6 +55,8 @@ def test_resume_after_a_kill_loses_nothing_and_sends_nothing_twice(
     sandbox, tmp_path, state_dir, step, classifier
 ):
     spec = write_job(tmp_path, N, classifier)
+    if step == "mid_layout":  # three batches, the first killed as the second is written
+        spec.write_text(spec.read_text() + SMALL_BATCHES)
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     env = {**os.environ, **sandbox.env(), "BATCHER_STATE_DIR": str(state_dir)}
     poll = ["--db", url, "--poll-interval", "0.03"]

@@ -11,6 +11,7 @@ from cli_helpers import env_sandbox_fixture, invoke  # noqa: F401 - fixtures
 from engine_helpers import (  # noqa: F401 - fixtures
     POLL,
     SPEC,
+    attempts,
     batches,
     check_accounted,
     clients_fixture,
@@ -19,6 +20,8 @@ from engine_helpers import (  # noqa: F401 - fixtures
     served_fixture,
 )
 
+from batcher.plan.onepass import lay_out_kept, layout_pending
+from batcher.plan.planner import ensure_planned
 from batcher.run import engine
 from batcher.run.progress import QuietReporter
 from batcher.spec import load_spec
@@ -142,3 +145,85 @@ def test_a_bulk_page_cache_goes_with_its_connection_back_to_the_pool(tmp_path):
     with db.connect() as conn:  # the pool's one connection again, with the default cache
         assert conn.connection.dbapi_connection is first
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -2000 != raised
+
+
+# --- a deferred plan: batches laid out while the first ones go out ----------------------
+
+SMALL_BATCHES = "[batching]\nopenai_max_lines = 2\n"
+
+
+def test_a_deferred_plan_is_laid_out_by_the_drive_and_its_spools_go(
+    db, sandbox, clients, tmp_path, state_dir
+):
+    spec = tiered_job(tmp_path, ["nano"] * 7, tables=SMALL_BATCHES)
+    run_id = engine.start_run(db, spec, spec.input_file(), defer_layout=True)
+    assert batches(db, run_id) == [] and layout_pending(run_id)  # nothing written yet
+
+    outcome = engine.drive_run(db, run_id, clients=clients, poll=POLL)
+
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    check_accounted(db, run_id, sandbox, 7)
+    assert sorted(b["n_requests"] for b in batches(db, run_id)) == [1, 2, 2, 2]
+    assert sandbox.stats()["batches_created"]["openai"] == 4
+    assert not (state_dir / "batches" / f"run-{run_id}").exists()  # spools and files gone
+
+
+def test_each_laid_out_batch_is_committed_before_the_next_is_written(db, tmp_path):
+    spec = tiered_job(tmp_path, ["nano"] * 6, tables=SMALL_BATCHES)
+    run_id = engine.start_run(db, spec, spec.input_file(), defer_layout=True)
+    seen = []
+
+    def on_batch(info):  # what another connection sees of the run at each batch
+        seen.append(sorted((b["id"], b["status"]) for b in batches(db, run_id)))
+
+    layout = lay_out_kept(db, run_id, spec, on_batch)
+
+    ids = [b.id for b in layout.batches]
+    assert seen == [sorted((i, "planned") for i in ids[: n + 1]) for n in range(3)]
+    assert not layout_pending(run_id)
+
+
+def test_a_layout_cut_short_is_finished_from_the_database_once(db, tmp_path):
+    # As a crash or a stop after the first batch: the spools would lay out its items again,
+    # so the rest comes from the items that have no attempt yet.
+    spec = tiered_job(tmp_path, ["nano"] * 5, tables=SMALL_BATCHES)
+    run_id = engine.start_run(db, spec, spec.input_file(), defer_layout=True)
+
+    def stop(info):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lay_out_kept(db, run_id, spec, stop)
+    assert len(batches(db, run_id)) == 1 and layout_pending(run_id)
+
+    assert ensure_planned(db, run_id, spec)
+    laid_out = attempts(db, run_id)
+    assert sorted(a["item_id"] for a in laid_out) == list(range(1, 6))  # each item once
+    assert all(a["batch_id"] for a in laid_out) and not layout_pending(run_id)
+    assert sorted(b["n_requests"] for b in batches(db, run_id)) == [1, 2, 2]
+
+
+def test_a_refused_deferred_plan_is_kept_laid_out_and_sends_nothing(db, sandbox, tmp_path):
+    spec = tiered_job(tmp_path, ["nano", "frontier"] * 2, extra="max_usd = 0.000001\n")
+    with pytest.raises(engine.BudgetExceeded):
+        engine.start_run(db, spec, spec.input_file(), defer_layout=True)
+    (run,) = engine.run_status(db)
+    assert run["status"] == "failed"
+    assert {b["status"] for b in batches(db, run["run"])} == {"planned"}
+    assert not layout_pending(run["run"])
+    assert not any(sandbox.stats()["batches_created"].values()) and not sandbox.state.files
+
+
+def test_a_deferred_plan_that_reuse_may_answer_is_laid_out_before_anything_goes(
+    db, sandbox, clients, tmp_path
+):
+    spec = tiered_job(tmp_path, ["nano"] * 4, tables=SMALL_BATCHES)
+    first = engine.start_run(db, spec, spec.input_file(), defer_layout=True)
+    assert engine.drive_run(db, first, clients=clients, poll=POLL).status == "completed"
+    again = engine.start_run(db, spec, spec.input_file(), defer_layout=True)
+
+    outcome = engine.drive_run(db, again, clients=clients, poll=POLL)
+
+    assert outcome.status == "completed" and outcome.cost_pusd == 0
+    assert sandbox.stats()["batches_created"]["openai"] == 2  # the first run's, no more
+    assert {a["status"] for a in attempts(db, again)} == {"reused"}

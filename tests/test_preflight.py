@@ -53,7 +53,9 @@ def test_resume_without_a_key_is_one_line_naming_it(tmp_path, db_url, env_sandbo
     )
 
 
-def test_an_items_own_model_needs_its_key_too(tmp_path, db_url, env_sandbox, monkeypatch):
+# `run` lays its batches out as it submits them: the item's model is read from the items
+@pytest.mark.parametrize("command", ["submit", "run"])
+def test_an_items_own_model_needs_its_key_too(tmp_path, db_url, env_sandbox, monkeypatch, command):
     spec = write_job(tmp_path, 2)
     text = spec.read_text().replace('frontier = "anthropic:claude-sonnet-4-6"', "")
     spec.write_text(text.replace(', "frontier"]', "]"))
@@ -61,7 +63,7 @@ def test_an_items_own_model_needs_its_key_too(tmp_path, db_url, env_sandbox, mon
     with open(spec.parent / "input.jsonl", "ab") as f:
         f.write(orjson.dumps(line) + b"\n")
     monkeypatch.delenv("ANTHROPIC_API_KEY")
-    result = invoke("submit", str(spec), "--db", db_url)
+    result = invoke(command, str(spec), "--db", db_url)
     assert result.exit_code == 2
     assert result.stderr == (
         f"Error: ANTHROPIC_API_KEY is not set and items of {spec} name anthropic models: "

@@ -199,8 +199,9 @@ def run(
         poll = _poll_settings(spec, options)
         preflight_spec(spec, clients, poll.unreachable_s)
         run_id = start_run(
-            engine, spec, source, skip_invalid=skip_invalid, max_usd=max_usd, options=options
-        )
+            engine, spec, source, skip_invalid=skip_invalid, max_usd=max_usd, options=options,
+            defer_layout=True,  # each batch is submitted as soon as it is written
+        )  # fmt: skip
         preflight_new_run(engine, run_id, spec, clients)
         click.echo(f"run {run_id}: planned; submitting", err=True)
         reporter = make_reporter()

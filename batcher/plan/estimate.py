@@ -189,6 +189,17 @@ def escalations(spec: JobSpec, tier: str) -> list[tuple[str, str]]:
     return [spec.model_of(t) for t in above]
 
 
+def reads_attempts(spec: JobSpec, facts: InputFacts) -> bool:
+    """Whether `estimate_run` of a fresh plan with these `facts` reads its attempts back (a
+    request priced alone past a long-context tier, an item with a max_tokens of its own, no
+    sums), so that the plan must be laid out before it can be estimated."""
+    if facts.groups is None or facts.own_max_tokens:
+        return True
+    models = {(g[0], g[1]) for g in facts.groups} | {spec.model_of(spec.frontier_tier)}
+    threshold = _long_threshold(spec, models)
+    return threshold is not None and facts.max_input_tokens > threshold
+
+
 def _long_threshold(spec: JobSpec, models: set[tuple[str, str]]) -> int | None:
     starts = [
         unit_prices(p, m, batch=b, spec=spec).tier_start for p, m in models for b in (True, False)

@@ -367,8 +367,17 @@ class _Groups:
 class _Batches:
     """The batch being filled, cut when the model or tier changes or a limit would break."""
 
-    def __init__(self, begin: Begin, run_id: int, round_: int, spec: JobSpec, source: Source):
+    def __init__(
+        self,
+        begin: Begin,
+        run_id: int,
+        round_: int,
+        spec: JobSpec,
+        source: Source,
+        on_batch: Callable[[BatchInfo], None] | None = None,
+    ):
         self.begin, self.run_id, self.round, self.save = begin, run_id, round_, source.save
+        self.on_batch = on_batch
         self.limits = limits(spec)
         self.current: _BatchFile | None = None
         self.done: list[BatchInfo] = []
@@ -394,8 +403,11 @@ class _Batches:
 
     def flush(self) -> None:
         if self.current is not None:
-            self.done.append(self.current.commit(self.begin, self.save))
+            info = self.current.commit(self.begin, self.save)
+            self.done.append(info)
             self.current = None
+            if self.on_batch is not None:
+                self.on_batch(info)
 
     def discard(self) -> None:
         if self.current is not None:  # stopped mid-batch: nothing of it was recorded
@@ -417,16 +429,20 @@ def lay_out(
     progress: Progress | None = None,
     *,
     conn: Connection | None = None,
+    on_batch: Callable[[BatchInfo], None] | None = None,
 ) -> Layout:
     """Write the batch files and rows for every row of `source`; see the module docstring.
 
-    Each batch is committed on its own, unless `conn` is given: then every row goes into
-    that connection's transaction, which the caller commits after this returns (each file is
-    fsync'd before then); when this raises, the files it wrote are deleted again.
+    Each batch is committed on its own, then passed to `on_batch`, unless `conn` is given:
+    then every row goes into that connection's transaction, which the caller commits after
+    this returns (each file is fsync'd before then); when this raises, the files it wrote are
+    deleted again.
     Raises UsageError when one request alone is larger than its provider's batch file limit.
     """
     begin: Begin = db.begin if conn is None else lambda: nullcontext(conn)
-    files = _Batches(begin, run_id, round_, spec, source)
+    if conn is not None and on_batch is not None:
+        raise ValueError("lay_out: on_batch hears of committed batches; with conn none is")
+    files = _Batches(begin, run_id, round_, spec, source, on_batch)
     with db.connect() if conn is None else nullcontext(conn) as reader:
         groups = _Groups(reader, spec, source)
         try:

@@ -33,7 +33,7 @@ from batcher.plan.layout import (
     item_source,
     lay_out,
 )
-from batcher.plan.onepass import PlanningSink
+from batcher.plan.onepass import PlanningSink, lay_out_kept, layout_pending
 from batcher.plan.params import check_params
 from batcher.plan.routing import (
     TEMPLATE_SAMPLE,
@@ -162,15 +162,19 @@ def plan_run(
     )
 
 
-def ensure_planned(db: Engine, run_id: int, spec: JobSpec) -> bool:
+def ensure_planned(db: Engine, run_id: int, spec: JobSpec, *, kept: bool = True) -> bool:
     """Plan the run's pending items, if it has any (a run stored by `batcher ingest`, or a
-    crash between ingest and plan): the one place that decides "plan if not planned yet".
-    Returns whether it planned."""
+    crash between ingest and plan), and lay out a deferred plan's queued items (see
+    `batcher.plan.onepass`) unless `kept` is false: the one place that decides "plan if not
+    planned yet". Returns whether it planned."""
     with db.connect() as conn:
         pending = items.count_pending(conn, run_id)
     if pending:
         plan_run(db, run_id, spec)
-    return bool(pending)
+    deferred = kept and layout_pending(run_id)
+    if deferred:
+        lay_out_kept(db, run_id, spec)
+    return bool(pending) or deferred
 
 
 def lay_out_batches(

@@ -10,6 +10,7 @@ finishes the run with nothing lost and nothing submitted twice. Steps:
 - `after_record`: the provider ids are recorded
 - `while_polling`: a batch was polled and is not finished
 - `mid_reconcile`: half of a batch's results have been read by the reconciler
+- `mid_layout`: a deferred plan's first batch is laid out (and may be going out), the rest not
 
 Unset (the normal case) it costs one dictionary lookup per step.
 """
@@ -27,6 +28,7 @@ STEPS = (
     "after_record",
     "while_polling",
     "mid_reconcile",
+    "mid_layout",
 )
 
 

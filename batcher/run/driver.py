@@ -16,15 +16,23 @@ hands at a time, and one create of it is in flight at most; a batch the pool hol
 pool is emptied (queued batches stay `planned`, running submits finish) before the loop
 returns, so nothing of this process writes to the run once its lease is released.
 
+A run whose plan was deferred (`batcher.plan.onepass`: its items are queued, its batches not
+written yet) is laid out by a layout thread while this loop runs: each batch is committed on
+its own and goes to the submit pool at once, so the provider works on the first batches while
+the next are written. The budget check of the whole plan ran before its first batch was laid
+out. Where reuse may answer requests from earlier runs, the plan is laid out in full first
+instead, so that reuse sees every request before anything is sent.
+
 A cancelled run is drained instead: nothing new is submitted, open batches are cancelled at
 the provider, what they finished is kept, and the remaining items end `cancelled`.
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_any
 from pathlib import Path
 from typing import Any
@@ -32,6 +40,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError
+from batcher.plan.layout import BatchInfo
+from batcher.plan.onepass import kept_spools, lay_out_kept, layout_pending
 from batcher.plan.planner import ensure_planned, lay_out_batches
 from batcher.providers import Registry
 from batcher.providers.base import BatchState
@@ -74,6 +84,10 @@ class BudgetReached(RunStopped):
     """The next round would take the run past its max_usd; nothing of it was sent."""
 
 
+class LayoutHalted(Exception):
+    """Raised into the layout thread to stop it after the batch it just committed."""
+
+
 class Driver:
     def __init__(
         self,
@@ -108,6 +122,9 @@ class Driver:
         self.budget_waiting = False
         self.pool: ThreadPoolExecutor | None = None
         self.in_pool: dict[str, tuple[Any, Future]] = {}  # batch id -> (row, its submit)
+        self.wake = threading.Event()  # a submit finished, or a batch was laid out
+        self.layout: Future | None = None  # the layout thread's work, while it runs
+        self.halt_layout = threading.Event()
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -137,13 +154,14 @@ class Driver:
         try:
             return self.loop(submit_only=submit_only)
         finally:
+            self.stop_layout()
             # Queued submits never start (their batches stay planned); running ones finish.
             self.pool.shutdown(wait=True, cancel_futures=True)
 
     def loop(self, *, submit_only: bool) -> str:
         if self.run_status() == RunStatus.CANCELLED:
             return self.drain()
-        self.start()
+        self.start(background=not submit_only)
         self.settle_submitting()
         self.settle_leftovers()
         self.apply_reuse()  # before anything of this run is sent
@@ -153,6 +171,7 @@ class Driver:
             if self.lease.lost.is_set():
                 raise LeaseLost(f"run {self.run_id}: another process took over its lease")
             if self.run_status() == RunStatus.CANCELLED:  # `batcher cancel` from elsewhere
+                self.stop_layout()
                 self.finish_submits()
                 return self.drain()
             self.settle_submitting()
@@ -160,7 +179,8 @@ class Driver:
             if submit_only:
                 self.finish_submits()
                 return RunStatus.RUNNING
-            moved = self.collect_submits() | self.settle_leftovers() | self.poll_open()
+            moved = self.collect_layout() | self.collect_submits()
+            moved |= self.settle_leftovers() | self.poll_open()
             if moved:
                 self.follow_up()
                 self.backoff.moved()
@@ -175,24 +195,61 @@ class Driver:
                 return RunStatus.RUNNING
 
     def pause(self, seconds: float) -> bool:
-        """Wait `seconds`, less when a submit finishes (its batch is then polled at once).
-        True when the loop is to stop."""
-        running = [future for _, future in self.in_pool.values()]
-        if not running:
-            return self.stop.wait(seconds)
+        """Wait `seconds`, less when a submit finishes (its batch is then polled at once) or
+        a batch is laid out (it is submitted at once). True when the loop is to stop."""
         deadline = time.monotonic() + seconds
         while not self.stop.is_set():
             left = deadline - time.monotonic()
-            done, _ = wait_for_any(running, timeout=min(max(left, 0), STOP_CHECK_S),
-                                   return_when=FIRST_COMPLETED)  # fmt: skip
-            if done or left <= 0:
+            if self.wake.wait(min(max(left, 0), STOP_CHECK_S)) or left <= 0:
+                self.wake.clear()
                 return self.stop.is_set()
         return True
 
-    def start(self) -> None:
-        ensure_planned(self.db, self.run_id, self.spec)
+    def start(self, *, background: bool) -> None:
+        """Plan what is not planned yet; a deferred plan in the layout thread when it may
+        (`background`, and no earlier answer that reuse could take)."""
+        ensure_planned(self.db, self.run_id, self.spec, kept=False)
         with self.db.begin() as conn:
             runs.start(conn, self.run_id)
+            reusable = self.reuse and attempts.any_earlier_answer(conn, self.run_id)
+        if not layout_pending(self.run_id):
+            return
+        if not background or reusable:
+            lay_out_kept(self.db, self.run_id, self.spec)
+            return
+        layout = ThreadPoolExecutor(1, thread_name_prefix="layout")
+        self.layout = layout.submit(lay_out_kept, self.db, self.run_id, self.spec, self.laid_out)
+        self.layout.add_done_callback(lambda _: self.wake.set())
+        layout.shutdown(wait=False)  # the thread ends with its one task
+
+    def laid_out(self, batch: BatchInfo) -> None:
+        """In the layout thread, after each batch is committed: the plan's budget check
+        covered it; the loop submits it at once. Stops the layout when the run stops."""
+        self.within_budget.add(batch.id)
+        self.wake.set()
+        crash_point("mid_layout")
+        if self.stop.is_set() or self.halt_layout.is_set() or self.lease.lost.is_set():
+            raise LayoutHalted
+
+    def collect_layout(self) -> bool:
+        """True when the layout thread finished; raises what it raised."""
+        if self.layout is None or not self.layout.done():
+            return False
+        layout, self.layout = self.layout, None
+        try:
+            layout.result()
+        except LayoutHalted:
+            pass
+        return True
+
+    def stop_layout(self) -> None:
+        """Stop the layout thread after its current batch (the rest is laid out by the
+        next drive) and wait for it."""
+        if self.layout is None:
+            return
+        self.halt_layout.set()
+        wait_for_any([self.layout])
+        self.collect_layout()
 
     def apply_reuse(self) -> None:
         if not self.reuse:
@@ -251,7 +308,7 @@ class Driver:
         busy = self.batches(
             BatchStatus.PLANNED, BatchStatus.SUBMITTING, BatchStatus.SUBMITTED, BatchStatus.ENDED
         )
-        if busy or self.in_pool:
+        if busy or self.in_pool or self.layout is not None:
             return
         self.follow_up()
         if not self.batches(BatchStatus.PLANNED) and self.open_items():
@@ -328,6 +385,7 @@ class Driver:
                 continue
             provider = self.registry.get(batch.provider)  # opened here: the registry is ours
             future = self.pool.submit(self.submit_one, provider, batch)
+            future.add_done_callback(lambda _: self.wake.set())
             self.in_pool[batch.id] = (batch, future)
 
     def submit_one(self, provider: Any, batch: Any) -> tuple[str, Any]:
@@ -577,6 +635,7 @@ class Driver:
                     return RunStatus.RUNNING  # still draining; `cancel` or `resume` goes on
         with self.db.begin() as conn:
             runs.finish_cancelled(conn, self.run_id)
+        shutil.rmtree(kept_spools(self.run_id), ignore_errors=True)  # never to be laid out
         self.sweep_files()
         self.report_overall()
         return RunStatus.CANCELLED

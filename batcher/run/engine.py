@@ -91,11 +91,15 @@ def start_run(
     max_usd: float | None = None,
     rejects_path: str | Path | None = None,
     options: RunOptions | None = None,
+    defer_layout: bool = False,
 ) -> int:
     """Ingest `input_path` as a new run of `spec`, plan it and check its budget.
 
-    Ingest and plan are one pass and one transaction (`batcher.plan.onepass`), as in `batcher plan`.
-    `options` are kept with the run for `resume`. Returns the run id (status `planned`).
+    Ingest and plan are one pass (`batcher.plan.onepass`), as in `batcher plan`. With
+    `defer_layout` (a caller that drives the run right away) and an estimate that the sums of
+    that pass can make, the batches are laid out later, by `drive_run`, which submits each as
+    soon as it is written. `options` are kept with the run for `resume`. Returns the run id
+    (status `planned`).
     Raises UsageError (bad input, unknown models; no
     run is left behind for bad input), BudgetExceeded (the run is kept, `failed`).
     """
@@ -103,7 +107,7 @@ def start_run(
     check_params(spec)
     if max_usd is not None:  # the run's spec snapshot keeps the budget it runs under
         spec = spec.model_copy(update={"max_usd": max_usd})
-    with PlanningSink(db, spec) as sink:
+    with PlanningSink(db, spec, defer=defer_layout) as sink:
         result = ingest(
             db,
             spec,
@@ -115,7 +119,12 @@ def start_run(
             sink=sink,
         )
     save_options(db, result.run_id, options or RunOptions())
-    check_budget(db, result.run_id, spec, input_facts(result, sink))
+    try:
+        check_budget(db, result.run_id, spec, input_facts(result, sink))
+    except BudgetExceeded:
+        if sink.deferred:  # a refused run is kept laid out, as `batcher plan` would show it
+            ensure_planned(db, result.run_id, spec)
+        raise
     return result.run_id
 
 

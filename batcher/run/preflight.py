@@ -21,7 +21,7 @@ from batcher.errors import BatcherError, UsageError
 from batcher.providers import Clients, base_url_of, unreachable_message
 from batcher.providers.calls import KEY_ENVS
 from batcher.spec import JobSpec, split_model_ref
-from batcher.store import attempts
+from batcher.store import attempts, items
 
 # Other variables the SDKs read a key from (google-genai also reads GOOGLE_API_KEY).
 ALSO_READ = {"google": ("GOOGLE_API_KEY",)}
@@ -89,9 +89,11 @@ def _missing_key(spec: JobSpec, provider: str, clients: Clients) -> str | None:
 
 
 def run_providers(db: Engine, run_id: int) -> set[str]:
-    """Providers that attempts of `run_id` were planned on (items may name their own model)."""
+    """Providers that attempts of `run_id` were planned on, or that its items name (items
+    may name their own model; a deferred plan has no attempts yet)."""
     with db.connect() as conn:
-        return attempts.providers_of_run(conn, run_id)
+        named = {split_model_ref(ref)[0] for ref in items.explicit_models(conn, run_id)}
+        return attempts.providers_of_run(conn, run_id) | named
 
 
 def answers(url: str) -> bool:

@@ -76,7 +76,10 @@ class EngineDriver:
         self.clients, self.owner, self.poll = clients, owner, poll
 
     def start(self, db: Engine, spec: JobSpec, input_path: str, *, schedule_name: str) -> int:
-        return engine.start_run(db, spec, input_path, schedule_name=schedule_name)
+        # driven right away (drive below): each batch goes out as soon as it is written
+        return engine.start_run(
+            db, spec, input_path, schedule_name=schedule_name, defer_layout=True
+        )
 
     def drive(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
         engine.drive_run(db, run_id, stop=stop, **self._options())

@@ -205,6 +205,14 @@ def earlier_answers(conn: Connection, run_id: int, hashes: list[str]) -> dict[st
     return found
 
 
+def any_earlier_answer(conn: Connection, run_id: int) -> bool:
+    """Whether an earlier run has a succeeded attempt, i.e. reuse may find something."""
+    query = sa.select(ATTEMPT.c.id).where(
+        ATTEMPT.c.status == AttemptStatus.SUCCEEDED, ATTEMPT.c.run_id < run_id
+    )
+    return conn.execute(query.limit(1)).first() is not None
+
+
 # --- transitions --------------------------------------------------------------------------
 
 
@@ -296,7 +304,11 @@ def calibration_candidates(conn: Connection, run_id: int, frontier: str) -> list
 
 
 def plan_calibration(
-    conn: Connection, run_id: int, rows: Sequence[tuple[int, int]], tier: str, provider: str,
+    conn: Connection,
+    run_id: int,
+    rows: Sequence[tuple[int, int]],
+    tier: str,
+    provider: str,
     model: str,
 ) -> int:
     """Calibration attempts (role "calibration", planned, no batch): rows of (item id, seq).

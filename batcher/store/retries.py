@@ -54,7 +54,6 @@ def split_after_expiry(conn: Connection, run_id: int) -> int | None:
     return None if smallest is None else max(1, int(smallest) // 2)
 
 
-
 def last_attempts(conn: Connection, run_id: int, statuses: Sequence[str]) -> list[sa.Row]:
     """Items of the run in `statuses` with their latest attempt: item_id, item_status,
     system_hash, request_json, seq, tier, provider, model; by item id."""
