@@ -291,6 +291,21 @@ def test_fast_pricing_equals_attempt_costs(model, total, shares, output, negotia
     assert Pricer(spec).costs(*model, usage) == attempt_costs(spec, *model, usage)
 
 
+def test_the_exact_path_tells_usages_apart_by_their_reasoning_tokens():
+    """Past a long-context tier start the exact prices are remembered by usage; the baseline
+    leaves reasoning out, so two usages that differ only in it have different baselines."""
+    spec = make_spec()
+    pricer = Pricer(spec)
+    model = ("openai", "gpt-5.4")  # its long-context tier starts at 272k input tokens
+    plain, thinking = (
+        Usage(300_000, output_tokens=500),
+        Usage(300_000, output_tokens=500, reasoning_tokens=400),
+    )
+    assert pricer.costs(*model, plain) == attempt_costs(spec, *model, plain)
+    assert pricer.costs(*model, thinking) == attempt_costs(spec, *model, thinking)
+    assert pricer.costs(*model, thinking).baseline_pusd < pricer.costs(*model, plain).baseline_pusd
+
+
 def test_a_chunk_larger_than_one_lookup(db, tmp_path):
     """6,000 results in one transaction: the attempt lookup goes in slices of 5,000 keys."""
     spec, run_id, items, batch_id, attempts = one_batch(db, tmp_path, 6000)
@@ -308,16 +323,35 @@ def test_a_chunk_larger_than_one_lookup(db, tmp_path):
     assert done == 6000
 
 
-def test_a_chunk_is_cut_by_answer_text_as_well_as_by_count(monkeypatch):
-    """Long answers keep a transaction's memory bounded: 3 of 5 chars each fill 10 chars."""
+@pytest.mark.parametrize(
+    "size, read, stored",
+    [
+        (4, 4, 2),  # chunks [a0 a1] [e a2 a3] [a4]: a0 and a1 fill 10 chars
+        (4, 5, 5),
+        (2, 3, 2),  # chunks [a0 a1] [e a2] [a3 a4]
+        (2, 4, 4),
+    ],
+)
+def test_a_chunk_is_cut_by_answer_text_as_well_as_by_count(
+    db, tmp_path, monkeypatch, size, read, stored
+):
+    """Long answers keep a transaction's memory bounded: answers of 5 chars fill 10 chars two
+    at a time. A stream cut after `read` results keeps the chunks written before it."""
     import batcher.run.reconcile as reconcile
 
     monkeypatch.setattr(reconcile, "CHUNK_TEXT_CHARS", 10)
-    results = [Result(f"c{i}", "succeeded", "x" * 5) for i in range(5)]
-    results.insert(2, Result("e", "errored"))  # no text: counts only towards the size
-    chunks = list(reconcile._chunks(results, size=4))
-    assert [[r.custom_id for r in c] for c in chunks] == [["c0", "c1"], ["e", "c2", "c3"], ["c4"]]
-    assert [len(c) for c in reconcile._chunks(results, size=2)] == [2, 2, 2]
+    spec, run_id, items, batch_id, attempts = one_batch(db, tmp_path, 6)
+    results = [Result(f"i{i}-a1", "succeeded", "x" * 5) for i in items[:5]]
+    results.insert(2, Result(f"i{items[5]}-a1", "errored"))  # no text: counts towards size
+
+    def cut_after(n):
+        yield from results[:n]
+        raise ConnectionError("stream cut")
+
+    with pytest.raises(ConnectionError):
+        reconcile_batch(db, batch_id, cut_after(read), spec, chunk=size)
+    rows = rows_of(db, ATTEMPT, ATTEMPT.c.batch_id == batch_id)
+    assert sum(row["status"] != "submitted" for row in rows) == stored
 
 
 def test_an_answer_cut_off_at_max_tokens_is_never_a_success(db, tmp_path):

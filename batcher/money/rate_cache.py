@@ -31,40 +31,51 @@ class Pricer:
 
     def costs(self, provider: str, model: str, usage: Usage) -> AttemptCosts:
         """The same figures as `attempt_costs(spec, provider, model, usage)`."""
-        return self.for_model(provider, model)(usage)
+        return AttemptCosts(*self.billing(provider, model)(usage)[len(TOKENS) :])
 
-    def for_model(self, provider: str, model: str) -> Callable[[Usage], AttemptCosts]:
-        """`costs` with the model fixed: the per-result path of a batch (one model each)."""
+    def billing(self, provider: str, model: str) -> Callable[[Usage], tuple[int, ...]]:
+        """usage -> its billed figures: the TOKENS counts, then `costs`'s four picodollar
+        figures (AttemptCosts' order). The per-result path of a batch, which holds one model:
+        the rates are looked up here, once, and a result costs one call."""
         rates = self.rates.get((provider, model), False)
         if rates is False:
             rates = self.rates[(provider, model)] = _Rates.of(self.spec, provider, model, self.top)
-        if rates is None:
-            return lambda usage: self._slow(provider, model, usage)
-        fast, limit = rates.costs, rates.limit
 
-        def price(usage: Usage) -> AttemptCosts:
-            if usage.input_tokens < limit:
-                return fast(usage)
-            return self._slow(provider, model, usage)
+        def slow(usage: Usage) -> tuple[int, ...]:
+            return (*_tokens(usage), *self._slow(provider, model, usage))
 
-        return price
+        return slow if rates is None else rates.billing(slow)
 
     def _slow(self, provider: str, model: str, usage: Usage) -> AttemptCosts:
-        key = (
-            provider,
-            model,
-            usage.input_tokens,
-            usage.cache_read_tokens,
-            usage.cache_write_5m_tokens,
-            usage.cache_write_1h_tokens,
-            usage.output_tokens,
-        )
+        key = (provider, model, *_tokens(usage))  # reasoning too: the baseline leaves it out
         found = self.cache.get(key)
         if found is None:
             if len(self.cache) >= 100_000:  # bounded memory on pathological usage spreads
                 self.cache.clear()
             found = self.cache[key] = attempt_costs(self.spec, provider, model, usage)
         return found
+
+
+# The token counts that lead a billed row, in Usage's (and the attempt table's) order.
+TOKENS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+
+def _tokens(usage: Usage) -> tuple[int, ...]:
+    return (
+        usage.input_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        usage.output_tokens,
+        usage.reasoning_tokens,
+    )
 
 
 def _whole_pusd(*usd_per_token: Decimal) -> tuple[int, ...] | None:
@@ -98,21 +109,31 @@ class _Rates:
         starts = [p.tier_start for p in (batch, standard, frontier) if p.tier_start is not None]
         return cls(batch_pusd, standard_pusd, top_pusd, min(starts, default=float("inf")))
 
-    def costs(self, usage: Usage) -> AttemptCosts:
-        read, w5, w1 = (
-            usage.cache_read_tokens,
-            usage.cache_write_5m_tokens,
-            usage.cache_write_1h_tokens,
-        )
-        total, out = usage.input_tokens, usage.output_tokens
-        plain = total - read - w5 - w1
-        if plain < 0:
-            raise ValueError(f"usage counts more cached than total input tokens: {usage}")
-        b, s, t = self.batch, self.standard, self.top
-        return AttemptCosts(
-            cost_pusd=plain * b[0] + read * b[1] + w5 * b[2] + w1 * b[3] + out * b[4],
-            standard_pusd=plain * s[0] + read * s[1] + w5 * s[2] + w1 * s[3] + out * s[4],
-            uncached_pusd=total * s[0] + out * s[4],
-            # visible output only (see pricing.visible_output)
-            baseline_pusd=total * t[0] + max(0, out - usage.reasoning_tokens) * t[1],
-        )
+    def billing(
+        self, past_limit: Callable[[Usage], tuple[int, ...]]
+    ) -> Callable[[Usage], tuple[int, ...]]:
+        """usage -> its billed figures (see Pricer.billing) by integer dot products, or
+        `past_limit(usage)` for a request that reaches a long-context tier."""
+        (bi, br, b5, b1, bo), (si, sr, s5, s1, so), (ti, to) = self.batch, self.standard, self.top
+        limit = self.limit
+
+        def billed(usage: Usage) -> tuple[int, ...]:
+            total, read = usage.input_tokens, usage.cache_read_tokens
+            if total >= limit:
+                return past_limit(usage)
+            w5, w1 = usage.cache_write_5m_tokens, usage.cache_write_1h_tokens
+            out, reasoning = usage.output_tokens, usage.reasoning_tokens
+            plain, visible = total - read - w5 - w1, out - reasoning
+            if plain < 0:
+                raise ValueError(f"usage counts more cached than total input tokens: {usage}")
+            if visible < 0:
+                visible = 0
+            return (
+                total, read, w5, w1, out, reasoning,
+                plain * bi + read * br + w5 * b5 + w1 * b1 + out * bo,  # cost: batch rates
+                plain * si + read * sr + w5 * s5 + w1 * s1 + out * so,  # standard rates
+                total * si + out * so,  # uncached
+                total * ti + visible * to,  # baseline: visible output only (visible_output)
+            )  # fmt: skip
+
+        return billed

@@ -109,11 +109,11 @@ class AnswerKeys:
     def key(self, text: str | None, parsed: Any = NOT_PARSED) -> str | None:
         """The normalised answer key of a reply, or None when it holds none. `parsed`: the
         reply's JSON as `Validator.check_parsed` read it, when it did."""
+        if type(parsed) is dict and self.field in parsed:  # what _from_json reads first
+            return self._normalised(parsed[self.field])
         if text is None or not text.strip():
             return None
         if self.field is not None:
-            if type(parsed) is dict and self.field in parsed:  # what _from_json reads first
-                return self._normalised(parsed[self.field])
             return self._from_json(text)
         if self.regex is not None:
             return self._from_regex(text)

@@ -1,8 +1,9 @@
 """Storing a batch's results: text, usage, cost, verdict, and the status of each attempt.
 
-`reconcile_batch` reads the batch's attempts once (custom_id -> ids and status), then streams
-its results in chunks. Each chunk is one transaction: one executemany per target status, one
-for the items that succeeded. A crash keeps the finished chunks; running it
+`reconcile_batch` reads the batch's attempts once (custom_id -> ids, for those still waiting
+for a result), then streams its results, each turned into the row that stores it as it is
+read. Each chunk of rows is one transaction: one executemany per target status, one for the
+items that succeeded. A crash keeps the finished chunks; running it
 again skips the results already stored (their attempts are no longer `submitted`, and the state
 machine refuses to move them twice), so nothing is stored or billed twice. Only when the whole
 stream has been read are the attempts without a result marked `missing_result` and the batch
@@ -13,7 +14,7 @@ moved to `reconciled`, with counts taken from the database rather than from this
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,6 @@ import orjson
 from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import StateError
-from batcher.money.prices import AttemptCosts
 from batcher.money.rate_cache import Pricer
 from batcher.providers.base import Result, Usage
 from batcher.run.answers import AnswerKeys, answer_keys_for
@@ -41,14 +41,21 @@ CHUNK = 50_000
 CHUNK_TEXT_CHARS = 32 << 20
 BATCH_FAILED = "batch_failed"  # the batch was refused for other lines, not this one: retry free
 SHOWN_UNMATCHED = 20
-STORED = "stored in this pass"  # marks an attempt whose result a chunk has taken
 
-NOTHING_BILLED = (0,) * 10
+NOTHING_BILLED = (0,) * 10  # tokens and costs of a result without usage (Pricer.billing)
+COST = 6  # where the billed cost sits in those figures
 OUTCOME_STATUS = {
     "errored": AttemptStatus.ERRORED,
     "expired": AttemptStatus.EXPIRED,
     "cancelled": AttemptStatus.CANCELLED,
 }
+UNMATCHED = object()  # a custom_id that is no attempt of the batch
+# Looked up once: reading an enum member costs as much as pricing a result's tokens.
+SUCCEEDED, INVALID, TRUNCATED = (
+    AttemptStatus.SUCCEEDED,
+    AttemptStatus.INVALID,
+    AttemptStatus.TRUNCATED,
+)
 
 
 @dataclass
@@ -77,82 +84,65 @@ class _Chunk:
     def __init__(
         self,
         validator: Validator,
-        price: Callable[[Usage], AttemptCosts],
+        bill: Callable[[Usage], tuple[int, ...]],
         keys: AnswerKeys,
-        finish_items: bool = True,
+        finish_items: bool,
+        now: Any,
+        size: int,
     ):
-        self.validator, self.price, self.keys = validator, price, keys
+        self.validator, self.bill, self.keys = validator, bill, keys
         # False in the agreement cascade: a valid answer alone does not end an item there;
         # the follow-up step decides once all of its attempts are in (batcher.run.cascade).
         self.finish_items = finish_items
+        self.now = now  # finished_at of the chunk's attempts, as the driver takes it
         self.rows: dict[str, list[tuple[Any, ...]]] = {}
         self.items: list[tuple[Any, ...]] = []
-        self.cost_pusd = 0
+        self.n = self.chars = 0  # results added, and the characters of their texts
+        self.size = size
 
-    def add(self, attempt_id: int, item_id: int, result: Result, now: Any) -> None:
-        usage = result.usage
-        billed = NOTHING_BILLED
-        if usage is not None:  # billed only when the provider reported usage
-            costs = self.price(usage)
-            self.cost_pusd += costs.cost_pusd
-            billed = (
-                usage.input_tokens,
-                usage.cache_read_tokens,
-                usage.cache_write_5m_tokens,
-                usage.cache_write_1h_tokens,
-                usage.output_tokens,
-                usage.reasoning_tokens,
-                *costs,  # cost, standard, uncached, baseline
-            )
-        verdict = key = None
+    def add(self, target: tuple[int, int], result: Result) -> bool:
+        """Turn `result` into the row that stores it on attempt `target` (id, item id).
+        Returns whether the chunk is now full: `size` results or CHUNK_TEXT_CHARS of text."""
+        usage = result.usage  # billed only when the provider reported usage
+        billed = NOTHING_BILLED if usage is None else self.bill(usage)
+        text, verdict, key = result.text, None, None
+        self.n += 1
+        if text is not None:
+            self.chars += len(text)
         if result.outcome == "succeeded":
-            checked, parsed = self.validator.check_parsed(result.text)
-            key = self.keys.key(result.text, parsed)
-            verdict = checked.reason
-            ok = checked.ok
-            status = AttemptStatus.SUCCEEDED if ok else AttemptStatus.INVALID
+            checked, parsed = self.validator.check_parsed(text)
+            key = self.keys.key(text, parsed)
+            ok, verdict = checked
+            status = SUCCEEDED if ok else INVALID
             if result.stop_reason == "max_tokens":  # a cut-off answer is never a success
                 ok, verdict = False, "truncated: the answer was cut off at max_tokens"
-                status = AttemptStatus.TRUNCATED
+                status = TRUNCATED
             if ok and self.finish_items:  # the answer stays on the attempt: stored once
-                self.items.append((attempt_id, verdict, attempt_id, item_id))
+                self.items.append((target[0], verdict, target[0], target[1]))
         else:
             status = OUTCOME_STATUS[result.outcome]
         row = (
-            result.text,
-            verdict,
-            result.error_code,
-            result.error_message,
-            *billed,
-            now,
-            key,
-            result.stop_reason,
-            result.error_class,
-            attempt_id,
-        )
-        self.rows.setdefault(status, []).append(row)
+            text, verdict, result.error_code, result.error_message, *billed, self.now, key,
+            result.stop_reason, result.error_class, target[0],
+        )  # fmt: skip
+        rows = self.rows.get(status)
+        if rows is None:
+            rows = self.rows[status] = []
+        rows.append(row)
+        return self.n >= self.size or self.chars >= CHUNK_TEXT_CHARS
 
-    def write(self, conn: Connection, summary: ReconcileSummary) -> None:
+    def write(self, db: Engine, summary: ReconcileSummary) -> None:
+        """One transaction: the chunk's rows stored on their attempts (and items)."""
+        with db.begin() as conn:
+            tune_for_bulk(conn)
+            self._write(conn, summary)
+
+    def _write(self, conn: Connection, summary: ReconcileSummary) -> None:
         for status, rows in self.rows.items():
             moved = attempts.record_results(conn, status, rows)
             summary.stored[str(status)] = summary.stored.get(str(status), 0) + moved
+            summary.cost_pusd += sum(row[4 + COST] for row in rows)
         items.finish(conn, ItemStatus.SUCCEEDED, self.items)
-        summary.cost_pusd += self.cost_pusd
-
-
-def _chunks(results: Iterable[Result], size: int) -> Iterator[list[Result]]:
-    """Lists of at most `size` results, or fewer when their texts reach CHUNK_TEXT_CHARS."""
-    chunk: list[Result] = []
-    chars = 0
-    for result in results:
-        chunk.append(result)
-        if result.text is not None:
-            chars += len(result.text)
-        if len(chunk) >= size or chars >= CHUNK_TEXT_CHARS:
-            yield chunk
-            chunk, chars = [], 0
-    if chunk:
-        yield chunk
 
 
 def _batch(conn: Connection, batch_id: str) -> Any:
@@ -163,29 +153,34 @@ def _batch(conn: Connection, batch_id: str) -> Any:
     return row
 
 
-def _store_chunk(
+def _store_results(
     db: Engine,
-    chunk: list[Result],
-    by_custom_id: dict[str, tuple[int, int, str]],
-    make: _Chunk,
+    results: Iterable[Result],
+    targets: dict[str, tuple[int, int] | None],
+    new_chunk: Callable[[], _Chunk],
     summary: ReconcileSummary,
 ) -> None:
-    """One transaction: the chunk's results stored on their attempts (and items)."""
-    with db.begin() as conn:
-        tune_for_bulk(conn)
-        now = db_value(conn, attempts.ATTEMPT.c.finished_at, datetime.now(UTC))
-        for result in chunk:
-            attempt = by_custom_id.get(result.custom_id)
-            if attempt is None:
-                summary.n_unmatched += 1
-                if len(summary.unmatched) < SHOWN_UNMATCHED:
-                    summary.unmatched.append(result.custom_id)
-            elif attempt[2] != AttemptStatus.SUBMITTED:
-                summary.n_skipped += 1  # stored before (or a duplicate line): never twice
-            else:
-                by_custom_id[result.custom_id] = (*attempt[:2], STORED)
-                make.add(attempt[0], attempt[1], result, now)
-        make.write(conn, summary)
+    """Each result matched to its attempt and turned into a row as it is read; a chunk is
+    written once it is full (see _Chunk.add) and the next one started. The results
+    themselves are not kept: only rows of plain values, which the garbage collector skips."""
+    chunk, n = new_chunk(), 0
+    for result in results:
+        n += 1
+        target = targets.get(result.custom_id, UNMATCHED)
+        if target is None:
+            summary.n_skipped += 1  # stored before (or a duplicate line): never twice
+        elif target is UNMATCHED:
+            summary.n_unmatched += 1
+            if len(summary.unmatched) < SHOWN_UNMATCHED:
+                summary.unmatched.append(result.custom_id)
+        else:
+            targets[result.custom_id] = None  # taken: a second line for it is skipped
+            if chunk.add(target, result):  # full
+                chunk.write(db, summary)
+                chunk = new_chunk()
+    if chunk.n:
+        chunk.write(db, summary)
+    summary.n_results = n
 
 
 def _finish(conn: Connection, batch_id: str, summary: ReconcileSummary, error: str | None) -> None:
@@ -222,15 +217,18 @@ def reconcile_batch(
         attempts.mark_all_submitted(conn, batch_id)
     summary = ReconcileSummary(batch_id)
     with db.connect() as conn:
-        by_custom_id = attempts.by_custom_id(conn, batch_id)
+        targets = attempts.result_targets(conn, batch_id)
     # A batch holds one model (the planner groups by it), so one price list serves it all.
-    validator, price = validator_for(spec.validation), Pricer(spec).for_model(provider, model)
+    validator, bill = validator_for(spec.validation), Pricer(spec).billing(provider, model)
     keys = answer_keys_for(spec.validation)
     finish_items = not spec.ends_in_followups
-    for part in _chunks(results, chunk):
-        summary.n_results += len(part)
-        make = _Chunk(validator, price, keys, finish_items)
-        _store_chunk(db, part, by_custom_id, make, summary)
+    finished_at = attempts.ATTEMPT.c.finished_at
+
+    def new_chunk() -> _Chunk:
+        now = db_value(db, finished_at, datetime.now(UTC))
+        return _Chunk(validator, bill, keys, finish_items, now, chunk)
+
+    _store_results(db, results, targets, new_chunk, summary)
     with db.begin() as conn:
         _finish(conn, batch_id, summary, None)
     return summary

@@ -83,13 +83,15 @@ class Validator:
     def check_parsed(self, text: str | None) -> tuple[Verdict, Any]:
         """The verdict, and the answer's JSON when the checks parsed it (its fences
         stripped), else NOT_PARSED: answer keys read the same JSON without parsing it again."""
-        if text is None or not text.strip():
+        stripped = text.strip() if text is not None else ""
+        if not stripped:
             return Verdict(False, "empty answer"), NOT_PARSED
-        stripped = text.strip()
         parsed: Any = NOT_PARSED
         if self.wants_json:
+            # Most answers come unfenced: strip_fences only for the ones that start with one.
+            body = strip_fences(stripped) if stripped.startswith("```") else stripped
             try:
-                parsed = orjson.loads(strip_fences(stripped))
+                parsed = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 return Verdict(False, _short(f"not valid JSON: {exc}")), NOT_PARSED
             if self.schema is not None:

@@ -103,19 +103,24 @@ def count_unbatched(conn: Connection, run_id: int) -> int:
     return conn.execute(query).scalar_one()
 
 
-def by_custom_id(conn: Connection, batch_id: str) -> dict[str, tuple[int, int, str]]:
-    """custom_id -> (attempt id, item id, status) of every attempt of the batch.
+def result_targets(conn: Connection, batch_id: str) -> dict[str, tuple[int, int] | None]:
+    """custom_id -> (attempt id, item id) of every submitted attempt of the batch, and
+    custom_id -> None for its attempts that have a result already.
 
     One indexed scan per batch rather than a lookup per chunk: a batch holds at most 100,000
     requests (the providers' limit), so this stays a few tens of MB."""
     cursor = conn.connection.cursor()  # plain tuples: no Row objects on the bulk path
+    submitted = AttemptStatus.SUBMITTED.value
     try:
         cursor.execute(
             f"SELECT custom_id, id, item_id, status FROM attempt WHERE batch_id = "
             f"{placeholder(conn)}",
             (batch_id,),
         )
-        return {row[0]: row[1:] for row in cursor}
+        return {
+            custom_id: (attempt_id, item_id) if status == submitted else None
+            for custom_id, attempt_id, item_id, status in cursor
+        }
     finally:
         cursor.close()
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from batcher.errors import StoreError
 
@@ -47,8 +47,9 @@ def executemany(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> 
         cursor.close()
 
 
-def db_value(conn: Connection, column: sa.Column, value: Any) -> Any:
-    """`value` as the driver must receive it for `column` (SQLite stores times as text)."""
+def db_value(conn: Connection | Engine, column: sa.Column, value: Any) -> Any:
+    """`value` as the driver of `conn` (or of an engine) must receive it for `column` (SQLite
+    stores times as text)."""
     process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     return process(value) if process is not None else value
 
