@@ -1,5 +1,6 @@
 """Prefix tokens of a cache group: exact in the model's own encoding where a cache decision
-may depend on them, the cl100k count where the prefix is far too short to be cached."""
+may depend on them, the cl100k count where the prefix is far too short to be cached, or
+ASCII and far long enough."""
 
 from __future__ import annotations
 
@@ -20,3 +21,18 @@ def test_a_prefix_near_the_caching_minimum_is_counted_exactly():
     near = "Label the ticket by its main intent, then explain. " * 60  # ~600 cl100k tokens
     assert count_tokens(near) * 2 >= CAPS.min_cache_tokens
     assert prefix_tokens(CAPS, near) == count_tokens_with("o200k_base", near)[0]
+
+
+def test_a_long_ascii_prefix_is_counted_with_cl100k():
+    long = "Label the ticket by its main intent, then explain. " * 200  # ~2,000 tokens
+    assert count_tokens(long) * 2 >= CAPS.min_cache_tokens * 3
+    assert prefix_tokens(CAPS, long) == count_tokens(long)
+
+
+def test_a_long_prefix_in_another_script_is_counted_exactly():
+    # o200k needs several times fewer tokens than cl100k for Devanagari: cl100k's count
+    # says nothing of whether the prefix reaches the caching minimum.
+    hindi = "टिकट को उसके मुख्य उद्देश्य के अनुसार लेबल करें। " * 60
+    assert count_tokens(hindi) * 2 >= CAPS.min_cache_tokens * 3
+    exact = count_tokens_with("o200k_base", hindi)[0]
+    assert prefix_tokens(CAPS, hindi) == exact < count_tokens(hindi) * 2 / 3
