@@ -57,7 +57,9 @@ def test_submit_only_then_resume(db, sandbox, clients, tmp_path):
     submitted = engine.drive_run(db, run_id, clients=clients, poll=POLL, submit_only=True)
     assert submitted.status == "running" and submitted.exit_code == 3
     assert [b["status"] for b in batches(db, run_id)] == ["submitted"]
-    assert items_by_status(db, run_id) == {"in_flight": 8}
+    # in flight by their batch: the submit did not write the item rows again
+    assert engine.outcome_of(db, run_id).items == {"in_flight": 8}
+    assert items_by_status(db, run_id) == {"queued": 8}
     done = engine.resume_run(db, run_id, clients=clients, poll=POLL)
     assert done.status == "completed" and done.exit_code == 0, done.message
     check_accounted(db, run_id, sandbox, 8)

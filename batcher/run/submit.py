@@ -2,8 +2,8 @@
 
 1. the batch moves `planned -> submitting` with the time of the intent (`submitted_at`);
 2. the provider call runs (OpenAI: upload, whose file id is committed at once, then create);
-3. the provider ids are committed (`submitting -> submitted`, attempts `submitted`, items
-   `in_flight`).
+3. the provider ids are committed (`submitting -> submitted`, attempts `submitted`; their
+   items are in flight by that, without their rows being written again).
 
 A create is never repeated blindly: after an unclear answer, and on resume for every batch
 left in `submitting`, the provider is asked (`find`) whether the batch exists. One match is

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from batcher.store.models import TABLES
-from batcher.store.states import AttemptStatus, BatchStatus, ItemStatus, set_status
+from batcher.store.states import AttemptStatus, BatchStatus, set_status
 
 BATCH, ATTEMPT, ITEM = TABLES["batch"], TABLES["attempt"], TABLES["item"]
 AT_PROVIDER = (BatchStatus.SUBMITTING, BatchStatus.SUBMITTED)
@@ -143,14 +143,13 @@ def adopt(
     raw_status: str,
     input_file_id: str | None = None,
 ) -> None:
-    """The provider holds the batch: it is `submitted`, its attempts too, its items in flight."""
+    """The provider holds the batch: it is `submitted`, its attempts too (its items are in
+    flight by that: see ItemStatus.IN_FLIGHT)."""
     values: dict[str, Any] = {"provider_batch_id": provider_batch_id, "raw_status": raw_status}
     if input_file_id:
         values["input_file_id"] = input_file_id
     set_status(conn, BATCH, BatchStatus.SUBMITTED, BATCH.c.id == batch_id, values)
     set_status(conn, ATTEMPT, AttemptStatus.SUBMITTED, ATTEMPT.c.batch_id == batch_id)
-    in_batch = sa.select(ATTEMPT.c.item_id).where(ATTEMPT.c.batch_id == batch_id)
-    set_status(conn, ITEM, ItemStatus.IN_FLIGHT, ITEM.c.id.in_(in_batch))
 
 
 def unsubmit(conn: Connection, batch_id: str, reason: str) -> None:

@@ -18,7 +18,14 @@ from sqlalchemy.engine import Connection
 
 from batcher.store.bulk import placeholder, select_by_keys
 from batcher.store.models import TABLES
-from batcher.store.states import ITEM_TERMINAL, ItemStatus, set_status, set_status_many
+from batcher.store.states import (
+    IN_FLIGHT_SQL,
+    ITEM_TERMINAL,
+    ItemStatus,
+    set_status,
+    set_status_many,
+    with_in_flight,
+)
 
 ITEM, ATTEMPT = TABLES["item"], TABLES["attempt"]
 # What an item keeps of the attempt that ended it.
@@ -30,12 +37,17 @@ _TERMINAL = [str(s) for s in ITEM_TERMINAL]
 
 
 def counts_by_status(conn: Connection, run_id: int) -> dict[str, int]:
+    """Items of the run by status, `in_flight` derived (see ItemStatus.IN_FLIGHT)."""
     query = (
         sa.select(ITEM.c.status, sa.func.count())
         .where(ITEM.c.run_id == run_id)
         .group_by(ITEM.c.status)
     )
-    return dict(conn.execute(query).all())
+    stored = dict(conn.execute(query).all())
+    if not stored.get(ItemStatus.QUEUED):
+        return stored
+    sql = IN_FLIGHT_SQL.replace("?", placeholder(conn))
+    return with_in_flight(stored, conn.exec_driver_sql(sql, (run_id,)).scalar_one())
 
 
 def count_open(conn: Connection, run_id: int) -> int:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from batcher.store.paths import sqlite_file
+from batcher.store.states import IN_FLIGHT_SQL, ItemStatus, with_in_flight
 
 BATCH_COLUMNS = (
     "id", "round", "provider", "model", "status", "raw_status", "n_requests", "n_succeeded",
@@ -52,7 +53,11 @@ def run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
 
 def counts_by_status(conn: sqlite3.Connection, run_id: int) -> dict[str, int]:
     sql = "SELECT status, count(*) FROM item WHERE run_id = ? GROUP BY status"
-    return dict(conn.execute(sql, (run_id,)).fetchall())
+    stored = dict(conn.execute(sql, (run_id,)).fetchall())
+    if not stored.get(ItemStatus.QUEUED):
+        return stored
+    (flying,) = conn.execute(IN_FLIGHT_SQL, (run_id,)).fetchone()
+    return with_in_flight(stored, flying)
 
 
 def cost_totals(conn: sqlite3.Connection, run_id: int) -> tuple[int, int]:

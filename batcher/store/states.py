@@ -21,7 +21,9 @@ if TYPE_CHECKING:  # SQLAlchemy loads with the first write: the CLI reads the en
 
 class RunStatus(StrEnum):
     CREATED = "created"  # items ingested, nothing planned yet
-    PLANNED = "planned"  # tiers, groups and batches laid out; nothing sent
+    # tiers and groups decided, batches laid out (or, for a run driven at once, being laid
+    # out as they are submitted: see batcher.plan.onepass); nothing sent
+    PLANNED = "planned"
     RUNNING = "running"  # batches are being submitted, polled or reconciled
     COMPLETED = "completed"  # every item reached a terminal status
     FAILED = "failed"  # stopped on an error that needs a person; `resume` continues
@@ -30,11 +32,33 @@ class RunStatus(StrEnum):
 
 class ItemStatus(StrEnum):
     PENDING = "pending"  # ingested, no attempt yet
-    QUEUED = "queued"  # has an attempt waiting in a planned batch
-    IN_FLIGHT = "in_flight"  # its current attempt is at the provider
+    QUEUED = "queued"  # has an attempt, waiting in a planned batch or at the provider
+    # Its current attempt is at the provider. Derived, not stored (see IN_FLIGHT_SQL): a
+    # submit writes its batch and attempts, not every item row again. Rows of runs from
+    # before that change may still hold it.
+    IN_FLIGHT = "in_flight"
     SUCCEEDED = "succeeded"  # a valid answer is stored
     FAILED = "failed"  # retries and escalations exhausted
     CANCELLED = "cancelled"  # its run was cancelled before it finished
+
+
+# Queued items of a run (the one parameter) with an attempt at the provider: in flight.
+IN_FLIGHT_SQL = (
+    "SELECT count(DISTINCT a.item_id) FROM attempt a JOIN item i ON i.id = a.item_id"
+    " WHERE a.run_id = ? AND a.status = 'submitted' AND i.status = 'queued'"
+)
+
+
+def with_in_flight(stored: dict[str, int], flying: int) -> dict[str, int]:
+    """Item counts by stored status, with the `flying` queued items (IN_FLIGHT_SQL) counted
+    in flight instead."""
+    counts = dict(stored)
+    if flying:
+        counts[ItemStatus.QUEUED] -= flying
+        counts[ItemStatus.IN_FLIGHT] = counts.get(ItemStatus.IN_FLIGHT, 0) + flying
+        if not counts[ItemStatus.QUEUED]:
+            del counts[ItemStatus.QUEUED]
+    return counts
 
 
 class AttemptStatus(StrEnum):
