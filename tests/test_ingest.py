@@ -454,3 +454,18 @@ def test_the_input_hash_is_of_every_byte_read_once(engine, spec, tmp_path):
     result = ingest(engine, spec, path, skip_invalid=True, max_line_bytes=1 << 20)
     assert (result.n_items, result.n_rejected) == (2, 1)
     assert result.input_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_input_is_hashed_whichever_way_it_is_read(tmp_path):
+    """The input's sha256 is made on a worker thread from what the reader reads: lines
+    through the buffer, a large read straight from the file, or the rest in one read."""
+    path = tmp_path / "big.jsonl"
+    data = b"".join(b'{"prompt": "%d"}\n' % i for i in range(200_000))  # several buffers
+    path.write_bytes(data)
+    stream, hashed = ingest_module.open_input(path)
+    with stream:
+        assert stream.readline() == b'{"prompt": "0"}\n'
+        stream.read(3 << 20)
+        hashed.read(10)
+        stream.read()
+        assert hashed.hexdigest() == hashlib.sha256(data).hexdigest()

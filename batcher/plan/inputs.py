@@ -289,43 +289,34 @@ def _check_no_nul(item: ParsedItem) -> None:
             raise LineError(f'"{name}" contains a NUL character (\\u0000): remove it')
 
 
-def iter_lines(
-    stream: IO[bytes], max_line_bytes: int, digest: Any = None
-) -> Iterator[tuple[int, bytes, bool]]:
+def iter_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
     """(line number, bytes, too_long) for each non-blank line, reading at most the cap a line.
 
     The cap counts the line's bytes without its line ending. A too-long line is skipped
-    in pieces (never held whole) and yielded with empty bytes. A `digest` (hashlib) is fed
-    every byte read, so that the input's hash comes out of the one read of it.
+    in pieces (never held whole) and yielded with empty bytes.
     """
     line_no = 0
     readline = stream.readline
-    update = digest.update if digest is not None else None
     while True:
         raw = readline(max_line_bytes + 1)
         if not raw:
             return
-        if update is not None:
-            update(raw)
         line_no += 1
         if line_no == 1 and raw.startswith(BOM):  # editors on Windows write one
             raw = raw[len(BOM) :]
         if len(raw) > max_line_bytes and raw[-1:] != b"\n":
             while raw and not raw.endswith(b"\n"):  # drop the rest of the long line
                 raw = readline(1 << 20)
-                if update is not None:
-                    update(raw)
             yield line_no, b"", True
         elif raw and not raw.isspace():  # isspace stops at the first character; strip copies
             yield line_no, raw, False
 
 
 def parse_lines(
-    stream: IO[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, digest: Any = None
+    stream: IO[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 ) -> Iterator[ParsedItem | Problem]:
-    """Every non-blank line of `stream` as a ParsedItem or a Problem, in order (`digest`:
-    see `iter_lines`)."""
-    for line_no, raw, too_long in iter_lines(stream, max_line_bytes, digest):
+    """Every non-blank line of `stream` as a ParsedItem or a Problem, in order."""
+    for line_no, raw, too_long in iter_lines(stream, max_line_bytes):
         if too_long:
             yield Problem(
                 line_no,
