@@ -302,6 +302,14 @@ def test_nul_in_a_field_stored_as_text_is_a_problem():
     )
     item = one({"id": "a", "prompt": "NUL \x00 inside the prompt is stored JSON-escaped"})
     assert isinstance(item, ParsedItem)
+    for field in ("system_ref", "tier", "model"):
+        assert problem({"prompt": "x", field: "a:b\x00"}) == (
+            f'"{field}" contains a NUL character (\\u0000): remove it'
+        )
+    system_message = {"role": "system", "content": "s\x00"}
+    batch_line = {"custom_id": "c", "body": {"model": "m", "messages": [system_message]}}
+    batch_line["body"]["messages"].append({"role": "user", "content": "hi"})
+    assert problem(batch_line) == '"system" contains a NUL character (\\u0000): remove it'
 
 
 def test_content_blocks_are_checked():
