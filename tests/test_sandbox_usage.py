@@ -1,16 +1,10 @@
-"""Usage numbers against a reference worked out from the tokenizer alone, and the sandbox's
-CPU savings (multipart by offsets, paused cycle collection) against the plain versions.
+"""Usage numbers against a reference worked out from the tokenizer alone.
 
 The sandbox memoizes token counts and prefix chains by text; these tests hold the numbers it
 reports to what counting every request from scratch gives."""
 
 from __future__ import annotations
 
-import gc
-import threading
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from sandbox_fixtures import (  # noqa: F401 - fixtures
     chat_line,
     oai_fixture,
@@ -22,8 +16,6 @@ from sandbox_fixtures import (  # noqa: F401 - fixtures
 )
 
 from batcher.plan.tokens import count_tokens, encode
-from batcher.sandbox.gc_pause import paused_collection
-from batcher.sandbox.http import FormPart, split_parts
 from batcher.sandbox.prompts import IM_END, IM_START
 
 SYSTEM_A = " ".join(f"Rule {i}: label the ticket by its main intent." for i in range(200))
@@ -98,83 +90,3 @@ def test_context_refusal_counts_the_prompt_as_tokenized_from_scratch(sandbox, oa
     assert (
         f"you requested {prompt + 20} tokens ({prompt} in the messages, 20 in" in (error["message"])
     )
-
-
-def reference_parts(raw: bytes, delimiter: bytes) -> dict[str, FormPart]:
-    """The plain split that split_parts replaces (it copied the body three times)."""
-    from batcher.sandbox.http import _FILENAME, _NAME
-
-    fields = {}
-    for chunk in raw.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        head, _, value = chunk.partition(b"\r\n\r\n")
-        disposition = head.decode("utf-8", errors="replace")
-        name = _NAME.search(disposition)
-        if name:
-            filename = _FILENAME.search(disposition)
-            fields[name.group(1)] = FormPart(
-                value.removesuffix(b"\r\n"), filename.group(1) if filename else None
-            )
-    return fields
-
-
-DELIMITER = b"--bnd"
-PIECES = st.sampled_from(
-    [DELIMITER, b"--", b"\r\n", b"\r\n\r\n", b"x", b'; name="f"', b' filename="a.jsonl"', b"\xff"]
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(PIECES, st.binary(max_size=6)), max_size=30))
-def test_multipart_by_offsets_matches_the_plain_split(pieces):
-    raw = b"".join(pieces)
-    assert split_parts(raw, DELIMITER) == reference_parts(raw, DELIMITER)
-
-
-def test_multipart_of_a_typical_upload():
-    raw = (
-        b'--bnd\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
-        b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
-        b"Content-Type: application/octet-stream\r\n\r\n"
-        b'{"a": 1}\n{"b": 2}\n\r\n--bnd--\r\n'
-    )
-    assert split_parts(raw, DELIMITER) == {
-        "purpose": FormPart(b"batch", None),
-        "file": FormPart(b'{"a": 1}\n{"b": 2}\n', "in.jsonl"),
-    }
-
-
-def test_paused_collection_nests_and_restores_the_collector():
-    assert gc.isenabled()
-    with paused_collection():
-        assert not gc.isenabled()
-        with paused_collection():
-            assert not gc.isenabled()
-        assert not gc.isenabled()  # the outer section still runs
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with paused_collection():
-            pass
-        assert not gc.isenabled()  # a collector someone else turned off stays off
-    finally:
-        gc.enable()
-
-
-def test_paused_collection_across_threads_ends_with_the_collector_on():
-    inside, release = threading.Event(), threading.Event()
-
-    def other():
-        with paused_collection():
-            inside.set()
-            release.wait(5)
-
-    thread = threading.Thread(target=other)
-    thread.start()
-    inside.wait(5)
-    with paused_collection():
-        release.set()  # the other thread's section ends while this one runs
-        thread.join(5)
-        assert not gc.isenabled()
-    assert gc.isenabled()

@@ -6,6 +6,8 @@ import json
 import random
 from dataclasses import dataclass, field
 
+import orjson
+
 from batcher.sandbox.gc_pause import paused_collection
 from batcher.sandbox.lifecycle import Timeline
 from batcher.sandbox.openai_results import batch_error_line, kinds_of, run_request
@@ -28,22 +30,34 @@ def validate_input(data: bytes, endpoint: str, cfg) -> tuple[list[dict], list[di
                 f"The input file is {len(data)} bytes; the limit is {cfg.openai_max_bytes} bytes.",
             )
         ]
-    raw = data.decode("utf-8", errors="replace").split("\n")
-    while raw and not raw[-1].strip():
-        raw.pop()
-    if not raw:
+    # Lines as offsets into the file rather than a decoded copy split into strings: a
+    # 10,000-line file of 2,000-token prompts is 120 MB (see load_line).
+    count = data.count(b"\n") + 1
+    end = len(data)
+    while count and not _decoded(data[data.rfind(b"\n", 0, end) + 1 : end]).strip():
+        count, end = count - 1, max(data.rfind(b"\n", 0, end), 0)
+    if not count:
         return [], [_err("empty_file", "The input file is empty.")]
-    if len(raw) > cfg.openai_max_lines:
+    if count > cfg.openai_max_lines:
         return [], [
             _err(
                 "too_many_tasks",
-                f"The input file has {len(raw)} requests; at most "
+                f"The input file has {count} requests; at most "
                 f"{cfg.openai_max_lines} are allowed in one batch.",
             )
         ]
     lines, errors, seen, model = [], [], set(), None
-    for number, text in enumerate(raw, 1):
-        line, error = _check_line(text, number, endpoint, seen, model)
+    view, start = memoryview(data), 0
+    for number in range(1, count + 1):
+        stop = data.find(b"\n", start)
+        stop = len(data) if stop < 0 else stop
+        try:
+            value = load_line(data, view, start, stop)
+        except ValueError:
+            line, error = None, _not_json(number)
+        else:
+            line, error = _check_value(value, number, endpoint, seen, model)
+        start = stop + 1
         if error:
             errors.append(error)
         else:
@@ -55,13 +69,62 @@ def validate_input(data: bytes, endpoint: str, cfg) -> tuple[list[dict], list[di
     return lines, errors
 
 
+def _decoded(raw: bytes) -> str:
+    # The service reads the file as UTF-8, invalid bytes replaced (a line with them may still
+    # parse). Decoding line by line gives the same text as decoding the file: a newline byte
+    # never belongs to an invalid sequence.
+    return raw.decode("utf-8", errors="replace")
+
+
+def load_line(data: bytes, view: memoryview, start: int, stop: int) -> object:
+    """json.loads of line data[start:stop] as decoded text; raises ValueError like it.
+
+    orjson parses the bytes in place, twice as fast and without the decoded copy. Where
+    its answer could differ from json's (it refuses invalid UTF-8, lone surrogates and
+    NaN, and reads integers past 64 bits as floats), the line goes to json.loads: any
+    error, a float anywhere, or nesting deep enough to matter."""
+    try:
+        value = orjson.loads(view[start:stop])
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if _plain(value, 0):
+            return value
+    return json.loads(_decoded(data[start:stop]))
+
+
+def _plain(value: object, depth: int) -> bool:
+    """No float inside, and nested under 64 levels (json's own limit is the stack's)."""
+    kind = type(value)
+    if kind is float:
+        return False
+    if kind is not dict and kind is not list:
+        return True
+    if depth >= 64:
+        return False
+    for item in value.values() if kind is dict else value:
+        if type(item) is not str and not _plain(item, depth + 1):
+            return False
+    return True
+
+
+def _not_json(number: int) -> dict:
+    return _err("invalid_json_line", f"Line {number} is not valid JSON.", number)
+
+
 def _check_line(
     text: str, number: int, endpoint: str, seen: set, model: str | None
 ) -> tuple[dict | None, dict | None]:
     try:
         line = json.loads(text)
     except ValueError:
-        return None, _err("invalid_json_line", f"Line {number} is not valid JSON.", number)
+        return None, _not_json(number)
+    return _check_value(line, number, endpoint, seen, model)
+
+
+def _check_value(
+    line: object, number: int, endpoint: str, seen: set, model: str | None
+) -> tuple[dict | None, dict | None]:
     if not isinstance(line, dict):
         return None, _err("invalid_json_line", f"Line {number} is not a JSON object.", number)
     custom_id = line.get("custom_id")

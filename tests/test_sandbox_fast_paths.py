@@ -1,0 +1,174 @@
+"""The sandbox's CPU savings against the plain code each replaced: multipart parts found by
+offset, input lines parsed in place, the cycle collector paused while a batch runs."""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batcher.sandbox.config import SandboxConfig
+from batcher.sandbox.gc_pause import paused_collection
+from batcher.sandbox.http import FormPart, split_parts
+from batcher.sandbox.openai_batches import MAX_ERRORS, _check_line, _err, validate_input
+
+
+def reference_parts(raw: bytes, delimiter: bytes) -> dict[str, FormPart]:
+    """The plain split that split_parts replaces (it copied the body three times)."""
+    from batcher.sandbox.http import _FILENAME, _NAME
+
+    fields = {}
+    for chunk in raw.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, value = chunk.partition(b"\r\n\r\n")
+        disposition = head.decode("utf-8", errors="replace")
+        name = _NAME.search(disposition)
+        if name:
+            filename = _FILENAME.search(disposition)
+            fields[name.group(1)] = FormPart(
+                value.removesuffix(b"\r\n"), filename.group(1) if filename else None
+            )
+    return fields
+
+
+DELIMITER = b"--bnd"
+PIECES = st.sampled_from(
+    [DELIMITER, b"--", b"\r\n", b"\r\n\r\n", b"x", b'; name="f"', b' filename="a.jsonl"', b"\xff"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(PIECES, st.binary(max_size=6)), max_size=30))
+def test_multipart_by_offsets_matches_the_plain_split(pieces):
+    raw = b"".join(pieces)
+    assert split_parts(raw, DELIMITER) == reference_parts(raw, DELIMITER)
+
+
+def test_multipart_of_a_typical_upload():
+    raw = (
+        b'--bnd\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n"
+        b'{"a": 1}\n{"b": 2}\n\r\n--bnd--\r\n'
+    )
+    assert split_parts(raw, DELIMITER) == {
+        "purpose": FormPart(b"batch", None),
+        "file": FormPart(b'{"a": 1}\n{"b": 2}\n', "in.jsonl"),
+    }
+
+
+def test_paused_collection_nests_and_restores_the_collector():
+    assert gc.isenabled()
+    with paused_collection():
+        assert not gc.isenabled()
+        with paused_collection():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer section still runs
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_collection():
+            pass
+        assert not gc.isenabled()  # a collector someone else turned off stays off
+    finally:
+        gc.enable()
+
+
+def test_paused_collection_across_threads_ends_with_the_collector_on():
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with paused_collection():
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    inside.wait(5)
+    with paused_collection():
+        release.set()  # the other thread's section ends while this one runs
+        thread.join(5)
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def reference_input(data: bytes, endpoint: str, cfg) -> tuple[list[dict], list[dict]]:
+    """validate_input as it was: the file decoded, split into strings, each json.loads'd."""
+    raw = data.decode("utf-8", errors="replace").split("\n")
+    while raw and not raw[-1].strip():
+        raw.pop()
+    if not raw:
+        return [], [_err("empty_file", "The input file is empty.")]
+    if len(raw) > cfg.openai_max_lines:
+        return [], [
+            _err(
+                "too_many_tasks",
+                f"The input file has {len(raw)} requests; at most "
+                f"{cfg.openai_max_lines} are allowed in one batch.",
+            )
+        ]
+    lines, errors, seen, model = [], [], set(), None
+    for number, text in enumerate(raw, 1):
+        line, error = _check_line(text, number, endpoint, seen, model)
+        if error:
+            errors.append(error)
+        else:
+            model = model or line["body"]["model"]
+            seen.add(line["custom_id"])
+            lines.append(line)
+        if len(errors) >= MAX_ERRORS:
+            break
+    return lines, errors
+
+
+CHAT = "/v1/chat/completions"
+
+
+def request(custom_id: str, value: str) -> str:
+    body = (
+        f'{{"model": "gpt-5-nano", "messages": [{{"role": "user", "content": "x"}}], "v": {value}}}'
+    )
+    return f'{{"custom_id": "{custom_id}", "method": "POST", "url": "{CHAT}", "body": {body}}}'
+
+
+# Values where orjson and json part ways (floats, integers past 64 bits, NaN, lone
+# surrogates, deep nesting), bytes that are not UTF-8, a BOM, and whitespace json refuses.
+VALUES = [
+    "1", "1.5", "-0", "1e400", "18446744073709551616", "-9223372036854775809", "NaN",
+    '"\\udead"', '"\\ud83d\\ude00"', "[" * 70 + "]" * 70, "[" * 5 + "]" * 5, "true", "null",
+    '"a\\u0000b"', "01", "[1,]", '"\xe9"',
+]  # fmt: skip
+IDS = st.integers(0, 5)
+LINE_BYTES = st.one_of(
+    st.builds(lambda i, v: request(f"r{i}", v).encode(), IDS, st.sampled_from(VALUES)),
+    st.sampled_from([b"", b"  ", b"\r", b"\xef\xbb\xbf" + request("bom", "1").encode(), b"\x0c"]),
+    st.builds(lambda v: request("bad", "1").encode().replace(b'"x"', b'"' + v + b'"'),
+              st.sampled_from([b"\xff", b"\xed\xa0\x80", b"\xc0\xaf", b"\xe2\x80\xa8", b"\x85"])),
+    st.binary(max_size=8),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LINE_BYTES, max_size=12), st.sampled_from([b"\n", b"\r\n", b"\n\n", b""]))
+def test_input_lines_parsed_in_place_match_the_decoded_split(lines, end):
+    data = b"\n".join(lines) + end
+    cfg = SandboxConfig(openai_max_lines=10)
+    got = validate_input(data, CHAT, cfg)
+    assert got == reference_input(data, CHAT, cfg)
+    # same types too: orjson would have read a 65-bit integer as a float
+    assert json.dumps(got) == json.dumps(reference_input(data, CHAT, cfg))
+
+
+def test_a_line_nested_past_what_json_reads_fails_as_it_did():
+    # orjson reads 1,000 levels; json.loads runs out of stack first, and the create failed
+    data = request("deep", "[" * 1000 + "]" * 1000).encode() + b"\n"
+    cfg = SandboxConfig()
+    with pytest.raises(RecursionError):
+        reference_input(data, CHAT, cfg)
+    with pytest.raises(RecursionError):
+        validate_input(data, CHAT, cfg)
