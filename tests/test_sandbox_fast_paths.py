@@ -1,5 +1,6 @@
 """The sandbox's CPU savings against the plain code each replaced: multipart parts found by
-offset, input lines parsed in place, the cycle collector paused while a batch runs."""
+offset, input lines parsed in place, the cycle collector paused while a batch runs, plain
+answers counted by parts."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batcher.plan.tokens import count_tokens
 from batcher.sandbox.config import SandboxConfig
 from batcher.sandbox.gc_pause import paused_collection
 from batcher.sandbox.http import FormPart, split_parts
 from batcher.sandbox.openai_batches import MAX_ERRORS, _check_line, _err, validate_input
+from batcher.sandbox.responders import DeterministicResponder, make_query
 
 
 def reference_parts(raw: bytes, delimiter: bytes) -> dict[str, FormPart]:
@@ -172,3 +175,14 @@ def test_a_line_nested_past_what_json_reads_fails_as_it_did():
         reference_input(data, CHAT, cfg)
     with pytest.raises(RecursionError):
         validate_input(data, CHAT, cfg)
+
+
+def test_plain_answers_know_their_token_count():
+    responder = DeterministicResponder(lambda model: 0.0)
+    starts = set()
+    for i in range(5000):
+        query = make_query("gpt-5-nano", {"i": i}, "", [{"role": "user", "content": f"q{i}"}])
+        reply = responder.answer(query)
+        assert reply.tokens == count_tokens(reply.text), reply.text
+        starts.add(reply.text[15].isdigit())  # the tag's first character: both kinds seen
+    assert starts == {True, False}

@@ -246,9 +246,12 @@ def _limit(body: dict) -> int | None:
     return None
 
 
-def _clip(text: str, reasoning: int, limit: int | None) -> tuple[str, int, bool]:
-    """Text cut to what fits in `limit` after reasoning; (text, visible tokens, truncated)."""
-    visible = tokens.count_tokens(text)
+def _clip(
+    text: str, reasoning: int, limit: int | None, visible: int | None = None
+) -> tuple[str, int, bool]:
+    """Text cut to what fits in `limit` after reasoning; (text, visible tokens, truncated).
+    `visible` is the text's token count when the responder knows it."""
+    visible = tokens.count_tokens(text) if visible is None else visible
     if limit is None or visible + reasoning <= limit:
         return text, visible, False
     room = max(0, limit - reasoning)
@@ -282,7 +285,7 @@ def _completion(
     # content is empty and finish_reason is length), never more.
     reasoning = reasoning_tokens(query, state.config.reasoning_tokens)
     reasoning = min(reasoning, limit) if limit is not None else reasoning
-    text, visible, cut = _clip(reply.text or "", reasoning, limit)
+    text, visible, cut = _clip(reply.text or "", reasoning, limit, reply.tokens)
     out = visible + reasoning
     created = int(at)
     if endpoint == RESPONSES:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from batcher.plan.tokens import count_tokens
 from batcher.sandbox.prompts import last_user_text, text_of
 
 LABELS_RE = re.compile(r"^[ \t]*allowed labels[ \t]*:[ \t]*(.+?)[ \t]*$", re.I | re.M)
@@ -61,6 +62,7 @@ class Reply:
     text: str | None = None
     error_type: str | None = None
     error_message: str | None = None
+    tokens: int | None = None  # cl100k tokens of `text` when known without tokenizing it
 
 
 def make_query(
@@ -196,7 +198,24 @@ class DeterministicResponder:
             return Reply(text=label_answer(query, labels, as_json, bad))
         stream = hashlib.blake2b(query.digest, digest_size=64).digest()
         words = [WORDS[b % len(WORDS)] for b in stream[: 8 + query.digest[0] % 40]]
-        return Reply(text=f"Sandbox answer {query.digest.hex()[:8]}: {' '.join(words)}.")
+        tag = f" {query.digest.hex()[:8]}:"
+        text = f"Sandbox answer{tag} {' '.join(words)}."
+        return Reply(text=text, tokens=_plain_tokens(tag, words))
+
+
+def _plain_tokens(tag: str, words: list[str]) -> int:
+    """cl100k tokens of a plain answer, summed over its parts. The tokenizer's pre-split
+    (letters with one leading space, punctuation runs, digits by three) cuts this text before
+    the tag's space, after its colon, before each " word" and before the final ".", and
+    tokens never span such a cut, so the sum is the whole text's count; only the tag is
+    tokenized per answer (counting the whole answer was a sixth of a batch's CPU)."""
+    words_tokens = sum(_part_tokens(" " + word) for word in words)
+    return _part_tokens("Sandbox answer") + count_tokens(tag) + words_tokens + _part_tokens(".")
+
+
+@lru_cache(maxsize=64)
+def _part_tokens(part: str) -> int:
+    return count_tokens(part)
 
 
 @lru_cache(maxsize=4096)
