@@ -1,6 +1,6 @@
 """The sandbox's CPU savings against the plain code each replaced: multipart parts found by
 offset, input lines parsed in place, the cycle collector paused while a batch runs, plain
-answers counted by parts."""
+answers counted by parts, prefix chains memoized only up to a prompt's last text."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from batcher.sandbox.config import SandboxConfig
 from batcher.sandbox.gc_pause import paused_collection
 from batcher.sandbox.http import FormPart, split_parts
 from batcher.sandbox.openai_batches import MAX_ERRORS, _check_line, _err, validate_input
+from batcher.sandbox.prompts import IM_END, IM_START, Chain, chain, part_tokens
 from batcher.sandbox.responders import DeterministicResponder, make_query
 
 
@@ -186,3 +187,16 @@ def test_plain_answers_know_their_token_count():
         assert reply.tokens == count_tokens(reply.text), reply.text
         starts.add(reply.text[15].isdigit())  # the tag's first character: both kinds seen
     assert starts == {True, False}
+
+
+# Texts long enough to fill several 128-token chunks, and short ones that leave a tail.
+TEXTS = ["system", "user", "short text", " ".join(f"rule {i}" for i in range(300)), "x" * 700]
+PARTS = st.lists(st.one_of(st.sampled_from([IM_START, IM_END]), st.sampled_from(TEXTS)), max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(PARTS.map(tuple), min_size=1, max_size=4))
+def test_prefix_chains_memoized_up_to_the_last_text_match_one_pass(prompts):
+    for parts in prompts + prompts:  # repeats meet the memo and the latest-result slot
+        whole = tuple(token for part in parts for token in part_tokens(part))
+        assert chain(parts) == Chain((), (), 0).extend(whole)

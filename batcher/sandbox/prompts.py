@@ -3,8 +3,8 @@
 A prompt is a tuple of parts: text (tokenized with the real offline cl100k tokenizer, cached
 by text in batcher.plan.tokens) or an int (one special token framing a message, so a message costs
 its content plus 3 tokens, as OpenAI's counting recipe says). Prefix identities are chained
-hashes of 128-token chunks, memoized by the parts before them, so 10,000 requests sharing a
-2,000-token system prompt tokenize and hash it once.
+hashes of 128-token chunks, memoized by the parts before a prompt's last text, so 10,000
+requests sharing a 2,000-token system prompt tokenize and hash it once.
 """
 
 from __future__ import annotations
@@ -48,12 +48,37 @@ def part_count(part: Part) -> int:
     return 1 if isinstance(part, int) else tokens.count_tokens(part)
 
 
-@lru_cache(maxsize=200_000)
 def chain(parts: tuple[Part, ...]) -> Chain:
+    """The chunk chain of `parts`.
+
+    What comes before the last text part is memoized (requests share it: a system prompt,
+    earlier turns); the last text and what follows are extended per call. Memoizing every
+    prompt in full kept two chains per request that no later request asked for, and the
+    cycle collector walked them all; only the latest result is kept, for the cache
+    accounting that follows the context check of the same request."""
+    recent = _recent[0]
+    if recent is not None and recent[0] == parts:
+        return recent[1]
+    cut = len(parts) - 1
+    while cut > 0 and not isinstance(parts[cut], str):
+        cut -= 1
+    cut = max(cut, 0)
+    links = _prefix_chain(parts[:cut])
+    for part in parts[cut:]:
+        links = links.extend(part_tokens(part))
+    _recent[0] = (parts, links)
+    return links
+
+
+_recent: list[tuple[tuple[Part, ...], Chain] | None] = [None]
+
+
+@lru_cache(maxsize=200_000)
+def _prefix_chain(parts: tuple[Part, ...]) -> Chain:
     """The chunk chain of `parts` (memoized on every prefix of parts)."""
     if not parts:
         return Chain((), (), 0)
-    return chain(parts[:-1]).extend(part_tokens(parts[-1]))
+    return _prefix_chain(parts[:-1]).extend(part_tokens(parts[-1]))
 
 
 def count(parts: tuple[Part, ...]) -> int:
