@@ -378,3 +378,24 @@ def test_an_item_left_behind_by_a_crash_is_settled(db, tmp_path):
         GOOD,
         attempt["id"],
     )
+
+
+def test_follow_ups_of_some_batches_read_only_their_items(db, tmp_path):
+    # The run loop follows up on the batches that just ended, not on every open item.
+    spec = make_spec(routing={"classifier": "fixed:nano"}, batching={"openai_max_lines": 2})
+    run_id = plan(db, spec, tmp_path, 4)
+    answer_all(
+        db, spec, run_id, lambda a: Result(a["custom_id"], "errored", error_code="server_error")
+    )
+    first, second = sorted(
+        {a["batch_id"] for a in rows_of(db, ATTEMPT, ATTEMPT.c.run_id == run_id)}
+    )
+    in_first = {a["item_id"] for a in open_attempts(db, first)}
+
+    scoped = plan_followups(db, run_id, spec, batch_ids=[first])
+
+    assert scoped.retried == 2
+    retried = {a["item_id"] for a in rows_of(db, ATTEMPT, ATTEMPT.c.seq == 2)}
+    assert retried == in_first
+    assert plan_followups(db, run_id, spec).retried == 2  # the other batch's, once asked
+    assert plan_followups(db, run_id, spec, batch_ids=[first, second]).retried == 0

@@ -122,6 +122,10 @@ class Driver:
         self.budget_waiting = False
         self.pool: ThreadPoolExecutor | None = None
         self.in_pool: dict[str, tuple[Any, Future]] = {}  # batch id -> (row, its submit)
+        # Batches settled since the last follow-up: only their items can need one (a full
+        # pass reads every open item of the run, seconds at 500,000 items).
+        self.settled: set[str] = set()
+        self.rescan = False  # reuse answered attempts outside any batch: look at every item
         self.wake = threading.Event()  # a submit finished, or a batch was laid out
         self.layout: Future | None = None  # the layout thread's work, while it runs
         self.halt_layout = threading.Event()
@@ -165,8 +169,9 @@ class Driver:
         self.settle_submitting()
         self.settle_leftovers()
         self.apply_reuse()  # before anything of this run is sent
-        self.follow_up()
+        self.follow_up(everything=True)
         self.report_overall()
+        moved = True  # the counts below are read again only after something moved
         while True:
             if self.lease.lost.is_set():
                 raise LeaseLost(f"run {self.run_id}: another process took over its lease")
@@ -179,18 +184,20 @@ class Driver:
             if submit_only:
                 self.finish_submits()
                 return RunStatus.RUNNING
+            was_moved = moved
             moved = self.collect_layout() | self.collect_submits()
             moved |= self.settle_leftovers() | self.poll_open()
             if moved:
                 self.follow_up()
                 self.backoff.moved()
+                self.report_overall()
             else:
                 self.backoff.idle()
-            self.report_overall()
-            if self.open_items() == 0:
+            if (moved or was_moved) and self.open_items() == 0:
                 self.complete()
                 return RunStatus.COMPLETED
-            self.check_not_stuck()
+            if self.check_not_stuck():
+                moved = True  # its follow-up may have ended the last items
             if self.pause(self.backoff.wait_s if not moved else 0):
                 return RunStatus.RUNNING
 
@@ -256,11 +263,19 @@ class Driver:
             return
         reused = apply_reuse(self.db, self.run_id, self.spec)
         if reused:
+            self.rescan = True
             self.reporter.note(f"{reused} requests answered from earlier runs at no cost")
 
-    def follow_up(self) -> None:
-        """New attempts for items whose last attempt failed, in new batches of a new round."""
-        plan_followups(self.db, self.run_id, self.spec)
+    def follow_up(self, *, everything: bool = False) -> None:
+        """New attempts for items whose last attempt failed, in new batches of a new round:
+        of the items of the batches settled since the last call, or of `everything`."""
+        everything |= self.rescan
+        if not everything and not self.settled:
+            return  # nothing ended: no item can need a follow-up
+        scope = None if everything else sorted(self.settled)
+        self.settled.clear()
+        self.rescan = False
+        plan_followups(self.db, self.run_id, self.spec, batch_ids=scope)
         with self.db.connect() as conn:
             waiting = attempts.count_unbatched(conn, self.run_id)
             # Follow-ups go one round after the last batch that ended; attempts freed by
@@ -304,18 +319,21 @@ class Driver:
             except OSError:  # not empty (kept or still planned files), or gone already
                 pass
 
-    def check_not_stuck(self) -> None:
+    def check_not_stuck(self) -> bool:
+        """With nothing planned or in flight, follow up on every item (True); RunStopped
+        when items are still open without anything planned for them."""
         busy = self.batches(
             BatchStatus.PLANNED, BatchStatus.SUBMITTING, BatchStatus.SUBMITTED, BatchStatus.ENDED
         )
         if busy or self.in_pool or self.layout is not None:
-            return
-        self.follow_up()
+            return False
+        self.follow_up(everything=True)
         if not self.batches(BatchStatus.PLANNED) and self.open_items():
             raise RunStopped(
                 f"run {self.run_id}: {self.open_items()} items are unfinished but nothing is "
                 f"planned or in flight for them; `batcher resume {self.run_id}` plans them again"
             )
+        return True
 
     # --- submitting ------------------------------------------------------------------------
 
@@ -426,6 +444,7 @@ class Driver:
             self.reporter.batch(batch.id, label, 0, batch.n_requests, detail.raw_status)
         elif kind == "refused":
             settle_refused(self.db, batch, detail, self.spec)
+            self.settled.add(batch.id)
             self.drop_file(batch)
             self.reporter.note(f"batch {batch.id} refused by {batch.provider}: {detail}")
             self.follow_up()
@@ -510,6 +529,7 @@ class Driver:
         )
         with self.db.begin() as conn:
             n = mark_lost(conn, batch.id, reason, cancelling=self.cancelling)
+        self.settled.add(batch.id)
         self.missing.pop(batch.id, None)
         then = "they end cancelled" if self.cancelling else "they go again in a new batch"
         self.reporter.note(f"batch {batch.id} is lost: {reason}; {n} unfinished request(s): {then}")
@@ -559,6 +579,7 @@ class Driver:
         kind, note = settle_ended(
             self.db, self.registry.get(batch.provider), batch, state, self.spec
         )
+        self.settled.add(batch.id)
         self.drop_file(batch)
         label = f"{batch.provider}:{batch.model}"
         self.reporter.batch(batch.id, label, state.done, batch.n_requests, state.raw_status)

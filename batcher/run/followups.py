@@ -433,9 +433,16 @@ class _Round:
 
 
 def plan_followups(
-    db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK
+    db: Engine,
+    run_id: int,
+    spec: JobSpec,
+    *,
+    chunk: int = CHUNK,
+    batch_ids: Sequence[str] | None = None,
 ) -> FollowupSummary:
-    """Decide the next step of every open item of run `run_id` whose latest attempt is final.
+    """Decide the next step of every open item of run `run_id` whose latest attempt is final
+    (with `batch_ids`, of those with an attempt in one of these batches: what the batches
+    that just ended can have changed, without reading the rest of a large run).
 
     Retries and escalations become new planned attempts without a batch (seq + 1, custom id
     "i{item}-a{seq}", request_hash as the planner computes it) and their items are queued;
@@ -450,7 +457,7 @@ def plan_followups(
     after = 0
     while True:
         with db.begin() as conn:
-            item_ids = attempts.followup_candidates(conn, run_id, after, chunk)
+            item_ids = attempts.followup_candidates(conn, run_id, after, chunk, batch_ids)
             if not item_ids:
                 return summary
             after = item_ids[-1]

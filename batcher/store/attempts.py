@@ -134,12 +134,23 @@ def open_of_batch(conn: Connection, batch_id: str) -> list[tuple[int, str]]:
     return [tuple(row) for row in conn.execute(query)]
 
 
-def followup_candidates(conn: Connection, run_id: int, after: int, limit: int) -> list[int]:
+def followup_candidates(
+    conn: Connection,
+    run_id: int,
+    after: int,
+    limit: int,
+    batch_ids: Sequence[str] | None = None,
+) -> list[int]:
     """Open items of the run none of whose attempts is unfinished, by item id after `after`
-    (an item of the agreement cascade has several attempts in flight at once)."""
+    (an item of the agreement cascade has several attempts in flight at once); with
+    `batch_ids`, only items with an attempt in one of those batches."""
     unfinished = ATTEMPT.alias("unfinished")
     busy = sa.exists().where(unfinished.c.item_id == ITEM.c.id, unfinished.c.status.not_in(_FINAL))
-    tried = sa.exists().where(ATTEMPT.c.item_id == ITEM.c.id)
+    if batch_ids is None:
+        tried = sa.exists().where(ATTEMPT.c.item_id == ITEM.c.id)
+    else:
+        in_batches = sa.select(ATTEMPT.c.item_id).where(ATTEMPT.c.batch_id.in_(list(batch_ids)))
+        tried = ITEM.c.id.in_(in_batches)
     query = (
         sa.select(ITEM.c.id)
         .where(
