@@ -25,6 +25,7 @@ from batcher.plan.estimate import budget_refusal, estimate_run
 from batcher.run import engine
 from batcher.run.lease import acquire
 from batcher.spec import load_spec
+from batcher.store.views import item_detail, list_items
 
 EXAMPLE = "jobs/example.toml"
 
@@ -60,6 +61,9 @@ def test_submit_only_then_resume(db, sandbox, clients, tmp_path):
     # in flight by their batch: the submit did not write the item rows again
     assert engine.outcome_of(db, run_id).items == {"in_flight": 8}
     assert items_by_status(db, run_id) == {"queued": 8}
+    assert len(list_items(db, run_id, status="in_flight")) == 8  # `batcher items --status`
+    assert list_items(db, run_id, status="queued") == []
+    assert item_detail(db, run_id, "t0")["status"] == "in_flight"  # `batcher show`
     done = engine.resume_run(db, run_id, clients=clients, poll=POLL)
     assert done.status == "completed" and done.exit_code == 0, done.message
     check_accounted(db, run_id, sandbox, 8)

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from batcher.errors import UsageError
 from batcher.money.amounts import to_usd
 from batcher.store.models import TABLES
+from batcher.store.states import AttemptStatus, ItemStatus
 
 RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
 
@@ -37,9 +38,10 @@ def list_items(
         .subquery()
     )
     last, answer = ATTEMPT.alias("last"), ATTEMPT.alias("answer")
+    shown = _shown_status()
     query = (
         sa.select(
-            ITEM.c.custom_id, ITEM.c.line_no, ITEM.c.tier, ITEM.c.status, answer.c.output,
+            ITEM.c.custom_id, ITEM.c.line_no, ITEM.c.tier, shown.label("status"), answer.c.output,
             spent.c.n, spent.c.cost, last.c.tier.label("last_tier"),
         )
         .select_from(ITEM)
@@ -50,7 +52,7 @@ def list_items(
         .order_by(ITEM.c.line_no)
     )  # fmt: skip
     if status:
-        query = query.where(ITEM.c.status == status)
+        query = query.where(shown == status)
     with db.connect() as conn:
         _check_run(conn, run_id)
         rows = conn.execute(query).all()
@@ -69,6 +71,16 @@ def list_items(
     return [i for i in items if tier is None or i["tier"] == tier]
 
 
+def _shown_status() -> sa.Case:
+    """The item's status with `in_flight` derived: queued with an attempt at the provider
+    (see ItemStatus.IN_FLIGHT)."""
+    flying = sa.exists().where(
+        ATTEMPT.c.item_id == ITEM.c.id, ATTEMPT.c.status == AttemptStatus.SUBMITTED
+    )
+    queued = sa.and_(ITEM.c.status == ItemStatus.QUEUED, flying)
+    return sa.case((queued, ItemStatus.IN_FLIGHT.value), else_=ITEM.c.status)
+
+
 def item_detail(db: Engine, run_id: int, custom_id: str) -> dict[str, Any]:
     """One item of `run_id` by its input id: request, routing, status, final output, and
     every attempt (tier, model, batch, provider batch id, status, verdict, error, tokens,
@@ -76,7 +88,9 @@ def item_detail(db: Engine, run_id: int, custom_id: str) -> dict[str, Any]:
     with db.connect() as conn:
         _check_run(conn, run_id)
         item = conn.execute(
-            sa.select(ITEM).where(ITEM.c.run_id == run_id, ITEM.c.custom_id == custom_id)
+            sa.select(ITEM, _shown_status().label("shown")).where(
+                ITEM.c.run_id == run_id, ITEM.c.custom_id == custom_id
+            )
         ).first()
         if item is None:
             raise UsageError(
@@ -93,7 +107,7 @@ def item_detail(db: Engine, run_id: int, custom_id: str) -> dict[str, Any]:
         "run": run_id,
         "id": item.custom_id,
         "line": item.line_no,
-        "status": item.status,
+        "status": item.shown,
         "tier": item.tier,
         "route_reason": item.route_reason,
         "cache_group": item.cache_group,
