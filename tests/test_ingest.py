@@ -469,3 +469,29 @@ def test_the_input_is_hashed_whichever_way_it_is_read(tmp_path):
         hashed.read(10)
         stream.read()
         assert hashed.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_prompt_store_knows_a_copy_of_a_prompt_by_comparing_it(engine):
+    """Each line holds its own copy of a shared prompt: the store hands back the first copy
+    and its key, tells apart texts of one length, and stores each text once."""
+    from batcher.store.prompts import PromptStore
+
+    first, same_length = "A" * 5000 + "x", "A" * 5000 + "y"
+    with engine.begin() as conn:
+        store = PromptStore(conn)
+        copy = "".join(["A" * 5000, "x"])
+        assert copy is not first
+        assert store.lookup(first) == (first, prompt_hash(first))
+        known, key = store.lookup(copy)
+        assert known is first and key == prompt_hash(first)
+        assert store.lookup(same_length) == (same_length, prompt_hash(same_length))
+        assert store.key(None) is None
+        for n in range(3 * PromptStore.MAX_CACHED):  # many of one length, then of all lengths
+            text = f"{n:05d}" if n % 2 else "p" * n
+            assert store.lookup(text) == (text, prompt_hash(text))
+            assert store.key(text) == prompt_hash(text)
+        assert store.n_cached <= PromptStore.MAX_CACHED
+        assert all(len(texts) <= PromptStore.MAX_SAME_LENGTH for texts in store.by_length.values())
+    stored = {row["hash"]: row["text"] for row in rows(engine, "prompt")}
+    assert stored[prompt_hash(first)] == first and stored[prompt_hash(same_length)] == same_length
+    assert len(stored) == 2 + 3 * PromptStore.MAX_CACHED

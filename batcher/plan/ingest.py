@@ -222,7 +222,10 @@ class _Ingest:
         system = item.system
         if system is None:
             system = self.spec.prompts[item.system_ref] if item.system_ref else self.default_system
-        system_key = self.default_key if system is self.default_system else self.prompts.key(system)
+        if system is self.default_system:
+            system_key = self.default_key
+        else:  # the first copy of the text stands for this one (see PromptStore)
+            system, system_key = self.prompts.lookup(system)
         tier = reason_text = tokens = None
         if self.annotate is not None:
             tier, reason_text, tokens = self.annotate(item, system)

@@ -51,27 +51,45 @@ def _insert_ignoring_duplicates(engine_dialect: str, table: sa.Table) -> sa.Inse
 class PromptStore:
     """Writes each distinct system prompt once and maps a text to its key cheaply.
 
-    The cache is keyed by the text itself: a dict lookup hashes the string once (and not at
-    all for the spec's own prompt, whose hash Python keeps), where sha256 per item was the
-    most expensive step of an ingest. It is bounded for inputs where every item has its own
-    system prompt.
+    Every parsed line holds its own copy of a shared system prompt, often several KB long.
+    A copy is recognised among the known texts of its length by comparing them (a memcmp,
+    which stops at the first difference), where a dict keyed by text would hash every copy
+    whole (five times the cost); sha256 per item was once the most expensive step of an
+    ingest. `lookup` also hands back the first copy seen, whose hash Python computes once
+    and keeps, so that later caches keyed by the text (token counts) cost nothing either.
+    Bounded for inputs where every item has its own system prompt.
     """
 
     MAX_CACHED = 256
+    MAX_SAME_LENGTH = 8  # texts of one length compared at most, oldest dropped first
 
     def __init__(self, conn: Connection):
         self.conn = conn
-        self.keys: dict[str, str] = {}
+        self.by_length: dict[int, list[tuple[str, str]]] = {}  # len -> [(text, key)]
+        self.n_cached = 0
         self.insert = _insert_ignoring_duplicates(conn.dialect.name, PROMPT)
 
     def key(self, text: str | None) -> str | None:
-        if text is None:
-            return None
-        key = self.keys.get(text)
-        if key is None:
-            key = prompt_hash(text)
-            self.conn.execute(self.insert.values(hash=key, text=text))
-            if len(self.keys) >= self.MAX_CACHED:
-                self.keys.clear()
-            self.keys[text] = key
-        return key
+        return None if text is None else self.lookup(text)[1]
+
+    def lookup(self, text: str) -> tuple[str, str]:
+        """(the first copy seen of `text`, its key), the prompt stored once."""
+        same_length = self.by_length.get(len(text))
+        if same_length is not None:
+            for known, key in same_length:
+                if known == text:
+                    return known, key
+        key = prompt_hash(text)
+        self.conn.execute(self.insert.values(hash=key, text=text))
+        self._remember(text, key)
+        return text, key
+
+    def _remember(self, text: str, key: str) -> None:
+        if self.n_cached >= self.MAX_CACHED:
+            self.by_length, self.n_cached = {}, 0
+        same_length = self.by_length.setdefault(len(text), [])
+        if len(same_length) >= self.MAX_SAME_LENGTH:
+            same_length.pop(0)
+            self.n_cached -= 1
+        same_length.append((text, key))
+        self.n_cached += 1
