@@ -457,7 +457,7 @@ def test_the_input_hash_is_of_every_byte_read_once(engine, spec, tmp_path):
 
 
 def test_the_input_is_hashed_whichever_way_it_is_read(tmp_path):
-    """The input's sha256 is made on a worker thread from what the reader reads: lines
+    """The input's sha256 is made from what the reader reads, whichever way: lines
     through the buffer, a large read straight from the file, or the rest in one read."""
     path = tmp_path / "big.jsonl"
     data = b"".join(b'{"prompt": "%d"}\n' % i for i in range(200_000))  # several buffers

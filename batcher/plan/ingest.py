@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -94,52 +93,36 @@ def file_sha256(path: str | Path) -> str:
 
 
 class HashedInput(io.FileIO):
-    """An input file that hashes (sha256) every byte read from it, on a worker thread.
-
-    The buffered reader over it reads a buffer at a time, and each buffer is hashed while
-    the next lines are parsed (hashlib lets go of the GIL while it hashes): the input's hash
-    comes out of the one read of it at almost no cost to the parsing thread. At most two
-    buffers wait for the hasher, so memory stays bounded.
+    """An input file that hashes (sha256) every byte read from it, a buffer at a time: the
+    input's hash comes out of the one read of it, in a few hundred calls rather than one a
+    line. (A worker thread for the hash cost more than it saved: each of its turns with
+    the GIL made the parsing thread wait for it, milliseconds at a time on a busy machine.)
     """
 
     def __init__(self, path: str | Path):
         super().__init__(path, "rb")
         self.digest = hashlib.sha256()
-        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="input-sha256")
-        self.pending: list[Future] = []
 
     def readinto(self, buffer: bytearray | memoryview) -> int | None:
         n = super().readinto(buffer)
         if n:
-            self._hash(bytes(memoryview(buffer)[:n]))  # a copy: the buffer is reused
+            self.digest.update(memoryview(buffer)[:n])
         return n
 
     def readall(self) -> bytes:
         data = super().readall()
-        self._hash(data)
+        self.digest.update(data)
         return data
 
     def read(self, size: int = -1) -> bytes | None:
         data = super().read(size)
         if data:
-            self._hash(data)
+            self.digest.update(data)
         return data
-
-    def _hash(self, data: bytes) -> None:
-        if len(self.pending) >= 2:
-            self.pending.pop(0).result()
-        self.pending.append(self.hasher.submit(self.digest.update, data))
 
     def hexdigest(self) -> str:
         """The sha256 of every byte read so far."""
-        for future in self.pending:
-            future.result()
-        self.pending = []
         return self.digest.hexdigest()
-
-    def close(self) -> None:
-        self.hasher.shutdown()
-        super().close()
 
 
 def open_input(path: Path) -> tuple[io.BufferedReader, HashedInput]:
