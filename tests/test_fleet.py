@@ -155,6 +155,8 @@ def test_pool_schedulers_fire_each_slot_once_and_a_worker_drives_the_run(pg_url,
     assert [(f.outcome, f.run_id) for f in firings] == [("queued", 1)]
     assert statuses(db, [1]) == {1: "planned"}
     assert sandbox.stats()["batches_created"]["openai"] == 0  # nothing sent by a scheduler
+    with db.connect() as conn:  # laid out in full: the worker may not see this state folder
+        assert conn.execute(sa.select(sa.func.count()).select_from(TABLES["batch"])).scalar() == 1
 
     settings = WorkerSettings(ttl_s=1.5, poll_s=0.05, run_poll_s=0.03)
     pool = Worker(db, settings, clients=Clients.for_sandbox(sandbox, FAST_RETRY))

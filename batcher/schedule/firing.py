@@ -72,13 +72,15 @@ class EngineDriver:
     environment (OPENAI_BASE_URL / ANTHROPIC_BASE_URL and the API keys). `poll` overrides the
     spec's polling interval (seconds), as in `engine.drive_run`."""
 
+    # Driven right away (drive below): each batch goes out as soon as it is written.
+    defer_layout = True
+
     def __init__(self, clients: Any = None, owner: str | None = None, poll: float | None = None):
         self.clients, self.owner, self.poll = clients, owner, poll
 
     def start(self, db: Engine, spec: JobSpec, input_path: str, *, schedule_name: str) -> int:
-        # driven right away (drive below): each batch goes out as soon as it is written
         return engine.start_run(
-            db, spec, input_path, schedule_name=schedule_name, defer_layout=True
+            db, spec, input_path, schedule_name=schedule_name, defer_layout=self.defer_layout
         )
 
     def drive(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
@@ -98,6 +100,9 @@ class PoolDriver(EngineDriver):
     `batcher worker` processes; a run an earlier firing left open is theirs already."""
 
     queues = True
+    # Laid out in full here: the worker that takes the run may be on another machine, which
+    # does not see this one's state folder.
+    defer_layout = False
 
     def drive(self, db: Engine, run_id: int, *, stop: threading.Event) -> None:
         return None
