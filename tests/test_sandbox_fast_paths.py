@@ -1,6 +1,7 @@
 """The sandbox's CPU savings against the plain code each replaced: multipart parts found by
-offset, input lines parsed in place, the cycle collector paused while a batch runs, plain
-answers counted by parts, prefix chains memoized only up to a prompt's last text."""
+offset in the chunks received, input lines parsed in place, the cycle collector paused while
+a batch runs, plain answers counted by parts, prefix chains memoized only up to a prompt's
+last text."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from batcher.plan.tokens import count_tokens
 from batcher.sandbox.config import SandboxConfig
 from batcher.sandbox.gc_pause import paused_collection
-from batcher.sandbox.http import FormPart, split_parts
+from batcher.sandbox.http import FormPart, Joined, split_parts
 from batcher.sandbox.openai_batches import MAX_ERRORS, _check_line, _err, validate_input
 from batcher.sandbox.prompts import IM_END, IM_START, Chain, chain, part_tokens
 from batcher.sandbox.responders import DeterministicResponder, make_query
@@ -51,6 +52,40 @@ PIECES = st.sampled_from(
 def test_multipart_by_offsets_matches_the_plain_split(pieces):
     raw = b"".join(pieces)
     assert split_parts(raw, DELIMITER) == reference_parts(raw, DELIMITER)
+
+
+def chunked(raw: bytes, cuts: list[int]) -> list[bytes]:
+    """`raw` cut at the offsets `cuts` (empty chunks included, as a stream may give)."""
+    points = sorted(min(c, len(raw)) for c in cuts)
+    return [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(PIECES, st.binary(max_size=6)), max_size=30),
+    st.lists(st.integers(0, 120), max_size=12),
+)
+def test_multipart_read_from_chunks_matches_the_joined_body(pieces, cuts):
+    raw = b"".join(pieces)
+    assert split_parts(Joined(chunked(raw, cuts)), DELIMITER) == reference_parts(raw, DELIMITER)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"a", b"b", b"ab", b"\r", b"\n", b"x"]), max_size=30).map(b"".join),
+    st.lists(st.integers(0, 40), max_size=10),
+    st.sampled_from([b"ab", b"aba", b"\r\n", b"abab", b"b" * 5]),
+    st.integers(0, 45),
+    st.integers(0, 45),
+)
+def test_joined_chunks_read_like_the_bytes_they_make(raw, cuts, sub, start, end):
+    joined = Joined(chunked(raw, cuts))
+    assert len(joined) == len(raw)
+    assert joined[start:end] == raw[start:end]
+    assert joined.find(sub, start, end) == raw.find(sub, start, end)
+    assert joined.find(sub, start) == raw.find(sub, start)
+    assert joined.startswith(sub, start, end) == raw.startswith(sub, start, end)
+    assert joined.endswith(sub, start, end) == raw.endswith(sub, start, end)
 
 
 def test_multipart_of_a_typical_upload():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 
 from starlette.requests import Request
 
@@ -34,13 +36,69 @@ async def multipart(request: Request) -> dict[str, FormPart]:
     match = _BOUNDARY.search(request.headers.get("content-type", ""))
     if not match:
         raise ApiError(400, "Expected a multipart/form-data body with a boundary.")
-    return split_parts(await request.body(), b"--" + match.group(1).strip('"').encode())
+    # The body as received, not joined: the file's value is then the one copy made of it.
+    chunks = [chunk async for chunk in request.stream()]
+    return split_parts(Joined(chunks), b"--" + match.group(1).strip('"').encode())
 
 
-def split_parts(raw: bytes, delimiter: bytes) -> dict[str, FormPart]:
+class Joined:
+    """Byte chunks read as the one string they make, as far as split_parts reads it (find,
+    startswith, endswith, slices): a 120 MB upload then costs one copy, its file's value,
+    rather than the join and then the slice."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = [chunk for chunk in chunks if chunk]
+        self._starts = list(accumulate((len(c) for c in self._chunks[:-1]), initial=0))
+        self._size = sum(map(len, self._chunks))
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, span: slice) -> bytes:
+        start, stop, _ = span.indices(self._size)
+        if stop <= start:
+            return b""
+        first, last = self._index(start), self._index(stop - 1)
+        head = self._chunks[first][start - self._starts[first] :]
+        if first == last:
+            return head[: stop - start]
+        tail = self._chunks[last][: stop - self._starts[last]]
+        return b"".join([head, *self._chunks[first + 1 : last], tail])
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        end = self._size if end is None else min(end, self._size)
+        index = self._index(start)
+        while index < len(self._chunks) and self._starts[index] < end:
+            at, chunk = self._starts[index], self._chunks[index]
+            hit = chunk.find(sub, max(start - at, 0), end - at)
+            if hit >= 0:
+                return at + hit
+            # a match that straddles this chunk's end (and maybe more small chunks)
+            low = max(start, at + len(chunk) - len(sub) + 1)
+            high = min(end, at + len(chunk) + len(sub) - 1)
+            hit = self[low:high].find(sub) if high - low >= len(sub) else -1
+            if hit >= 0:
+                return low + hit
+            index += 1
+        return -1
+
+    def startswith(self, prefix: bytes, start: int, end: int) -> bool:
+        end = min(end, self._size)
+        return end - start >= len(prefix) and self[start : start + len(prefix)] == prefix
+
+    def endswith(self, suffix: bytes, start: int, end: int) -> bool:
+        end = min(end, self._size)
+        return end - start >= len(suffix) and self[end - len(suffix) : end] == suffix
+
+    def _index(self, offset: int) -> int:
+        """The chunk holding `offset` (the last one past the end)."""
+        return max(bisect_right(self._starts, offset) - 1, 0)
+
+
+def split_parts(raw: bytes | Joined, delimiter: bytes) -> dict[str, FormPart]:
     """The named parts of a multipart body. Parts are found by offset and only a named
-    part's value is sliced out: splitting and partitioning copies of a 100 MB upload cost
-    three copies of it, over a second of the sandbox's CPU per file."""
+    part's value is sliced out: splitting, partitioning and trimming copies of a 120 MB
+    upload cost about 0.3 s of the sandbox's CPU."""
     fields: dict[str, FormPart] = {}
     at = raw.find(delimiter)
     while at >= 0:
