@@ -1,11 +1,13 @@
 """The sandbox's CPU savings against the plain code each replaced: multipart parts found by
 offset in the chunks received, input lines parsed in place, the cycle collector paused while
 a batch runs, plain answers counted by parts, prefix chains memoized only up to a prompt's
-last text."""
+last text, request digests hashed in one update, label lines looked for only where they
+can be."""
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import threading
 
@@ -19,7 +21,13 @@ from batcher.sandbox.gc_pause import paused_collection
 from batcher.sandbox.http import FormPart, Joined, split_parts
 from batcher.sandbox.openai_batches import MAX_ERRORS, _check_line, _err, validate_input
 from batcher.sandbox.prompts import IM_END, IM_START, Chain, chain, part_tokens
-from batcher.sandbox.responders import DeterministicResponder, make_query
+from batcher.sandbox.responders import (
+    LABELS_RE,
+    DeterministicResponder,
+    make_query,
+    parse_labels,
+    text_digest,
+)
 
 
 def reference_parts(raw: bytes, delimiter: bytes) -> dict[str, FormPart]:
@@ -235,3 +243,62 @@ def test_prefix_chains_memoized_up_to_the_last_text_match_one_pass(prompts):
     for parts in prompts + prompts:  # repeats meet the memo and the latest-result slot
         whole = tuple(token for part in parts for token in part_tokens(part))
         assert chain(parts) == Chain((), (), 0).extend(whole)
+
+
+def reference_digest(model: str, body: object) -> bytes:
+    """make_query's digest as it was: one blake2b update per piece of the walk."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(model.encode())
+
+    def feed(value: object) -> None:
+        if isinstance(value, str):
+            digest.update(text_digest(value) if len(value) > 256 else value.encode())
+        elif isinstance(value, dict):
+            for key in sorted(value):
+                digest.update(f"\x00{key}=".encode())
+                feed(value[key])
+        elif isinstance(value, list):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+                digest.update(b",")
+        else:
+            digest.update(repr(value).encode())
+
+    feed(body)
+    return digest.digest()
+
+
+KEYS = st.text(max_size=5)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=300),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(KEYS, JSON, max_size=5))
+def test_request_digest_from_joined_pieces_matches_piece_by_piece(body):
+    assert make_query("gpt-5-nano", body, "", []).digest == reference_digest("gpt-5-nano", body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["Allowed labels", "ALLOWED LABELſ", "allowed  labels", " :", ":", "a, b"])
+        | st.sampled_from(["\n", "\t", " ", "x", "Allowed label", "ſ", "K"])
+        | st.text(max_size=4),
+        max_size=8,
+    ).map("".join)
+)
+def test_labels_skip_the_pattern_only_where_it_cannot_match(text):
+    match = LABELS_RE.search(text)
+    expected = (
+        ()
+        if not match
+        else tuple(
+            label.strip().strip("\"'`") for label in match.group(1).split(",") if label.strip()
+        )
+    )
+    assert parse_labels.__wrapped__(text) == expected

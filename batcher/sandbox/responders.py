@@ -75,28 +75,34 @@ def make_query(
     effort: str | None = None,
 ) -> Query:
     """A Query whose digest covers model and request; long texts are hashed once each."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(model.encode())
-    _feed(digest, body)
-    return Query(model, system, last_user_text(messages), digest.digest(), schema, strict, effort)
+    pieces = [model.encode()]
+    _feed(pieces, body)
+    digest = hashlib.blake2b(b"".join(pieces), digest_size=16).digest()
+    return Query(model, system, last_user_text(messages), digest, schema, strict, effort)
 
 
-def _feed(digest, value: object) -> None:
+def _feed(pieces: list[bytes], value: object) -> None:
     # Walk the request rather than json.dumps it: a shared 2,000-token system prompt is
-    # then hashed once (text_digest is cached), not once per request.
+    # then hashed once (text_digest is cached), not once per request. The pieces are hashed
+    # in one update (the same digest as one update each, at a third of the calls).
     if isinstance(value, str):
-        digest.update(text_digest(value) if len(value) > 256 else value.encode())
+        pieces.append(text_digest(value) if len(value) > 256 else value.encode())
     elif isinstance(value, dict):
         for key in sorted(value):
-            digest.update(f"\x00{key}=".encode())
-            _feed(digest, value[key])
+            pieces.append(_key_piece(key))
+            _feed(pieces, value[key])
     elif isinstance(value, list):
-        digest.update(b"[")
+        pieces.append(b"[")
         for item in value:
-            _feed(digest, item)
-            digest.update(b",")
+            _feed(pieces, item)
+            pieces.append(b",")
     else:
-        digest.update(repr(value).encode())
+        pieces.append(repr(value).encode())
+
+
+@lru_cache(maxsize=1024)
+def _key_piece(key: str) -> bytes:
+    return f"\x00{key}=".encode()
 
 
 @lru_cache(maxsize=4096)
@@ -226,6 +232,10 @@ def wants_json(text: str) -> bool:
 @lru_cache(maxsize=4096)
 def parse_labels(text: str) -> tuple[str, ...]:
     """Labels named by an `Allowed labels: a, b` line (cached: system prompts repeat)."""
+    # User texts are new with every request: a cheap test first. Whatever the pattern
+    # matches (case-insensitively: A for a, the long s for s) reads "allowed labels" folded.
+    if "allowed labels" not in text.casefold():
+        return ()
     match = LABELS_RE.search(text)
     if not match:
         return ()
