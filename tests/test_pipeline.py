@@ -214,16 +214,29 @@ def test_a_refused_deferred_plan_is_kept_laid_out_and_sends_nothing(db, sandbox,
     assert not any(sandbox.stats()["batches_created"].values()) and not sandbox.state.files
 
 
-def test_a_deferred_plan_that_reuse_may_answer_is_laid_out_before_anything_goes(
-    db, sandbox, clients, tmp_path
-):
+def write_tickets(path: Path, names: list[str]) -> None:
+    with open(path, "wb") as f:
+        for name in names:
+            f.write(
+                orjson.dumps({"id": name, "prompt": f"Ticket {name}: I cannot log in."}) + b"\n"
+            )
+
+
+def test_a_pipelined_layout_reuses_earlier_answers_batch_by_batch(db, sandbox, clients, tmp_path):
     spec = tiered_job(tmp_path, ["nano"] * 4, tables=SMALL_BATCHES)
+    write_tickets(spec.input_file(), ["t0", "t1", "t2", "t3"])
     first = engine.start_run(db, spec, spec.input_file(), defer_layout=True)
     assert engine.drive_run(db, first, clients=clients, poll=POLL).status == "completed"
+    # a new ticket between known ones: its batch of two is abandoned, the new one goes alone
+    write_tickets(spec.input_file(), ["t0", "new", "t1", "t2", "t3"])
     again = engine.start_run(db, spec, spec.input_file(), defer_layout=True)
 
     outcome = engine.drive_run(db, again, clients=clients, poll=POLL)
 
-    assert outcome.status == "completed" and outcome.cost_pusd == 0
-    assert sandbox.stats()["batches_created"]["openai"] == 2  # the first run's, no more
-    assert {a["status"] for a in attempts(db, again)} == {"reused"}
+    assert outcome.status == "completed" and outcome.exit_code == 0, outcome.message
+    assert outcome.items == {"succeeded": 5} and outcome.cost_pusd > 0
+    assert sandbox.stats()["batches_created"]["openai"] == 2 + 1
+    ours = {a["custom_id"]: a["status"] for a in attempts(db, again)}
+    (sent,) = [cid for cid, status in ours.items() if status != "reused"]
+    sent_now = {c: n for c, n in sandbox.stats()["submissions"]["openai"].items() if c in ours}
+    assert sent_now == {sent: 1}  # no reused request went out, the new one once

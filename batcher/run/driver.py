@@ -20,8 +20,9 @@ A run whose plan was deferred (`batcher.plan.onepass`: its items are queued, its
 written yet) is laid out by a layout thread while this loop runs: each batch is committed on
 its own and goes to the submit pool at once, so the provider works on the first batches while
 the next are written. The budget check of the whole plan ran before its first batch was laid
-out. Where reuse may answer requests from earlier runs, the plan is laid out in full first
-instead, so that reuse sees every request before anything is sent.
+out. Where reuse may answer requests from earlier runs, the layout thread applies it to each
+batch before releasing it to the pool (a batch with reused requests is abandoned and its
+others laid out again, as reuse does for a whole plan).
 
 A cancelled run is drained instead: nothing new is submitted, open batches are cancelled at
 the provider, what they finished is kept, and the remaining items end `cancelled`.
@@ -129,6 +130,10 @@ class Driver:
         self.wake = threading.Event()  # a submit finished, or a batch was laid out
         self.layout: Future | None = None  # the layout thread's work, while it runs
         self.halt_layout = threading.Event()
+        # While the layout thread runs with reuse, only the batches it (or a follow-up)
+        # released may go out: the others have not been matched against earlier answers yet.
+        self.gated = False
+        self.released: set[str] = set()
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -214,14 +219,14 @@ class Driver:
 
     def start(self, *, background: bool) -> None:
         """Plan what is not planned yet; a deferred plan in the layout thread when it may
-        (`background`, and no earlier answer that reuse could take)."""
+        (`background`), gated by reuse when an earlier run has answers it could take."""
         ensure_planned(self.db, self.run_id, self.spec, kept=False)
         with self.db.begin() as conn:
             runs.start(conn, self.run_id)
-            reusable = self.reuse and attempts.any_earlier_answer(conn, self.run_id)
+            self.gated = self.reuse and attempts.any_earlier_answer(conn, self.run_id)
         if not layout_pending(self.run_id):
             return
-        if not background or reusable:
+        if not background:
             lay_out_kept(self.db, self.run_id, self.spec)
             return
         layout = ThreadPoolExecutor(1, thread_name_prefix="layout")
@@ -231,8 +236,12 @@ class Driver:
 
     def laid_out(self, batch: BatchInfo) -> None:
         """In the layout thread, after each batch is committed: the plan's budget check
-        covered it; the loop submits it at once. Stops the layout when the run stops."""
+        covered it; reuse answers what it can of it; the loop submits it at once. Stops the
+        layout when the run stops."""
         self.within_budget.add(batch.id)
+        if self.gated and apply_reuse(self.db, self.run_id, self.spec, batch_id=batch.id):
+            self.rescan = True  # its items ended, and the rest is laid out by the follow-up
+        self.released.add(batch.id)
         self.wake.set()
         crash_point("mid_layout")
         if self.stop.is_set() or self.halt_layout.is_set() or self.lease.lost.is_set():
@@ -287,6 +296,7 @@ class Driver:
         self.apply_reuse()
         spec = self.spec if limit is None else _with_batch_limit(self.spec, limit)
         new = lay_out_batches(self.db, self.run_id, spec, round=last_round + 1)
+        self.released.update(new)  # matched against earlier answers just above
         if new:
             split = f" of at most {limit} requests (expired again)" if limit else ""
             self.reporter.note(f"round {last_round + 1}: {len(new)} new batch(es){split}")
@@ -396,6 +406,8 @@ class Driver:
     def submit_planned(self) -> None:
         """Hand the planned batches the budget allows to the submit pool (each once)."""
         planned = [b for b in self.batches(BatchStatus.PLANNED) if b.id not in self.in_pool]
+        if self.gated and self.layout is not None:
+            planned = [b for b in planned if b.id in self.released]
         if not planned or not self.allowed_by_budget(planned):
             return
         for batch in planned:

@@ -21,8 +21,11 @@ from batcher.store.bulk import db_value
 CHUNK = 5000
 
 
-def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -> int:
-    """Answer planned attempts of run `run_id` from earlier runs; returns how many.
+def apply_reuse(
+    db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK, batch_id: str | None = None
+) -> int:
+    """Answer planned attempts of run `run_id` (of its planned batch `batch_id` only, when
+    given) from earlier runs; returns how many.
 
     A planned attempt (not yet sent: no batch, or a batch still `planned`) whose request_hash
     equals that of a succeeded attempt of an earlier run, and whose earlier answer passes this
@@ -36,7 +39,7 @@ def apply_reuse(db: Engine, run_id: int, spec: JobSpec, *, chunk: int = CHUNK) -
     reused, after = 0, 0
     while True:
         with db.begin() as conn:
-            todo = attempts.reusable(conn, run_id, after, chunk)
+            todo = attempts.reusable(conn, run_id, after, chunk, batch_id)
             if not todo:
                 break
             after = todo[-1][0]

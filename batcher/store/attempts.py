@@ -183,14 +183,19 @@ def chains(conn: Connection, item_ids: list[int]) -> dict[int, list[ChainStep]]:
     return found
 
 
-def reusable(conn: Connection, run_id: int, after: int, limit: int) -> list[tuple]:
-    """(attempt id, item id, request_hash) of planned, unsent attempts, in id order."""
+def reusable(
+    conn: Connection, run_id: int, after: int, limit: int, batch_id: str | None = None
+) -> list[tuple]:
+    """(attempt id, item id, request_hash) of planned, unsent attempts (of the planned batch
+    `batch_id` only, when given), in id order."""
     unsent = sa.or_(
         ATTEMPT.c.batch_id.is_(None),
         ATTEMPT.c.batch_id.in_(
             sa.select(BATCH.c.id).where(BATCH.c.run_id == run_id, BATCH.c.status == "planned")
         ),
     )
+    if batch_id is not None:
+        unsent = ATTEMPT.c.batch_id == batch_id
     query = (
         sa.select(ATTEMPT.c.id, ATTEMPT.c.item_id, ATTEMPT.c.request_hash)
         .where(
