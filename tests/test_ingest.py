@@ -495,3 +495,41 @@ def test_prompt_store_knows_a_copy_of_a_prompt_by_comparing_it(engine):
     stored = {row["hash"]: row["text"] for row in rows(engine, "prompt")}
     assert stored[prompt_hash(first)] == first and stored[prompt_hash(same_length)] == same_length
     assert len(stored) == 2 + 3 * PromptStore.MAX_CACHED
+
+
+@pytest.mark.parametrize("planned", [False, True])
+def test_rows_of_every_shape_are_stored_as_given(engine, planned):
+    """The writer writes the NULLs of mostly-empty columns as literals, one statement per
+    pattern of them: rows of mixed patterns in one batch are stored exactly, in order."""
+    from batcher.store import items as items_store
+    from batcher.store import runs
+
+    prompts = {"h1": "first", "h2": "second"}
+    full = ("h1", '{"messages": []}', '{"k": 1}', "openai:gpt-5-mini", "mid", "mid", "r", 7)
+    given = [
+        (1, "a", *full),
+        (2, "b", None, '{"m": 1}', None, None, None, "nano", "c", 3),
+        (3, "c", "h2", '{"m": 2}', None, None, "mid", "mid", "t", 4),
+        (4, "d", "h2", '{"m": 3}', '{"k": 2}', None, None, "nano", "c", 5),
+        (5, "e", "h1", '{"m": 4}', None, "openai:gpt-5-nano", None, "nano", "m", 6),
+        (6, "f", "h1", '{"m": 5}', None, None, None, "nano", "c", 7),
+    ]
+    if not planned:  # an unplanned ingest also writes rows without routing columns
+        given += [(7, "g", None, '{"m": 6}', None), (8, "h", "h2", '{"m": 7}', '{"x": 0}')]
+    with engine.begin() as conn:
+        for key, text in prompts.items():
+            conn.execute(TABLES["prompt"].insert().values(hash=key, text=text))
+        run_id = runs.create(conn, job_name="j", spec_path="", spec_json="{}", input_path="")
+        ids = [100 + n for n in range(len(given))] if planned else None
+        items_store.ItemWriter(conn, run_id, planned=planned).write(given, ids)
+    stored = rows(engine, "item")
+    columns = items_store.ITEM_COLUMNS
+    pairs = list(zip(stored, given, strict=True))
+    assert [tuple(r[c] for c in columns[: len(row)]) for r, row in pairs] == given
+    assert all(r[c] is None for r, row in pairs for c in columns[len(row) :])
+    assert [r["status"] for r in stored] == ["queued" if planned else "pending"] * len(given)
+    if planned:
+        assert [r["id"] for r in stored] == ids
+        assert [r["cache_group"] for r in stored] == [row[2] for row in given]
+    else:
+        assert [r["cache_group"] for r in stored] == [None] * len(given)

@@ -8,8 +8,9 @@ attempt named), `cancel_unfinished` when its run is cancelled. Moving items in f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -224,6 +225,18 @@ ITEM_COLUMNS = (
 # Most items set none of the routing columns: their rows leave them out, because binding
 # five NULLs cost more than a third of SQLite's own time per row.
 PLAIN_COLUMNS = ITEM_COLUMNS[:5]
+# Columns most rows leave NULL (system_hash, metadata_json, explicit_model, explicit_tier):
+# a row's NULLs among them are written as literals of its statement instead of bound, for
+# the same reason (sqlite3 binds None only after two failed adapter lookups).
+MOSTLY_NULL = (2, 4, 5, 6)
+
+
+def _null_shape(row: tuple) -> tuple:
+    """The row's length, and which of its MOSTLY_NULL columns are NULL: rows are written
+    with one statement per shape."""
+    if len(row) == len(PLAIN_COLUMNS):
+        return (len(row), row[2] is None, row[4] is None)
+    return (len(row), row[2] is None, row[4] is None, row[5] is None, row[6] is None)
 
 
 class ItemWriter:
@@ -232,46 +245,77 @@ class ItemWriter:
     SQLAlchemy's executemany builds and processes a dict per row; on a million rows that was
     a third of the ingest time. On PostgreSQL with psycopg the rows go through COPY, several
     times faster than INSERTs there. Rows are tuples of PLAIN_COLUMNS or ITEM_COLUMNS (told
-    apart by length); runs of one kind are written in order, so item ids follow the lines.
-    A `planned` writer stores the items queued, with the ids it is given and their system
-    prompt as cache group (see `ItemSink`). The rows stay inside the caller's transaction.
+    apart by length); runs of one shape (see `_null_shape`) are written in order, so item
+    ids follow the lines. A `planned` writer stores the items queued, with the ids it is
+    given and their system prompt as cache group (see `ItemSink`). The rows stay inside the
+    caller's transaction.
     """
 
     def __init__(self, conn: Connection, run_id: int, planned: bool = False):
         self.conn, self.run_id, self.planned = conn, int(run_id), planned
         self.status = ItemStatus.QUEUED.value if planned else ItemStatus.PENDING.value
         dialect = conn.dialect
-        mark = placeholder(conn)
-        quote = dialect.identifier_preparer.quote
+        self.mark = placeholder(conn)
+        self.quote = dialect.identifier_preparer.quote
         self.use_copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
-        head, tail = (("id",), ("cache_group",)) if planned else ((), ())
-        first, last = (f"{mark}, ", f", {mark}") if planned else ("", "")
-        self.sql = {}
-        for cols in (PLAIN_COLUMNS, ITEM_COLUMNS):
-            names = ", ".join(map(quote, (*head, "run_id", *cols, "status", *tail)))
-            if self.use_copy:
-                self.sql[len(cols)] = f"COPY {quote('item')} ({names}) FROM STDIN"
-            else:
-                marks = ", ".join([mark] * len(cols))
-                self.sql[len(cols)] = (
-                    f"INSERT INTO {quote('item')} ({names}) "
-                    f"VALUES ({first}{self.run_id}, {marks}, '{self.status}'{last})"
-                )
+        self.statements: dict[tuple, tuple[str, Callable[[tuple], tuple]]] = {}
+        if self.use_copy:
+            head, tail = (("id",), ("cache_group",)) if planned else ((), ())
+            self.copy_sql = {}
+            for cols in (PLAIN_COLUMNS, ITEM_COLUMNS):
+                names = ", ".join(map(self.quote, (*head, "run_id", *cols, "status", *tail)))
+                self.copy_sql[len(cols)] = f"COPY {self.quote('item')} ({names}) FROM STDIN"
 
     def write(self, rows: list[tuple], ids: list[int] | None = None) -> None:
         """Insert `rows`; a planned writer needs each row's id in `ids`."""
         cursor = self.conn.connection.cursor()
         try:
-            for n, run in groupby(rows, key=len):
-                if self.use_copy:
-                    self._copy(cursor, self.sql[n], run, ids)
-                elif ids is not None:  # planned rows are all of one kind (see ItemSink)
-                    bound = [(i, *row, row[2]) for i, row in zip(ids, run, strict=True)]
-                    cursor.executemany(self.sql[n], bound)
+            if self.use_copy:
+                for n, run in groupby(rows, key=len):  # planned rows: one kind (ItemSink)
+                    self._copy(cursor, self.copy_sql[n], run, ids)
+                return
+            start = 0  # of the run in `rows` (and `ids`)
+            for shape, run in groupby(rows, key=_null_shape):
+                sql, pick = self._statement(shape)
+                run = list(run)
+                if ids is None:
+                    cursor.executemany(sql, [pick(row) for row in run])
                 else:
-                    cursor.executemany(self.sql[n], list(run))
+                    run_ids = ids[start : start + len(run)]
+                    cursor.executemany(
+                        sql, [(i, *pick(row)) for i, row in zip(run_ids, run, strict=True)]
+                    )
+                start += len(run)
         finally:
             cursor.close()
+
+    def _statement(self, shape: tuple) -> tuple[str, Callable[[tuple], tuple]]:
+        """The INSERT of rows of `shape` and what it binds of each row: the run's id and
+        status, and the shape's NULLs, are literals."""
+        found = self.statements.get(shape)
+        if found is not None:
+            return found
+        length, nulls = shape[0], dict(zip(MOSTLY_NULL, shape[1:], strict=False))
+        names = ["run_id", *ITEM_COLUMNS[:length], "status"]
+        values = [str(self.run_id)]
+        bound = []
+        for i in range(length):
+            if nulls.get(i):
+                values.append("NULL")
+            else:
+                values.append(self.mark)
+                bound.append(i)
+        values.append(f"'{self.status}'")
+        if self.planned:  # the id first, the cache group (the system prompt's key) last
+            names = ["id", *names, "cache_group"]
+            values = [self.mark, *values, "NULL" if nulls[2] else self.mark]
+            bound += [] if nulls[2] else [2]
+        sql = (
+            f"INSERT INTO {self.quote('item')} ({', '.join(map(self.quote, names))}) "
+            f"VALUES ({', '.join(values)})"
+        )
+        found = self.statements[shape] = (sql, itemgetter(*bound))
+        return found
 
     def _copy(self, cursor: Any, sql: str, rows: Iterable[tuple], ids: list[int] | None) -> None:
         run_id, status = self.run_id, self.status
