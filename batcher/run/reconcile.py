@@ -14,6 +14,7 @@ moved to `reconciled`, with counts taken from the database rather than from this
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +44,7 @@ BATCH_FAILED = "batch_failed"  # the batch was refused for other lines, not this
 SHOWN_UNMATCHED = 20
 
 NOTHING_BILLED = (0,) * 10  # tokens and costs of a result without usage (Pricer.billing)
-COST = 6  # where the billed cost sits in those figures
+COST = 6  # where the billed cost sits in those figures, which lead a row (attempts.BILLED_COLUMNS)
 OUTCOME_STATUS = {
     "errored": AttemptStatus.ERRORED,
     "expired": AttemptStatus.EXPIRED,
@@ -95,7 +96,7 @@ class _Chunk:
         # the follow-up step decides once all of its attempts are in (batcher.run.cascade).
         self.finish_items = finish_items
         self.now = now  # finished_at of the chunk's attempts, as the driver takes it
-        self.rows: dict[str, list[tuple[Any, ...]]] = {}
+        self.rows: defaultdict[str, list[tuple[Any, ...]]] = defaultdict(list)
         self.items: list[tuple[Any, ...]] = []
         self.n = self.chars = 0  # results added, and the characters of their texts
         self.size = size
@@ -105,7 +106,7 @@ class _Chunk:
         Returns whether the chunk is now full: `size` results or CHUNK_TEXT_CHARS of text."""
         usage = result.usage  # billed only when the provider reported usage
         billed = NOTHING_BILLED if usage is None else self.bill(usage)
-        text, verdict, key = result.text, None, None
+        text = result.text
         self.n += 1
         if text is not None:
             self.chars += len(text)
@@ -119,16 +120,16 @@ class _Chunk:
                 status = TRUNCATED
             if ok and self.finish_items:  # the answer stays on the attempt: stored once
                 self.items.append((target[0], verdict, target[0], target[1]))
+            # attempts.ANSWER_COLUMNS, then the attempt id
+            row = (*billed, text, verdict, self.now, key, result.stop_reason, target[0])
         else:
             status = OUTCOME_STATUS[result.outcome]
-        row = (
-            text, verdict, result.error_code, result.error_message, *billed, self.now, key,
-            result.stop_reason, result.error_class, target[0],
-        )  # fmt: skip
-        rows = self.rows.get(status)
-        if rows is None:
-            rows = self.rows[status] = []
-        rows.append(row)
+            # attempts.ERRORED_COLUMNS, then the attempt id
+            row = (
+                *billed, result.error_code, result.error_message, result.error_class,
+                self.now, target[0],
+            )  # fmt: skip
+        self.rows[status].append(row)
         return self.n >= self.size or self.chars >= CHUNK_TEXT_CHARS
 
     def write(self, db: Engine, summary: ReconcileSummary) -> None:
@@ -141,7 +142,7 @@ class _Chunk:
         for status, rows in self.rows.items():
             moved = attempts.record_results(conn, status, rows)
             summary.stored[str(status)] = summary.stored.get(str(status), 0) + moved
-            summary.cost_pusd += sum(row[4 + COST] for row in rows)
+            summary.cost_pusd += sum(row[COST] for row in rows)
         items.finish(conn, ItemStatus.SUCCEEDED, self.items)
 
 
@@ -156,7 +157,7 @@ def _batch(conn: Connection, batch_id: str) -> Any:
 def _store_results(
     db: Engine,
     results: Iterable[Result],
-    targets: dict[str, tuple[int, int] | None],
+    targets: dict[str, tuple[str, int, int, str] | None],
     new_chunk: Callable[[], _Chunk],
     summary: ReconcileSummary,
 ) -> None:
@@ -167,12 +168,12 @@ def _store_results(
     for result in results:
         n += 1
         target = targets.get(result.custom_id, UNMATCHED)
-        if target is None:
-            summary.n_skipped += 1  # stored before (or a duplicate line): never twice
-        elif target is UNMATCHED:
+        if target is UNMATCHED:
             summary.n_unmatched += 1
             if len(summary.unmatched) < SHOWN_UNMATCHED:
                 summary.unmatched.append(result.custom_id)
+        elif target is None:
+            summary.n_skipped += 1  # stored before (or a duplicate line): never twice
         else:
             targets[result.custom_id] = None  # taken: a second line for it is skipped
             if chunk.add(target, result):  # full

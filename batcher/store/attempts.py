@@ -29,12 +29,8 @@ from batcher.store.states import (
 
 ATTEMPT, ITEM, BATCH = TABLES["attempt"], TABLES["item"], TABLES["batch"]
 
-# Every result write sets all of these, so one statement serves every row of a status.
-RESULT_COLUMNS = [
-    "output",
-    "verdict",
-    "error_code",
-    "error_message",
+# Tokens and costs, in the order Pricer.billing gives them: all 0 for a reused answer.
+BILLED_COLUMNS = [
     "input_tokens",
     "cache_read_tokens",
     "cache_write_5m_tokens",
@@ -45,12 +41,14 @@ RESULT_COLUMNS = [
     "standard_pusd",
     "uncached_pusd",
     "baseline_pusd",
-    "finished_at",
-    "answer_key",
-    "stop_reason",
-    "error_class",
 ]
-BILLED_COLUMNS = RESULT_COLUMNS[4:14]  # tokens and costs: all 0 for a reused answer
+# What a result sets, by its kind: an answer leaves the error columns alone and an error the
+# answer's, NULL on every submitted attempt. Not binding those NULLs matters: the sqlite3
+# module binds None through its adapter lookup (~0.25 us a parameter, more than an integer
+# or a string), which on a million results costs seconds.
+ANSWER_COLUMNS = [*BILLED_COLUMNS, "output", "verdict", "finished_at", "answer_key", "stop_reason"]
+ERRORED_COLUMNS = [*BILLED_COLUMNS, "error_code", "error_message", "error_class", "finished_at"]
+ANSWERED = {AttemptStatus.SUCCEEDED, AttemptStatus.INVALID, AttemptStatus.TRUNCATED}
 REUSED_COLUMNS = ["output", "verdict", "reused_from", "finished_at", *BILLED_COLUMNS, "answer_key"]
 ERROR_COLUMNS = ["error_code", "error_message", "finished_at"]
 MISSING_RESULT = "missing_result"
@@ -244,9 +242,14 @@ def mark_all_submitted(conn: Connection, batch_id: str) -> None:
 
 
 def record_results(conn: Connection, status: str, rows: Sequence[tuple[Any, ...]]) -> int:
-    """Results of submitted attempts: each row is the RESULT_COLUMNS values and the attempt
-    id. An attempt stored before is left alone. Returns how many were stored."""
-    return set_status_many(conn, ATTEMPT, status, RESULT_COLUMNS, list(rows))
+    """Results of submitted attempts: each row is the values of `result_columns(status)` and
+    the attempt id. An attempt stored before is left alone. Returns how many were stored."""
+    return set_status_many(conn, ATTEMPT, status, result_columns(status), list(rows))
+
+
+def result_columns(status: str) -> list[str]:
+    """The columns a result moving its attempt to `status` sets: an answer's or an error's."""
+    return ANSWER_COLUMNS if status in ANSWERED else ERRORED_COLUMNS
 
 
 def mark_missing(conn: Connection, batch_id: str) -> int:
