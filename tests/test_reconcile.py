@@ -62,10 +62,16 @@ def test_every_outcome_is_stored(db, tmp_path):
     spec, run_id, items, batch_id, attempts = one_batch(db, tmp_path, 7)
     cid = {i: f"i{i}-a1" for i in items}
     results = [
-        Result(cid[items[0]], "succeeded", GOOD, USAGE),
+        Result(cid[items[0]], "succeeded", GOOD, USAGE, stop_reason="end"),
         Result(cid[items[1]], "succeeded", '```json\n{"label": "technical"}\n```', USAGE),
         Result(cid[items[2]], "succeeded", '{"label": "sales"}', USAGE),  # invalid label
-        Result(cid[items[3]], "errored", error_code="server_error", error_message="boom"),
+        Result(
+            cid[items[3]],
+            "errored",
+            error_code="server_error",
+            error_message="boom",
+            error_class="transient",
+        ),
         Result(cid[items[4]], "expired", error_code="batch_expired"),
         Result(cid[items[5]], "cancelled"),
         # items[6] gets no result line at all
@@ -109,7 +115,13 @@ def test_every_outcome_is_stored(db, tmp_path):
     assert a[2]["output"] == '{"label": "sales"}'
     for row in a[3:]:  # nothing billed without usage
         assert row["cost_pusd"] == row["baseline_pusd"] == row["input_tokens"] == 0
+    assert (a[0]["answer_key"], a[0]["stop_reason"]) == ("billing", "end")
     assert (a[3]["error_code"], a[3]["error_message"]) == ("server_error", "boom")
+    assert a[3]["error_class"] == "transient"
+    error_columns = ("error_code", "error_message", "error_class")
+    answer_columns = ("output", "verdict", "answer_key", "stop_reason")
+    assert all(row[c] is None for row in a[:3] for c in error_columns)
+    assert all(row[c] is None for row in a[3:6] for c in answer_columns)
     assert a[4]["error_code"] == "batch_expired"
     assert a[6]["error_code"] == "missing_result"
 
