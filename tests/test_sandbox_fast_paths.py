@@ -2,7 +2,7 @@
 offset in the chunks received, input lines parsed in place, the cycle collector paused while
 a batch runs, plain answers counted by parts, prefix chains memoized only up to a prompt's
 last text, request digests hashed in one update, label lines looked for only where they
-can be."""
+can be, prompt texts tokenized without the special-token scan."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher.plan.tokens import count_tokens
+from batcher.plan.tokens import count_tokens, encode
 from batcher.sandbox.config import SandboxConfig
 from batcher.sandbox.gc_pause import paused_collection
 from batcher.sandbox.http import FormPart, Joined, split_parts
 from batcher.sandbox.openai_batches import MAX_ERRORS, _check_line, _err, validate_input
-from batcher.sandbox.prompts import IM_END, IM_START, Chain, chain, part_tokens
+from batcher.sandbox.prompts import IM_END, IM_START, Chain, chain, part_tokens, text_tokens
 from batcher.sandbox.responders import (
     LABELS_RE,
     DeterministicResponder,
@@ -302,3 +302,13 @@ def test_labels_skip_the_pattern_only_where_it_cannot_match(text):
         )
     )
     assert parse_labels.__wrapped__(text) == expected
+
+
+SPECIAL = ["<|endoftext|>", "<|fim_prefix|>", "<|im_start|>", "<|endofprompt|>"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(SPECIAL) | st.text(max_size=12), max_size=6).map("".join))
+def test_prompt_texts_tokenize_as_the_planner_counts_them(text):
+    assert text_tokens(text) == encode(text)
+    assert len(text_tokens(text)) == count_tokens(text)

@@ -210,6 +210,8 @@ class FaultSet:
         `key` makes a rate decision deterministic (per-request faults); without it the
         seeded generator decides.
         """
+        if not self.faults:  # most calls: nothing injected (a list swapped whole, or extended)
+            return None
         with self._lock:
             for fault in self.faults:
                 if self._matches(fault, kind, provider, route, model) and self._roll(fault, key):
@@ -220,6 +222,8 @@ class FaultSet:
         return None
 
     def malformed_rate(self, model: str) -> float | None:
+        if not self.faults:
+            return None
         with self._lock:
             for fault in self.faults:
                 if fault.kind == "malformed":

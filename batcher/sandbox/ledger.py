@@ -52,7 +52,9 @@ class Ledger:
                 "tokens": kinds,
             }
         )
-        self.totals[model].update(kinds)
+        totals = self.totals[model]
+        for kind, count in kinds.items():  # what Counter.update does, without its checks
+            totals[kind] += count
 
     def stats(self) -> dict:
         subs = {p: dict(c) for p, c in self.submissions.items()}

@@ -210,7 +210,7 @@ class OpenAIBatch:
         unfinished_code = {"expired": "batch_expired", "cancelled": "batch_cancelled"}.get(
             self.timeline.outcome()
         )
-        ok, bad, usages = [], [], []
+        ok, bad, kinds_seen = [], [], []
         for index, line in enumerate(self.lines):
             if index >= finished:
                 bad.append(
@@ -222,13 +222,13 @@ class OpenAIBatch:
             result, usage = run_request(state, self, line, self.timeline.finish_time(index, total))
             (ok if usage is not None else bad).append(result)
             if usage is not None:
-                usages.append(usage)
                 kinds = kinds_of(usage)
+                kinds_seen.append(kinds)
                 state.ledger.bill(
                     "openai", self.id, line["custom_id"], self.model or "", usage, kinds
                 )
         self.counts = {"completed": len(ok), "failed": finished - len(ok)}
-        self.usage = _sum_usage(usages)
+        self.usage = _sum_usage(kinds_seen)
         rng = random.Random(self.id)  # the service does not keep input order; neither do we
         rng.shuffle(ok)
         rng.shuffle(bad)
@@ -304,8 +304,8 @@ def _write(state: SandboxState, batch_id: str, kind: str, lines: list[dict]) -> 
     return state.store_file(data, f"{batch_id}_{kind}.jsonl", "batch_output").id
 
 
-def _sum_usage(usages: list[dict]) -> dict:
-    kinds = [kinds_of(u) for u in usages]
+def _sum_usage(kinds: list[dict[str, int]]) -> dict:
+    """The batch's usage object from its requests' token kinds."""
     inp = sum(k["input"] + k["cache_read"] for k in kinds)
     out = sum(k["output"] for k in kinds)
     return {

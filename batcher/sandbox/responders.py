@@ -173,6 +173,7 @@ def pick(digest: bytes, salt: str, n: int) -> int:
     return int(unit(digest, salt) * n)
 
 
+@lru_cache(maxsize=256)
 def is_reasoning(model: str) -> bool:
     return bool(REASONING_RE.match(model))
 
