@@ -36,3 +36,18 @@ def test_a_long_prefix_in_another_script_is_counted_exactly():
     assert count_tokens(hindi) * 2 >= CAPS.min_cache_tokens * 3
     exact = count_tokens_with("o200k_base", hindi)[0]
     assert prefix_tokens(CAPS, hindi) == exact < count_tokens(hindi) * 2 / 3
+
+
+def test_released_tokenizers_load_again_with_the_same_counts():
+    from batcher.plan import tokens
+
+    text = "Tickets about refunds go to billing. " * 30
+
+    def counts():
+        o200k = tokens._quicktok("o200k_base")
+        return len(tokens.encoding().encode(text)), len(o200k.encode_ordinary(text))
+
+    before, tables = counts(), tokens.encoding()
+    tokens.release()
+    assert tokens.encoding() is not tables  # dropped, and built anew when asked
+    assert counts() == before

@@ -41,7 +41,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError
-from batcher.plan.layout import BatchInfo
+from batcher.plan import tokens
+from batcher.plan.layout import BatchInfo, Layout
 from batcher.plan.onepass import kept_spools, lay_out_kept, layout_pending
 from batcher.plan.planner import ensure_planned, lay_out_batches
 from batcher.providers import Registry
@@ -70,6 +71,9 @@ MAX_POLL_FAILURES = 20
 # the other's upload starts; more would only share the same link and the provider's intake.
 SUBMIT_WORKERS = 2
 STOP_CHECK_S = 0.25  # how often a wait for a submit to finish looks at the stop event
+# Requests a layout writes before the tokenizers are worth freeing once it is done: loading
+# them again (for a follow-up round) takes a fraction of a second.
+RELEASE_TOKENIZERS_AT = 20_000
 
 
 class RunStopped(BatcherError):
@@ -227,7 +231,7 @@ class Driver:
         if not layout_pending(self.run_id):
             return
         if not background:
-            lay_out_kept(self.db, self.run_id, self.spec)
+            self.laid_out_all(lay_out_kept(self.db, self.run_id, self.spec))
             return
         layout = ThreadPoolExecutor(1, thread_name_prefix="layout")
         self.layout = layout.submit(lay_out_kept, self.db, self.run_id, self.spec, self.laid_out)
@@ -253,10 +257,16 @@ class Driver:
             return False
         layout, self.layout = self.layout, None
         try:
-            layout.result()
+            self.laid_out_all(layout.result())
         except LayoutHalted:
             pass
         return True
+
+    def laid_out_all(self, layout: Layout) -> None:
+        """The deferred plan is laid out: a large one frees the tokenizers for the rest of
+        the run, which is polling and reconciling (their tables are most of the memory)."""
+        if layout.n_requests >= RELEASE_TOKENIZERS_AT:
+            tokens.release()
 
     def stop_layout(self) -> None:
         """Stop the layout thread after its current batch (the rest is laid out by the
