@@ -3,9 +3,10 @@
 A 10,000-request batch allocates millions of short-lived containers (parsed lines, result
 lines, usage objects) and no reference cycles, while the sandbox holds every earlier batch's
 lines and its ledger. Each allocation burst triggers collections, and every full one walks
-all that is held: about a third of the sandbox's CPU for a 50,000-request job went to
-collections that found nothing. Reference counting still frees everything these sections
-drop; the collector resumes when the last of them ends.
+all that is held: a third of the time a batch's requests took went to collections that
+found nothing (10,000 requests of a 50,000-request job: 1.6 s, 1.1 s with the collector
+paused). Reference counting still frees everything these sections drop; the collector
+resumes when the last of them ends.
 """
 
 from __future__ import annotations
