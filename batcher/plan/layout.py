@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import os
 import secrets
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,7 @@ from batcher.store.db import state_dir
 from batcher.store.states import ItemStatus
 
 SHOWN_GROUPS = 20
+SAVE_CHUNK = 10_000  # attempt rows of a batch built and written at a time
 PROGRESS_EVERY = 10_000
 Progress = Callable[[int], None]
 Begin = Callable[[], AbstractContextManager[Connection]]  # a transaction, or the caller's
@@ -158,16 +160,22 @@ def item_source(run_id: int, spec: JobSpec, status: str = ItemStatus.PENDING) ->
 
 
 def _save_attempts(conn: Connection, batch: _BatchFile) -> int:
-    return attempts.assign_batch(conn, batch.id, [(h, row_id) for row_id, _, h in batch.rows])
+    saved = 0
+    for rows in batch.chunks():
+        saved += attempts.assign_batch(conn, batch.id, [(h, row_id) for row_id, _, h in rows])
+    return saved
 
 
 def save_first_attempts(conn: Connection, batch: _BatchFile) -> int:
-    rows = [
-        (batch.run_id, item_id, 1, batch.tier, batch.provider, batch.model, batch.id,
-         custom_id, h)
-        for item_id, custom_id, h in batch.rows
-    ]  # fmt: skip
-    return attempts.insert_first(conn, rows)
+    saved = 0
+    for chunk in batch.chunks():
+        rows = [
+            (batch.run_id, item_id, 1, batch.tier, batch.provider, batch.model, batch.id,
+             custom_id, h)
+            for item_id, custom_id, h in chunk
+        ]  # fmt: skip
+        saved += attempts.insert_first(conn, rows)
+    return saved
 
 
 def add_second_opinions(conn: Connection, run_id: int, spec: JobSpec) -> int:
@@ -187,7 +195,11 @@ def add_second_opinions(conn: Connection, run_id: int, spec: JobSpec) -> int:
 
 
 class _BatchFile:
-    """One batch being written: its file, its counts and its rows (id, custom id, hash)."""
+    """One batch being written: its file, its counts and its rows (id, custom id, hash).
+
+    A batch may hold 100,000 requests: its rows are kept packed (ids in an array, hashes as
+    16 bytes each, a custom id only where it is not the first attempt's "i{id}-a1") rather
+    than as a tuple of three objects each, and are saved in chunks."""
 
     def __init__(self, run_id: int, round_: int, provider: str, model: str, tier: str):
         self.id = "b" + secrets.token_hex(8)
@@ -199,13 +211,32 @@ class _BatchFile:
         self.path = folder / f"{self.id}.jsonl"
         self.file = open(self.path, "wb", buffering=1 << 20)  # noqa: SIM115 - see close()
         self.n_requests = self.n_bytes = 0
-        self.rows: list[tuple[int, str, str]] = []
+        self.ids = array("q")
+        self.hashes = bytearray()
+        self.own_ids: dict[int, str] = {}  # row index -> custom id, where it is not the default
 
-    def add(self, line: bytes, row_id: int, custom_id: str, req_hash: str) -> None:
+    def add(self, line: bytes, row_id: int, custom_id: str | None, req_hash: str) -> None:
+        """One request line; `custom_id` None for a first attempt's ("i{row_id}-a1")."""
         self.file.write(line)
+        if custom_id is not None:
+            self.own_ids[self.n_requests] = custom_id
         self.n_requests += 1
         self.n_bytes += len(line)
-        self.rows.append((row_id, custom_id, req_hash))
+        self.ids.append(row_id)
+        self.hashes += bytes.fromhex(req_hash)
+
+    def chunks(self, size: int = SAVE_CHUNK) -> Iterator[list[tuple[int, str, str]]]:
+        """The rows (id, custom id, request hash), `size` at a time."""
+        for start in range(0, self.n_requests, size):
+            end = min(start + size, self.n_requests)
+            yield [
+                (
+                    row_id,
+                    self.own_ids.get(i) or f"i{row_id}-a1",
+                    self.hashes[16 * i : 16 * i + 16].hex(),
+                )
+                for i, row_id in zip(range(start, end), self.ids[start:end], strict=True)
+            ]
 
     def close(self) -> None:
         self.file.flush()
@@ -382,11 +413,14 @@ class _Batches:
         self.current: _BatchFile | None = None
         self.done: list[BatchInfo] = []
 
-    def add(self, group: _Group, row_id: int, custom_id: str, line: bytes, req_hash: str) -> None:
+    def add(
+        self, group: _Group, row_id: int, custom_id: str | None, line: bytes, req_hash: str
+    ) -> None:
         max_requests, max_bytes = self.limits[group.provider]
         if len(line) > max_bytes:
             raise UsageError(
-                f"request {custom_id} is {len(line):,} bytes, over the {max_bytes:,}-byte limit "
+                f"request {custom_id or f'i{row_id}-a1'} is {len(line):,} bytes, over the "
+                f"{max_bytes:,}-byte limit "
                 f"of one {group.provider} batch file: shorten that item"
             )
         batch = self.current
@@ -475,12 +509,12 @@ def _lay_out_rows(
     for row_id, custom_id, ref, tier, system_hash, request_json, *own_cap in rows:
         if group is None or (ref, tier, system_hash) != group.key:
             group = groups.enter((ref, tier, system_hash))
-        custom_id = custom_id or f"i{row_id}-a1"
+        wire_id = custom_id or f"i{row_id}-a1"
         stored = orjson.loads(request_json)
         if own_cap and own_cap[0] is not None:  # a truncated answer's retry asks for more
             stored["max_tokens"] = own_cap[0]
         request = request_from(
-            stored, spec, custom_id, group.model,
+            stored, spec, wire_id, group.model,
             system=group.system, cache_key=group.cache_key, cache_ttl=group.ttl,
         )  # fmt: skip
         if group.temperature is not None:
