@@ -50,8 +50,9 @@ SPEC = {
     "routing": {"ladder": ["nano", "frontier"]},
     "validation": {"labels": LABELS, "label_field": "label"},
 }
-# The connection settings of batcher's store (db.py) and of its bulk writes (bulk.py: a 64 MB
-# page cache, checkpoints every 20,000 WAL pages); the minimal loop gets the same.
+# The connection settings of batcher's store (db.py) and of its bulk writes (bulk.py:
+# checkpoints every 20,000 WAL pages), except the page cache: the minimal loop gets 64 MB,
+# more than batcher's bulk cache (bulk.py), which favours the minimal loop on a million rows.
 PRAGMAS = [
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
