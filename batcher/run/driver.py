@@ -17,12 +17,8 @@ pool is emptied (queued batches stay `planned`, running submits finish) before t
 returns, so nothing of this process writes to the run once its lease is released.
 
 A run whose plan was deferred (`batcher.plan.onepass`: its items are queued, its batches not
-written yet) is laid out by a layout thread while this loop runs: each batch is committed on
-its own and goes to the submit pool at once, so the provider works on the first batches while
-the next are written. The budget check of the whole plan ran before its first batch was laid
-out. Where reuse may answer requests from earlier runs, the layout thread applies it to each
-batch before releasing it to the pool (a batch with reused requests is abandoned and its
-others laid out again, as reuse does for a whole plan).
+written yet) is laid out by a layout thread (batcher.run.pipeline) while this loop runs; each
+batch goes to the submit pool as soon as the thread releases it.
 
 A cancelled run is drained instead: nothing new is submitted, open batches are cancelled at
 the provider, what they finished is kept, and the remaining items end `cancelled`.
@@ -41,8 +37,6 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from batcher.errors import BatcherError
-from batcher.plan import tokens
-from batcher.plan.layout import BatchInfo, Layout
 from batcher.plan.onepass import kept_spools, lay_out_kept, layout_pending
 from batcher.plan.planner import ensure_planned, lay_out_batches
 from batcher.providers import Registry
@@ -53,6 +47,7 @@ from batcher.run.crash import crash_point
 from batcher.run.followups import plan_followups
 from batcher.run.holds import Holds, NeverFits
 from batcher.run.lease import Lease
+from batcher.run.pipeline import PipelinedLayout, laid_out
 from batcher.run.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended, settle_refused
 from batcher.run.progress import Reporter
 from batcher.run.reuse import apply_reuse
@@ -71,9 +66,6 @@ MAX_POLL_FAILURES = 20
 # the other's upload starts; more would only share the same link and the provider's intake.
 SUBMIT_WORKERS = 2
 STOP_CHECK_S = 0.25  # how often a wait for a submit to finish looks at the stop event
-# Requests a layout writes before the tokenizers are worth freeing once it is done: loading
-# them again (for a follow-up round) takes a fraction of a second.
-RELEASE_TOKENIZERS_AT = 20_000
 
 
 class RunStopped(BatcherError):
@@ -87,10 +79,6 @@ class LeaseLost(BatcherError):
 
 class BudgetReached(RunStopped):
     """The next round would take the run past its max_usd; nothing of it was sent."""
-
-
-class LayoutHalted(Exception):
-    """Raised into the layout thread to stop it after the batch it just committed."""
 
 
 class Driver:
@@ -132,12 +120,8 @@ class Driver:
         self.settled: set[str] = set()
         self.rescan = False  # reuse answered attempts outside any batch: look at every item
         self.wake = threading.Event()  # a submit finished, or a batch was laid out
-        self.layout: Future | None = None  # the layout thread's work, while it runs
-        self.halt_layout = threading.Event()
-        # While the layout thread runs with reuse, only the batches it (or a follow-up)
-        # released may go out: the others have not been matched against earlier answers yet.
-        self.gated = False
-        self.released: set[str] = set()
+        self.layout: PipelinedLayout | None = None  # while a deferred plan is laid out
+        self.followed: set[str] = set()  # batches of follow-up rounds (reuse applied)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -227,55 +211,36 @@ class Driver:
         ensure_planned(self.db, self.run_id, self.spec, kept=False)
         with self.db.begin() as conn:
             runs.start(conn, self.run_id)
-            self.gated = self.reuse and attempts.any_earlier_answer(conn, self.run_id)
+            gated = self.reuse and attempts.any_earlier_answer(conn, self.run_id)
         if not layout_pending(self.run_id):
             return
         if not background:
-            self.laid_out_all(lay_out_kept(self.db, self.run_id, self.spec))
+            laid_out(lay_out_kept(self.db, self.run_id, self.spec))
             return
-        layout = ThreadPoolExecutor(1, thread_name_prefix="layout")
-        self.layout = layout.submit(lay_out_kept, self.db, self.run_id, self.spec, self.laid_out)
-        self.layout.add_done_callback(lambda _: self.wake.set())
-        layout.shutdown(wait=False)  # the thread ends with its one task
 
-    def laid_out(self, batch: BatchInfo) -> None:
-        """In the layout thread, after each batch is committed: the plan's budget check
-        covered it; reuse answers what it can of it; the loop submits it at once. Stops the
-        layout when the run stops."""
-        self.within_budget.add(batch.id)
-        if self.gated and apply_reuse(self.db, self.run_id, self.spec, batch_id=batch.id):
-            self.rescan = True  # its items ended, and the rest is laid out by the follow-up
-        self.released.add(batch.id)
-        self.wake.set()
-        crash_point("mid_layout")
-        if self.stop.is_set() or self.halt_layout.is_set() or self.lease.lost.is_set():
-            raise LayoutHalted
+        def halt() -> bool:
+            return self.stop.is_set() or self.lease.lost.is_set()
+
+        self.layout = PipelinedLayout(
+            self.db, self.run_id, self.spec, gated=gated, halt=halt, wake=self.wake
+        )
 
     def collect_layout(self) -> bool:
         """True when the layout thread finished; raises what it raised."""
-        if self.layout is None or not self.layout.done():
+        if self.layout is None or not self.layout.collect():
             return False
-        layout, self.layout = self.layout, None
-        try:
-            self.laid_out_all(layout.result())
-        except LayoutHalted:
-            pass
+        if self.layout.reused:
+            self.rescan = True  # those items ended, and the rest is laid out by a follow-up
+        self.within_budget |= self.layout.released
+        self.layout = None
         return True
-
-    def laid_out_all(self, layout: Layout) -> None:
-        """The deferred plan is laid out: a large one frees the tokenizers for the rest of
-        the run, which is polling and reconciling (their tables are most of the memory)."""
-        if layout.n_requests >= RELEASE_TOKENIZERS_AT:
-            tokens.release()
 
     def stop_layout(self) -> None:
         """Stop the layout thread after its current batch (the rest is laid out by the
         next drive) and wait for it."""
-        if self.layout is None:
-            return
-        self.halt_layout.set()
-        wait_for_any([self.layout])
-        self.collect_layout()
+        if self.layout is not None:
+            self.layout.stop()
+            self.collect_layout()
 
     def apply_reuse(self) -> None:
         if not self.reuse:
@@ -306,7 +271,7 @@ class Driver:
         self.apply_reuse()
         spec = self.spec if limit is None else _with_batch_limit(self.spec, limit)
         new = lay_out_batches(self.db, self.run_id, spec, round=last_round + 1)
-        self.released.update(new)  # matched against earlier answers just above
+        self.followed.update(new)  # matched against earlier answers just above
         if new:
             split = f" of at most {limit} requests (expired again)" if limit else ""
             self.reporter.note(f"round {last_round + 1}: {len(new)} new batch(es){split}")
@@ -416,8 +381,9 @@ class Driver:
     def submit_planned(self) -> None:
         """Hand the planned batches the budget allows to the submit pool (each once)."""
         planned = [b for b in self.batches(BatchStatus.PLANNED) if b.id not in self.in_pool]
-        if self.gated and self.layout is not None:
-            planned = [b for b in planned if b.id in self.released]
+        if self.layout is not None:  # a batch of the layout goes once it is released
+            self.within_budget |= self.layout.released  # the plan's budget check covered it
+            planned = [b for b in planned if b.id in self.followed or self.layout.may_send(b.id)]
         if not planned or not self.allowed_by_budget(planned):
             return
         for batch in planned:
