@@ -55,7 +55,7 @@ from batcher.store.db import state_dir
 from batcher.store.states import ItemStatus
 
 SHOWN_GROUPS = 20
-SAVE_CHUNK = 10_000  # attempt rows of a batch built and written at a time
+SAVE_CHUNK = 2_000  # attempt rows of a batch built and written at a time (10,000 held 15 MB)
 PROGRESS_EVERY = 10_000
 Progress = Callable[[int], None]
 Begin = Callable[[], AbstractContextManager[Connection]]  # a transaction, or the caller's

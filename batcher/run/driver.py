@@ -47,7 +47,7 @@ from batcher.run.crash import crash_point
 from batcher.run.followups import plan_followups
 from batcher.run.holds import Holds, NeverFits
 from batcher.run.lease import Lease
-from batcher.run.pipeline import PipelinedLayout, laid_out
+from batcher.run.pipeline import PipelinedLayout, free_tokenizers
 from batcher.run.poll import TOKEN_LIMIT, Backoff, PollSettings, settle_ended, settle_refused
 from batcher.run.progress import Reporter
 from batcher.run.reuse import apply_reuse
@@ -215,7 +215,7 @@ class Driver:
         if not layout_pending(self.run_id):
             return
         if not background:
-            laid_out(lay_out_kept(self.db, self.run_id, self.spec))
+            free_tokenizers(lay_out_kept(self.db, self.run_id, self.spec).n_requests)
             return
 
         def halt() -> bool:

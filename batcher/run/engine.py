@@ -42,6 +42,7 @@ from batcher.run.outcome import (  # noqa: F401 - EXIT_* re-exported for callers
     EXIT_USAGE,
     RunOutcome,
 )
+from batcher.run.pipeline import free_tokenizers
 from batcher.run.poll import PollSettings
 from batcher.run.progress import QuietReporter, Reporter
 from batcher.run.submit import SubmissionUndecided, resolve
@@ -125,6 +126,8 @@ def start_run(
         if sink.deferred:  # a refused run is kept laid out, as `batcher plan` would show it
             ensure_planned(db, result.run_id, spec)
         raise
+    if sink.deferred:  # the input is read and its prompts counted: the layout needs no more
+        free_tokenizers(result.n_items)
     return result.run_id
 
 

@@ -23,15 +23,16 @@ from concurrent.futures import wait as wait_for_all
 from sqlalchemy.engine import Engine
 
 from batcher.plan import tokens
-from batcher.plan.layout import BatchInfo, Layout
+from batcher.plan.layout import BatchInfo
 from batcher.plan.onepass import lay_out_kept
 from batcher.run.crash import crash_point
 from batcher.run.reuse import apply_reuse
 from batcher.spec import JobSpec
 
-# Requests a layout writes before the tokenizers are worth freeing once it is done: the rest
-# of the run polls and reconciles, and loading them again (for a follow-up round) takes a
-# fraction of a second.
+# Requests of a plan before the tokenizers are worth freeing once its input is read: the
+# layout only counts the shared prompts, counted (and cached) already, the rest of the run
+# polls and reconciles, and loading them again (for a follow-up round) takes a fraction of
+# a second.
 RELEASE_TOKENIZERS_AT = 20_000
 
 
@@ -39,9 +40,10 @@ class LayoutHalted(Exception):
     """Raised into the layout thread to stop it after the batch it just committed."""
 
 
-def laid_out(layout: Layout) -> None:
-    """A deferred plan is laid out: a large one frees the tokenizers (most of the memory)."""
-    if layout.n_requests >= RELEASE_TOKENIZERS_AT:
+def free_tokenizers(n_requests: int) -> None:
+    """A plan of `n_requests` is read (or laid out): a large one frees the tokenizers, a
+    sixth of the run's memory, before its layout and the SDKs take theirs."""
+    if n_requests >= RELEASE_TOKENIZERS_AT:
         tokens.release()
 
 
@@ -88,7 +90,7 @@ class PipelinedLayout:
         if not self.future.done():
             return False
         try:
-            laid_out(self.future.result())
+            free_tokenizers(self.future.result().n_requests)
         except LayoutHalted:
             pass
         return True

@@ -14,12 +14,12 @@ from sqlalchemy.engine import Connection, Engine
 from batcher.errors import StoreError
 
 MAX_KEYS = 5000  # bound parameters in one IN list; SQLite allows 32766
-# Page cache for bulk work, so a batch's rows and index pages stay hot. 32 MB: the reuse
-# index takes its inserts in random order, and once a database holds a million attempts a
-# 16 MB cache rereads its pages (reconciling 1M results: 17.4 CPU-seconds at 32 MB, 18.4 at
-# 16, bench/reconcile.py), while a run's peak RSS, which holds this beside the SDKs and the
-# tokenizer, hardly moves (bench/e2e.py --job openai: 218 MB, 217 at 16; 64 MB adds ~25).
-SQLITE_CACHE_KIB = 32768
+# Page cache for bulk work, so a batch's rows and index pages stay hot. 16 MB: 32 would
+# save a twentieth of reconciling into a database of a million attempts (17.4 CPU-seconds
+# against 18.4, bench/reconcile.py: the reuse index takes its inserts in random order), but
+# in a pipelined run the cache fills while the layout writes and the SDKs are loaded, and a
+# mixed 500,000-item run peaked 16 MB higher with it (bench/e2e.py, issue 16's 256 MB cap).
+SQLITE_CACHE_KIB = 16384
 BULK_CACHE = "batcher_bulk_cache"  # key in a pooled connection's info: its cache was raised
 
 
