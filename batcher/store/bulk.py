@@ -14,11 +14,12 @@ from sqlalchemy.engine import Connection, Engine
 from batcher.errors import StoreError
 
 MAX_KEYS = 5000  # bound parameters in one IN list; SQLite allows 32766
-# Page cache for bulk work, so a batch's rows and index pages stay hot. 16 MB: 32 would
-# save a twentieth of reconciling into a database of a million attempts (17.4 CPU-seconds
-# against 18.4, bench/reconcile.py: the reuse index takes its inserts in random order), but
-# in a pipelined run the cache fills while the layout writes and the SDKs are loaded, and a
-# mixed 500,000-item run peaked 16 MB higher with it (bench/e2e.py, issue 16's 256 MB cap).
+# Page cache for bulk work, so a batch's rows and index pages stay hot. 16 MB: 32 saved up
+# to a twentieth of reconciling into a database of a million attempts on a busy machine
+# (bench/reconcile.py: the reuse index takes its inserts in random order; 0.86 of the
+# minimal loop against 0.85 on a quiet one), but in a pipelined run the cache fills while
+# the layout writes and the SDKs are loaded: a mixed 500,000-item run peaked at 244 MB with
+# it, 230-234 MB without (bench/e2e.py, issue 16's cap is 256 MB).
 SQLITE_CACHE_KIB = 16384
 BULK_CACHE = "batcher_bulk_cache"  # key in a pooled connection's info: its cache was raised
 
