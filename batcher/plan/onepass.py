@@ -18,7 +18,7 @@ A run that is driven right away (`batcher run`) need not wait for its whole layo
 `defer=True` the ingest commits its queued items and keeps the spools in the run's batch
 folder (`kept_spools`), and `lay_out_kept` lays them out later, batch by batch, each batch
 committed on its own, so that the engine submits the first batch while the next is written
-(see `batcher.run.driver`). Only a plan whose estimate needs no attempt to be read back is
+(see `batcher.run.pipeline`). Only a plan whose estimate needs no attempt to be read back is
 deferred (the budget check runs on it before anything is laid out or sent); a crash during
 the layout leaves queued items without an attempt, which `lay_out_kept` lays out again from
 the database (the spools are only trusted while no batch of the run exists).
@@ -58,7 +58,7 @@ from batcher.store.states import ItemStatus
 MAX_SPOOLS = 64
 PRIMARY = "primary"  # the role of an item's own attempts (attempt.role)
 SPOOL_BUFFER = 256 << 10  # bytes buffered per open spool: MAX_SPOOLS of them stay small
-INDEX = "groups.json"  # a kept spool folder's groups: key, count, tokens and file, in order
+INDEX = "groups.json"  # a kept spool folder's groups: key, count and file, in order
 
 
 def _group_order(key: tuple) -> tuple:
@@ -185,7 +185,7 @@ class PlanningSink:
         for key in order:
             spool = self.spools[key]
             spool.close()
-            index.append([*key, self.counts[key], self.tokens[key], Path(spool.name).name])
+            index.append([*key, self.counts[key], Path(spool.name).name])
         (self.folder / INDEX).write_bytes(orjson.dumps(index))
         kept = kept_spools(run_id)
         kept.parent.mkdir(parents=True, exist_ok=True)
@@ -208,15 +208,7 @@ class PlanningSink:
         return [(*g, PRIMARY) for g in groups]
 
     def _spooled_source(self) -> Source:
-        totals: Counter[tuple[str, str]] = Counter()
-        for (ref, tier, _), n in self.counts.items():
-            totals[(ref, tier)] += n
-        return Source(
-            rows=self._rows(),
-            sizes=dict(self.counts),
-            totals=dict(totals),
-            save=save_first_attempts,
-        )
+        return _spool_source(self.counts, self._rows())
 
     def _rows(self) -> Iterator[tuple]:
         """(item id, None, ref, tier, system hash, request json) group after group."""
@@ -263,17 +255,21 @@ def lay_out_kept(
 
 
 def _kept_source(folder: Path, index: list[list]) -> Source:
-    sizes = {(ref, tier, h): n for ref, tier, h, n, _, _ in index}
-    totals: Counter[tuple[str, str]] = Counter()
-    for ref, tier, _, n, _, _ in index:
-        totals[(ref, tier)] += n
-
     def rows() -> Iterator[tuple]:
-        for ref, tier, system_hash, _, _, name in index:
+        for ref, tier, system_hash, _, name in index:
             with open(folder / name, "rb") as spool:
                 yield from _spooled_rows(spool, ref, tier, system_hash)
 
-    return Source(rows=rows(), sizes=sizes, totals=dict(totals), save=save_first_attempts)
+    return _spool_source({(ref, tier, h): n for ref, tier, h, n, _ in index}, rows())
+
+
+def _spool_source(counts: dict[tuple, int], rows: Iterator[tuple]) -> Source:
+    """A layout source of spooled first attempts: `rows` group after group, and the counts
+    of each group (ref, tier, system hash) it yields."""
+    totals: Counter[tuple[str, str]] = Counter()
+    for (ref, tier, _), n in counts.items():
+        totals[(ref, tier)] += n
+    return Source(rows=rows, sizes=dict(counts), totals=dict(totals), save=save_first_attempts)
 
 
 def _spooled_rows(spool: IO[bytes], ref: str, tier: str, system_hash: str | None) -> Iterator:
