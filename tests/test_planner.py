@@ -530,3 +530,35 @@ def test_plan_input_refused_or_stopped_leaves_nothing(sqlite_url, tmp_path):
 
     report = plan_lines(db, spec, tmp_path, lines)  # and it plans afterwards
     assert [b.n_requests for b in report.plan.batches] == [4000, 4000, 4000]
+
+
+def test_first_attempts_keep_quotes_and_backslashes_in_what_their_batch_shares(db_url, tmp_path):
+    """insert_first writes the batch's tier, provider and model into its statement: a quote
+    or a backslash in them is stored as it is, on either database."""
+    from types import SimpleNamespace
+
+    from batcher.store import attempts, batches
+
+    spec = make_spec()
+    db = open_store(db_url)
+    run_id = ingest_lines(db, spec, tmp_path, [{"id": "a", "prompt": "hi"}])
+    (item,) = rows(db, "item", run_id=run_id)
+    batch = SimpleNamespace(id="b'1", run_id=run_id, tier="it's", provider="o'ai", model="m'x\\y")
+    with db.begin() as conn:
+        batches.insert_planned(
+            conn, id=batch.id, run_id=run_id, round=1, provider=batch.provider,
+            model=batch.model, tier=batch.tier, path="p", n_requests=1, n_bytes=1,
+        )  # fmt: skip
+        assert attempts.insert_first(conn, batch, [(item.id, f"i{item.id}-a1", "h1")]) == 1
+    with db.connect() as conn:  # (on PostgreSQL the refusal ends the transaction)
+        assert attempts.insert_first(conn, batch, [(item.id, "again", "h2")]) == 0
+    (attempt,) = rows(db, "attempt", run_id=run_id)
+    assert (attempt.tier, attempt.provider, attempt.model, attempt.batch_id) == (
+        "it's",
+        "o'ai",
+        "m'x\\y",
+        "b'1",
+    )
+    assert (attempt.seq, attempt.status, attempt.custom_id, attempt.request_hash) == (
+        1, "planned", f"i{item.id}-a1", "h1"
+    )  # fmt: skip

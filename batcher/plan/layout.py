@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from batcher.errors import BatcherError, UsageError
 from batcher.plan.calibration import add_calibration
 from batcher.plan.groups import prompt_name, prompt_names, short_id
+from batcher.plan.lines import LineTemplate
 from batcher.plan.requests import (
     cache_group_id,
     defaults_fingerprint,
@@ -167,15 +168,7 @@ def _save_attempts(conn: Connection, batch: _BatchFile) -> int:
 
 
 def save_first_attempts(conn: Connection, batch: _BatchFile) -> int:
-    saved = 0
-    for chunk in batch.chunks():
-        rows = [
-            (batch.run_id, item_id, 1, batch.tier, batch.provider, batch.model, batch.id,
-             custom_id, h)
-            for item_id, custom_id, h in chunk
-        ]  # fmt: skip
-        saved += attempts.insert_first(conn, rows)
-    return saved
+    return sum(attempts.insert_first(conn, batch, chunk) for chunk in batch.chunks())
 
 
 def add_second_opinions(conn: Connection, run_id: int, spec: JobSpec) -> int:
@@ -293,10 +286,25 @@ class _Group:
     info: tuple  # GroupInfo fields but n_batches
     temperature: float | None = None  # a second opinion's own ([routing.cascade] temperature)
     batches: set[str] = field(default_factory=set)
+    template: LineTemplate | None = None  # lines joined from bytes (see batcher.plan.lines)
 
     @property
     def batch_key(self) -> tuple[str, str, str]:
         return (self.provider, self.model, self.key[1])
+
+    def request(self, stored: dict[str, Any], spec: JobSpec, custom_id: str) -> Request:
+        """The Request of a stored request of this group."""
+        request = request_from(
+            stored, spec, custom_id, self.model,
+            system=self.system, cache_key=self.cache_key, cache_ttl=self.ttl,
+        )  # fmt: skip
+        if self.temperature is not None:
+            request = replace(request, temperature=self.temperature)
+        return request
+
+    def line(self, stored: dict[str, Any], spec: JobSpec, custom_id: str) -> bytes:
+        """The batch-file line of a stored request of this group, rendered."""
+        return self.render(self.request(stored, spec, custom_id))
 
     def request_hash(self, request_json: str | bytes) -> str:
         """requests.request_hash of a request of this group, from the shared prefix."""
@@ -362,6 +370,11 @@ class _Groups:
             render=wire.render_line,
             info=(cache_key, provider, model, tier, size, prefix, cache.mode),
         )
+        if getattr(wire, "MESSAGES_VERBATIM", False):
+            group = self.current
+            group.template = LineTemplate.cut(
+                lambda custom_id, messages: group.line({"messages": messages}, self.spec, custom_id)
+            )
         return self.current
 
     def _size(self, key: tuple) -> int:
@@ -511,15 +524,13 @@ def _lay_out_rows(
             group = groups.enter((ref, tier, system_hash))
         wire_id = custom_id or f"i{row_id}-a1"
         stored = orjson.loads(request_json)
+        line = None
         if own_cap and own_cap[0] is not None:  # a truncated answer's retry asks for more
             stored["max_tokens"] = own_cap[0]
-        request = request_from(
-            stored, spec, wire_id, group.model,
-            system=group.system, cache_key=group.cache_key, cache_ttl=group.ttl,
-        )  # fmt: skip
-        if group.temperature is not None:
-            request = replace(request, temperature=group.temperature)
-        line = group.render(request)
+        elif group.template is not None and len(stored) == 1:
+            line = group.template.join(wire_id, request_json)
+        if line is None:
+            line = group.line(stored, spec, wire_id)
         batches.add(group, row_id, custom_id, line, group.request_hash(request_json))
         n += 1
         if progress is not None and n % PROGRESS_EVERY == 0:

@@ -164,6 +164,7 @@ def _compatible_format() -> WireFormat:
         MAX_REQUESTS=openai.MAX_REQUESTS,
         MAX_BYTES=openai.MAX_BYTES,
         render_line=openai.render_line,
+        MESSAGES_VERBATIM=openai.MESSAGES_VERBATIM,
         plan_cache=lambda *args, **kwargs: NO_CACHE,
     )
 

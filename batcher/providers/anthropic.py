@@ -51,6 +51,7 @@ T = TypeVar("T")
 NAME = "anthropic"
 MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
+MESSAGES_VERBATIM = True  # render_params copies the messages as they are
 
 
 # Model families (Anthropic models overview, structured outputs and prompt caching pages;

@@ -111,6 +111,9 @@ class WireFormat(Protocol):
 
     MAX_REQUESTS: int
     MAX_BYTES: int
+    # Whether render_line copies a request's messages into the line as they are, whatever
+    # they hold: the planner then joins a cache group's lines from bytes (batcher.plan.lines).
+    MESSAGES_VERBATIM: bool
 
     def render_line(self, request: Request) -> bytes:
         """One line (with its newline) of this provider's batch file for `request`."""

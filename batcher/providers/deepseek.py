@@ -12,10 +12,16 @@ from typing import Any
 
 from batcher.providers.base import NO_CACHE, CachePlan, Request
 from batcher.providers.direct import MAX_BYTES, MAX_REQUESTS
-from batcher.providers.openai import cached_prefix, render_line_without_cache_key
+from batcher.providers.openai import (
+    MESSAGES_VERBATIM,
+    cached_prefix,
+    render_line_without_cache_key,
+)
 
 NAME = "deepseek"
-__all__ = ["MAX_BYTES", "MAX_REQUESTS", "NAME", "plan_cache", "render_line"]
+__all__ = [
+    "MAX_BYTES", "MAX_REQUESTS", "MESSAGES_VERBATIM", "NAME", "plan_cache", "render_line",
+]  # fmt: skip
 
 
 def render_line(request: Request) -> bytes:

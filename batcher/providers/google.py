@@ -56,6 +56,7 @@ BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
 # its retries a manageable size. The 2 GB is the documented input file limit.
 MAX_REQUESTS = 100_000
 MAX_BYTES = 2 * 1024**3
+MESSAGES_VERBATIM = False  # messages become `contents` with `parts`
 ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
          "JOB_STATE_PARTIALLY_SUCCEEDED"}  # fmt: skip
 FAILED = "JOB_STATE_FAILED"

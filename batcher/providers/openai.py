@@ -47,6 +47,7 @@ NAME = "openai"
 ENDPOINT = "/v1/chat/completions"
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
+MESSAGES_VERBATIM = True  # render_body copies the messages as they are, after the system one
 
 
 # Model families (OpenAI model pages; docs/providers.md). gpt-5 and the o-series reason

@@ -44,6 +44,7 @@ BASE_URL_ENV = "XAI_BASE_URL"
 # throttled"); these are ours, the same as OpenAI's, to keep one batch's retries manageable.
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
+MESSAGES_VERBATIM = openai_format.MESSAGES_VERBATIM  # OpenAI's lines
 PAGE = 100
 FIND_SLACK_S = 300  # clock skew allowed between us and the provider when matching by time
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -361,11 +361,6 @@ def plan_next(conn: Connection, new: list[dict[str, Any]]) -> None:
 
 # --- laying out ---------------------------------------------------------------------------
 
-FIRST_COLUMNS = (
-    "run_id", "item_id", "seq", "tier", "provider", "model", "batch_id", "custom_id",
-    "request_hash", "status",
-)  # fmt: skip
-
 
 def unbatched_queries(run_id: int) -> tuple[sa.Select, sa.Select, sa.Select]:
     """The planner's reads of the run's planned attempts without a batch: the rows (id, custom
@@ -410,18 +405,44 @@ def assign_batch(conn: Connection, batch_id: str, rows: Sequence[tuple[str, int]
     return executemany(conn, sql, [(batch_id, *row) for row in rows])
 
 
-def insert_first(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
-    """First attempts, `planned`, already in their batch: rows of FIRST_COLUMNS but status.
-    Returns how many were stored: 0 when another process made some of them first (the
-    unique (item_id, seq) index refuses the whole insert)."""
-    planned = AttemptStatus.PLANNED.value
-    marks = ", ".join(["{p}"] * len(FIRST_COLUMNS))
-    sql = f"INSERT INTO attempt ({', '.join(FIRST_COLUMNS)}) VALUES ({marks})"
+def insert_first(conn: Connection, batch: FirstBatch, rows: Sequence[tuple[int, str, str]]) -> int:
+    """First attempts (seq 1, `planned`) of one batch: rows of (item id, custom id, request
+    hash). What the batch's rows share is written into the statement, so that each row binds
+    three values rather than ten. Returns how many were stored: 0 when another process made
+    some of them first (the unique (item_id, seq) index refuses the whole insert)."""
+    shared = {
+        "run_id": str(int(batch.run_id)),
+        "seq": "1",
+        "tier": _sql_string(batch.tier),
+        "provider": _sql_string(batch.provider),
+        "model": _sql_string(batch.model),
+        "batch_id": _sql_string(batch.id),
+        "status": _sql_string(AttemptStatus.PLANNED.value),
+    }
+    names = ", ".join([*shared, "item_id", "custom_id", "request_hash"])
+    values = ", ".join([*shared.values(), "{p}", "{p}", "{p}"])
+    sql = f"INSERT INTO attempt ({names}) VALUES ({values})"
     try:
-        executemany(conn, sql, [(*row, planned) for row in rows])
+        executemany(conn, sql, rows)
     except (conn.dialect.dbapi.IntegrityError, sa.exc.IntegrityError):
         return 0
     return len(rows)  # an INSERT stores every row or raises
+
+
+class FirstBatch(Protocol):
+    """What `insert_first` reads of the batch its attempts go into."""
+
+    id: str
+    run_id: int
+    tier: str
+    provider: str
+    model: str
+
+
+def _sql_string(value: str) -> str:
+    """`value` as an SQL string literal: SQLite and PostgreSQL both read a doubled quote as
+    one (and PostgreSQL, with its default standard_conforming_strings, a backslash as is)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 # --- estimating ---------------------------------------------------------------------------
