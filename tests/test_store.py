@@ -101,6 +101,24 @@ def test_sqlite_is_in_wal_mode_with_foreign_keys(sqlite_url):
     engine.dispose()
 
 
+def test_a_new_sqlite_store_has_16_kb_pages_and_an_old_one_keeps_its_own(tmp_path):
+    import sqlite3
+
+    new = open_store(f"sqlite:///{tmp_path / 'new.db'}")
+    with new.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == db.PAGE_SIZE == 16384
+    new.dispose()
+    old_path = tmp_path / "old.db"
+    with sqlite3.connect(old_path) as conn:  # as an earlier version made it: 4 KB, WAL
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("PRAGMA journal_mode=WAL")
+    old = open_store(f"sqlite:///{old_path}")
+    with old.begin() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
+        assert conn.exec_driver_sql("SELECT count(*) FROM run").scalar() == 0
+    old.dispose()
+
+
 def test_default_database_is_in_the_state_folder(state_dir):
     assert resolve_url() == f"sqlite:///{state_dir / 'batcher.db'}"
     engine = open_store()
