@@ -16,7 +16,10 @@ Phases, each in its own subprocess so that its peak RSS (resource.getrusage) is 
   minimal   the least code that turns the input into request lines: orjson per line, sha256
             of the system prompt, one OpenAI batch line written per item; no database
   minimal_store  the same plus an item row and an attempt row per item (sqlite3 executemany,
-            one transaction): the floor for a plan that must be stored
+            one transaction): the floor for a plan that must be stored (issue 16's reference)
+  floor     (no-system only) the same with rows as lean as batcher's: an item row holds the
+            item's own messages and its system prompt's key, the prompt is stored once;
+            its ratio to the minimal loop bounds what any storing plan could reach
 
 Targets (issue 16), peak RSS under 256 MB in every workload:
   no-system  at least 0.30 of the minimal loop's rate, and at least 1.0 of minimal_store's
@@ -199,7 +202,79 @@ def phase_minimal_store(input_path: str, work: str) -> dict:
     return {"items": n, "seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
 
 
-PHASES = {"plan": phase_plan, "minimal": phase_minimal, "minimal_store": phase_minimal_store}
+def phase_floor(input_path: str, work: str) -> dict:
+    """The storing loop as lean as a plan can be: each item row holds only the item's own
+    messages and the key of its system prompt, which is stored once (as batcher stores
+    them), and an attempt row. Its ratio to the minimal loop is the most that any plan
+    that stores its rows could reach on this machine."""
+    import hashlib
+    import sqlite3
+
+    import orjson
+
+    from batcher.store import open_store
+
+    open_store(f"sqlite:///{work}/floor.db").dispose()  # the schema, untimed
+    conn = sqlite3.connect(f"{work}/floor.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    item_sql = (
+        "INSERT INTO item (id, run_id, line_no, custom_id, system_hash, request_json, tier,"
+        " status) VALUES (?, 1, ?, ?, ?, ?, 'nano', 'queued')"
+    )
+    attempt_sql = (
+        "INSERT INTO attempt (id, run_id, item_id, seq, tier, provider, model, batch_id,"
+        " custom_id, request_hash, status) VALUES (?, 1, ?, 1, 'nano', 'openai', 'gpt-5-nano',"
+        " 'b1', ?, ?, 'planned')"
+    )
+    start, cpu = time.perf_counter(), cpu_seconds()
+    conn.execute("BEGIN")
+    conn.execute(
+        "INSERT INTO run (id, job_name, spec_path, spec_json, input_path, input_sha256, status,"
+        " n_items, n_rejected, created_at) VALUES (1, 'b', '', '{}', '', '', 'planned', 0, 0,"
+        " '2026-01-01 00:00:00')"
+    )
+    conn.execute(
+        "INSERT INTO batch (id, run_id, round, provider, model, tier, status, path, n_requests,"
+        " n_bytes, n_succeeded, n_errored, n_expired, n_cancelled, created_at) VALUES ('b1', 1,"
+        " 1, 'openai', 'gpt-5-nano', 'nano', 'planned', '', 0, 0, 0, 0, 0, 0, '2026-01-01')"
+    )
+    stored_prompts: set[str] = set()
+    items, attempts = [], []
+    n = 0
+    with open(input_path, "rb") as f, open(f"{work}/minimal.jsonl", "wb") as out:
+        for n, line in enumerate(f, 1):
+            obj = orjson.loads(line)
+            request = _request_line(obj, n)
+            encoded = orjson.dumps(request)
+            out.write(encoded + b"\n")
+            key = request["body"]["prompt_cache_key"]
+            if key not in stored_prompts:
+                stored_prompts.add(key)
+                conn.execute("INSERT INTO prompt (hash, text) VALUES (?, ?)", (key, "..."))
+            own = orjson.dumps({"messages": request["body"]["messages"][1:]}).decode()
+            items.append((n, n, str(obj.get("id", n)), key, own))
+            hash_ = hashlib.sha256(encoded).hexdigest()[:32]
+            attempts.append((n, n, request["custom_id"], hash_))
+            if len(items) >= 5000:
+                conn.executemany(item_sql, items)
+                conn.executemany(attempt_sql, attempts)
+                items, attempts = [], []
+        conn.executemany(item_sql, items)
+        conn.executemany(attempt_sql, attempts)
+        out.flush()
+        os.fsync(out.fileno())
+    conn.execute("COMMIT")
+    conn.close()
+    return {"items": n, "seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
+
+
+PHASES = {
+    "plan": phase_plan,
+    "minimal": phase_minimal,
+    "minimal_store": phase_minimal_store,
+    "floor": phase_floor,
+}
 
 
 def run_phase(name: str, input_path: Path, work: str) -> dict:
@@ -219,11 +294,14 @@ def bench(kind: str, items: int) -> bool:
         plan = run_phase("plan", path, work)
         minimal = run_phase("minimal", path, work)
         stored = run_phase("minimal_store", path, work)
+        floor = run_phase("floor", path, work) if TARGETS[kind][1] is not None else None
     phases = {
         "batcher plan (ingest, lay out, estimate)": plan,
         "minimal loop": minimal,
         "minimal loop + item and attempt rows": stored,
     }
+    if floor is not None:
+        phases["the same, rows as lean as batcher's"] = floor
     rates = {label: items / f["seconds"] for label, f in phases.items()}
     for label, f in phases.items():
         print(
@@ -250,6 +328,13 @@ def bench(kind: str, items: int) -> bool:
         f" per CPU-second {per_cpu:.2f} ({per_cpu_stored:.2f});"
         f" load average {os.getloadavg()[0]:.1f}"
     )
+    if floor is not None:
+        print(
+            f"  the lean storing loop reaches {minimal['seconds'] / floor['seconds']:.2f} of the"
+            " minimal loop (per CPU-second"
+            f" {minimal['cpu_seconds'] / floor['cpu_seconds']:.2f}): the most a plan that"
+            " stores its rows could reach here"
+        )
     print("  peak RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
     least, least_stored = TARGETS[kind]
     checks = [(f"ratio >= {least}", ratio >= least)]
