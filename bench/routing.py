@@ -1,6 +1,7 @@
 """Benchmark: what each routing strategy buys per correct answer, on replays of real answers.
 
 Run: .venv/bin/python bench/routing.py [--limit N] [--labels N] [--split-seed N]
+     .venv/bin/python bench/routing.py --speed [--speed-items N]
 
 Two replays go through the sandbox's replay responder, each strategy as a real run (engine,
 batches over HTTP through the SDKs, a fresh SQLite file), priced from the reported usage:
@@ -33,6 +34,13 @@ meet the same accuracy target (all-frontier's minus 0.5 points): on the labels r
 all-nano has the lowest cost per correct answer but is 12 points less accurate, and a
 policy held to all-frontier's accuracy cannot be asked to undercut a tier that does not
 hold to it. The strict reading (any fixed tier) is printed beside it, as information.
+
+--speed times routing instead, per item: the annotator `batcher plan` makes (tier, reason and
+sampled token count of each item of bench/plan.py's no-system workload, 200,000 items by
+default), its classifier alone, and a minimal hand-written loop on the same prompts (the
+article's heuristic with plain substring tests and a whole split, 4 characters a token). CPU
+time, best of five rounds, the three interleaved in each round. It also times the keyword
+search against one alternation regex, by prompt length.
 """
 
 from __future__ import annotations
@@ -41,10 +49,12 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -403,6 +413,93 @@ def _misses(
     return misses
 
 
+# --- speed: the annotator per item next to a minimal loop ------------------------------------
+
+ROUNDS = 5
+
+
+def cpu_us_per_item(work: Callable[[], object], n: int) -> float:
+    """CPU microseconds per item of one call of `work` (which handles n items)."""
+    start = time.process_time()
+    work()
+    return (time.process_time() - start) / n * 1e6
+
+
+def minimal_route(prompt: str, high: tuple[str, ...], low: tuple[str, ...]) -> tuple[str, int]:
+    """The article's heuristic in the fewest lines: keywords as plain substrings of the
+    lowercased prompt, the words of a whole split, 4 characters a token."""
+    lowered = prompt.lower()
+    n_high = sum(k in lowered for k in high)
+    words = len(prompt.split())
+    if n_high >= 2 or (n_high and words > 200):
+        return "frontier", len(prompt) // 4
+    if words < 50 and any(k in lowered for k in low):
+        return "nano", len(prompt) // 4
+    return "mid", len(prompt) // 4
+
+
+def keyword_regex(keywords: tuple[str, ...]) -> re.Pattern:
+    """One alternation of the keywords, each where no word character precedes it."""
+    longest_first = sorted(keywords, key=len, reverse=True)
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, longest_first)) + ")")
+
+
+def speed(n_items: int) -> None:
+    import plan  # bench/plan.py: the planning bench's job and workload
+
+    from batcher.plan import routing
+    from batcher.plan.inputs import ParsedItem, parse_lines
+    from batcher.plan.routing import make_annotator, make_classifier
+
+    spec = plan._spec()
+    path = plan.workload("no-system", n_items)
+    with open(path, "rb") as stream:
+        items = [p for p in parse_lines(stream) if isinstance(p, ParsedItem)]
+    prompts = [item.prompt_text() for item in items]
+    system = spec.defaults.system  # what ingest passes for an item without its own
+    classifier = make_classifier(spec)
+    high = tuple(k.lower() for k in spec.routing.high_keywords)
+    low = tuple(k.lower() for k in spec.routing.low_keywords)
+    n = len(items)
+    rows: dict[str, list[float]] = {"annotate": [], "classify": [], "minimal": []}
+    for _ in range(ROUNDS):
+        annotate = make_annotator(spec, input_path=path)  # a fresh token sample each round
+        rows["annotate"].append(
+            cpu_us_per_item(lambda annotate=annotate: [annotate(i, system) for i in items], n)
+        )
+        rows["classify"].append(
+            cpu_us_per_item(lambda: [classifier.classify(p) for p in prompts], n)
+        )
+        rows["minimal"].append(
+            cpu_us_per_item(lambda: [minimal_route(p, high, low) for p in prompts], n)
+        )
+    best = {name: min(times) for name, times in rows.items()}
+    chars = sum(map(len, prompts)) / n
+    print(f"routing {n:,} items of {path.name} (prompts of {chars:.0f} characters on average),")
+    print(f"CPU us per item, best of {ROUNDS} rounds; load average {os.getloadavg()[0]:.1f}")
+    print(f"  annotator (tier, reason, tokens)   {best['annotate']:6.2f}")
+    print(f"  its classifier alone               {best['classify']:6.2f}")
+    print(f"  minimal loop                       {best['minimal']:6.2f}")
+    print(f"  annotator / minimal loop, rate     {best['minimal'] / best['annotate']:6.2f}")
+    if hasattr(routing, "Keywords"):  # not in the versions before it, which --speed may time
+        _keyword_search(prompts, routing.Keywords(high), keyword_regex(high))
+
+
+def _keyword_search(prompts: list[str], keywords, regex: re.Pattern) -> None:
+    """Keywords.count against one regex over the same lowercased prompts, by length."""
+    print("  keyword search (high keywords, counting to 2), us per prompt: find / regex")
+    for least, most in ((100, 500), (500, 1000), (1000, 2500)):
+        texts = [p.lower() for p in prompts if least <= len(p) < most][:20_000]
+        if not texts:
+            continue
+        found = min(cpu_us_per_item(lambda t=texts: [keywords.count(x, 2) for x in t], len(texts))
+                    for _ in range(ROUNDS))  # fmt: skip
+        searched = min(cpu_us_per_item(lambda t=texts: [regex.search(x) for x in t], len(texts))
+                       for _ in range(ROUNDS))  # fmt: skip
+        print(f"    {least:>5}-{most:<5} chars ({len(texts):>6} prompts)"
+              f"   {found:5.2f} / {searched:5.2f} (one search only)")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, default=0, help="math items (0: all)")
@@ -410,7 +507,12 @@ def main() -> int:
     parser.add_argument(
         "--split-seed", type=int, default=SPLIT_SEED, help="which half the policy is tuned on"
     )
+    parser.add_argument("--speed", action="store_true", help="time routing per item instead")
+    parser.add_argument("--speed-items", type=int, default=200_000)
     args = parser.parse_args()
+    if args.speed:
+        speed(args.speed_items)
+        return 0
     math_rows = [json.loads(line) for line in MATH.read_text().splitlines() if line.strip()]
     if args.limit:
         math_rows = math_rows[: args.limit]

@@ -85,21 +85,55 @@ class FixedClassifier:
         return self.tier, f"classifier: fixed:{self.tier}"
 
 
-def count_keywords(text: str, keywords: tuple[str, ...], stop_at: int = 99) -> int:
-    """How many distinct `keywords` occur in lowercased `text` at the start of a word
-    ("design" in "designing", not "reason" in "treason"); stops counting at `stop_at`.
-    str.find beats one alternation regex about threefold on long prompts."""
-    found = 0
-    for keyword in keywords:
-        i = text.find(keyword)
-        while i != -1:
-            if i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_"):
+# Letters and the space that nearly every prompt of a few hundred characters holds. A keyword
+# with a character outside them ("z" of analyze, "x" of explain, "-" of trade-off) is searched
+# for only when that character is in the text: `in` with one character is a memchr, about a
+# tenth of the cost of searching for the keyword itself.
+COMMON_CHARACTERS = frozenset("etaoinsrhldcumfpgwybvk ")
+
+
+class Keywords:
+    """Keywords looked for at the start of a word of lowercased text ("design" in
+    "designing", not "reason" in "treason"), each behind its cheap test (see
+    COMMON_CHARACTERS). A find per keyword beats one alternation regex about threefold on
+    prompts of 100 to 2,000 characters, even a regex that stops at its first match
+    (bench/routing.py --speed)."""
+
+    def __init__(self, keywords: tuple[str, ...]):
+        gated, plain = [], []
+        for keyword in keywords:
+            rare = [c for c in keyword if c not in COMMON_CHARACTERS]
+            if rare:
+                gated.append((keyword, rare[0]))
+            else:
+                plain.append(keyword)
+        self.gated, self.plain = tuple(gated), tuple(plain)
+
+    def count(self, text: str, stop_at: int) -> int:
+        """How many distinct keywords occur in `text` (lowercased), counting up to `stop_at`
+        (at least 1): the same number whatever order they are looked for in."""
+        found = 0
+        for keyword, gate in self.gated:
+            if gate in text and keyword in text and starts_a_word(text, keyword):
                 found += 1
-                break
-            i = text.find(keyword, i + 1)
-        if found >= stop_at:
-            break
-    return found
+                if found >= stop_at:
+                    return found
+        for keyword in self.plain:
+            if keyword in text and starts_a_word(text, keyword):
+                found += 1
+                if found >= stop_at:
+                    return found
+        return found
+
+
+def starts_a_word(text: str, keyword: str) -> bool:
+    """Whether `keyword` occurs in `text` where no letter, digit or underscore precedes it."""
+    i = text.find(keyword)
+    while i != -1:
+        if i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_"):
+            return True
+        i = text.find(keyword, i + 1)
+    return False
 
 
 class HeuristicClassifier:
@@ -112,8 +146,8 @@ class HeuristicClassifier:
     """
 
     def __init__(self, routing: Routing, tiers: dict[str, str]):
-        self.high = tuple(dict.fromkeys(k.lower() for k in routing.high_keywords))
-        self.low = tuple(dict.fromkeys(k.lower() for k in routing.low_keywords))
+        self.high = Keywords(tuple(dict.fromkeys(k.lower() for k in routing.high_keywords)))
+        self.low = Keywords(tuple(dict.fromkeys(k.lower() for k in routing.low_keywords)))
         self.frontier_words, self.nano_words = routing.frontier_words, routing.nano_words
         ladder = routing.ladder or list(tiers)
         self.top = "frontier" if "frontier" in tiers else ladder[-1]
@@ -122,14 +156,12 @@ class HeuristicClassifier:
 
     def classify(self, text: str) -> tuple[str, str]:
         lowered = text.lower()
-        n_high = count_keywords(lowered, self.high, stop_at=2)
+        n_high = self.high.count(lowered, 2)
         if n_high >= 2:
             return self.top, "classifier: 2+ high keywords"
         if n_high and more_words_than(text, self.frontier_words):
             return self.top, "classifier: long prompt with a high keyword"
-        if not more_words_than(text, self.nano_words - 1) and count_keywords(
-            lowered, self.low, stop_at=1
-        ):
+        if not more_words_than(text, self.nano_words - 1) and self.low.count(lowered, 1):
             return self.bottom, "classifier: low keyword in a short prompt"
         return self.middle, "classifier: default"
 
@@ -199,6 +231,9 @@ class ClassifierText:
     def __init__(self, mode: str, template: Template | None = None):
         self.mode, self.template = mode, template or Template()
         self.field = mode.removeprefix("metadata.") if mode.startswith("metadata.") else None
+        # whether `of` is the prompt as it is (checked once, not per item)
+        template_empty = not self.template.head and not self.template.tail
+        self.whole_prompt = mode == "prompt" or (mode == "varying" and template_empty)
 
     def of(
         self,
@@ -302,6 +337,8 @@ class Router:
         for rule in self.rules:
             if rule.matches(metadata, text, tokens):
                 return rule.tier, rule.reason
+        if self.reads.whole_prompt:
+            return self.classifier.classify(text)
         return self.classifier.classify(self.reads.of(text, messages or [], metadata, system))
 
 
@@ -372,12 +409,25 @@ class TokenCounter:
 
     def item(self, item: ParsedItem, system: str | None) -> int:
         """Input tokens of `item` with `system` as its system prompt."""
+        return self.prompt_and_tokens(item.messages, system)[1]
+
+    def prompt_and_tokens(
+        self, messages: list[dict[str, Any]], system: str | None
+    ) -> tuple[str, int]:
+        """The text of the last user message (ParsedItem.prompt_text) and the input tokens of
+        `messages` with `system`, from one pass over the messages."""
         tokens = 0
         if system:
             tokens = count_tokens(system) if self.encode else estimate_tokens_cheap(system)
-        for message in item.messages:
-            tokens += MESSAGE_OVERHEAD_TOKENS + self.text(content_text(message["content"]))
-        return tokens
+        prompt = ""
+        for message in messages:
+            text = message["content"]
+            if not isinstance(text, str):
+                text = content_text(text)
+            tokens += MESSAGE_OVERHEAD_TOKENS + self.text(text)
+            if message["role"] == "user":
+                prompt = text
+        return prompt, tokens
 
 
 def estimate_input_tokens(item: ParsedItem, system: str | None, *, exact: bool = True) -> int:
@@ -390,6 +440,18 @@ def estimate_input_tokens(item: ParsedItem, system: str | None, *, exact: bool =
             tokens += MESSAGE_OVERHEAD_TOKENS + estimate_tokens_cheap(text)
         return tokens
     return TokenCounter().item(item, system)
+
+
+def _prompt_and_cheap_tokens(messages: list[dict[str, Any]], system: str | None) -> tuple[str, int]:
+    """TokenCounter.prompt_and_tokens at 4 characters a token."""
+    tokens = estimate_tokens_cheap(system) if system else 0
+    prompt = ""
+    for message in messages:
+        text = content_text(message["content"])
+        tokens += MESSAGE_OVERHEAD_TOKENS + estimate_tokens_cheap(text)
+        if message["role"] == "user":
+            prompt = text
+    return prompt, tokens
 
 
 _routers: dict[int, tuple[JobSpec, Router]] = {}
@@ -450,17 +512,14 @@ def make_annotator(
     if tokens == "auto":
         tokens = "exact" if _needs_tokens(router) else "sampled"
     counter = TokenCounter(SAMPLE_EVERY if tokens == "sampled" else 1)
+    prompt_and_tokens = _prompt_and_cheap_tokens if tokens == "cheap" else counter.prompt_and_tokens
 
     def annotate(item: ParsedItem, system: str | None) -> tuple[str, str, int]:
-        if tokens == "cheap":
-            n_tokens = estimate_input_tokens(item, system, exact=False)
-        else:
-            n_tokens = counter.item(item, system)
+        prompt, n_tokens = prompt_and_tokens(item.messages, system)
         try:
             tier, reason = router.route(
-                item.model, item.tier, item.metadata, item.prompt_text(), n_tokens,
-                item.messages, system,
-            )  # fmt: skip
+                item.model, item.tier, item.metadata, prompt, n_tokens, item.messages, system
+            )
         except UsageError as exc:  # an item's model that cannot be priced: name the line
             raise UsageError(f"input line {item.line_no}: {exc}") from None
         return tier, reason, n_tokens
