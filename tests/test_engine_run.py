@@ -22,6 +22,7 @@ from engine_helpers import (  # noqa: F401 - fixtures
 
 from batcher.errors import LeaseHeld
 from batcher.plan.estimate import budget_refusal, estimate_run
+from batcher.report.exports import iter_export_rows
 from batcher.run import engine
 from batcher.run.lease import acquire
 from batcher.spec import load_spec
@@ -64,6 +65,8 @@ def test_submit_only_then_resume(db, sandbox, clients, tmp_path):
     assert len(list_items(db, run_id, status="in_flight")) == 8  # `batcher items --status`
     assert list_items(db, run_id, status="queued") == []
     assert item_detail(db, run_id, "t0")["status"] == "in_flight"  # `batcher show`
+    exported = [row for chunk in iter_export_rows(db, run_id) for row in chunk]
+    assert [row["status"] for row in exported] == ["in_flight"] * 8  # `batcher export`
     done = engine.resume_run(db, run_id, clients=clients, poll=POLL)
     assert done.status == "completed" and done.exit_code == 0, done.message
     check_accounted(db, run_id, sandbox, 8)

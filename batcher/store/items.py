@@ -22,6 +22,7 @@ from batcher.store.models import TABLES
 from batcher.store.states import (
     IN_FLIGHT_SQL,
     ITEM_TERMINAL,
+    AttemptStatus,
     ItemStatus,
     set_status,
     set_status_many,
@@ -348,6 +349,16 @@ def count(conn: Connection, run_id: int) -> int:
     return conn.execute(sa.select(sa.func.count()).where(ITEM.c.run_id == run_id)).scalar_one()
 
 
+def shown_status() -> sa.Case:
+    """The item's status with `in_flight` derived: queued with an attempt at the provider
+    (see ItemStatus.IN_FLIGHT)."""
+    flying = sa.exists().where(
+        ATTEMPT.c.item_id == ITEM.c.id, ATTEMPT.c.status == AttemptStatus.SUBMITTED
+    )
+    queued = sa.and_(ITEM.c.status == ItemStatus.QUEUED, flying)
+    return sa.case((queued, ItemStatus.IN_FLIGHT.value), else_=ITEM.c.status)
+
+
 def export_rows(conn: Connection, run_id: int, chunk: int) -> Iterator[Sequence[sa.Row]]:
     """The run's items in input order with their final attempt and what all their attempts
     spent, `chunk` rows at a time (streamed: a server-side cursor on PostgreSQL, stepwise
@@ -400,7 +411,7 @@ def _export_query(run_id: int) -> sa.Select:
             i.c.metadata_json,
             i.c.explicit_tier,
             i.c.explicit_model,
-            i.c.status,
+            shown_status().label("status"),
             answer.c.output,
             sa.func.coalesce(final.c.tier, i.c.tier).label("tier"),
             final.c.provider,

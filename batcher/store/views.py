@@ -10,8 +10,8 @@ from sqlalchemy.engine import Engine
 
 from batcher.errors import UsageError
 from batcher.money.amounts import to_usd
+from batcher.store.items import shown_status
 from batcher.store.models import TABLES
-from batcher.store.states import AttemptStatus, ItemStatus
 
 RUN, ITEM, ATTEMPT, BATCH = TABLES["run"], TABLES["item"], TABLES["attempt"], TABLES["batch"]
 
@@ -38,7 +38,7 @@ def list_items(
         .subquery()
     )
     last, answer = ATTEMPT.alias("last"), ATTEMPT.alias("answer")
-    shown = _shown_status()
+    shown = shown_status()
     query = (
         sa.select(
             ITEM.c.custom_id, ITEM.c.line_no, ITEM.c.tier, shown.label("status"), answer.c.output,
@@ -71,16 +71,6 @@ def list_items(
     return [i for i in items if tier is None or i["tier"] == tier]
 
 
-def _shown_status() -> sa.Case:
-    """The item's status with `in_flight` derived: queued with an attempt at the provider
-    (see ItemStatus.IN_FLIGHT)."""
-    flying = sa.exists().where(
-        ATTEMPT.c.item_id == ITEM.c.id, ATTEMPT.c.status == AttemptStatus.SUBMITTED
-    )
-    queued = sa.and_(ITEM.c.status == ItemStatus.QUEUED, flying)
-    return sa.case((queued, ItemStatus.IN_FLIGHT.value), else_=ITEM.c.status)
-
-
 def item_detail(db: Engine, run_id: int, custom_id: str) -> dict[str, Any]:
     """One item of `run_id` by its input id: request, routing, status, final output, and
     every attempt (tier, model, batch, provider batch id, status, verdict, error, tokens,
@@ -88,7 +78,7 @@ def item_detail(db: Engine, run_id: int, custom_id: str) -> dict[str, Any]:
     with db.connect() as conn:
         _check_run(conn, run_id)
         item = conn.execute(
-            sa.select(ITEM, _shown_status().label("shown")).where(
+            sa.select(ITEM, shown_status().label("shown")).where(
                 ITEM.c.run_id == run_id, ITEM.c.custom_id == custom_id
             )
         ).first()
