@@ -1,13 +1,12 @@
 """Where a run stands (`RunOutcome`), and `batcher status` read without the run engine.
 
-`quick_status` answers `batcher status` on a SQLite file through `batcher.store.peek`, without
-importing SQLAlchemy, the price table or the SDKs (about a second of start-up otherwise); the
-engine's `run_status` gives the same answer for any database.
+`quick_status` answers `batcher status` through `batcher.store.peek` (sqlite3, or psycopg
+alone), without importing SQLAlchemy, the price table or the SDKs (about a second of start-up
+otherwise); the engine's `run_status` gives the same answer for any database.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -67,27 +66,27 @@ class RunOutcome:
 
 
 def quick_status(url: str | None, run_id: int | None = None) -> Any:
-    """What `engine.run_status` returns, read with sqlite3; None when the database is not an
-    existing SQLite file these queries fit (the caller then opens the store as usual)."""
+    """What `engine.run_status` returns, read without the engine; None when the database is
+    not an existing SQLite file or a reachable PostgreSQL one whose schema these queries fit
+    (the caller then opens the store as usual)."""
     conn = peek.open_peek(url)
     if conn is None:
         return None
     try:
-        with conn:
-            return _status(conn, run_id)
-    except sqlite3.Error:
+        return _status(conn, run_id)
+    except conn.errors:
         return None
     finally:
         conn.close()
 
 
-def _outcome(conn: sqlite3.Connection, run_id: int, run: dict[str, Any]) -> RunOutcome:
+def _outcome(conn: peek.Peek, run_id: int, run: dict[str, Any]) -> RunOutcome:
     cost, baseline = peek.cost_totals(conn, run_id)
     by_status = peek.counts_by_status(conn, run_id)
     return RunOutcome(run_id, run["status"], by_status, cost, baseline, run["error"])
 
 
-def _status(conn: sqlite3.Connection, run_id: int | None) -> Any:
+def _status(conn: peek.Peek, run_id: int | None) -> Any:
     if run_id is None:
         rows = []
         for rid, job, status, created in peek.recent(conn):
