@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import jsonschema
 from sandbox_fixtures import (  # noqa: F401 - fixtures
     ant_fixture,
@@ -136,3 +137,26 @@ def test_anthropic_refuses_unknown_fields_and_honours_structured_output(ant, san
         "tool_use",
     )
     assert isinstance(block.input, dict)  # a forced tool is not constrained: may miss fields
+
+
+def test_anthropic_forced_tool_input_keeps_the_schema_s_numbers_as_json_reads_them(ant, sandbox):
+    # enum values come from the request: NaN (json reads it; the SDK would not send it)
+    # and an integer past 64 bits come back as they went in, whatever writes the results
+    def forced(custom_id: str, prop: dict) -> dict:
+        schema = {"type": "object", "properties": {"x": prop}}
+        tool = ant_request(custom_id, "hi", model="claude-3-5-haiku-latest", max_tokens=300)
+        tool["params"]["tools"] = [{"name": "answer", "input_schema": schema}]
+        tool["params"]["tool_choice"] = {"type": "tool", "name": "answer"}
+        return tool
+
+    requests = [forced("nan", {"enum": [float("nan")]}), forced("big", {"const": 2**70})]
+    body = json.dumps({"requests": [*requests, ant_request("plain", "hi")]}).encode()
+    headers = {"x-api-key": "sk-ant-test"}
+    url = f"{sandbox.anthropic_base_url}/v1/messages/batches"
+    batch_id = httpx.post(url, content=body, headers=headers).json()["id"]
+    wait_anthropic(ant, batch_id)
+    raw = httpx.get(f"{url}/{batch_id}/results", headers=headers).content
+    lines = {row["custom_id"]: row for row in map(json.loads, raw.splitlines())}
+    nan, big = (lines[k]["result"]["message"]["content"][0]["input"]["x"] for k in ("nan", "big"))
+    assert nan != nan and big == 2**70  # NaN, and the exact integer
+    assert lines["plain"]["result"]["type"] == "succeeded"

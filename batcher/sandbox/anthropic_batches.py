@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from batcher.plan import tokens
 from batcher.sandbox.caching import CacheControlError, ColdStart, anthropic_usage, cold_start
 from batcher.sandbox.errors import ApiError
+from batcher.sandbox.jsonl import jsonl
 from batcher.sandbox.ledger import anthropic_kinds
 from batcher.sandbox.lifecycle import Timeline
 from batcher.sandbox.limits import context_window
@@ -122,7 +123,7 @@ class AnthropicBatch:
             self.counts[result["type"]] += 1
             lines.append({"custom_id": item["custom_id"], "result": result})
         random.Random(self.id).shuffle(lines)  # results come in no particular order
-        self.results = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        self.results = jsonl(lines, _echoes_request)
         self.materialized = True
 
     def to_json(self, now: float, base_url: str) -> dict:
@@ -142,6 +143,13 @@ class AnthropicBatch:
             "archived_at": None,
             "results_url": f"{base_url}/v1/messages/batches/{self.id}/results" if ended else None,
         }
+
+
+def _echoes_request(line: dict) -> bool:
+    """Whether a result line holds values taken from its request: a forced tool's input
+    is a schema instance, whose enum and const values come from the request."""
+    content = line["result"].get("message", {}).get("content") or [{}]
+    return content[0].get("type") == "tool_use"
 
 
 def _errored(kind: str, message: str) -> dict:

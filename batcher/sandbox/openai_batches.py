@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from batcher.sandbox.gc_pause import paused_collection
+from batcher.sandbox.jsonl import jsonl
 from batcher.sandbox.lifecycle import Timeline
 from batcher.sandbox.openai_results import batch_error_line, kinds_of, run_request
 from batcher.sandbox.prompts import count, openai_parts
@@ -300,8 +301,7 @@ _UNFINISHED = {
 def _write(state: SandboxState, batch_id: str, kind: str, lines: list[dict]) -> str | None:
     if not lines:
         return None
-    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    return state.store_file(data, f"{batch_id}_{kind}.jsonl", "batch_output").id
+    return state.store_file(jsonl(lines), f"{batch_id}_{kind}.jsonl", "batch_output").id
 
 
 def _sum_usage(kinds: list[dict[str, int]]) -> dict:
