@@ -378,3 +378,38 @@ def test_an_answer_cut_off_at_max_tokens_is_never_a_success(db, tmp_path):
             {"c": cut.custom_id},
         ).one()
     assert verdict.startswith("truncated") and stop == "max_tokens"
+
+
+def test_results_of_one_status_that_leave_different_columns_null(db, tmp_path):
+    """Rows leave their trailing NULL columns out, so one status is written by a statement
+    per shape: every shape stores its own values and NULL for the rest."""
+    spec, run_id, items, batch_id, attempts = one_batch(db, tmp_path, 7)
+    cid = {i: f"i{i}-a1" for i in items}
+    results = [
+        Result(cid[items[0]], "succeeded", '{"label": "sales"}', USAGE, stop_reason="end"),
+        Result(cid[items[1]], "succeeded", '{"label": "sales"}', USAGE),
+        Result(cid[items[2]], "succeeded", "not json", USAGE),  # no answer key
+        Result(cid[items[3]], "succeeded", "not json", USAGE, stop_reason="end"),
+        Result(cid[items[4]], "errored", error_code="e1", error_message="m", error_class="invalid"),
+        Result(cid[items[5]], "errored", error_code="e2", error_class="transient"),
+        Result(cid[items[6]], "errored", error_code="e3"),
+    ]
+    summary = reconcile_batch(db, batch_id, results, spec)
+    assert summary.stored == {"invalid": 4, "errored": 3}
+    rows = by_id(rows_of(db, ATTEMPT, ATTEMPT.c.batch_id == batch_id))
+    a = [rows[attempts[i]] for i in items]
+    answers = [(r["output"], r["answer_key"], r["stop_reason"], r["input_tokens"]) for r in a[:4]]
+    assert answers == [
+        ('{"label": "sales"}', "sales", "end", 1300),
+        ('{"label": "sales"}', "sales", None, 1300),
+        ("not json", None, None, 1300),
+        ("not json", None, "end", 1300),
+    ]
+    assert all(r["verdict"] for r in a[:4]) and not any(r["verdict"] for r in a[4:])
+    assert all(isinstance(r["finished_at"], datetime) for r in a)
+    errors = [(r["error_code"], r["error_class"], r["error_message"], r["output"]) for r in a[4:]]
+    assert errors == [
+        ("e1", "invalid", "m", None),
+        ("e2", "transient", None, None),
+        ("e3", None, None, None),
+    ]

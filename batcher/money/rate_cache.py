@@ -128,10 +128,13 @@ class _Rates:
                 raise ValueError(f"usage counts more cached than total input tokens: {usage}")
             if visible < 0:
                 visible = 0
+            cost = plain * bi + read * br + out * bo  # batch rates
+            standard = plain * si + read * sr + out * so
+            if w5 or w1:  # most results write no cache: their terms are 0
+                cost += w5 * b5 + w1 * b1
+                standard += w5 * s5 + w1 * s1
             return (
-                total, read, w5, w1, out, reasoning,
-                plain * bi + read * br + w5 * b5 + w1 * b1 + out * bo,  # cost: batch rates
-                plain * si + read * sr + w5 * s5 + w1 * s1 + out * so,  # standard rates
+                total, read, w5, w1, out, reasoning, cost, standard,
                 total * si + out * so,  # uncached
                 total * ti + visible * to,  # baseline: visible output only (visible_output)
             )  # fmt: skip

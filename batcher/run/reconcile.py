@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -50,7 +51,9 @@ OUTCOME_STATUS = {
     "expired": AttemptStatus.EXPIRED,
     "cancelled": AttemptStatus.CANCELLED,
 }
-UNMATCHED = object()  # a custom_id that is no attempt of the batch
+# The target of a result this pass has read (attempts.result_targets' shape, no attempt id):
+# a second line for it is skipped.
+TAKEN = (None, None, None)
 # Looked up once: reading an enum member costs ~0.15 us on Python 3.11, per result.
 SUCCEEDED, INVALID, TRUNCATED = (
     AttemptStatus.SUCCEEDED,
@@ -101,34 +104,42 @@ class _Chunk:
         self.n = self.chars = 0  # results added, and the characters of their texts
         self.size = size
 
-    def add(self, target: tuple[int, int], result: Result) -> bool:
-        """Turn `result` into the row that stores it on attempt `target` (id, item id).
-        Returns whether the chunk is now full: `size` results or CHUNK_TEXT_CHARS of text."""
+    def add(self, target: tuple[str, int, int], result: Result) -> bool:
+        """Turn `result` into the row that stores it on attempt `target` (custom_id, id,
+        item id): the values of attempts.result_columns, the trailing NULLs left out, then
+        the attempt id. Returns whether the chunk is now full: `size` results or
+        CHUNK_TEXT_CHARS of text."""
         usage = result.usage  # billed only when the provider reported usage
         billed = NOTHING_BILLED if usage is None else self.bill(usage)
         text = result.text
+        attempt_id = target[1]
         self.n += 1
         if text is not None:
             self.chars += len(text)
         if result.outcome == "succeeded":
-            checked, parsed = self.validator.check_parsed(text)
-            key = self.keys.key(text, parsed)
-            ok, verdict = checked
+            (ok, verdict), parsed = self.validator.check_parsed(text)
+            key, stop = self.keys.key(text, parsed), result.stop_reason
             status = SUCCEEDED if ok else INVALID
-            if result.stop_reason == "max_tokens":  # a cut-off answer is never a success
+            if stop == "max_tokens":  # a cut-off answer is never a success
                 ok, verdict = False, "truncated: the answer was cut off at max_tokens"
                 status = TRUNCATED
             if ok and self.finish_items:  # the answer stays on the attempt: stored once
-                self.items.append((target[0], verdict, target[0], target[1]))
-            # attempts.ANSWER_COLUMNS, then the attempt id
-            row = (*billed, text, verdict, self.now, key, result.stop_reason, target[0])
+                self.items.append((attempt_id, verdict, attempt_id, target[2]))
+            if stop is not None:
+                row = billed + (text, verdict, self.now, key, stop, attempt_id)
+            elif key is not None:
+                row = billed + (text, verdict, self.now, key, attempt_id)
+            else:
+                row = billed + (text, verdict, self.now, attempt_id)
         else:
             status = OUTCOME_STATUS[result.outcome]
-            # attempts.ERRORED_COLUMNS, then the attempt id
-            row = (
-                *billed, result.error_code, result.error_message, result.error_class,
-                self.now, target[0],
-            )  # fmt: skip
+            code, error_class, message = result.error_code, result.error_class, result.error_message
+            if message is not None:
+                row = billed + (self.now, code, error_class, message, attempt_id)
+            elif error_class is not None:
+                row = billed + (self.now, code, error_class, attempt_id)
+            else:
+                row = billed + (self.now, code, attempt_id)
         self.rows[status].append(row)
         return self.n >= self.size or self.chars >= CHUNK_TEXT_CHARS
 
@@ -142,7 +153,7 @@ class _Chunk:
         for status, rows in self.rows.items():
             moved = attempts.record_results(conn, status, rows)
             summary.stored[str(status)] = summary.stored.get(str(status), 0) + moved
-            summary.cost_pusd += sum(row[COST] for row in rows)
+            summary.cost_pusd += sum(map(itemgetter(COST), rows))
         items.finish(conn, ItemStatus.SUCCEEDED, self.items)
 
 
@@ -157,7 +168,7 @@ def _batch(conn: Connection, batch_id: str) -> Any:
 def _store_results(
     db: Engine,
     results: Iterable[Result],
-    targets: dict[str, tuple[int, int] | None],
+    targets: dict[str, tuple[str, int | None, int]],
     new_chunk: Callable[[], _Chunk],
     summary: ReconcileSummary,
 ) -> None:
@@ -167,15 +178,15 @@ def _store_results(
     chunk, n = new_chunk(), 0
     for result in results:
         n += 1
-        target = targets.get(result.custom_id, UNMATCHED)
-        if target is UNMATCHED:
+        target = targets.get(result.custom_id)
+        if target is None:
             summary.n_unmatched += 1
             if len(summary.unmatched) < SHOWN_UNMATCHED:
                 summary.unmatched.append(result.custom_id)
-        elif target is None:
+        elif target[1] is None:
             summary.n_skipped += 1  # stored before (or a duplicate line): never twice
         else:
-            targets[result.custom_id] = None  # taken: a second line for it is skipped
+            targets[result.custom_id] = TAKEN
             if chunk.add(target, result):  # full
                 chunk.write(db, summary)
                 chunk = new_chunk()
