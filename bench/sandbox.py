@@ -26,7 +26,7 @@ import anthropic
 import openai
 import orjson
 
-from batcher.plan.tokens import count_tokens, encoding
+from batcher.plan.tokens import _quicktok, count_tokens, encoding
 from batcher.sandbox import start_sandbox
 from batcher.sandbox.config import SandboxConfig
 from batcher.sandbox.http import Joined, split_parts
@@ -159,8 +159,9 @@ def sandbox_cpu(data: bytes) -> tuple[float, float, float]:
 
 
 def minimal_cpu(data: bytes) -> float:
-    """CPU seconds of the least an emulator does: parse, tokenize the user text, answer."""
-    encode = encoding().encode_ordinary
+    """CPU seconds of the least an emulator does: parse, tokenize the user text, answer
+    (with the faster of the two cl100k tokenizers at hand)."""
+    encode = _quicktok("cl100k_base").encode_ordinary
     start = time.process_time()
     out = []
     for raw in data.splitlines():

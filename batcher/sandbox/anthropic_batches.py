@@ -16,7 +16,7 @@ from batcher.sandbox.jsonl import jsonl
 from batcher.sandbox.ledger import anthropic_kinds
 from batcher.sandbox.lifecycle import Timeline
 from batcher.sandbox.limits import context_window
-from batcher.sandbox.prompts import anthropic_parts, count
+from batcher.sandbox.prompts import anthropic_parts, count, text_count, text_tokens
 from batcher.sandbox.responders import anthropic_query, forced_tool
 from batcher.sandbox.state import SandboxState, new_id
 
@@ -186,7 +186,7 @@ def run_request(
     reply = state.responder.answer(anthropic_query(params))
     if reply.text is None:
         return _errored(reply.error_type or "invalid_request_error", reply.error_message or "")
-    text, out, cut = _clip(reply.text, params["max_tokens"])
+    text, out, cut = _clip(reply.text, params["max_tokens"], reply.tokens)
     content, stop = [{"type": "text", "text": text}], "max_tokens" if cut else "end_turn"
     tool = forced_tool(params)
     if tool is not None and not cut:  # the forced tool's input is the answer
@@ -237,10 +237,13 @@ def _tool_use(name: str, text: str) -> dict:
             "input": value if isinstance(value, dict) else {}}  # fmt: skip
 
 
-def _clip(text: str, limit: int) -> tuple[str, int, bool]:
-    ids = tokens.encode(text)
-    if len(ids) <= limit:
-        return text, len(ids), False
+def _clip(text: str, limit: int, known: int | None = None) -> tuple[str, int, bool]:
+    """Text cut to `limit` tokens; (text, tokens, truncated). `known` is the text's token
+    count when the responder knows it: a text that fits is then not tokenized."""
+    count = text_count(text) if known is None else known
+    if count <= limit:
+        return text, count, False
+    ids = text_tokens(text)
     return tokens.encoding().decode(list(ids[:limit])), limit, True
 
 

@@ -11,7 +11,14 @@ from batcher.plan import tokens
 from batcher.sandbox.caching import ColdStart, cold_start, openai_cached_tokens
 from batcher.sandbox.ledger import openai_kinds
 from batcher.sandbox.limits import context_window
-from batcher.sandbox.prompts import REPLY_PRIMING, chain, openai_parts, part_count
+from batcher.sandbox.prompts import (
+    REPLY_PRIMING,
+    chain,
+    openai_parts,
+    part_count,
+    text_count,
+    text_tokens,
+)
 from batcher.sandbox.responders import (
     REASONING_RE,
     Query,
@@ -251,11 +258,11 @@ def _clip(
 ) -> tuple[str, int, bool]:
     """Text cut to what fits in `limit` after reasoning; (text, visible tokens, truncated).
     `visible` is the text's token count when the responder knows it."""
-    visible = tokens.count_tokens(text) if visible is None else visible
+    visible = text_count(text) if visible is None else visible
     if limit is None or visible + reasoning <= limit:
         return text, visible, False
     room = max(0, limit - reasoning)
-    ids = tokens.encode(text)[:room]
+    ids = text_tokens(text)[:room]
     return tokens.encoding().decode(list(ids)), len(ids), True
 
 

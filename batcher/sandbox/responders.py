@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from batcher.plan.tokens import count_tokens
-from batcher.sandbox.prompts import last_user_text, text_of
+from batcher.sandbox.prompts import fresh_count, last_user_text, text_count, text_of
 
 LABELS_RE = re.compile(r"^[ \t]*allowed labels[ \t]*:[ \t]*(.+?)[ \t]*$", re.I | re.M)
 WANTS_JSON_RE = re.compile(r'\{\s*"label"', re.I)
@@ -217,12 +216,12 @@ def _plain_tokens(tag: str, words: list[str]) -> int:
     tokens never span such a cut, so the sum is the whole text's count; only the tag is
     tokenized per answer (counting the whole answer was a sixth of a batch's CPU)."""
     words_tokens = sum(_part_tokens(" " + word) for word in words)
-    return _part_tokens("Sandbox answer") + count_tokens(tag) + words_tokens + _part_tokens(".")
+    return _part_tokens("Sandbox answer") + fresh_count(tag) + words_tokens + _part_tokens(".")
 
 
 @lru_cache(maxsize=64)
 def _part_tokens(part: str) -> int:
-    return count_tokens(part)
+    return text_count(part)
 
 
 @lru_cache(maxsize=4096)
