@@ -13,6 +13,7 @@ from batcher.sandbox.ledger import openai_kinds
 from batcher.sandbox.limits import context_window
 from batcher.sandbox.prompts import (
     REPLY_PRIMING,
+    Part,
     chain,
     openai_parts,
     part_count,
@@ -103,7 +104,8 @@ def run_request(
     if refused:
         message, code, param = refused
         return http_error_line(custom_id, 400, message, "invalid_request_error", code, param), None
-    refusal = _refusal(state, batch.endpoint, body, model, provider)
+    parts = openai_parts(body, batch.endpoint)  # once, for the context check and the cache
+    refusal = _refusal(state, batch.endpoint, body, model, parts, provider)
     if refusal is not None:
         return http_error_line(custom_id, 400, *refusal), None
     if state.faults.fire("request_error", provider, model=model, key=(batch.id, custom_id)):
@@ -128,12 +130,12 @@ def run_request(
             ), None
         timeline = getattr(batch, "timeline", None)  # direct mode: one request at a time
         cold = cold_start(state, batch.id, provider, timeline.created) if timeline else None
-        result = _completion(state, batch.endpoint, body, query, reply, at, provider, cold)
+        result = _completion(state, batch.endpoint, body, parts, query, reply, at, provider, cold)
     return success_line(custom_id, result), result["usage"]
 
 
 def _refusal(
-    state, endpoint: str, body: dict, model: str, provider: str = "openai"
+    state, endpoint: str, body: dict, model: str, parts: tuple[Part, ...], provider: str = "openai"
 ) -> tuple[str, str, str, str] | None:
     """(message, type, code, param) of a request the real endpoint refuses with a 400 line:
     `max_tokens` on a reasoning model, or prompt plus completion cap over the context."""
@@ -152,7 +154,7 @@ def _refusal(
         return None
     # The chain's length is the prompt's token count. The chain is memoized by the parts, so
     # the cache accounting that follows finds it instead of tokenizing the prompt again.
-    prompt = chain(openai_parts(body, endpoint)).length + REPLY_PRIMING
+    prompt = chain(parts).length + REPLY_PRIMING
     completion = _limit(body) or 0
     if prompt + completion <= window:
         return None
@@ -270,6 +272,7 @@ def _completion(
     state,
     endpoint: str,
     body: dict,
+    parts: tuple[Part, ...],
     query: Query,
     reply: Reply,
     at: float,
@@ -277,7 +280,6 @@ def _completion(
     cold: ColdStart | None = None,
 ) -> dict:
     model = query.model
-    parts = openai_parts(body, endpoint)
     ttl = state.config.openai_cache_ttl_s
     if body.get("prompt_cache_retention") == "24h":
         ttl = 86400.0

@@ -215,8 +215,14 @@ def _plain_tokens(tag: str, words: list[str]) -> int:
     the tag's space, after its colon, before each " word" and before the final ".", and
     tokens never span such a cut, so the sum is the whole text's count; only the tag is
     tokenized per answer (counting the whole answer was a sixth of a batch's CPU)."""
-    words_tokens = sum(_part_tokens(" " + word) for word in words)
+    words_tokens = sum(map(_word_tokens().__getitem__, words))
     return _part_tokens("Sandbox answer") + fresh_count(tag) + words_tokens + _part_tokens(".")
+
+
+@lru_cache(maxsize=1)
+def _word_tokens() -> dict[str, int]:
+    """Tokens of " word" for each answer word (looked up in C, not counted per answer)."""
+    return {word: text_count(" " + word) for word in WORDS}
 
 
 @lru_cache(maxsize=64)
