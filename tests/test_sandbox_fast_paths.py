@@ -20,7 +20,15 @@ from batcher.sandbox.config import SandboxConfig
 from batcher.sandbox.gc_pause import paused_collection
 from batcher.sandbox.http import FormPart, Joined, split_parts
 from batcher.sandbox.openai_batches import MAX_ERRORS, _check_line, _err, validate_input
-from batcher.sandbox.prompts import IM_END, IM_START, Chain, chain, part_tokens, text_tokens
+from batcher.sandbox.prompts import (
+    IM_END,
+    IM_START,
+    Chain,
+    SharedTexts,
+    chain,
+    part_tokens,
+    text_tokens,
+)
 from batcher.sandbox.responders import (
     LABELS_RE,
     DeterministicResponder,
@@ -312,3 +320,49 @@ SPECIAL = ["<|endoftext|>", "<|fim_prefix|>", "<|im_start|>", "<|endofprompt|>"]
 def test_prompt_texts_tokenize_as_the_planner_counts_them(text):
     assert text_tokens(text) == encode(text)
     assert len(text_tokens(text)) == count_tokens(text)
+
+
+def test_requests_repeating_a_long_text_share_one_string():
+    system = "Label the ticket. " * 100  # 1,800 characters
+    lines = [
+        {"custom_id": f"r{i}", "method": "POST", "url": CHAT, "body": {"model": "gpt-5-nano",
+         "messages": [{"role": "system", "content": system}, {"role": "user", "content": f"q{i}"}]}}
+        for i in range(3)
+    ]  # fmt: skip
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    got, errors = validate_input(data, CHAT, SandboxConfig())
+    assert not errors and got == lines  # the same values
+    first, *others = (line["body"]["messages"][0]["content"] for line in got)
+    assert all(text is first for text in others)  # one object (parsed copies were three)
+
+
+def test_shared_texts_keep_what_they_are_given():
+    texts = SharedTexts(size=2, minimum=4)
+    a, b, c = "aaaa", "bbbbb", "ccccc"
+    assert texts.shared("aa") == "aa" and texts.shared(None) is None and texts.shared(5) == 5
+    assert texts.shared(a) is a and texts.shared("".join(["aa", "aa"])) is a
+    assert texts.shared(b) is b and texts.shared(a) is a  # a again: the most recent
+    assert texts.shared(c) is c  # b, the least recent, is dropped
+    assert texts.shared("".join(["bbb", "bb"])) is not b
+    blocks = [{"type": "text", "text": "".join(["cc", "ccc"])}, {"type": "image"}, "x"]
+    assert texts.share_blocks(blocks) is blocks and blocks[0]["text"] is c
+    messages = [{"role": "user", "content": "".join(["c", "cccc"])}, {"role": "user"}, 3]
+    texts.share_messages(messages)
+    assert messages[0]["content"] is c and messages[1:] == [{"role": "user"}, 3]
+
+
+def test_anthropic_requests_repeating_a_long_system_share_one_string():
+    from batcher.sandbox.anthropic_batches import create_batch
+    from batcher.sandbox.state import SandboxState
+
+    def request(i: int) -> dict:
+        system = "".join(["Label the ticket. "] * 100)  # a new object each time
+        params = {"model": "claude-sonnet-4-6", "max_tokens": 8, "messages": [{"role": "user",
+                  "content": system}], "system": [{"type": "text", "text": system}]}  # fmt: skip
+        return {"custom_id": f"a{i}", "params": params}
+
+    batch = create_batch(SandboxState(SandboxConfig()), [request(i) for i in range(3)])
+    texts = [r["params"]["system"][0]["text"] for r in batch.requests]
+    texts += [r["params"]["messages"][0]["content"] for r in batch.requests]
+    assert all(text is texts[0] for text in texts)
+    assert batch.requests == [request(i) for i in range(3)]  # the same values

@@ -16,7 +16,13 @@ from batcher.sandbox.jsonl import jsonl
 from batcher.sandbox.ledger import anthropic_kinds
 from batcher.sandbox.lifecycle import Timeline
 from batcher.sandbox.limits import context_window
-from batcher.sandbox.prompts import anthropic_parts, count, text_count, text_tokens
+from batcher.sandbox.prompts import (
+    anthropic_parts,
+    count,
+    shared_texts,
+    text_count,
+    text_tokens,
+)
 from batcher.sandbox.responders import anthropic_query, forced_tool
 from batcher.sandbox.state import SandboxState, new_id
 
@@ -259,6 +265,11 @@ def create_batch(state: SandboxState, requests: list[dict]) -> AnthropicBatch:
         slow.factor if slow else 1.0,
         expire.after if expire else None,
     )
+    for item in requests:  # one str object for each long text requests repeat
+        params = item["params"]
+        if "system" in params:
+            params["system"] = shared_texts.share_blocks(params["system"])
+        shared_texts.share_messages(params.get("messages"))
     # Anthropic has no separate validating/finalizing status: both count as in_progress.
     batch = AnthropicBatch(new_id("msgbatch_"), requests, timeline)
     state.ledger.submitted("anthropic", [r["custom_id"] for r in requests])

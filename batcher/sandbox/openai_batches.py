@@ -12,7 +12,7 @@ from batcher.sandbox.gc_pause import paused_collection
 from batcher.sandbox.jsonl import jsonl
 from batcher.sandbox.lifecycle import Timeline
 from batcher.sandbox.openai_results import batch_error_line, kinds_of, run_request
-from batcher.sandbox.prompts import count, openai_parts
+from batcher.sandbox.prompts import count, openai_parts, shared_texts
 from batcher.sandbox.state import SandboxState, new_id
 
 MAX_ERRORS = 1000  # like the service, report the first problems rather than every line
@@ -62,10 +62,20 @@ def validate_input(data: bytes, endpoint: str, cfg) -> tuple[list[dict], list[di
         else:
             model = model or line["body"]["model"]
             seen.add(line["custom_id"])
+            _share_texts(line["body"])
             lines.append(line)
         if len(errors) >= MAX_ERRORS:
             break
     return lines, errors
+
+
+def _share_texts(body: dict) -> None:
+    """One str object for each long text requests repeat (see prompts.SharedTexts)."""
+    shared_texts.share_messages(body.get("messages"))
+    if "instructions" in body:
+        body["instructions"] = shared_texts.shared(body["instructions"])
+    if isinstance(body.get("input"), list):
+        shared_texts.share_messages(body["input"])
 
 
 def _newlines(data: bytes) -> list[int]:

@@ -10,6 +10,7 @@ requests sharing a 2,000-token system prompt tokenize and hash it once.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -71,6 +72,56 @@ def _ids(text: str) -> list[int]:
     if text.isascii():
         return tokens._quicktok("cl100k_base").encode_ordinary(text)
     return tokens.encoding().encode_ordinary(text)
+
+
+class SharedTexts:
+    """The long texts requests repeat (a shared system prompt), one str object each.
+
+    Every parsed request holds its own copy of a 2,000-token system prompt: each copy is
+    hashed again by the first cache that looks it up (3 us for 11 KB) and compared byte by
+    byte by the others, and 10,000 copies hold 110 MB. Recent long texts are compared,
+    not hashed (unequal texts differ early or in length); an equal one is replaced by the
+    first seen, whose hash is known and which every cache finds by identity."""
+
+    def __init__(self, size: int = 8, minimum: int = 1024) -> None:
+        self.size, self.minimum = size, minimum
+        self._texts: list[str] = []
+        self._lock = threading.Lock()  # batches may be created in several threads
+
+    def shared(self, text: object) -> object:
+        """The known str equal to `text`, else `text` (kept if long)."""
+        if type(text) is not str or len(text) < self.minimum:
+            return text
+        with self._lock:
+            texts = self._texts
+            for index, known in enumerate(texts):
+                if known == text:
+                    if index:
+                        texts.insert(0, texts.pop(index))
+                    return known
+            texts.insert(0, text)
+            del texts[self.size :]
+            return text
+
+    def share_messages(self, messages: object) -> None:
+        """Shares the string content of each message, and the texts of its content blocks."""
+        if not isinstance(messages, list):
+            return
+        for message in messages:
+            if isinstance(message, dict) and "content" in message:
+                message["content"] = self.share_blocks(message["content"])
+
+    def share_blocks(self, content: object) -> object:
+        """`content` (a string or a list of blocks) with its long texts shared."""
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and "text" in block:
+                    block["text"] = self.shared(block["text"])
+            return content
+        return self.shared(content)
+
+
+shared_texts = SharedTexts()
 
 
 def part_count(part: Part) -> int:
