@@ -37,7 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import workloads  # bench/workloads.py: finds ../shared from any clone
 
@@ -141,10 +143,22 @@ def phase_minimal(input_path: str, work: str) -> dict:
     return {"items": n, "seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
 
 
-def phase_minimal_store(input_path: str, work: str) -> dict:
-    """The minimal loop, plus what a plan must keep to be submitted and resumed: an item row
-    and an attempt row per item, written with sqlite3 executemany into batcher's schema in
-    one transaction: the floor of a plan that must be stored (issue 16)."""
+ATTEMPT_SQL = (
+    "INSERT INTO attempt (id, run_id, item_id, seq, tier, provider, model, batch_id,"
+    " custom_id, request_hash, status) VALUES (?, 1, ?, 1, 'nano', 'openai', 'gpt-5-nano',"
+    " 'b1', ?, ?, 'planned')"
+)
+
+
+def _storing_loop(
+    input_path: str,
+    db_path: str,
+    item_sql: str,
+    item_row: Callable[[Any, int, dict, dict], tuple],
+) -> dict:
+    """The minimal loop, plus an item row (`item_row(conn, n, obj, request)`, inserted with
+    `item_sql`) and an attempt row per item, written with sqlite3 executemany into
+    batcher's schema (a new database at `db_path`) in one transaction."""
     import hashlib
     import sqlite3
 
@@ -152,19 +166,10 @@ def phase_minimal_store(input_path: str, work: str) -> dict:
 
     from batcher.store import open_store
 
-    open_store(f"sqlite:///{work}/store.db").dispose()  # the schema, untimed
-    conn = sqlite3.connect(f"{work}/store.db", isolation_level=None)
+    open_store(f"sqlite:///{db_path}").dispose()  # the schema, untimed
+    conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    item_sql = (
-        "INSERT INTO item (id, run_id, line_no, custom_id, request_json, tier, status)"
-        " VALUES (?, 1, ?, ?, ?, 'nano', 'queued')"
-    )
-    attempt_sql = (
-        "INSERT INTO attempt (id, run_id, item_id, seq, tier, provider, model, batch_id,"
-        " custom_id, request_hash, status) VALUES (?, 1, ?, 1, 'nano', 'openai', 'gpt-5-nano',"
-        " 'b1', ?, ?, 'planned')"
-    )
     start, cpu = time.perf_counter(), cpu_seconds()
     conn.execute("BEGIN")
     conn.execute(
@@ -179,27 +184,44 @@ def phase_minimal_store(input_path: str, work: str) -> dict:
     )
     items, attempts = [], []
     n = 0
-    with open(input_path, "rb") as f, open(f"{work}/minimal.jsonl", "wb") as out:
+    lines_path = Path(db_path).with_name("minimal.jsonl")
+    with open(input_path, "rb") as f, open(lines_path, "wb") as out:
         for n, line in enumerate(f, 1):
             obj = orjson.loads(line)
             request = _request_line(obj, n)
             encoded = orjson.dumps(request)
             out.write(encoded + b"\n")
-            stored_request = orjson.dumps({"messages": request["body"]["messages"]}).decode()
-            items.append((n, n, str(obj.get("id", n)), stored_request))
+            items.append(item_row(conn, n, obj, request))
             hash_ = hashlib.sha256(encoded).hexdigest()[:32]  # as long as the planner's
             attempts.append((n, n, request["custom_id"], hash_))
             if len(items) >= 5000:
                 conn.executemany(item_sql, items)
-                conn.executemany(attempt_sql, attempts)
+                conn.executemany(ATTEMPT_SQL, attempts)
                 items, attempts = [], []
         conn.executemany(item_sql, items)
-        conn.executemany(attempt_sql, attempts)
+        conn.executemany(ATTEMPT_SQL, attempts)
         out.flush()
         os.fsync(out.fileno())
     conn.execute("COMMIT")
     conn.close()
     return {"items": n, "seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
+
+
+def phase_minimal_store(input_path: str, work: str) -> dict:
+    """The minimal loop, plus what a plan must keep to be submitted and resumed: an item row
+    (holding its whole request, system prompt included) and an attempt row per item: the
+    floor of a plan that must be stored (issue 16)."""
+    import orjson
+
+    def item_row(conn: Any, n: int, obj: dict, request: dict) -> tuple:
+        stored_request = orjson.dumps({"messages": request["body"]["messages"]}).decode()
+        return (n, n, str(obj.get("id", n)), stored_request)
+
+    item_sql = (
+        "INSERT INTO item (id, run_id, line_no, custom_id, request_json, tier, status)"
+        " VALUES (?, 1, ?, ?, ?, 'nano', 'queued')"
+    )
+    return _storing_loop(input_path, f"{work}/store.db", item_sql, item_row)
 
 
 def phase_floor(input_path: str, work: str) -> dict:
@@ -207,66 +229,23 @@ def phase_floor(input_path: str, work: str) -> dict:
     messages and the key of its system prompt, which is stored once (as batcher stores
     them), and an attempt row. Its ratio to the minimal loop is the most that any plan
     that stores its rows could reach on this machine."""
-    import hashlib
-    import sqlite3
-
     import orjson
 
-    from batcher.store import open_store
+    stored_prompts: set[str] = set()
 
-    open_store(f"sqlite:///{work}/floor.db").dispose()  # the schema, untimed
-    conn = sqlite3.connect(f"{work}/floor.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    def item_row(conn: Any, n: int, obj: dict, request: dict) -> tuple:
+        key = request["body"]["prompt_cache_key"]
+        if key not in stored_prompts:
+            stored_prompts.add(key)
+            conn.execute("INSERT INTO prompt (hash, text) VALUES (?, ?)", (key, "..."))
+        own = orjson.dumps({"messages": request["body"]["messages"][1:]}).decode()
+        return (n, n, str(obj.get("id", n)), key, own)
+
     item_sql = (
         "INSERT INTO item (id, run_id, line_no, custom_id, system_hash, request_json, tier,"
         " status) VALUES (?, 1, ?, ?, ?, ?, 'nano', 'queued')"
     )
-    attempt_sql = (
-        "INSERT INTO attempt (id, run_id, item_id, seq, tier, provider, model, batch_id,"
-        " custom_id, request_hash, status) VALUES (?, 1, ?, 1, 'nano', 'openai', 'gpt-5-nano',"
-        " 'b1', ?, ?, 'planned')"
-    )
-    start, cpu = time.perf_counter(), cpu_seconds()
-    conn.execute("BEGIN")
-    conn.execute(
-        "INSERT INTO run (id, job_name, spec_path, spec_json, input_path, input_sha256, status,"
-        " n_items, n_rejected, created_at) VALUES (1, 'b', '', '{}', '', '', 'planned', 0, 0,"
-        " '2026-01-01 00:00:00')"
-    )
-    conn.execute(
-        "INSERT INTO batch (id, run_id, round, provider, model, tier, status, path, n_requests,"
-        " n_bytes, n_succeeded, n_errored, n_expired, n_cancelled, created_at) VALUES ('b1', 1,"
-        " 1, 'openai', 'gpt-5-nano', 'nano', 'planned', '', 0, 0, 0, 0, 0, 0, '2026-01-01')"
-    )
-    stored_prompts: set[str] = set()
-    items, attempts = [], []
-    n = 0
-    with open(input_path, "rb") as f, open(f"{work}/minimal.jsonl", "wb") as out:
-        for n, line in enumerate(f, 1):
-            obj = orjson.loads(line)
-            request = _request_line(obj, n)
-            encoded = orjson.dumps(request)
-            out.write(encoded + b"\n")
-            key = request["body"]["prompt_cache_key"]
-            if key not in stored_prompts:
-                stored_prompts.add(key)
-                conn.execute("INSERT INTO prompt (hash, text) VALUES (?, ?)", (key, "..."))
-            own = orjson.dumps({"messages": request["body"]["messages"][1:]}).decode()
-            items.append((n, n, str(obj.get("id", n)), key, own))
-            hash_ = hashlib.sha256(encoded).hexdigest()[:32]
-            attempts.append((n, n, request["custom_id"], hash_))
-            if len(items) >= 5000:
-                conn.executemany(item_sql, items)
-                conn.executemany(attempt_sql, attempts)
-                items, attempts = [], []
-        conn.executemany(item_sql, items)
-        conn.executemany(attempt_sql, attempts)
-        out.flush()
-        os.fsync(out.fileno())
-    conn.execute("COMMIT")
-    conn.close()
-    return {"items": n, "seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
+    return _storing_loop(input_path, f"{work}/floor.db", item_sql, item_row)
 
 
 PHASES = {
